@@ -1,1 +1,411 @@
-fn main() {}
+//! `vigil`: the command line. Thin: parses arguments, loads config, and calls the crates.
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use vigil_actors::generator::{EventGen, GenSpec};
+use vigil_actors::node::Node;
+use vigil_config::Config;
+use vigil_runtime::embedded::EmbeddedBroker;
+use vigil_runtime::kafka::TrackedProducer;
+use vigil_runtime::stats::StatusSnapshot;
+use vigil_supervision::TreeNode;
+
+#[derive(Parser)]
+#[command(name = "vigil", version, about = "Fault-tolerant actor runtime for real-time data pipelines on Kafka")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a node. Without --config: the embedded default (in-process Kafka, generator, full pipeline).
+    Run {
+        /// Node configuration (TOML). VIGIL_<SECTION>__<KEY> environment variables override it.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Status lines as JSON objects.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the librdkafka mock cluster as its own process until stopped.
+    Broker {
+        /// Partitions of each pre-created topic.
+        #[arg(long, default_value_t = 4)]
+        partitions: u32,
+        /// Port to listen on (0 picks a free one).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// Topics to create (comma-separated or repeated). Others are auto-created with 4 partitions.
+        #[arg(long = "topic", value_delimiter = ',', default_values_t = ["events".to_string(), "vigil-output".to_string(), "vigil-dlq".to_string()])]
+        topics: Vec<String>,
+    },
+    /// Produce deterministic synthetic events (payments and page views).
+    Gen(GenArgs),
+    /// Check or print configuration.
+    Config {
+        #[command(subcommand)]
+        cmd: ConfigCmd,
+    },
+    /// Print the live supervision tree of a running node.
+    Tree {
+        #[command(flatten)]
+        target: AdminTarget,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the status counters of a running node.
+    Status {
+        #[command(flatten)]
+        target: AdminTarget,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inject failures into a running node (drills).
+    Chaos {
+        #[command(subcommand)]
+        cmd: ChaosCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Report every problem in a configuration file, with field paths; exit 1 if any.
+    Check {
+        /// File to check.
+        file: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a complete, commented default configuration.
+    Default,
+}
+
+#[derive(Subcommand)]
+enum ChaosCmd {
+    /// Make a stage panic: ingest, validate, process, sink or generator.
+    Panic {
+        /// Stage name.
+        stage: String,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+}
+
+#[derive(Args)]
+struct AdminTarget {
+    /// Admin address of the node (default: from --config, else 127.0.0.1:9899).
+    #[arg(long)]
+    admin: Option<String>,
+    /// Read the admin address from this node configuration.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+}
+
+impl AdminTarget {
+    fn addr(&self) -> Result<String> {
+        if let Some(a) = &self.admin {
+            return Ok(a.clone());
+        }
+        let cfg = load_config(self.config.as_deref())?;
+        Ok(cfg.observability.admin_addr)
+    }
+}
+
+#[derive(Args)]
+struct GenArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long)]
+    bootstrap: String,
+    /// Topic to write.
+    #[arg(long, default_value = "events")]
+    topic: String,
+    /// Records to produce (0 = until stopped).
+    #[arg(long, default_value_t = 1000)]
+    count: u64,
+    /// Records per second (0 = as fast as possible).
+    #[arg(long, default_value_t = 0)]
+    rate: u32,
+    /// Fraction of deliberately malformed records.
+    #[arg(long, default_value_t = 0.0)]
+    bad_ratio: f64,
+    /// Seed of the deterministic stream.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Distinct users (keys).
+    #[arg(long, default_value_t = 50)]
+    users: u32,
+    /// Event time of the first record, ms since epoch (default: now).
+    #[arg(long)]
+    start_ms: Option<i64>,
+    /// Event-time step between records, ms (default: 1000/rate, or 1).
+    #[arg(long)]
+    step_ms: Option<i64>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn load_config(path: Option<&std::path::Path>) -> Result<Config> {
+    Config::load(path, std::env::vars()).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VIGIL_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,librdkafka=warn,rdkafka=warn"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
+    use std::process::ExitCode;
+    match cli.cmd {
+        Cmd::Run { config, json } => run(config, json).await,
+        Cmd::Broker { partitions, port, topics } => broker(partitions, port, topics).await,
+        Cmd::Gen(args) => gen(args).await,
+        Cmd::Config { cmd: ConfigCmd::Default } => {
+            print!("{}", Config::default_toml());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Config { cmd: ConfigCmd::Check { file, json } } => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let res = Config::from_toml_str(&text, std::env::vars());
+            let errors = res.as_ref().err().map(|e| e.errors.clone()).unwrap_or_default();
+            if json {
+                let list: Vec<_> = errors.iter().map(|e| serde_json::json!({"path": e.path, "message": e.message})).collect();
+                println!("{}", serde_json::json!({"file": file.display().to_string(), "ok": errors.is_empty(), "errors": list}));
+            } else if errors.is_empty() {
+                println!("{}: ok", file.display());
+            } else {
+                println!("{}: {} problem(s)", file.display(), errors.len());
+                for e in &errors {
+                    println!("  {e}");
+                }
+            }
+            Ok(if errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Cmd::Tree { target, json } => {
+            let tree: TreeNode = http_get_json(&target.addr()?, "/tree")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&tree)?);
+            } else {
+                print!("{}", tree.render());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Status { target, json } => {
+            let v: serde_json::Value = http_get_json(&target.addr()?, "/status")?;
+            if json {
+                println!("{v}");
+            } else {
+                let s: StatusSnapshot = serde_json::from_value(v)?;
+                println!("{}", status_line(&s, None));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Chaos { cmd: ChaosCmd::Panic { stage, target } } => {
+            let addr = target.addr()?;
+            vigil_chaos::inject_panic(&addr, &stage)?;
+            println!("injected panic into `{stage}` on {addr}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn http_get_json<T: serde::de::DeserializeOwned>(addr: &str, path: &str) -> Result<T> {
+    let url = format!("http://{addr}{path}");
+    let mut resp = ureq::get(&url).call().with_context(|| format!("cannot reach the admin API at {addr} (is `vigil run` running? pass --admin ADDR or --config FILE)"))?;
+    resp.body_mut().read_json::<T>().with_context(|| format!("unexpected answer from {url}"))
+}
+
+fn status_line(s: &StatusSnapshot, rate: Option<f64>) -> String {
+    let cp = match &s.last_checkpoint {
+        Some(c) => {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+            format!("checkpoint #{} ({} ms, {:.1}s ago)", c.id, c.duration_ms, (now - c.completed_ms).max(0) as f64 / 1000.0)
+        }
+        None => "no checkpoint yet".to_string(),
+    };
+    let rate = rate.map(|r| format!(" ({r:.0}/s)")).unwrap_or_default();
+    let lost = if s.lost_to_retention > 0 { format!("  LOST-TO-RETENTION {}", s.lost_to_retention) } else { String::new() };
+    format!(
+        "in {}{rate}  valid {}  windowed {}  out {} windows  dlq {}  lag {}  {cp}{lost}",
+        s.ingested, s.validated, s.processed, s.windows_out, s.dlq, s.lag
+    )
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn run(config: Option<PathBuf>, json: bool) -> Result<std::process::ExitCode> {
+    let cfg = load_config(config.as_deref())?;
+    init_logging(cfg.observability.log_format == vigil_config::LogFormat::Json);
+    let node = Node::start(cfg.clone()).await.context("node failed to start")?;
+    let o = &cfg;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"event": "started", "node": o.node.id, "bootstrap": node.bootstrap(), "embedded": node.is_embedded(),
+                "metrics": format!("http://{}/metrics", node.metrics_addr), "admin": format!("http://{}", node.admin_addr),
+                "data_dir": o.node.data_dir.display().to_string()})
+        );
+    } else {
+        println!("vigil {} — node {}", env!("CARGO_PKG_VERSION"), o.node.id);
+        if node.is_embedded() {
+            println!("  kafka      embedded mock cluster at {} (in process; gone when the node stops)", node.bootstrap());
+        } else {
+            println!("  kafka      {}", node.bootstrap());
+        }
+        let topics: Vec<&str> = o.pipeline.sources.iter().map(|s| s.topic.as_str()).collect();
+        println!("  pipeline   {} -> validate -> {} windows by `{}` -> {} (dlq: {})", topics.join(","), humantime::format_duration(o.pipeline.window.size), o.pipeline.window.key_field, o.pipeline.sink_topic, o.pipeline.dlq_topic);
+        println!("  data       {}", o.node.data_dir.display());
+        println!("  metrics    http://{}/metrics", node.metrics_addr);
+        println!("  admin      http://{}/status   (vigil tree --admin {})", node.admin_addr, node.admin_addr);
+        if o.generator_enabled() {
+            println!("  generator  {} records/s, {:.0}% malformed, seed {}", o.generator.rate, o.generator.bad_ratio * 100.0, o.generator.seed);
+        }
+        println!("Ctrl-C stops the node with a final checkpoint.");
+    }
+    let _ = std::io::stdout().flush();
+    let stats = node.ctx.stats.clone();
+    let interval = o.observability.status_interval;
+    let printer = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.tick().await;
+        let mut last = (Instant::now(), 0u64);
+        loop {
+            tick.tick().await;
+            let s = stats.snapshot();
+            let rate = (s.ingested.saturating_sub(last.1)) as f64 / last.0.elapsed().as_secs_f64().max(0.001);
+            last = (Instant::now(), s.ingested);
+            if json {
+                let mut v = serde_json::to_value(&s).unwrap_or_default();
+                if let Some(m) = v.as_object_mut() {
+                    m.insert("event".into(), "status".into());
+                }
+                println!("{v}");
+            } else {
+                println!("{}", status_line(&s, Some(rate)));
+            }
+            let _ = std::io::stdout().flush();
+        }
+    });
+    let res = node.run_until(shutdown_signal()).await;
+    printer.abort();
+    match res {
+        Ok(()) => {
+            println!("stopped cleanly");
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("error: node failed: {e}");
+            Ok(std::process::ExitCode::FAILURE)
+        }
+    }
+}
+
+async fn broker(partitions: u32, port: u16, topics: Vec<String>) -> Result<std::process::ExitCode> {
+    init_logging(false);
+    if partitions == 0 {
+        bail!("--partitions must be at least 1");
+    }
+    let listen: SocketAddr = ([127, 0, 0, 1], port).into();
+    let b = EmbeddedBroker::start(partitions, &topics, Some(listen)).context("cannot start the mock cluster")?;
+    println!("bootstrap: {}", b.bootstrap());
+    println!("topics: {} ({} partitions each); the mock keeps ~5 MiB per partition", topics.join(","), partitions);
+    let _ = std::io::stdout().flush();
+    shutdown_signal().await;
+    drop(b);
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+async fn gen(a: GenArgs) -> Result<std::process::ExitCode> {
+    init_logging(false);
+    if !(0.0..=1.0).contains(&a.bad_ratio) {
+        bail!("--bad-ratio must be between 0.0 and 1.0");
+    }
+    let kafka = vigil_config::KafkaConfig::default();
+    let producer = TrackedProducer::new(&a.bootstrap, &kafka)?;
+    let start_ms = a.start_ms.unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0));
+    let step_ms = a.step_ms.unwrap_or_else(|| vigil_actors::stages::step_ms_for_rate(a.rate));
+    let mut g = EventGen::new(GenSpec { seed: a.seed, users: a.users, bad_ratio: a.bad_ratio, start_ms, step_ms });
+    let started = Instant::now();
+    let (mut produced, mut bad) = (0u64, 0u64);
+    let mut last_report = Instant::now();
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    let timeout = Duration::from_secs(30);
+    while a.count == 0 || produced < a.count {
+        if a.rate > 0 {
+            let due = started.elapsed().as_millis() as u64 * u64::from(a.rate) / 1000;
+            if produced >= due {
+                tokio::select! {
+                    _ = &mut stop => break,
+                    _ = tokio::time::sleep(Duration::from_millis(5)) => continue,
+                }
+            }
+        }
+        let r = g.next_record();
+        vigil_actors::stages::produce_generated(&producer, &a.topic, &r, timeout).await?;
+        produced += 1;
+        bad += u64::from(r.bad);
+        if !a.json && last_report.elapsed() >= Duration::from_secs(2) {
+            eprintln!("gen: {produced} records ({bad} malformed) to {}", a.topic);
+            last_report = Instant::now();
+        }
+    }
+    producer.flush_checked(timeout, 0).await.context("not every record was acknowledged")?;
+    let secs = started.elapsed().as_secs_f64();
+    if a.json {
+        println!("{}", serde_json::json!({"topic": a.topic, "produced": produced, "bad": bad, "seed": a.seed, "start_ms": start_ms, "step_ms": step_ms, "seconds": secs}));
+    } else {
+        println!("produced {produced} records ({bad} malformed) to {} in {secs:.1}s (seed {}, start_ms {start_ms}, step_ms {step_ms})", a.topic, a.seed);
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}

@@ -1,1 +1,51 @@
-//! placeholder
+//! vigil-actors: the pipeline stages — Ingest, Validate, Process (windows), Sink — and the
+//! synthetic generator, each an actor shell over pure logic, assembled into a supervised
+//! node by [`node`].
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod generator;
+pub mod node;
+pub mod pipeline;
+pub mod stages;
+pub mod validate;
+pub mod window;
+
+/// Errors of the pipeline stages. Each names the stage or checkpoint concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A runtime operation (Kafka, store, listener) failed.
+    #[error(transparent)]
+    Runtime(#[from] vigil_runtime::Error),
+    /// The supervision tree failed.
+    #[error(transparent)]
+    Supervision(#[from] vigil_supervision::Error),
+    /// A downstream stage is not running (it is restarting; the supervisor restarts this
+    /// stage with it).
+    #[error("stage `{stage}` is not running")]
+    StageUnavailable {
+        /// Stage name.
+        stage: &'static str,
+    },
+    /// A checkpoint barrier did not come back.
+    #[error("checkpoint {id} did not complete within {waited:?}")]
+    CheckpointStuck {
+        /// Checkpoint id.
+        id: u64,
+        /// Time waited.
+        waited: std::time::Duration,
+    },
+    /// Restored state does not fit the current configuration.
+    #[error("stage `{stage}`: incompatible checkpointed state: {reason}")]
+    IncompatibleState {
+        /// Stage.
+        stage: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// An output could not be encoded.
+    #[error("encode output: {0}")]
+    Encode(String),
+}
+
+/// Result of stage operations.
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,217 @@
+//! What the stages share: the node context (config, store, producer, counters), the
+//! in-band messages (batches, barriers, credits), the stage registry, and the DLQ writer.
+use crate::window::WindowResult;
+use ractor::ActorRef;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use vigil_config::Config;
+use vigil_runtime::envelope::{Envelope, PartitionBatch, TopicPartition};
+use vigil_runtime::kafka::{OutRecord, TrackedProducer};
+use vigil_runtime::stats::{NodeStats, Stage};
+use vigil_runtime::store::Store;
+
+/// A checkpoint barrier travelling with the data (Chandy–Lamport / Flink ABS). Ingest
+/// injects it with the source offsets; each stateful stage adds its snapshot as it passes;
+/// Sink flushes outputs and commits everything in one atomic write.
+#[derive(Debug, Clone)]
+pub struct Barrier {
+    /// Checkpoint id.
+    pub id: u64,
+    /// When Ingest injected it.
+    pub injected: Instant,
+    /// Next offset per source partition.
+    pub offsets: BTreeMap<TopicPartition, i64>,
+    /// Snapshots added by stages.
+    pub states: BTreeMap<String, Vec<u8>>,
+}
+
+/// A validated record on its way to Process (keeps the envelope for the DLQ).
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// Source partition.
+    pub source: TopicPartition,
+    /// Original record.
+    pub envelope: Envelope,
+    /// Window key.
+    pub key: String,
+    /// Value.
+    pub value: f64,
+    /// Event time, ms.
+    pub ts: i64,
+}
+
+/// Messages into Ingest.
+pub enum IngestMsg {
+    /// Poll the next batch.
+    Poll,
+    /// One batch of the given Ingest incarnation has left the pipeline.
+    Credit {
+        /// Ingest incarnation the credit belongs to.
+        epoch: u64,
+    },
+    /// Fail on purpose (drills).
+    Panic(String),
+}
+
+/// Messages into Validate.
+pub enum ValidateMsg {
+    /// The partitions Ingest reads (sent before any batch).
+    Assign(Vec<TopicPartition>),
+    /// Raw records, one `Vec` per partition.
+    Batch {
+        /// Ingest incarnation (for the credit).
+        epoch: u64,
+        /// Records.
+        batches: Vec<PartitionBatch>,
+    },
+    /// Checkpoint barrier.
+    Barrier(Barrier),
+    /// Fail on purpose (drills).
+    Panic(String),
+}
+
+/// Messages into Process.
+pub enum ProcessMsg {
+    /// The partitions Ingest reads.
+    Assign(Vec<TopicPartition>),
+    /// Validated records of one batch.
+    Records {
+        /// Ingest incarnation (for the credit).
+        epoch: u64,
+        /// Records.
+        records: Vec<Record>,
+    },
+    /// Re-evaluate idle partitions and the watermark.
+    Tick,
+    /// Checkpoint barrier.
+    Barrier(Barrier),
+    /// Fail on purpose (drills).
+    Panic(String),
+}
+
+/// Messages into Sink.
+pub enum SinkMsg {
+    /// Closed windows to write; `credit` is returned to Ingest afterwards.
+    Windows {
+        /// Ingest incarnation to credit, if this came from a batch.
+        credit: Option<u64>,
+        /// Windows.
+        windows: Vec<WindowResult>,
+    },
+    /// Checkpoint barrier.
+    Barrier(Barrier),
+    /// Fail on purpose (drills).
+    Panic(String),
+}
+
+/// Messages into the generator.
+pub enum GenMsg {
+    /// Produce the next slice.
+    Tick,
+    /// Fail on purpose (drills).
+    Panic(String),
+}
+
+/// The current actor of one stage; re-registered by each incarnation.
+pub struct Slot<M: Send + 'static>(RwLock<Option<ActorRef<M>>>);
+
+impl<M: Send + 'static> Default for Slot<M> {
+    fn default() -> Self {
+        Self(RwLock::new(None))
+    }
+}
+
+impl<M: Send + 'static> Slot<M> {
+    /// Register the running incarnation.
+    pub fn set(&self, r: ActorRef<M>) {
+        if let Ok(mut g) = self.0.write() {
+            *g = Some(r);
+        }
+    }
+
+    /// Send to the current incarnation.
+    ///
+    /// # Errors
+    /// [`crate::Error::StageUnavailable`] if none is running or it is gone.
+    pub fn send(&self, stage: &'static str, msg: M) -> crate::Result<()> {
+        let r = self.0.read().ok().and_then(|g| g.clone()).ok_or(crate::Error::StageUnavailable { stage })?;
+        r.send_message(msg).map_err(|_| crate::Error::StageUnavailable { stage })
+    }
+}
+
+/// Registry of the running stages.
+#[derive(Default)]
+pub struct Slots {
+    /// Ingest.
+    pub ingest: Slot<IngestMsg>,
+    /// Validate.
+    pub validate: Slot<ValidateMsg>,
+    /// Process.
+    pub process: Slot<ProcessMsg>,
+    /// Sink.
+    pub sink: Slot<SinkMsg>,
+    /// Generator.
+    pub generator: Slot<GenMsg>,
+}
+
+/// Everything the stages of one node share. Lives as long as the node; actors come and go.
+pub struct NodeCtx {
+    /// Configuration.
+    pub config: Arc<Config>,
+    /// Kafka bootstrap servers in use.
+    pub bootstrap: String,
+    /// RocksDB store.
+    pub store: Arc<Store>,
+    /// Producer for outputs and the DLQ.
+    pub producer: TrackedProducer,
+    /// Counters.
+    pub stats: Arc<NodeStats>,
+    /// Running stages.
+    pub slots: Slots,
+    /// Ingest incarnation counter (credits of old incarnations are ignored).
+    pub epoch: AtomicU64,
+    /// Next checkpoint id.
+    pub next_checkpoint: AtomicU64,
+    /// Last completed checkpoint id.
+    pub checkpoint_done: watch::Sender<u64>,
+    /// Set before an orderly shutdown so Ingest takes a final checkpoint.
+    pub shutting_down: AtomicBool,
+    /// Generator position, so a restarted generator continues the stream.
+    pub generator_position: AtomicU64,
+    /// Event time origin of the embedded generator.
+    pub generator_start_ms: i64,
+}
+
+impl NodeCtx {
+    /// Bound on waiting for Kafka to take one record.
+    pub fn send_timeout(&self) -> Duration {
+        self.config.checkpoint.flush_timeout
+    }
+
+    /// Allocate the next checkpoint id.
+    pub fn allocate_checkpoint(&self) -> u64 {
+        self.next_checkpoint.fetch_add(1, Ordering::SeqCst)
+    }
+
+    /// Write a rejected record to the DLQ with its reason, source position and original
+    /// headers, keyed by its record id so replays deduplicate.
+    ///
+    /// # Errors
+    /// [`crate::Error::Runtime`] if Kafka does not take it.
+    pub async fn send_to_dlq(&self, source: &TopicPartition, env: &Envelope, stage: &str, code: &str, detail: &str) -> crate::Result<()> {
+        let position = format!("{}/{}/{}", source.topic, source.partition, env.offset);
+        let mut headers: Vec<(&str, &[u8])> = env.headers.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+        headers.push(("vigil.dlq.reason", code.as_bytes()));
+        headers.push(("vigil.dlq.detail", detail.as_bytes()));
+        headers.push(("vigil.dlq.stage", stage.as_bytes()));
+        headers.push(("vigil.source", position.as_bytes()));
+        headers.push(("vigil.node", self.config.node.id.as_bytes()));
+        let rec = OutRecord { topic: &self.config.pipeline.dlq_topic, key: env.id.as_bytes(), payload: &env.payload, headers: &headers };
+        self.producer.send(&rec, self.send_timeout()).await?;
+        self.stats.add(Stage::Dlq, 1);
+        Ok(())
+    }
+}

@@ -1,0 +1,79 @@
+//! The admin HTTP API (JSON): `/healthz`, `/readyz`, `/status`, `/tree`, and
+//! `POST /chaos/panic/{stage}` to make a stage panic for drills. Later issues add TLS and
+//! RBAC here.
+use crate::{Error, Result};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::future::BoxFuture;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use vigil_supervision::TreeNode;
+
+/// What the admin API needs from a running node.
+pub trait AdminApi: Send + Sync + 'static {
+    /// The live supervision tree.
+    fn tree(&self) -> BoxFuture<'_, std::result::Result<TreeNode, String>>;
+    /// Status counters as JSON.
+    fn status(&self) -> serde_json::Value;
+    /// Whether the node is ready to process.
+    fn ready(&self) -> bool;
+    /// Make a stage panic (drills). Err names why not.
+    fn inject_panic(&self, stage: &str) -> std::result::Result<(), String>;
+}
+
+type Api = Arc<dyn AdminApi>;
+
+fn err(code: StatusCode, msg: String) -> Response {
+    (code, Json(serde_json::json!({ "error": msg }))).into_response()
+}
+
+async fn tree(State(api): State<Api>) -> Response {
+    match api.tree().await {
+        Ok(t) => Json(t).into_response(),
+        Err(e) => err(StatusCode::SERVICE_UNAVAILABLE, e),
+    }
+}
+
+async fn status(State(api): State<Api>) -> Response {
+    Json(api.status()).into_response()
+}
+
+async fn readyz(State(api): State<Api>) -> Response {
+    if api.ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+async fn panic_stage(State(api): State<Api>, Path(stage): Path<String>) -> Response {
+    match api.inject_panic(&stage) {
+        Ok(()) => Json(serde_json::json!({ "injected": "panic", "stage": stage })).into_response(),
+        Err(e) => err(StatusCode::NOT_FOUND, e),
+    }
+}
+
+/// Serve the admin API on `addr` (port 0 picks one). Returns the bound address.
+///
+/// # Errors
+/// [`Error::Listen`] if the address cannot be bound.
+pub async fn serve(addr: &str, api: Api) -> Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Listen { what: "admin listener".into(), addr: addr.into(), source })?;
+    let local = listener.local_addr().map_err(|source| Error::Listen { what: "admin listener".into(), addr: addr.into(), source })?;
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/status", get(status))
+        .route("/tree", get(tree))
+        .route("/chaos/panic/{stage}", post(panic_stage))
+        .with_state(api);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "admin server stopped");
+        }
+    });
+    Ok(local)
+}

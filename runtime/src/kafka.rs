@@ -1,0 +1,429 @@
+//! Kafka I/O in batches: client configuration from `[kafka]`, a batch consumer with
+//! explicit assignment, pause/resume and retention-gap detection, and a producer that
+//! tracks delivery failures so a checkpoint never covers an unacknowledged output.
+use crate::envelope::{record_id, Envelope, PartitionBatch, TopicPartition};
+use crate::{Error, Result};
+use futures::FutureExt;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer};
+use rdkafka::statistics::Statistics;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use vigil_config::KafkaConfig;
+
+/// Base librdkafka configuration for any client of this node.
+pub fn client_config(bootstrap: &str, kafka: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap);
+    for (k, v) in &kafka.properties {
+        c.set(k, v);
+    }
+    c
+}
+
+/// Context that exports librdkafka statistics (consumer lag) as metrics.
+#[derive(Default)]
+pub struct LagContext {
+    lag: Mutex<BTreeMap<TopicPartition, i64>>,
+}
+
+impl LagContext {
+    /// Total consumer lag over all partitions, from the last statistics report.
+    pub fn total_lag(&self) -> i64 {
+        self.lag.lock().map(|m| m.values().map(|v| (*v).max(0)).sum()).unwrap_or(0)
+    }
+}
+
+impl ClientContext for LagContext {
+    fn stats(&self, stats: Statistics) {
+        let mut out = BTreeMap::new();
+        for (topic, t) in stats.topics {
+            for (p, part) in t.partitions {
+                if p < 0 || !part.desired {
+                    continue;
+                }
+                out.insert(TopicPartition::new(topic.clone(), p), part.consumer_lag);
+                metrics::gauge!("vigil_consumer_lag", "topic" => topic.clone(), "partition" => p.to_string()).set(part.consumer_lag.max(0) as f64);
+            }
+        }
+        if let Ok(mut m) = self.lag.lock() {
+            *m = out;
+        }
+    }
+}
+
+impl ConsumerContext for LagContext {}
+
+/// A consumer with an explicit assignment, reading in batches.
+pub struct BatchConsumer {
+    consumer: StreamConsumer<LagContext>,
+    assignment: Vec<TopicPartition>,
+    /// Next offset expected per partition (None until known).
+    next: BTreeMap<TopicPartition, Option<i64>>,
+    paused: bool,
+}
+
+/// Records skipped because the log start moved past them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionGap {
+    /// Partition.
+    pub source: TopicPartition,
+    /// First offset we expected.
+    pub expected: i64,
+    /// First offset actually available.
+    pub resumed_at: i64,
+}
+
+impl RetentionGap {
+    /// Records lost.
+    pub fn lost(&self) -> i64 {
+        self.resumed_at - self.expected
+    }
+}
+
+impl BatchConsumer {
+    /// Create a consumer for `group_id` and fetch the partitions of `topics`.
+    ///
+    /// # Errors
+    /// [`Error::Kafka`] if the client cannot be created, [`Error::TopicNotFound`] if a
+    /// topic has no partitions within `timeout`.
+    pub fn new(bootstrap: &str, kafka: &KafkaConfig, topics: &[String], timeout: Duration) -> Result<Self> {
+        let mut cfg = client_config(bootstrap, kafka);
+        cfg.set("group.id", &kafka.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .set("statistics.interval.ms", "1000");
+        let consumer: StreamConsumer<LagContext> = cfg.create_with_context(LagContext::default()).map_err(|e| Error::kafka("create consumer", e))?;
+        let mut assignment = Vec::new();
+        for topic in topics {
+            let parts = partitions_of(consumer.client(), topic, timeout)?;
+            assignment.extend(parts.into_iter().map(|p| TopicPartition::new(topic.clone(), p)));
+        }
+        let next = assignment.iter().map(|tp| (tp.clone(), None)).collect();
+        Ok(Self { consumer, assignment, next, paused: false })
+    }
+
+    /// Partitions this consumer reads.
+    pub fn assignment(&self) -> &[TopicPartition] {
+        &self.assignment
+    }
+
+    /// Assign all partitions, starting at `offsets` where known and at the beginning
+    /// otherwise.
+    ///
+    /// # Errors
+    /// [`Error::Kafka`].
+    pub fn assign_from(&mut self, offsets: &BTreeMap<TopicPartition, i64>) -> Result<()> {
+        let mut tpl = TopicPartitionList::new();
+        for tp in &self.assignment {
+            let off = match offsets.get(tp) {
+                Some(o) => Offset::Offset(*o),
+                None => Offset::Beginning,
+            };
+            tpl.add_partition_offset(&tp.topic, tp.partition, off).map_err(|e| Error::kafka(format!("assign {tp}"), e))?;
+            self.next.insert(tp.clone(), offsets.get(tp).copied());
+        }
+        self.consumer.assign(&tpl).map_err(|e| Error::kafka("assign", e))
+    }
+
+    /// Poll up to `max` records: waits up to `timeout` for the first, then takes what is
+    /// already buffered. Returns per-partition batches in offset order and any retention
+    /// gaps detected (records the log start moved past before we read them).
+    ///
+    /// # Errors
+    /// [`Error::Kafka`] on a fatal consumer error.
+    pub async fn poll(&mut self, max: usize, timeout: Duration) -> Result<(Vec<PartitionBatch>, Vec<RetentionGap>)> {
+        let mut by_tp: BTreeMap<TopicPartition, Vec<Envelope>> = BTreeMap::new();
+        let mut gaps = Vec::new();
+        let mut n = 0;
+        let deadline = Instant::now() + timeout;
+        while n < max {
+            let msg = if n == 0 {
+                match tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), self.consumer.recv()).await {
+                    Ok(m) => m,
+                    Err(_) => break,
+                }
+            } else {
+                match self.consumer.recv().now_or_never() {
+                    Some(m) => m,
+                    None => break,
+                }
+            };
+            let msg = match msg {
+                Ok(m) => m,
+                Err(KafkaError::MessageConsumption(code)) if is_transient(code) => {
+                    tracing::warn!(error = %code, "transient consumer error");
+                    continue;
+                }
+                Err(e) => return Err(Error::kafka("consume", e)),
+            };
+            let tp = TopicPartition::new(msg.topic(), msg.partition());
+            let offset = msg.offset();
+            if let Some(Some(expected)) = self.next.get(&tp) {
+                if offset > *expected {
+                    if let Some(gap) = self.check_gap(&tp, *expected, offset) {
+                        gaps.push(gap);
+                    }
+                }
+            }
+            self.next.insert(tp.clone(), Some(offset + 1));
+            let headers: Vec<(String, Vec<u8>)> = msg
+                .headers()
+                .map(|hs| hs.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec).unwrap_or_default())).collect())
+                .unwrap_or_default();
+            let env = Envelope {
+                id: record_id(&tp, offset, &headers),
+                offset,
+                timestamp_ms: msg.timestamp().to_millis(),
+                key: msg.key().map(<[u8]>::to_vec),
+                payload: msg.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                headers,
+            };
+            by_tp.entry(tp).or_default().push(env);
+            n += 1;
+        }
+        Ok((by_tp.into_iter().map(|(source, records)| PartitionBatch { source, records }).collect(), gaps))
+    }
+
+    /// An offset jump is data loss only if the log start moved past what we expected;
+    /// transaction markers and compaction also leave gaps, which are not loss.
+    fn check_gap(&self, tp: &TopicPartition, expected: i64, got: i64) -> Option<RetentionGap> {
+        match self.consumer.fetch_watermarks(&tp.topic, tp.partition, Duration::from_secs(2)) {
+            Ok((low, _)) if low > expected => Some(RetentionGap { source: tp.clone(), expected, resumed_at: low.min(got) }),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(partition = %tp, error = %e, expected, got, "offset gap; could not read log start to tell whether records were lost");
+                None
+            }
+        }
+    }
+
+    /// Next offset to read per partition (for barriers), where known.
+    pub fn positions(&self) -> BTreeMap<TopicPartition, i64> {
+        self.next.iter().filter_map(|(tp, o)| o.map(|o| (tp.clone(), o))).collect()
+    }
+
+    /// Stop fetching all partitions (backpressure). Idempotent.
+    ///
+    /// # Errors
+    /// [`Error::Kafka`].
+    pub fn pause(&mut self) -> Result<()> {
+        if !self.paused {
+            self.consumer.pause(&self.tpl()).map_err(|e| Error::kafka("pause", e))?;
+            self.paused = true;
+        }
+        Ok(())
+    }
+
+    /// Resume fetching. Idempotent.
+    ///
+    /// # Errors
+    /// [`Error::Kafka`].
+    pub fn resume(&mut self) -> Result<()> {
+        if self.paused {
+            self.consumer.resume(&self.tpl()).map_err(|e| Error::kafka("resume", e))?;
+            self.paused = false;
+        }
+        Ok(())
+    }
+
+    /// Whether partitions are paused.
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    fn tpl(&self) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        for tp in &self.assignment {
+            tpl.add_partition(&tp.topic, tp.partition);
+        }
+        tpl
+    }
+
+    /// Commit checkpointed offsets to the consumer group (visibility only: recovery reads
+    /// offsets from the checkpoint, never from the group).
+    pub fn commit_offsets(&self, offsets: &BTreeMap<TopicPartition, i64>) {
+        let mut tpl = TopicPartitionList::new();
+        for (tp, off) in offsets {
+            if tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*off)).is_err() {
+                return;
+            }
+        }
+        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+            tracing::debug!(error = %e, "group offset commit failed (lag reporting only)");
+        }
+    }
+
+    /// Total consumer lag from the last statistics report.
+    pub fn total_lag(&self) -> i64 {
+        self.consumer.context().total_lag()
+    }
+}
+
+fn is_transient(code: RDKafkaErrorCode) -> bool {
+    !matches!(code, RDKafkaErrorCode::Fatal | RDKafkaErrorCode::Authentication | RDKafkaErrorCode::TopicAuthorizationFailed | RDKafkaErrorCode::GroupAuthorizationFailed)
+}
+
+/// Partition ids of `topic`, waiting up to `timeout` for it to appear.
+///
+/// # Errors
+/// [`Error::TopicNotFound`] or [`Error::Kafka`].
+pub fn partitions_of<C: ClientContext>(client: &rdkafka::client::Client<C>, topic: &str, timeout: Duration) -> Result<Vec<i32>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
+        match client.fetch_metadata(Some(topic), remaining) {
+            Ok(md) => {
+                if let Some(t) = md.topics().iter().find(|t| t.name() == topic) {
+                    if t.error().is_none() && !t.partitions().is_empty() {
+                        let mut ps: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
+                        ps.sort_unstable();
+                        return Ok(ps);
+                    }
+                }
+            }
+            Err(e) if Instant::now() >= deadline => return Err(Error::kafka(format!("metadata for `{topic}`"), e)),
+            Err(_) => {}
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::TopicNotFound { topic: topic.into() });
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Delivery bookkeeping shared with librdkafka's callback thread.
+#[derive(Default)]
+pub struct DeliveryTracker {
+    failed: AtomicU64,
+    delivered: AtomicU64,
+    last_error: Mutex<String>,
+}
+
+impl ClientContext for DeliveryTracker {}
+
+impl ProducerContext for DeliveryTracker {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => {
+                self.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((e, msg)) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("vigil_delivery_failures_total", "topic" => msg.topic().to_string()).increment(1);
+                tracing::error!(topic = msg.topic(), partition = msg.partition(), error = %e, "output delivery failed");
+                if let Ok(mut l) = self.last_error.lock() {
+                    *l = e.to_string();
+                }
+            }
+        }
+    }
+}
+
+/// An idempotent producer whose deliveries are tracked so checkpoints can wait for them.
+#[derive(Clone)]
+pub struct TrackedProducer {
+    inner: Arc<ThreadedProducer<DeliveryTracker>>,
+}
+
+/// One output record.
+pub struct OutRecord<'a> {
+    /// Topic.
+    pub topic: &'a str,
+    /// Key (deterministic, so replays deduplicate).
+    pub key: &'a [u8],
+    /// Value.
+    pub payload: &'a [u8],
+    /// Headers.
+    pub headers: &'a [(&'a str, &'a [u8])],
+}
+
+impl TrackedProducer {
+    /// Create a producer with idempotence and `acks=all`.
+    ///
+    /// # Errors
+    /// [`Error::Kafka`].
+    pub fn new(bootstrap: &str, kafka: &KafkaConfig) -> Result<Self> {
+        let mut cfg = client_config(bootstrap, kafka);
+        cfg.set("enable.idempotence", "true").set("acks", "all").set("linger.ms", "5").set("queue.buffering.max.messages", "100000");
+        let inner: ThreadedProducer<DeliveryTracker> = cfg.create_with_context(DeliveryTracker::default()).map_err(|e| Error::kafka("create producer", e))?;
+        Ok(Self { inner: Arc::new(inner) })
+    }
+
+    /// Enqueue a record; waits (bounded by `timeout`) while librdkafka's queue is full.
+    ///
+    /// # Errors
+    /// [`Error::KafkaTimeout`] if the queue stays full, [`Error::Kafka`] otherwise.
+    pub async fn send(&self, rec: &OutRecord<'_>, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut headers = OwnedHeaders::new_with_capacity(rec.headers.len());
+            for (k, v) in rec.headers {
+                headers = headers.insert(Header { key: k, value: Some(*v) });
+            }
+            let record = BaseRecord::to(rec.topic).key(rec.key).payload(rec.payload).headers(headers);
+            match self.inner.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    if Instant::now() >= deadline {
+                        return Err(Error::KafkaTimeout { op: format!("enqueue to `{}` (queue full)", rec.topic), timeout });
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((e, _)) => return Err(Error::kafka(format!("produce to `{}`", rec.topic), e)),
+            }
+        }
+    }
+
+    /// Wait until every enqueued record is acknowledged or failed.
+    ///
+    /// # Errors
+    /// [`Error::KafkaTimeout`] if not done within `timeout`.
+    pub async fn flush(&self, timeout: Duration) -> Result<()> {
+        let p = self.inner.clone();
+        let res = tokio::task::spawn_blocking(move || p.flush(timeout)).await;
+        match res {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) | Err(_) => Err(Error::KafkaTimeout { op: "flush outputs".into(), timeout }),
+        }
+    }
+
+    /// Failed deliveries so far (monotonic).
+    pub fn failed(&self) -> u64 {
+        self.inner.context().failed.load(Ordering::Relaxed)
+    }
+
+    /// Successful deliveries so far (monotonic).
+    pub fn delivered(&self) -> u64 {
+        self.inner.context().delivered.load(Ordering::Relaxed)
+    }
+
+    /// Last delivery error text.
+    pub fn last_error(&self) -> String {
+        self.inner.context().last_error.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Flush and fail if any delivery failed since `failed_before` (a prior [`Self::failed`]).
+    ///
+    /// # Errors
+    /// [`Error::KafkaTimeout`] or [`Error::Delivery`].
+    pub async fn flush_checked(&self, timeout: Duration, failed_before: u64) -> Result<()> {
+        self.flush(timeout).await?;
+        let failed = self.failed();
+        if failed > failed_before {
+            return Err(Error::Delivery { failed: failed - failed_before, last_error: self.last_error() });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,76 @@
+//! Prometheus exposition: installs the process-wide `metrics` recorder and serves
+//! `/metrics` in the Prometheus text format.
+use crate::{Error, Result};
+use axum::routing::get;
+use axum::Router;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Install the recorder once per process and describe Vigil's metrics.
+///
+/// # Errors
+/// [`Error::Metrics`] if another recorder is already installed.
+pub fn install() -> Result<PrometheusHandle> {
+    if let Some(h) = HANDLE.get() {
+        return Ok(h.clone());
+    }
+    let handle = PrometheusBuilder::new()
+        .set_buckets(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+        .map_err(|e| Error::Metrics(e.to_string()))?
+        .install_recorder()
+        .map_err(|e| Error::Metrics(e.to_string()))?;
+    describe();
+    let _ = HANDLE.set(handle.clone());
+    Ok(HANDLE.get().cloned().unwrap_or(handle))
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!("vigil_records_total", "Records seen per pipeline stage (ingest, validate, process, sink=windows written, dlq).");
+    describe_counter!("vigil_window_records_emitted_total", "Input records represented by the windows written.");
+    describe_counter!("vigil_records_lost_to_retention_total", "Records the log start offset moved past before Vigil read them.");
+    describe_counter!("vigil_actor_restarts_total", "Restarts of each supervised actor.");
+    describe_counter!("vigil_delivery_failures_total", "Output records Kafka failed to acknowledge.");
+    describe_counter!("vigil_checkpoints_total", "Completed checkpoints.");
+    describe_counter!("vigil_checkpoint_failures_total", "Checkpoints that failed (outputs not acknowledged or store write failed).");
+    describe_histogram!("vigil_checkpoint_duration_seconds", Unit::Seconds, "Barrier injection to atomic commit.");
+    describe_histogram!("vigil_stage_batch_seconds", Unit::Seconds, "Time a stage spends on one batch.");
+    describe_gauge!("vigil_checkpoint_size_bytes", Unit::Bytes, "Size of the last checkpoint's stage state.");
+    describe_gauge!("vigil_last_checkpoint_id", "Id of the last completed checkpoint.");
+    describe_gauge!("vigil_consumer_lag", "Records behind the end of each source partition.");
+    describe_gauge!("vigil_ingest_credits", "Batches Ingest may still send before it pauses (backpressure).");
+    describe_gauge!("vigil_ingest_paused", "1 while Ingest has paused its partitions for backpressure.");
+    describe_gauge!("vigil_open_windows", "Windows currently open in Process.");
+    describe_gauge!("vigil_watermark_ms", "Event-time watermark of Process, ms since epoch.");
+}
+
+/// Serve `/metrics` on `addr` (port 0 picks one). Returns the bound address.
+///
+/// # Errors
+/// [`Error::Listen`] if the address cannot be bound.
+pub async fn serve(addr: &str, handle: PrometheusHandle) -> Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Listen { what: "metrics listener".into(), addr: addr.into(), source })?;
+    let local = listener.local_addr().map_err(|source| Error::Listen { what: "metrics listener".into(), addr: addr.into(), source })?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    let app = Router::new().route("/metrics", get(move || {
+        let h = handle.clone();
+        async move { ([("content-type", "text/plain; version=0.0.4")], h.render()) }
+    }));
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "metrics server stopped");
+        }
+    });
+    Ok(local)
+}

@@ -1,0 +1,143 @@
+//! Live node counters shared by the stages, the status line and the admin API. Every
+//! update also increments the matching Prometheus metric, so both always agree.
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// Pipeline stages as they appear in `vigil_records_total{stage=...}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Records consumed from source topics.
+    Ingest,
+    /// Records that passed validation.
+    Validate,
+    /// Records aggregated into windows.
+    Process,
+    /// Output records (closed windows) written.
+    Sink,
+    /// Records written to the DLQ.
+    Dlq,
+}
+
+impl Stage {
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Ingest => "ingest",
+            Stage::Validate => "validate",
+            Stage::Process => "process",
+            Stage::Sink => "sink",
+            Stage::Dlq => "dlq",
+        }
+    }
+}
+
+/// Summary of the last completed checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointSummary {
+    /// Id.
+    pub id: u64,
+    /// Completion time, ms since epoch.
+    pub completed_ms: i64,
+    /// Duration, ms.
+    pub duration_ms: u64,
+}
+
+/// Node-wide counters.
+#[derive(Default)]
+pub struct NodeStats {
+    stages: [AtomicU64; 5],
+    window_records: AtomicU64,
+    lost_to_retention: AtomicU64,
+    lag: AtomicI64,
+    ready: AtomicBool,
+    last_checkpoint: Mutex<Option<CheckpointSummary>>,
+}
+
+/// A point-in-time copy of [`NodeStats`] (the admin API's `/status`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusSnapshot {
+    /// Records consumed.
+    pub ingested: u64,
+    /// Records that passed validation.
+    pub validated: u64,
+    /// Records aggregated into windows.
+    pub processed: u64,
+    /// Windows written.
+    pub windows_out: u64,
+    /// Input records represented by the windows written.
+    pub window_records_out: u64,
+    /// Records sent to the DLQ.
+    pub dlq: u64,
+    /// Records the log start moved past before they were read.
+    pub lost_to_retention: u64,
+    /// Consumer lag (records).
+    pub lag: i64,
+    /// Whether the pipeline is running.
+    pub ready: bool,
+    /// Last checkpoint.
+    pub last_checkpoint: Option<CheckpointSummary>,
+}
+
+impl NodeStats {
+    /// Count `n` records at `stage` (and in `vigil_records_total`).
+    pub fn add(&self, stage: Stage, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.stages[stage as usize].fetch_add(n, Ordering::Relaxed);
+        metrics::counter!("vigil_records_total", "stage" => stage.as_str()).increment(n);
+    }
+
+    /// Count input records represented by emitted windows.
+    pub fn add_window_records(&self, n: u64) {
+        self.window_records.fetch_add(n, Ordering::Relaxed);
+        metrics::counter!("vigil_window_records_emitted_total").increment(n);
+    }
+
+    /// Count records lost to retention on a partition.
+    pub fn add_lost(&self, topic: &str, partition: i32, n: u64) {
+        self.lost_to_retention.fetch_add(n, Ordering::Relaxed);
+        metrics::counter!("vigil_records_lost_to_retention_total", "topic" => topic.to_string(), "partition" => partition.to_string()).increment(n);
+    }
+
+    /// Set current consumer lag.
+    pub fn set_lag(&self, lag: i64) {
+        self.lag.store(lag, Ordering::Relaxed);
+    }
+
+    /// Mark the pipeline ready / not ready.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// Whether the pipeline is ready.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// Record a completed checkpoint.
+    pub fn checkpointed(&self, s: CheckpointSummary) {
+        metrics::gauge!("vigil_last_checkpoint_id").set(s.id as f64);
+        if let Ok(mut l) = self.last_checkpoint.lock() {
+            *l = Some(s);
+        }
+    }
+
+    /// Copy all counters.
+    pub fn snapshot(&self) -> StatusSnapshot {
+        let g = |s: Stage| self.stages[s as usize].load(Ordering::Relaxed);
+        StatusSnapshot {
+            ingested: g(Stage::Ingest),
+            validated: g(Stage::Validate),
+            processed: g(Stage::Process),
+            windows_out: g(Stage::Sink),
+            window_records_out: self.window_records.load(Ordering::Relaxed),
+            dlq: g(Stage::Dlq),
+            lost_to_retention: self.lost_to_retention.load(Ordering::Relaxed),
+            lag: self.lag.load(Ordering::Relaxed),
+            ready: self.is_ready(),
+            last_checkpoint: self.last_checkpoint.lock().ok().and_then(|l| l.clone()),
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! RocksDB store: one instance per node, a column family per concern, and checkpoints
+//! committed as one atomic `WriteBatch` (source offsets + every stage's state + metadata).
+//!
+//! Layout:
+//! - `offsets`: `topic\0partition(be i32)` → next offset to read (be i64), as of the last
+//!   complete checkpoint.
+//! - `state`: stage name → that stage's snapshot (bincode), as of the last checkpoint.
+//! - `checkpoints`: checkpoint id (be u64) → [`CheckpointMeta`] (bincode); the newest
+//!   `retained` are kept.
+//! - `meta`: node-level facts (e.g. `cluster`).
+use crate::envelope::TopicPartition;
+use crate::{Error, Result};
+use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Column families, created on open.
+pub const COLUMN_FAMILIES: [&str; 4] = ["offsets", "state", "checkpoints", "meta"];
+
+/// What one completed checkpoint covered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    /// Monotonic id.
+    pub id: u64,
+    /// Wall-clock completion time, ms since epoch.
+    pub completed_ms: i64,
+    /// Node that wrote it.
+    pub node_id: String,
+    /// Next offset to read per source partition.
+    pub offsets: BTreeMap<TopicPartition, i64>,
+    /// Size of each stage's snapshot in bytes.
+    pub state_bytes: BTreeMap<String, u64>,
+    /// Time from barrier injection to commit, ms.
+    pub duration_ms: u64,
+}
+
+/// A checkpoint to commit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoint {
+    /// Metadata (offsets etc.).
+    pub meta: CheckpointMeta,
+    /// Snapshot per stage name.
+    pub states: BTreeMap<String, Vec<u8>>,
+}
+
+/// The node's RocksDB instance.
+pub struct Store {
+    db: DB,
+    path: PathBuf,
+}
+
+fn codec() -> bincode::config::Configuration {
+    bincode::config::standard()
+}
+
+/// Encode a value with the store's bincode configuration.
+///
+/// # Errors
+/// [`Error::Corrupt`] if the value cannot be encoded.
+pub fn encode<T: Serialize>(what: &str, v: &T) -> Result<Vec<u8>> {
+    bincode::serde::encode_to_vec(v, codec()).map_err(|e| Error::Corrupt { what: what.into(), reason: e.to_string() })
+}
+
+/// Decode a value written by [`encode`].
+///
+/// # Errors
+/// [`Error::Corrupt`] if the bytes do not decode.
+pub fn decode<T: for<'de> Deserialize<'de>>(what: &str, bytes: &[u8]) -> Result<T> {
+    bincode::serde::decode_from_slice(bytes, codec()).map(|(v, _)| v).map_err(|e| Error::Corrupt { what: what.into(), reason: e.to_string() })
+}
+
+fn offset_key(tp: &TopicPartition) -> Vec<u8> {
+    let mut k = tp.topic.as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(&tp.partition.to_be_bytes());
+    k
+}
+
+fn parse_offset_key(k: &[u8]) -> Option<TopicPartition> {
+    let nul = k.iter().position(|b| *b == 0)?;
+    let topic = std::str::from_utf8(&k[..nul]).ok()?.to_string();
+    let p: [u8; 4] = k.get(nul + 1..nul + 5)?.try_into().ok()?;
+    Some(TopicPartition { topic, partition: i32::from_be_bytes(p) })
+}
+
+impl Store {
+    /// Open (or create) the store under `path`.
+    ///
+    /// # Errors
+    /// [`Error::Store`] if RocksDB cannot open it (permissions, lock held by another node).
+    pub fn open(path: &Path) -> Result<Self> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        let cfs = COLUMN_FAMILIES.iter().map(|n| ColumnFamilyDescriptor::new(*n, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|source| Error::Store { path: path.display().to_string(), op: "open".into(), source })?;
+        Ok(Self { db, path: path.to_path_buf() })
+    }
+
+    fn err(&self, op: &str, source: rocksdb::Error) -> Error {
+        Error::Store { path: self.path.display().to_string(), op: op.into(), source }
+    }
+
+    fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily> {
+        self.db.cf_handle(name).ok_or_else(|| Error::Corrupt { what: format!("column family {name}"), reason: "missing".into() })
+    }
+
+    /// Commit a checkpoint atomically and prune old checkpoint metadata beyond `retained`.
+    /// Written with `sync` so a completed checkpoint survives power loss.
+    ///
+    /// # Errors
+    /// [`Error::Store`] if the write fails; nothing of the checkpoint is then visible.
+    pub fn commit_checkpoint(&self, cp: &Checkpoint, retained: usize) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        let offsets = self.cf("offsets")?;
+        for (tp, off) in &cp.meta.offsets {
+            batch.put_cf(offsets, offset_key(tp), off.to_be_bytes());
+        }
+        let state = self.cf("state")?;
+        for (stage, bytes) in &cp.states {
+            batch.put_cf(state, stage.as_bytes(), bytes);
+        }
+        let cps = self.cf("checkpoints")?;
+        batch.put_cf(cps, cp.meta.id.to_be_bytes(), encode("checkpoint meta", &cp.meta)?);
+        for old in self.checkpoint_ids()?.into_iter().rev().skip(retained.saturating_sub(1)) {
+            batch.delete_cf(cps, old.to_be_bytes());
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(batch, &wo).map_err(|e| self.err("commit checkpoint", e))
+    }
+
+    fn checkpoint_ids(&self) -> Result<Vec<u64>> {
+        let cps = self.cf("checkpoints")?;
+        let mut ids = Vec::new();
+        for item in self.db.iterator_cf(cps, IteratorMode::Start) {
+            let (k, _) = item.map_err(|e| self.err("list checkpoints", e))?;
+            let b: [u8; 8] = k.as_ref().try_into().map_err(|_| Error::Corrupt { what: "checkpoint key".into(), reason: format!("{} bytes", k.len()) })?;
+            ids.push(u64::from_be_bytes(b));
+        }
+        Ok(ids)
+    }
+
+    /// Retained checkpoints, oldest first.
+    ///
+    /// # Errors
+    /// [`Error::Store`] / [`Error::Corrupt`].
+    pub fn list_checkpoints(&self) -> Result<Vec<CheckpointMeta>> {
+        let cps = self.cf("checkpoints")?;
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(cps, IteratorMode::Start) {
+            let (_, v) = item.map_err(|e| self.err("list checkpoints", e))?;
+            out.push(decode("checkpoint meta", &v)?);
+        }
+        Ok(out)
+    }
+
+    /// The newest complete checkpoint, if any.
+    ///
+    /// # Errors
+    /// [`Error::Store`] / [`Error::Corrupt`].
+    pub fn latest_checkpoint(&self) -> Result<Option<CheckpointMeta>> {
+        let cps = self.cf("checkpoints")?;
+        match self.db.iterator_cf(cps, IteratorMode::End).next() {
+            Some(item) => {
+                let (_, v) = item.map_err(|e| self.err("read checkpoint", e))?;
+                Ok(Some(decode("checkpoint meta", &v)?))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Source offsets of the last complete checkpoint.
+    ///
+    /// # Errors
+    /// [`Error::Store`] / [`Error::Corrupt`].
+    pub fn offsets(&self) -> Result<BTreeMap<TopicPartition, i64>> {
+        let cf = self.cf("offsets")?;
+        let mut out = BTreeMap::new();
+        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+            let (k, v) = item.map_err(|e| self.err("read offsets", e))?;
+            let tp = parse_offset_key(&k).ok_or_else(|| Error::Corrupt { what: "offset key".into(), reason: format!("{k:?}") })?;
+            let b: [u8; 8] = v.as_ref().try_into().map_err(|_| Error::Corrupt { what: format!("offset of {tp}"), reason: format!("{} bytes", v.len()) })?;
+            out.insert(tp, i64::from_be_bytes(b));
+        }
+        Ok(out)
+    }
+
+    /// A stage's state as of the last complete checkpoint.
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub fn state(&self, stage: &str) -> Result<Option<Vec<u8>>> {
+        let cf = self.cf("state")?;
+        self.db.get_cf(cf, stage.as_bytes()).map_err(|e| self.err("read state", e))
+    }
+
+    /// Read a node-level fact.
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let cf = self.cf("meta")?;
+        self.db.get_cf(cf, key.as_bytes()).map_err(|e| self.err("read meta", e))
+    }
+
+    /// Write a node-level fact.
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub fn put_meta(&self, key: &str, value: &[u8]) -> Result<()> {
+        let cf = self.cf("meta")?;
+        self.db.put_cf(cf, key.as_bytes(), value).map_err(|e| self.err("write meta", e))
+    }
+
+    /// Forget all checkpointed offsets, state and checkpoints (fresh start).
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub fn reset(&self) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for name in ["offsets", "state", "checkpoints"] {
+            let cf = self.cf(name)?;
+            for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+                let (k, _) = item.map_err(|e| self.err("reset", e))?;
+                batch.delete_cf(cf, k);
+            }
+        }
+        self.db.write(batch).map_err(|e| self.err("reset", e))
+    }
+
+    /// Data directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cp(id: u64, off: i64) -> Checkpoint {
+        let mut offsets = BTreeMap::new();
+        offsets.insert(TopicPartition::new("events", 0), off);
+        offsets.insert(TopicPartition::new("events", 1), off + 1);
+        let mut states = BTreeMap::new();
+        states.insert("process".to_string(), vec![id as u8; 3]);
+        Checkpoint { meta: CheckpointMeta { id, completed_ms: 0, node_id: "n".into(), offsets, state_bytes: BTreeMap::new(), duration_ms: 1 }, states }
+    }
+
+    #[test]
+    fn checkpoint_roundtrip_and_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        assert!(s.latest_checkpoint().unwrap().is_none());
+        for id in 1..=5 {
+            s.commit_checkpoint(&cp(id, id as i64 * 10), 3).unwrap();
+        }
+        let ids: Vec<u64> = s.list_checkpoints().unwrap().iter().map(|m| m.id).collect();
+        assert_eq!(ids, vec![3, 4, 5]);
+        assert_eq!(s.latest_checkpoint().unwrap().unwrap().id, 5);
+        assert_eq!(s.offsets().unwrap()[&TopicPartition::new("events", 1)], 51);
+        assert_eq!(s.state("process").unwrap().unwrap(), vec![5u8; 3]);
+        drop(s);
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.latest_checkpoint().unwrap().unwrap().id, 5);
+        s.reset().unwrap();
+        assert!(s.latest_checkpoint().unwrap().is_none());
+        assert!(s.offsets().unwrap().is_empty());
+    }
+
+    #[test]
+    fn offset_keys_roundtrip() {
+        let tp = TopicPartition::new("a.b-c", 1234);
+        assert_eq!(parse_offset_key(&offset_key(&tp)), Some(tp));
+    }
+}

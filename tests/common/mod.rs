@@ -1,0 +1,295 @@
+//! Helpers for end-to-end tests: start real `vigil` processes on loopback ports chosen at
+//! run time, wait on conditions with deadlines, read topics back.
+#![allow(dead_code)]
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_vigil");
+
+/// A child process whose stdout lines are collected on a channel; killed on drop.
+pub struct Proc {
+    pub child: Child,
+    pub lines: mpsc::Receiver<String>,
+    pub seen: Vec<String>,
+    pub name: String,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, args: &[&str], envs: &[(&str, &str)]) -> Proc {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::inherit()).stdin(Stdio::null());
+        cmd.env("VIGIL_LOG", std::env::var("VIGIL_LOG").unwrap_or_else(|_| "warn".into()));
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        let stdout = child.stdout.take().expect("stdout piped");
+        let (tx, rx) = mpsc::channel();
+        let tag = name.to_string();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if std::env::var("VIGIL_TEST_ECHO").is_ok() {
+                    eprintln!("[{tag}] {line}");
+                }
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc { child, lines: rx, seen: Vec::new(), name: name.into() }
+    }
+
+    /// Wait for a stdout line matching `pred`; returns it.
+    pub fn wait_line(&mut self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    self.seen.push(l.clone());
+                    if pred(&l) {
+                        return l;
+                    }
+                }
+                Err(_) => {
+                    let status = self.child.try_wait().ok().flatten();
+                    panic!("{}: timed out waiting for {what} (exit status: {status:?}); stdout so far:\n{}", self.name, self.seen.join("\n"));
+                }
+            }
+        }
+    }
+
+    /// SIGKILL.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Send SIGTERM and wait for the exit status within `timeout`.
+    pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "{} did not exit within {timeout:?} after SIGTERM", self.name);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `vigil broker` on a free loopback port; returns it and its bootstrap address.
+pub fn start_broker(partitions: u32, topics: &[&str]) -> (Proc, String) {
+    let p = partitions.to_string();
+    let t = topics.join(",");
+    let mut b = Proc::spawn("broker", &["broker", "--port", "0", "--partitions", &p, "--topic", &t], &[]);
+    let line = b.wait_line("bootstrap line", Duration::from_secs(30), |l| l.starts_with("bootstrap: "));
+    let bootstrap = line.trim_start_matches("bootstrap: ").trim().to_string();
+    (b, bootstrap)
+}
+
+/// Test node configuration.
+pub struct NodeCfg<'a> {
+    pub bootstrap: &'a str,
+    pub data_dir: &'a Path,
+    pub source: &'a str,
+    pub sink: &'a str,
+    pub dlq: &'a str,
+    pub group: &'a str,
+    pub window_ms: u64,
+    pub batch_max_records: usize,
+    pub checkpoint_ms: u64,
+}
+
+pub fn write_config(dir: &Path, c: &NodeCfg<'_>) -> PathBuf {
+    let text = format!(
+        r#"
+[node]
+id = "test-node"
+data_dir = "{data}"
+
+[kafka]
+bootstrap = "{bootstrap}"
+group_id = "{group}"
+poll_timeout = "20ms"
+
+[pipeline]
+sink_topic = "{sink}"
+dlq_topic = "{dlq}"
+batch_max_records = {batch}
+inflight_batches_max = 4
+
+[[pipeline.sources]]
+topic = "{source}"
+
+[pipeline.window]
+size = "{window}ms"
+allowed_lateness = "0s"
+idle_timeout = "30s"
+
+[checkpoint]
+interval = "{cp}ms"
+
+[supervision]
+backoff_initial = "10ms"
+backoff_max = "200ms"
+
+[observability]
+metrics_addr = "127.0.0.1:0"
+admin_addr = "127.0.0.1:0"
+status_interval = "1s"
+
+[generator]
+enabled = false
+"#,
+        data = c.data_dir.display(),
+        bootstrap = c.bootstrap,
+        group = c.group,
+        sink = c.sink,
+        dlq = c.dlq,
+        batch = c.batch_max_records,
+        source = c.source,
+        window = c.window_ms,
+        cp = c.checkpoint_ms,
+    );
+    let path = dir.join(format!("{}.toml", c.group));
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+/// A running `vigil run` with the addresses it reported.
+pub struct NodeProc {
+    pub proc: Proc,
+    pub metrics: String,
+    pub admin: String,
+}
+
+pub fn start_node(config: &Path) -> NodeProc {
+    let cfg = config.to_str().expect("utf-8 path");
+    let mut proc = Proc::spawn("node", &["run", "--config", cfg, "--json"], &[]);
+    let line = proc.wait_line("started event", Duration::from_secs(60), |l| l.contains("\"event\":\"started\""));
+    let v: serde_json::Value = serde_json::from_str(&line).expect("started json");
+    let metrics = v["metrics"].as_str().expect("metrics").trim_start_matches("http://").trim_end_matches("/metrics").to_string();
+    let admin = v["admin"].as_str().expect("admin").trim_start_matches("http://").to_string();
+    NodeProc { proc, metrics, admin }
+}
+
+pub fn http_get(addr: &str, path: &str) -> Option<String> {
+    let mut r = ureq::get(&format!("http://{addr}{path}")).call().ok()?;
+    r.body_mut().read_to_string().ok()
+}
+
+pub fn status(admin: &str) -> Option<serde_json::Value> {
+    http_get(admin, "/status").and_then(|s| serde_json::from_str(&s).ok())
+}
+
+/// Poll `f` until it returns Some, or panic after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Value of a Prometheus sample line `name{labels} value`.
+pub fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(name_and_labels).and_then(|rest| rest.trim().parse().ok()))
+}
+
+/// Run `vigil gen` to completion.
+pub fn gen(bootstrap: &str, topic: &str, count: u64, seed: u64, bad_ratio: f64, start_ms: i64, step_ms: i64) {
+    let status = std::process::Command::new(BIN)
+        .args(["gen", "--bootstrap", bootstrap, "--topic", topic, "--count", &count.to_string(), "--seed", &seed.to_string()])
+        .args(["--bad-ratio", &bad_ratio.to_string(), "--start-ms", &start_ms.to_string(), "--step-ms", &step_ms.to_string(), "--users", "20", "--json"])
+        .env("VIGIL_LOG", "warn")
+        .stdout(Stdio::null())
+        .status()
+        .expect("run vigil gen");
+    assert!(status.success(), "vigil gen failed: {status}");
+}
+
+/// One record per partition with event time far in the future, so every window of the
+/// test data closes (event-time semantics: windows close when the watermark passes).
+pub fn send_sentinels(bootstrap: &str, topic: &str, partitions: i32, ts: i64) {
+    let p: BaseProducer = ClientConfig::new().set("bootstrap.servers", bootstrap).create().expect("producer");
+    for part in 0..partitions {
+        let v = format!(r#"{{"user":"~sentinel","amount":0,"ts":{ts}}}"#);
+        p.send(BaseRecord::to(topic).partition(part).key("~sentinel").payload(&v)).expect("send sentinel");
+    }
+    p.flush(Duration::from_secs(30)).expect("flush sentinels");
+}
+
+/// Read `topic` from the beginning until `done(map)` holds; returns key → last value
+/// (deduplicated by key, as a compacted topic would).
+pub fn read_topic(bootstrap: &str, topic: &str, partitions: i32, timeout: Duration, done: impl Fn(&BTreeMap<String, String>) -> bool) -> BTreeMap<String, String> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("reader-{topic}-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).expect("tpl");
+    }
+    c.assign(&tpl).expect("assign");
+    let mut out = BTreeMap::new();
+    let deadline = Instant::now() + timeout;
+    while !done(&out) {
+        assert!(Instant::now() < deadline, "timed out reading {topic}: have {} keys", out.len());
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            let k = m.key().map(|k| String::from_utf8_lossy(k).to_string()).unwrap_or_default();
+            let v = m.payload().map(|v| String::from_utf8_lossy(v).to_string()).unwrap_or_default();
+            out.insert(k, v);
+        }
+    }
+    out
+}
+
+/// Expected windows of a generated stream, computed independently of the pipeline:
+/// key `user@window_start` → (count, sum, min, max).
+pub fn expected_windows(seed: u64, count: u64, bad_ratio: f64, start_ms: i64, step_ms: i64, window_ms: i64) -> (BTreeMap<String, (u64, f64, f64, f64)>, u64) {
+    use vigil_actors::generator::{EventGen, GenSpec};
+    let g = EventGen::new(GenSpec { seed, users: 20, bad_ratio, start_ms, step_ms });
+    let mut out: BTreeMap<String, (u64, f64, f64, f64)> = BTreeMap::new();
+    let mut bad = 0;
+    for r in g.take(count as usize) {
+        let v: Option<serde_json::Value> = serde_json::from_slice(&r.payload).ok();
+        let parsed = v.as_ref().and_then(|v| Some((v.get("user")?.as_str()?.to_string(), v.get("amount")?.as_f64()?, v.get("ts")?.as_i64()?)));
+        match parsed {
+            Some((user, amount, ts)) if v.as_ref().is_some_and(|v| v["amount"].is_number()) => {
+                let start = ts.div_euclid(window_ms) * window_ms;
+                let e = out.entry(format!("{user}@{start}")).or_insert((0, 0.0, f64::INFINITY, f64::NEG_INFINITY));
+                e.0 += 1;
+                e.1 += amount;
+                e.2 = e.2.min(amount);
+                e.3 = e.3.max(amount);
+            }
+            _ => bad += 1,
+        }
+    }
+    (out, bad)
+}

@@ -1,0 +1,154 @@
+//! End-to-end: real `vigil broker`, `vigil gen` and `vigil run` processes on loopback.
+mod common;
+
+use common::*;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const PARTITIONS: i32 = 4;
+const WINDOW_MS: i64 = 1_000;
+const START_MS: i64 = 1_700_000_000_000;
+const STEP_MS: i64 = 7;
+const FAR_FUTURE_MS: i64 = 1_900_000_000_000;
+
+fn parse_window(v: &str) -> (u64, f64, f64, f64) {
+    let j: serde_json::Value = serde_json::from_str(v).expect("window json");
+    (j["count"].as_u64().expect("count"), j["sum"].as_f64().expect("sum"), j["min"].as_f64().expect("min"), j["max"].as_f64().expect("max"))
+}
+
+fn assert_windows_equal(got: &BTreeMap<String, String>, want: &BTreeMap<String, (u64, f64, f64, f64)>) {
+    assert_eq!(got.len(), want.len(), "number of windows");
+    for (k, w) in want {
+        let g = parse_window(got.get(k).unwrap_or_else(|| panic!("missing window {k}")));
+        assert_eq!(g.0, w.0, "count of {k}");
+        assert!((g.1 - w.1).abs() < 1e-6, "sum of {k}: {} vs {}", g.1, w.1);
+        assert_eq!((g.2, g.3), (w.2, w.3), "min/max of {k}");
+    }
+}
+
+#[test]
+fn pipeline_outputs_exact_windows_dlq_and_metrics() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_broker, bootstrap) = start_broker(PARTITIONS as u32, &["events", "out", "dlq"]);
+    let (count, seed, bad_ratio) = (3_000u64, 7u64, 0.05);
+    gen(&bootstrap, "events", count, seed, bad_ratio, START_MS, STEP_MS);
+    send_sentinels(&bootstrap, "events", PARTITIONS, FAR_FUTURE_MS);
+    let (want, bad) = expected_windows(seed, count, bad_ratio, START_MS, STEP_MS, WINDOW_MS);
+    assert!(bad > 50, "test data should contain malformed records, has {bad}");
+
+    let data = dir.path().join("data");
+    let cfg = write_config(dir.path(), &NodeCfg { bootstrap: &bootstrap, data_dir: &data, source: "events", sink: "out", dlq: "dlq", group: "exact", window_ms: WINDOW_MS as u64, batch_max_records: 200, checkpoint_ms: 200 });
+    let mut node = start_node(&cfg);
+
+    let got = read_topic(&bootstrap, "out", PARTITIONS, Duration::from_secs(120), |m| m.len() >= want.len());
+    assert_windows_equal(&got, &want);
+    let dlq = read_topic(&bootstrap, "dlq", PARTITIONS, Duration::from_secs(60), |m| m.len() as u64 >= bad);
+    assert_eq!(dlq.len() as u64, bad, "exact DLQ count");
+
+    // The node's own counters agree, in /status and in /metrics.
+    let total = count + PARTITIONS as u64;
+    let s = wait_for("status to settle", Duration::from_secs(30), || status(&node.admin).filter(|s| s["windows_out"].as_u64() == Some(want.len() as u64) && s["dlq"].as_u64() == Some(bad)));
+    assert_eq!(s["ingested"].as_u64(), Some(total));
+    assert_eq!(s["validated"].as_u64(), Some(total - bad));
+    let m = wait_for("metrics", Duration::from_secs(10), || http_get(&node.metrics, "/metrics"));
+    assert_eq!(metric(&m, r#"vigil_records_total{stage="ingest"}"#), Some(total as f64), "{m}");
+    assert_eq!(metric(&m, r#"vigil_records_total{stage="validate"}"#), Some((total - bad) as f64));
+    assert_eq!(metric(&m, r#"vigil_records_total{stage="process"}"#), Some((total - bad) as f64));
+    assert_eq!(metric(&m, r#"vigil_records_total{stage="sink"}"#), Some(want.len() as f64));
+    assert_eq!(metric(&m, r#"vigil_records_total{stage="dlq"}"#), Some(bad as f64));
+    // Nothing dropped: every valid record is in an emitted window or (sentinels) still open.
+    let in_windows: u64 = want.values().map(|w| w.0).sum();
+    assert_eq!(metric(&m, "vigil_window_records_emitted_total"), Some(in_windows as f64));
+    assert_eq!(in_windows + bad + PARTITIONS as u64, total);
+
+    let status = node.proc.terminate(Duration::from_secs(60));
+    assert!(status.success(), "graceful stop exits 0, got {status}");
+}
+
+/// Kill the node with SIGKILL mid-run (twice), restart it, and compare the final windows
+/// with an uninterrupted run over the same input.
+#[test]
+fn sigkill_mid_run_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_broker, bootstrap) = start_broker(PARTITIONS as u32, &["events", "out-ref", "dlq-ref", "out-crash", "dlq-crash"]);
+    let (count, seed, bad_ratio) = (20_000u64, 11u64, 0.02);
+    gen(&bootstrap, "events", count, seed, bad_ratio, START_MS, STEP_MS);
+    send_sentinels(&bootstrap, "events", PARTITIONS, FAR_FUTURE_MS);
+    let (want, bad) = expected_windows(seed, count, bad_ratio, START_MS, STEP_MS, WINDOW_MS);
+
+    // Uninterrupted reference run.
+    let ref_data = dir.path().join("ref");
+    let ref_cfg = write_config(dir.path(), &NodeCfg { bootstrap: &bootstrap, data_dir: &ref_data, source: "events", sink: "out-ref", dlq: "dlq-ref", group: "ref", window_ms: WINDOW_MS as u64, batch_max_records: 20, checkpoint_ms: 50 });
+    let reference = start_node(&ref_cfg);
+    let ref_out = read_topic(&bootstrap, "out-ref", PARTITIONS, Duration::from_secs(180), |m| m.len() >= want.len());
+    drop(reference);
+    assert_windows_equal(&ref_out, &want);
+
+    // Crashing run: SIGKILL at ~30 % and ~70 % of the input.
+    let data = dir.path().join("crash");
+    let cfg = write_config(dir.path(), &NodeCfg { bootstrap: &bootstrap, data_dir: &data, source: "events", sink: "out-crash", dlq: "dlq-crash", group: "crash", window_ms: WINDOW_MS as u64, batch_max_records: 20, checkpoint_ms: 50 });
+    for fraction in [0.3, 0.7] {
+        let mut node = start_node(&cfg);
+        let target = (count as f64 * fraction) as u64;
+        let s = wait_for("progress before the kill", Duration::from_secs(120), || status(&node.admin).filter(|s| s["ingested"].as_u64().unwrap_or(0) >= target && s["last_checkpoint"].is_object()));
+        node.proc.kill9();
+        eprintln!("killed at {} ingested (checkpoint {})", s["ingested"], s["last_checkpoint"]["id"]);
+    }
+    let node = start_node(&cfg);
+    let out = read_topic(&bootstrap, "out-crash", PARTITIONS, Duration::from_secs(180), |m| m.len() >= want.len());
+    assert_eq!(out, ref_out, "windows after two SIGKILLs equal the uninterrupted run");
+    let dlq = read_topic(&bootstrap, "dlq-crash", PARTITIONS, Duration::from_secs(60), |m| m.len() as u64 >= bad);
+    assert_eq!(dlq.len() as u64, bad, "every malformed record is in the DLQ exactly once by key");
+    drop(node);
+}
+
+#[test]
+fn panicking_stage_is_restarted_and_counted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_broker, bootstrap) = start_broker(2, &["events", "out", "dlq"]);
+    gen(&bootstrap, "events", 500, 3, 0.0, START_MS, STEP_MS);
+    let data = dir.path().join("data");
+    let cfg = write_config(dir.path(), &NodeCfg { bootstrap: &bootstrap, data_dir: &data, source: "events", sink: "out", dlq: "dlq", group: "panic", window_ms: WINDOW_MS as u64, batch_max_records: 100, checkpoint_ms: 100 });
+    let node = start_node(&cfg);
+    wait_for("ingest", Duration::from_secs(60), || status(&node.admin).filter(|s| s["ingested"].as_u64() == Some(500)));
+
+    let tree = || -> serde_json::Value { serde_json::from_str(&http_get(&node.admin, "/tree").expect("tree")).expect("json") };
+    let restarts = |t: &serde_json::Value, name: &str| -> u64 {
+        t["children"][0]["children"].as_array().expect("stages").iter().find(|c| c["name"] == name).expect("stage")["restarts"].as_u64().expect("restarts")
+    };
+    assert_eq!(restarts(&tree(), "validate"), 0);
+
+    let out = std::process::Command::new(BIN).args(["chaos", "panic", "validate", "--admin", &node.admin]).output().expect("vigil chaos");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The pipeline supervisor is one_for_all: every stage restarts, and the counter rises.
+    wait_for("restart", Duration::from_secs(30), || Some(tree()).filter(|t| restarts(t, "validate") == 1 && restarts(t, "ingest") == 1 && t["children"][0]["children"][3]["status"] == "running"));
+    let m = http_get(&node.metrics, "/metrics").expect("metrics");
+    assert_eq!(metric(&m, r#"vigil_actor_restarts_total{actor="validate"}"#), Some(1.0), "{m}");
+
+    let text = std::process::Command::new(BIN).args(["tree", "--admin", &node.admin]).output().expect("vigil tree");
+    let text = String::from_utf8_lossy(&text.stdout);
+    for line in ["root [supervisor one_for_one]", "pipeline [supervisor one_for_all, permanent]", "validate [worker, permanent] running restarts=1"] {
+        assert!(text.contains(line), "missing `{line}` in:\n{text}");
+    }
+    // After the restart the node resumes from its checkpoint and keeps working.
+    gen(&bootstrap, "events", 100, 4, 0.0, START_MS + 10_000, STEP_MS);
+    wait_for("ingest after restart", Duration::from_secs(60), || status(&node.admin).filter(|s| s["ingested"].as_u64().unwrap_or(0) >= 600));
+}
+
+#[test]
+fn config_check_reports_every_mistake_with_paths() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = dir.path().join("bad.toml");
+    std::fs::write(&f, "[[pipeline.sources]]\ntopic = \"\"\n[checkpoint]\ninterval = \"often\"\n[observability]\nmetrics_adr = \"x\"\n").expect("write");
+    let out = std::process::Command::new(BIN).args(["config", "check", f.to_str().expect("path")]).output().expect("run");
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for p in ["pipeline.sources[0].topic: must not be empty", "checkpoint.interval:", "observability.metrics_adr: unknown key"] {
+        assert!(text.contains(p), "missing `{p}` in:\n{text}");
+    }
+    let def = std::process::Command::new(BIN).args(["config", "default"]).output().expect("run");
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, &def.stdout).expect("write");
+    let out = std::process::Command::new(BIN).args(["config", "check", good.to_str().expect("path")]).output().expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+}
