@@ -37,7 +37,7 @@ fn pipeline_outputs_exact_windows_dlq_and_metrics() {
     assert!(bad > 50, "test data should contain malformed records, has {bad}");
 
     let data = dir.path().join("data");
-    let cfg = write_config(dir.path(), &NodeCfg { bootstrap: &bootstrap, data_dir: &data, source: "events", sink: "out", dlq: "dlq", group: "exact", window_ms: WINDOW_MS as u64, batch_max_records: 200, checkpoint_ms: 200 });
+    let cfg = write_config(dir.path(), &NodeCfg { bootstrap: &bootstrap, data_dir: &data, source: "events", sink: "out", dlq: "dlq", group: "exact", window_ms: WINDOW_MS as u64, batch_max_records: 200, checkpoint_ms: 200, rate: 0 });
     let mut node = start_node(&cfg);
 
     let got = read_topic(&bootstrap, "out", PARTITIONS, Duration::from_secs(120), |m| m.len() >= want.len());
@@ -78,21 +78,24 @@ fn sigkill_mid_run_loses_nothing() {
 
     // Uninterrupted reference run.
     let ref_data = dir.path().join("ref");
-    let ref_cfg = write_config(dir.path(), &NodeCfg { bootstrap: &bootstrap, data_dir: &ref_data, source: "events", sink: "out-ref", dlq: "dlq-ref", group: "ref", window_ms: WINDOW_MS as u64, batch_max_records: 20, checkpoint_ms: 50 });
+    let ref_cfg = write_config(dir.path(), &NodeCfg { bootstrap: &bootstrap, data_dir: &ref_data, source: "events", sink: "out-ref", dlq: "dlq-ref", group: "ref", window_ms: WINDOW_MS as u64, batch_max_records: 20, checkpoint_ms: 50, rate: 0 });
     let reference = start_node(&ref_cfg);
     let ref_out = read_topic(&bootstrap, "out-ref", PARTITIONS, Duration::from_secs(180), |m| m.len() >= want.len());
     drop(reference);
     assert_windows_equal(&ref_out, &want);
 
-    // Crashing run: SIGKILL at ~30 % and ~70 % of the input.
+    // Crashing run, rate-limited so the kills land mid-run: SIGKILL at ~30 % and ~70 %.
     let data = dir.path().join("crash");
-    let cfg = write_config(dir.path(), &NodeCfg { bootstrap: &bootstrap, data_dir: &data, source: "events", sink: "out-crash", dlq: "dlq-crash", group: "crash", window_ms: WINDOW_MS as u64, batch_max_records: 20, checkpoint_ms: 50 });
+    let cfg = write_config(dir.path(), &NodeCfg { bootstrap: &bootstrap, data_dir: &data, source: "events", sink: "out-crash", dlq: "dlq-crash", group: "crash", window_ms: WINDOW_MS as u64, batch_max_records: 20, checkpoint_ms: 50, rate: 5_000 });
+    let total = (count + PARTITIONS as u64) as i64;
     for fraction in [0.3, 0.7] {
         let mut node = start_node(&cfg);
-        let target = (count as f64 * fraction) as u64;
-        let s = wait_for("progress before the kill", Duration::from_secs(120), || status(&node.admin).filter(|s| s["ingested"].as_u64().unwrap_or(0) >= target && s["last_checkpoint"].is_object()));
+        let target = (total as f64 * fraction) as i64;
+        let s = wait_for("progress before the kill", Duration::from_secs(120), || status(&node.admin).filter(|s| s["position"].as_i64().unwrap_or(0) >= target));
         node.proc.kill9();
-        eprintln!("killed at {} ingested (checkpoint {})", s["ingested"], s["last_checkpoint"]["id"]);
+        let position = s["position"].as_i64().unwrap_or(0);
+        eprintln!("killed at position {position}/{total} (last checkpoint {})", s["last_checkpoint"]["id"]);
+        assert!(position < total, "the kill must land mid-run (position {position} of {total})");
     }
     let node = start_node(&cfg);
     let out = read_topic(&bootstrap, "out-crash", PARTITIONS, Duration::from_secs(180), |m| m.len() >= want.len());
@@ -108,7 +111,7 @@ fn panicking_stage_is_restarted_and_counted() {
     let (_broker, bootstrap) = start_broker(2, &["events", "out", "dlq"]);
     gen(&bootstrap, "events", 500, 3, 0.0, START_MS, STEP_MS);
     let data = dir.path().join("data");
-    let cfg = write_config(dir.path(), &NodeCfg { bootstrap: &bootstrap, data_dir: &data, source: "events", sink: "out", dlq: "dlq", group: "panic", window_ms: WINDOW_MS as u64, batch_max_records: 100, checkpoint_ms: 100 });
+    let cfg = write_config(dir.path(), &NodeCfg { bootstrap: &bootstrap, data_dir: &data, source: "events", sink: "out", dlq: "dlq", group: "panic", window_ms: WINDOW_MS as u64, batch_max_records: 100, checkpoint_ms: 100, rate: 0 });
     let node = start_node(&cfg);
     wait_for("ingest", Duration::from_secs(60), || status(&node.admin).filter(|s| s["ingested"].as_u64() == Some(500)));
 

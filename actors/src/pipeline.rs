@@ -47,6 +47,11 @@ pub struct Record {
 pub enum IngestMsg {
     /// Poll the next batch.
     Poll,
+    /// Pause partitions if still without credits (sent `pause_after` into a stall).
+    CheckStall {
+        /// Stall the check belongs to.
+        stall: u64,
+    },
     /// One batch of the given Ingest incarnation has left the pipeline.
     Credit {
         /// Ingest incarnation the credit belongs to.

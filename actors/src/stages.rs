@@ -38,6 +38,12 @@ pub struct IngestState {
     inflight: Option<(u64, Instant, BTreeMap<TopicPartition, i64>)>,
     last_checkpoint: Instant,
     done: watch::Receiver<u64>,
+    /// Counts stalls (credits exhausted), so a late stall check is ignored.
+    stalls: u64,
+    starved: bool,
+    /// Start and count of this incarnation's reads, for `max_records_per_sec`.
+    rate_started: Instant,
+    rate_consumed: u64,
 }
 
 impl IngestState {
@@ -82,6 +88,7 @@ impl Actor for Ingest {
         let offsets = ctx.store.offsets()?;
         consumer.assign_from(&offsets)?;
         tracing::info!(epoch, partitions = consumer.assignment().len(), restored = offsets.len(), "ingest assigned");
+        ctx.stats.set_position(consumer.positions().values().sum());
         ctx.slots.validate.send("validate", ValidateMsg::Assign(consumer.assignment().to_vec()))?;
         myself.send_message(IngestMsg::Poll)?;
         let credits = ctx.config.pipeline.inflight_batches_max;
@@ -89,7 +96,7 @@ impl Actor for Ingest {
         metrics::gauge!("vigil_ingest_paused").set(0.0);
         ctx.stats.set_ready(true);
         let done = ctx.checkpoint_done.subscribe();
-        Ok(IngestState { ctx, consumer, epoch, credits, inflight: None, last_checkpoint: Instant::now(), done })
+        Ok(IngestState { ctx, consumer, epoch, credits, inflight: None, last_checkpoint: Instant::now(), done, stalls: 0, starved: false, rate_started: Instant::now(), rate_consumed: 0 })
     }
 
     async fn handle(&self, myself: ActorRef<IngestMsg>, msg: IngestMsg, st: &mut IngestState) -> R<()> {
@@ -97,33 +104,59 @@ impl Actor for Ingest {
             IngestMsg::Poll => {
                 st.maybe_checkpoint()?;
                 if st.credits == 0 {
-                    st.consumer.pause()?;
-                    metrics::gauge!("vigil_ingest_paused").set(1.0);
+                    // Stop polling now; pause partitions only if the stall lasts.
+                    st.starved = true;
+                    st.stalls += 1;
+                    let stall = st.stalls;
+                    myself.send_after(st.ctx.config.pipeline.pause_after, move || IngestMsg::CheckStall { stall });
                     return Ok(());
                 }
                 let p = &st.ctx.config.pipeline;
-                let (batches, gaps) = st.consumer.poll(p.batch_max_records, st.ctx.config.kafka.poll_timeout).await?;
+                let mut max = p.batch_max_records;
+                if p.max_records_per_sec > 0 {
+                    let rate = u64::from(p.max_records_per_sec);
+                    let allowed = (st.rate_started.elapsed().as_secs_f64() * rate as f64) as u64;
+                    if st.rate_consumed >= allowed {
+                        let wait = Duration::from_secs_f64((st.rate_consumed + 1 - allowed) as f64 / rate as f64);
+                        myself.send_after(wait.max(Duration::from_millis(1)), || IngestMsg::Poll);
+                        return Ok(());
+                    }
+                    max = max.min((allowed - st.rate_consumed) as usize);
+                }
+                let (batches, gaps) = st.consumer.poll(max, st.ctx.config.kafka.poll_timeout).await?;
                 for g in gaps {
                     tracing::error!(partition = %g.source, expected = g.expected, resumed_at = g.resumed_at, lost = g.lost(), "records lost to retention: the log start moved past offsets not yet read");
                     st.ctx.stats.add_lost(&g.source.topic, g.source.partition, g.lost() as u64);
                 }
                 if !batches.is_empty() {
                     let n: usize = batches.iter().map(|b| b.records.len()).sum();
+                    st.rate_consumed += n as u64;
                     st.ctx.stats.add(Stage::Ingest, n as u64);
                     st.credits -= 1;
                     metrics::gauge!("vigil_ingest_credits").set(st.credits as f64);
                     st.ctx.slots.validate.send("validate", ValidateMsg::Batch { epoch: st.epoch, batches })?;
                 }
                 st.ctx.stats.set_lag(st.consumer.total_lag());
+                st.ctx.stats.set_position(st.consumer.positions().values().sum());
                 myself.send_message(IngestMsg::Poll)?;
+            }
+            IngestMsg::CheckStall { stall } => {
+                if st.starved && stall == st.stalls {
+                    st.consumer.pause()?;
+                    metrics::gauge!("vigil_ingest_paused").set(1.0);
+                    tracing::debug!("no credits for {:?}: partitions paused", st.ctx.config.pipeline.pause_after);
+                }
             }
             IngestMsg::Credit { epoch } => {
                 if epoch == st.epoch {
                     st.credits += 1;
                     metrics::gauge!("vigil_ingest_credits").set(st.credits as f64);
-                    if st.consumer.is_paused() {
-                        st.consumer.resume()?;
-                        metrics::gauge!("vigil_ingest_paused").set(0.0);
+                    if st.starved {
+                        st.starved = false;
+                        if st.consumer.is_paused() {
+                            st.consumer.resume()?;
+                            metrics::gauge!("vigil_ingest_paused").set(0.0);
+                        }
                         myself.send_message(IngestMsg::Poll)?;
                     }
                 }

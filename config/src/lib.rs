@@ -109,6 +109,9 @@ pub struct KafkaConfig {
     /// Default `100ms`; lower reacts faster to control messages, higher wastes fewer wakeups.
     #[serde(with = "humantime_serde")]
     pub poll_timeout: Duration,
+    /// Most data librdkafka prefetches per consumer (`queued.max.messages.kbytes`), KiB.
+    /// Default 8192 (8 MiB); bounds memory while Ingest waits for credits.
+    pub prefetch_kbytes_max: u32,
 }
 
 impl Default for KafkaConfig {
@@ -119,6 +122,7 @@ impl Default for KafkaConfig {
             properties: BTreeMap::new(),
             embedded_partitions: 4,
             poll_timeout: Duration::from_millis(100),
+            prefetch_kbytes_max: 8192,
         }
     }
 }
@@ -246,6 +250,14 @@ pub struct PipelineConfig {
     /// Batches allowed in flight between Ingest and Sink (credits). Ingest pauses its
     /// partitions when they run out, which bounds memory under any backlog. Default 8.
     pub inflight_batches_max: usize,
+    /// How long Ingest waits without credits before pausing its partitions. Pausing makes
+    /// librdkafka drop its prefetched data (a refetch on resume), so short stalls only stop
+    /// polling. Default `250ms`.
+    #[serde(with = "humantime_serde")]
+    pub pause_after: Duration,
+    /// Most records per second Ingest reads (0 = unlimited, the default). Protects
+    /// downstream systems during backfills and replays.
+    pub max_records_per_sec: u32,
 }
 
 impl Default for PipelineConfig {
@@ -262,6 +274,8 @@ impl Default for PipelineConfig {
             dlq_topic: "vigil-dlq".into(),
             batch_max_records: 500,
             inflight_batches_max: 8,
+            pause_after: Duration::from_millis(250),
+            max_records_per_sec: 0,
         }
     }
 }
@@ -435,6 +449,9 @@ impl Config {
         }
         if !(1..=1024).contains(&self.kafka.embedded_partitions) {
             err("kafka.embedded_partitions", "must be between 1 and 1024");
+        }
+        if !(1..=2_097_151).contains(&self.kafka.prefetch_kbytes_max) {
+            err("kafka.prefetch_kbytes_max", "must be between 1 and 2097151");
         }
         if self.kafka.poll_timeout.is_zero() {
             err("kafka.poll_timeout", "must be greater than 0");

@@ -101,7 +101,9 @@ impl BatchConsumer {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
-            .set("statistics.interval.ms", "1000");
+            .set("statistics.interval.ms", "1000")
+            .set("queued.max.messages.kbytes", kafka.prefetch_kbytes_max.to_string())
+            .set("fetch.wait.max.ms", "100");
         let consumer: StreamConsumer<LagContext> = cfg.create_with_context(LagContext::default()).map_err(|e| Error::kafka("create consumer", e))?;
         let mut assignment = Vec::new();
         for topic in topics {

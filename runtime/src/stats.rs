@@ -50,6 +50,7 @@ pub struct NodeStats {
     window_records: AtomicU64,
     lost_to_retention: AtomicU64,
     lag: AtomicI64,
+    position: AtomicI64,
     ready: AtomicBool,
     last_checkpoint: Mutex<Option<CheckpointSummary>>,
 }
@@ -73,6 +74,9 @@ pub struct StatusSnapshot {
     pub lost_to_retention: u64,
     /// Consumer lag (records).
     pub lag: i64,
+    /// Sum over source partitions of the next offset to read, including what was restored
+    /// from the checkpoint: how far through its input the node is.
+    pub position: i64,
     /// Whether the pipeline is running.
     pub ready: bool,
     /// Last checkpoint.
@@ -106,6 +110,11 @@ impl NodeStats {
         self.lag.store(lag, Ordering::Relaxed);
     }
 
+    /// Set the summed source position.
+    pub fn set_position(&self, position: i64) {
+        self.position.store(position, Ordering::Relaxed);
+    }
+
     /// Mark the pipeline ready / not ready.
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
@@ -136,6 +145,7 @@ impl NodeStats {
             dlq: g(Stage::Dlq),
             lost_to_retention: self.lost_to_retention.load(Ordering::Relaxed),
             lag: self.lag.load(Ordering::Relaxed),
+            position: self.position.load(Ordering::Relaxed),
             ready: self.is_ready(),
             last_checkpoint: self.last_checkpoint.lock().ok().and_then(|l| l.clone()),
         }

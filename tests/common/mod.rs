@@ -118,6 +118,8 @@ pub struct NodeCfg<'a> {
     pub window_ms: u64,
     pub batch_max_records: usize,
     pub checkpoint_ms: u64,
+    /// Ingest rate limit (0 = unlimited).
+    pub rate: u32,
 }
 
 pub fn write_config(dir: &Path, c: &NodeCfg<'_>) -> PathBuf {
@@ -137,6 +139,7 @@ sink_topic = "{sink}"
 dlq_topic = "{dlq}"
 batch_max_records = {batch}
 inflight_batches_max = 4
+max_records_per_sec = {rate}
 
 [[pipeline.sources]]
 topic = "{source}"
@@ -170,6 +173,7 @@ enabled = false
         source = c.source,
         window = c.window_ms,
         cp = c.checkpoint_ms,
+        rate = c.rate,
     );
     let path = dir.join(format!("{}.toml", c.group));
     std::fs::write(&path, text).expect("write config");
