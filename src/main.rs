@@ -164,6 +164,13 @@ fn init_logging(json: bool) {
     } else {
         b.init();
     }
+    // Actor panics are caught by ractor and handled by the supervisors; log them as one
+    // line (backtrace only at debug level) instead of the default multi-line dump.
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current().name().unwrap_or("unnamed").to_string();
+        tracing::error!(%thread, "panic: {info}");
+        tracing::debug!("backtrace:\n{}", std::backtrace::Backtrace::force_capture());
+    }));
 }
 
 fn main() -> std::process::ExitCode {
@@ -248,7 +255,7 @@ fn http_get_json<T: serde::de::DeserializeOwned>(addr: &str, path: &str) -> Resu
 fn status_line(s: &StatusSnapshot, rate: Option<f64>) -> String {
     let cp = match &s.last_checkpoint {
         Some(c) => {
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+            let now = vigil_runtime::now_ms();
             format!("checkpoint #{} ({} ms, {:.1}s ago)", c.id, c.duration_ms, (now - c.completed_ms).max(0) as f64 / 1000.0)
         }
         None => "no checkpoint yet".to_string(),
@@ -372,7 +379,7 @@ async fn gen(a: GenArgs) -> Result<std::process::ExitCode> {
     }
     let kafka = vigil_config::KafkaConfig::default();
     let producer = TrackedProducer::new(&a.bootstrap, &kafka)?;
-    let start_ms = a.start_ms.unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0));
+    let start_ms = a.start_ms.unwrap_or_else(vigil_runtime::now_ms);
     let step_ms = a.step_ms.unwrap_or_else(|| vigil_actors::stages::step_ms_for_rate(a.rate));
     let mut g = EventGen::new(GenSpec { seed: a.seed, users: a.users, bad_ratio: a.bad_ratio, start_ms, step_ms });
     let started = Instant::now();

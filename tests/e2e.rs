@@ -42,8 +42,14 @@ fn pipeline_outputs_exact_windows_dlq_and_metrics() {
 
     let got = read_topic(&bootstrap, "out", PARTITIONS, Duration::from_secs(120), |m| m.len() >= want.len());
     assert_windows_equal(&got, &want);
-    let dlq = read_topic(&bootstrap, "dlq", PARTITIONS, Duration::from_secs(60), |m| m.len() as u64 >= bad);
+    let dlq = read_topic_with(&bootstrap, "dlq", PARTITIONS, Duration::from_secs(60), |m| m.len() as u64 >= bad, |m| header(m, "vigil.dlq.reason").unwrap_or_default());
     assert_eq!(dlq.len() as u64, bad, "exact DLQ count");
+    // Every DLQ record says why, with a machine-readable reason; the generator makes all four kinds.
+    let mut reasons: BTreeMap<&str, u64> = BTreeMap::new();
+    for r in dlq.values() {
+        *reasons.entry(r.as_str()).or_default() += 1;
+    }
+    assert_eq!(reasons.keys().copied().collect::<Vec<_>>(), ["invalid_json", "missing_field", "not_an_object", "wrong_type"], "{reasons:?}");
 
     // The node's own counters agree, in /status and in /metrics.
     let total = count + PARTITIONS as u64;
@@ -61,8 +67,43 @@ fn pipeline_outputs_exact_windows_dlq_and_metrics() {
     assert_eq!(metric(&m, "vigil_window_records_emitted_total"), Some(in_windows as f64));
     assert_eq!(in_windows + bad + PARTITIONS as u64, total);
 
-    let status = node.proc.terminate(Duration::from_secs(60));
-    assert!(status.success(), "graceful stop exits 0, got {status}");
+    let exit = node.proc.terminate(Duration::from_secs(60));
+    assert!(exit.success(), "graceful stop exits 0, got {exit}");
+    node.proc.wait_line("clean stop message", Duration::from_secs(5), |l| l.contains("stopped cleanly"));
+
+    // The final checkpoint covered everything: a restart resumes at the end and reads nothing again.
+    let again = start_node(&cfg);
+    let s = wait_for("restored position", Duration::from_secs(30), || status(&again.admin).filter(|s| s["ready"] == true && s["position"].as_i64() == Some(total as i64)));
+    assert_eq!(s["ingested"].as_u64(), Some(0), "nothing replayed after a clean stop: {s}");
+}
+
+/// The mock cluster keeps ~5 MiB per partition and silently moves the log start past older
+/// data. A node that was behind must count what it lost, never skip it silently.
+#[test]
+fn records_lost_to_retention_are_counted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_broker, bootstrap) = start_broker(1, &["events", "out", "dlq"]);
+    gen(&bootstrap, "events", 200, 5, 0.0, START_MS, STEP_MS);
+    let data = dir.path().join("data");
+    let cfg = write_config(dir.path(), &NodeCfg { bootstrap: &bootstrap, data_dir: &data, source: "events", sink: "out", dlq: "dlq", group: "retention", window_ms: WINDOW_MS as u64, batch_max_records: 100, checkpoint_ms: 100, rate: 0 });
+    let mut node = start_node(&cfg);
+    wait_for("first 200 read", Duration::from_secs(60), || status(&node.admin).filter(|s| s["position"].as_i64() == Some(200)));
+    assert!(node.proc.terminate(Duration::from_secs(60)).success());
+
+    // While the node is down, ~7 MiB more arrive: the mock drops the oldest data.
+    gen(&bootstrap, "events", 45_000, 6, 0.0, START_MS + 10_000, STEP_MS);
+    let (low, high) = watermarks(&bootstrap, "events", 0);
+    assert!(low > 200, "the mock should have moved its log start past offset 200 (low {low}, high {high})");
+
+    let node = start_node(&cfg);
+    let lost = low - 200;
+    let m = wait_for("loss to be counted", Duration::from_secs(60), || {
+        http_get(&node.metrics, "/metrics").filter(|m| metric(m, r#"vigil_records_lost_to_retention_total{topic="events",partition="0"}"#).is_some())
+    });
+    assert_eq!(metric(&m, r#"vigil_records_lost_to_retention_total{topic="events",partition="0"}"#), Some(lost as f64), "{m}");
+    let s = wait_for("caught up", Duration::from_secs(60), || status(&node.admin).filter(|s| s["position"].as_i64() == Some(high)));
+    assert_eq!(s["lost_to_retention"].as_i64(), Some(lost));
+    assert_eq!(s["ingested"].as_i64(), Some(high - low), "everything still retained was read");
 }
 
 /// Kill the node with SIGKILL mid-run (twice), restart it, and compare the final windows

@@ -74,9 +74,6 @@ fn tree_spec(ctx: &Arc<NodeCtx>, events: &broadcast::Sender<TreeEvent>) -> Super
     SupervisorSpec { name: "root".into(), strategy: Strategy::OneForOne, intensity, backoff, children, events: Some(events.clone()) }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
 
 impl Node {
     /// Start a node from a validated configuration.
@@ -122,7 +119,7 @@ impl Node {
             checkpoint_done,
             shutting_down: AtomicBool::new(false),
             generator_position: AtomicU64::new(0),
-            generator_start_ms: now_ms(),
+            generator_start_ms: vigil_runtime::now_ms(),
         });
         let (events, _) = broadcast::channel(256);
         let root = vigil_supervision::start_root(tree_spec(&ctx, &events)).await?;

@@ -18,9 +18,6 @@ use vigil_runtime::store::{self, Checkpoint, CheckpointMeta};
 
 type R<T> = std::result::Result<T, ActorProcessingErr>;
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
 
 // ---------------------------------------------------------------- ingest
 
@@ -384,7 +381,7 @@ impl Sink {
         }
         let duration = b.injected.elapsed();
         let state_bytes: BTreeMap<String, u64> = b.states.iter().map(|(k, v)| (k.clone(), v.len() as u64)).collect();
-        let meta = CheckpointMeta { id: b.id, completed_ms: now_ms(), node_id: ctx.config.node.id.clone(), offsets: b.offsets, state_bytes, duration_ms: duration.as_millis() as u64 };
+        let meta = CheckpointMeta { id: b.id, completed_ms: vigil_runtime::now_ms(), node_id: ctx.config.node.id.clone(), offsets: b.offsets, state_bytes, duration_ms: duration.as_millis() as u64 };
         let size: u64 = meta.state_bytes.values().sum();
         let cp = Checkpoint { meta, states: b.states };
         if let Err(e) = ctx.store.commit_checkpoint(&cp, cfg.retained) {

@@ -1,7 +1,7 @@
 //! The admin HTTP API (JSON): `/healthz`, `/readyz`, `/status`, `/tree`, and
 //! `POST /chaos/panic/{stage}` to make a stage panic for drills. Later issues add TLS and
 //! RBAC here.
-use crate::{Error, Result};
+use crate::Result;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -61,8 +61,6 @@ async fn panic_stage(State(api): State<Api>, Path(stage): Path<String>) -> Respo
 /// # Errors
 /// [`Error::Listen`] if the address cannot be bound.
 pub async fn serve(addr: &str, api: Api) -> Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Listen { what: "admin listener".into(), addr: addr.into(), source })?;
-    let local = listener.local_addr().map_err(|source| Error::Listen { what: "admin listener".into(), addr: addr.into(), source })?;
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -70,10 +68,5 @@ pub async fn serve(addr: &str, api: Api) -> Result<SocketAddr> {
         .route("/tree", get(tree))
         .route("/chaos/panic/{stage}", post(panic_stage))
         .with_state(api);
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "admin server stopped");
-        }
-    });
-    Ok(local)
+    crate::serve_router("admin listener", addr, app).await
 }

@@ -283,7 +283,7 @@ pub fn partitions_of<C: ClientContext>(client: &rdkafka::client::Client<C>, topi
     let deadline = Instant::now() + timeout;
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
-        match client.fetch_metadata(Some(topic), remaining) {
+        let last_error = match client.fetch_metadata(Some(topic), remaining) {
             Ok(md) => {
                 if let Some(t) = md.topics().iter().find(|t| t.name() == topic) {
                     if t.error().is_none() && !t.partitions().is_empty() {
@@ -292,12 +292,15 @@ pub fn partitions_of<C: ClientContext>(client: &rdkafka::client::Client<C>, topi
                         return Ok(ps);
                     }
                 }
+                None
             }
-            Err(e) if Instant::now() >= deadline => return Err(Error::kafka(format!("metadata for `{topic}`"), e)),
-            Err(_) => {}
-        }
+            Err(e) => Some(e),
+        };
         if Instant::now() >= deadline {
-            return Err(Error::TopicNotFound { topic: topic.into() });
+            return Err(match last_error {
+                Some(e) => Error::kafka(format!("metadata for `{topic}` (is the cluster reachable?)"), e),
+                None => Error::TopicNotFound { topic: topic.into() },
+            });
         }
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -13,3 +13,25 @@ pub mod stats;
 pub mod store;
 
 pub use error::{Error, Result};
+
+/// Wall-clock time in milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Bind `addr` (port 0 picks one) and serve `app` on it in the background.
+///
+/// # Errors
+/// [`Error::Listen`] naming `what` if the address cannot be bound.
+pub(crate) async fn serve_router(what: &str, addr: &str, app: axum::Router) -> Result<std::net::SocketAddr> {
+    let listen_err = |source| Error::Listen { what: what.into(), addr: addr.into(), source };
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(listen_err)?;
+    let local = listener.local_addr().map_err(listen_err)?;
+    let what = what.to_string();
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "{what} stopped");
+        }
+    });
+    Ok(local)
+}

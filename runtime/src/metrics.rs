@@ -53,8 +53,6 @@ fn describe() {
 /// # Errors
 /// [`Error::Listen`] if the address cannot be bound.
 pub async fn serve(addr: &str, handle: PrometheusHandle) -> Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Listen { what: "metrics listener".into(), addr: addr.into(), source })?;
-    let local = listener.local_addr().map_err(|source| Error::Listen { what: "metrics listener".into(), addr: addr.into(), source })?;
     let upkeep = handle.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -67,10 +65,5 @@ pub async fn serve(addr: &str, handle: PrometheusHandle) -> Result<SocketAddr> {
         let h = handle.clone();
         async move { ([("content-type", "text/plain; version=0.0.4")], h.render()) }
     }));
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "metrics server stopped");
-        }
-    });
-    Ok(local)
+    crate::serve_router("metrics listener", addr, app).await
 }

@@ -62,6 +62,12 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A tree could not start; the reason names the supervisor and child.
+    #[error("{reason}")]
+    StartFailed {
+        /// Why, from the supervisor that failed.
+        reason: String,
+    },
     /// The supervisor could not be spawned or did not answer.
     #[error("supervisor `{supervisor}`: {reason}")]
     Unavailable {
@@ -380,7 +386,7 @@ impl SupervisorState {
                 self.children[i].status = ChildStatus::Running;
                 Ok(())
             }
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(spawn_reason(e)),
         }
     }
 
@@ -583,6 +589,15 @@ impl Supervisor {
     }
 }
 
+/// The reason of a failed spawn, without ractor's "Actor panicked during startup" wrapper
+/// (it says that for ordinary `pre_start` errors too).
+fn spawn_reason(e: SpawnErr) -> String {
+    match e {
+        SpawnErr::StartupFailed(inner) => inner.to_string(),
+        other => other.to_string(),
+    }
+}
+
 /// A running root supervisor.
 pub struct RootHandle {
     /// The root supervisor actor.
@@ -600,10 +615,11 @@ pub async fn start_root(spec: SupervisorSpec) -> Result<RootHandle> {
     let outcome = Arc::new(Mutex::new(None));
     match Actor::spawn(None, Supervisor, (spec, outcome.clone())).await {
         Ok((actor, join)) => Ok(RootHandle { actor, join, outcome }),
-        Err(e) => {
-            let reason = outcome.lock().ok().and_then(|o| o.clone()).unwrap_or_else(|| e.to_string());
-            Err(Error::Unavailable { supervisor: name, reason })
-        }
+        Err(e) => match outcome.lock().ok().and_then(|o| o.clone()) {
+            // The supervisor recorded why (e.g. ChildStartFailed, which names it already).
+            Some(reason) => Err(Error::StartFailed { reason }),
+            None => Err(Error::Unavailable { supervisor: name, reason: spawn_reason(e) }),
+        },
     }
 }
 

@@ -249,6 +249,18 @@ pub fn send_sentinels(bootstrap: &str, topic: &str, partitions: i32, ts: i64) {
 /// Read `topic` from the beginning until `done(map)` holds; returns key → last value
 /// (deduplicated by key, as a compacted topic would).
 pub fn read_topic(bootstrap: &str, topic: &str, partitions: i32, timeout: Duration, done: impl Fn(&BTreeMap<String, String>) -> bool) -> BTreeMap<String, String> {
+    read_topic_with(bootstrap, topic, partitions, timeout, done, |m| m.payload().map(|v| String::from_utf8_lossy(v).to_string()).unwrap_or_default())
+}
+
+/// Like [`read_topic`], keeping `extract(message)` per key instead of the value.
+pub fn read_topic_with(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    timeout: Duration,
+    done: impl Fn(&BTreeMap<String, String>) -> bool,
+    extract: impl Fn(&rdkafka::message::BorrowedMessage<'_>) -> String,
+) -> BTreeMap<String, String> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("reader-{topic}-{}", std::process::id()))
@@ -266,11 +278,22 @@ pub fn read_topic(bootstrap: &str, topic: &str, partitions: i32, timeout: Durati
         assert!(Instant::now() < deadline, "timed out reading {topic}: have {} keys", out.len());
         if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
             let k = m.key().map(|k| String::from_utf8_lossy(k).to_string()).unwrap_or_default();
-            let v = m.payload().map(|v| String::from_utf8_lossy(v).to_string()).unwrap_or_default();
-            out.insert(k, v);
+            out.insert(k, extract(&m));
         }
     }
     out
+}
+
+/// Value of header `name` of a message.
+pub fn header(m: &rdkafka::message::BorrowedMessage<'_>, name: &str) -> Option<String> {
+    use rdkafka::message::Headers;
+    m.headers()?.iter().find(|h| h.key == name).and_then(|h| h.value).map(|v| String::from_utf8_lossy(v).to_string())
+}
+
+/// Log start and end offsets of a partition.
+pub fn watermarks(bootstrap: &str, topic: &str, partition: i32) -> (i64, i64) {
+    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap).create().expect("consumer");
+    c.fetch_watermarks(topic, partition, Duration::from_secs(10)).expect("watermarks")
 }
 
 /// Expected windows of a generated stream, computed independently of the pipeline:
