@@ -66,6 +66,11 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// List or inspect retained checkpoints (works while the node runs).
+    Checkpoint {
+        #[command(subcommand)]
+        cmd: CheckpointCmd,
+    },
     /// Inject failures into a running node (drills).
     Chaos {
         #[command(subcommand)]
@@ -85,6 +90,60 @@ enum ConfigCmd {
     },
     /// Print a complete, commented default configuration.
     Default,
+}
+
+#[derive(Subcommand)]
+enum CheckpointCmd {
+    /// Retained checkpoints, oldest first.
+    List {
+        #[command(flatten)]
+        store: StoreTarget,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Offsets and state sizes of one checkpoint (default: the latest).
+    Inspect {
+        /// Checkpoint id.
+        id: Option<u64>,
+        #[command(flatten)]
+        store: StoreTarget,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+struct StoreTarget {
+    /// Data directory of the node (default: from --config, else ./vigil-data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Read the data directory from this node configuration.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+}
+
+impl StoreTarget {
+    fn open(&self) -> Result<vigil_runtime::store::Store> {
+        let dir = match &self.data_dir {
+            Some(d) => d.clone(),
+            None => load_config(self.config.as_deref())?.node.data_dir,
+        };
+        vigil_runtime::store::Store::open_read_only(&dir).with_context(|| format!("no readable Vigil store at {}", dir.display()))
+    }
+}
+
+/// JSON view of a checkpoint (offsets as a list: JSON map keys must be strings).
+fn checkpoint_json(c: &vigil_runtime::store::CheckpointMeta) -> serde_json::Value {
+    let offsets: Vec<_> = c.offsets.iter().map(|(tp, o)| serde_json::json!({"topic": tp.topic, "partition": tp.partition, "offset": o})).collect();
+    serde_json::json!({"id": c.id, "completed_ms": c.completed_ms, "completed": rfc3339_ms(c.completed_ms), "node_id": c.node_id,
+        "duration_us": c.duration_us, "offsets": offsets, "state_bytes": c.state_bytes})
+}
+
+fn rfc3339_ms(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(t).to_string()
 }
 
 #[derive(Subcommand)]
@@ -237,6 +296,43 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Checkpoint { cmd: CheckpointCmd::List { store, json } } => {
+            let list = store.open()?.list_checkpoints()?;
+            if json {
+                let list: Vec<_> = list.iter().map(checkpoint_json).collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else if list.is_empty() {
+                println!("no checkpoints yet");
+            } else {
+                println!("{:>8}  {:<24}  {:>9}  {:>10}  {:>11}", "ID", "COMPLETED (UTC)", "DURATION", "PARTITIONS", "STATE BYTES");
+                for c in &list {
+                    let bytes: u64 = c.state_bytes.values().sum();
+                    println!("{:>8}  {:<24}  {:>6.1} ms  {:>10}  {:>11}", c.id, rfc3339_ms(c.completed_ms), c.duration_us as f64 / 1000.0, c.offsets.len(), bytes);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Checkpoint { cmd: CheckpointCmd::Inspect { id, store, json } } => {
+            let s = store.open()?;
+            let cp = match id {
+                Some(id) => s.checkpoint(id)?.with_context(|| format!("checkpoint {id} is not retained (see `vigil checkpoint list`)"))?,
+                None => s.latest_checkpoint()?.context("no checkpoints yet")?,
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&checkpoint_json(&cp))?);
+            } else {
+                println!("checkpoint {} by node {} at {} ({:.1} ms)", cp.id, cp.node_id, rfc3339_ms(cp.completed_ms), cp.duration_us as f64 / 1000.0);
+                println!("source offsets (next to read):");
+                for (tp, off) in &cp.offsets {
+                    println!("  {:<32} {off}", tp.to_string());
+                }
+                println!("stage state:");
+                for (stage, bytes) in &cp.state_bytes {
+                    println!("  {stage:<32} {bytes} bytes");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Chaos { cmd: ChaosCmd::Panic { stage, target } } => {
             let addr = target.addr()?;
             vigil_chaos::inject_panic(&addr, &stage)?;
@@ -256,7 +352,7 @@ fn status_line(s: &StatusSnapshot, rate: Option<f64>) -> String {
     let cp = match &s.last_checkpoint {
         Some(c) => {
             let now = vigil_runtime::now_ms();
-            format!("checkpoint #{} ({} ms, {:.1}s ago)", c.id, c.duration_ms, (now - c.completed_ms).max(0) as f64 / 1000.0)
+            format!("checkpoint #{} ({:.1} ms, {:.1}s ago)", c.id, c.duration_us as f64 / 1000.0, (now - c.completed_ms).max(0) as f64 / 1000.0)
         }
         None => "no checkpoint yet".to_string(),
     };

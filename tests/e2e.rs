@@ -67,6 +67,11 @@ fn pipeline_outputs_exact_windows_dlq_and_metrics() {
     assert_eq!(metric(&m, "vigil_window_records_emitted_total"), Some(in_windows as f64));
     assert_eq!(in_windows + bad + PARTITIONS as u64, total);
 
+    // Checkpoints are listable while the node runs (read-only open).
+    let list = std::process::Command::new(BIN).args(["checkpoint", "list", "--json", "--data-dir", data.to_str().expect("path")]).output().expect("run");
+    assert!(list.status.success(), "{}", String::from_utf8_lossy(&list.stderr));
+    let list: serde_json::Value = serde_json::from_slice(&list.stdout).expect("json");
+    assert!(!list.as_array().expect("array").is_empty());
     let exit = node.proc.terminate(Duration::from_secs(60));
     assert!(exit.success(), "graceful stop exits 0, got {exit}");
     node.proc.wait_line("clean stop message", Duration::from_secs(5), |l| l.contains("stopped cleanly"));

@@ -381,7 +381,7 @@ impl Sink {
         }
         let duration = b.injected.elapsed();
         let state_bytes: BTreeMap<String, u64> = b.states.iter().map(|(k, v)| (k.clone(), v.len() as u64)).collect();
-        let meta = CheckpointMeta { id: b.id, completed_ms: vigil_runtime::now_ms(), node_id: ctx.config.node.id.clone(), offsets: b.offsets, state_bytes, duration_ms: duration.as_millis() as u64 };
+        let meta = CheckpointMeta { id: b.id, completed_ms: vigil_runtime::now_ms(), node_id: ctx.config.node.id.clone(), offsets: b.offsets, state_bytes, duration_us: duration.as_micros() as u64 };
         let size: u64 = meta.state_bytes.values().sum();
         let cp = Checkpoint { meta, states: b.states };
         if let Err(e) = ctx.store.commit_checkpoint(&cp, cfg.retained) {
@@ -391,7 +391,7 @@ impl Sink {
         metrics::counter!("vigil_checkpoints_total").increment(1);
         metrics::histogram!("vigil_checkpoint_duration_seconds").record(duration.as_secs_f64());
         metrics::gauge!("vigil_checkpoint_size_bytes").set(size as f64);
-        ctx.stats.checkpointed(CheckpointSummary { id: b.id, completed_ms: cp.meta.completed_ms, duration_ms: cp.meta.duration_ms });
+        ctx.stats.checkpointed(CheckpointSummary { id: b.id, completed_ms: cp.meta.completed_ms, duration_us: cp.meta.duration_us });
         ctx.checkpoint_done.send_if_modified(|d| {
             let newer = b.id > *d;
             if newer {

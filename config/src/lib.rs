@@ -112,6 +112,10 @@ pub struct KafkaConfig {
     /// Most data librdkafka prefetches per consumer (`queued.max.messages.kbytes`), KiB.
     /// Default 8192 (8 MiB); bounds memory while Ingest waits for credits.
     pub prefetch_kbytes_max: u32,
+    /// Most data waiting in a producer for Kafka's acknowledgement
+    /// (`queue.buffering.max.kbytes`), KiB. Default 65536 (64 MiB); when full, stages
+    /// wait (bounded by `checkpoint.flush_timeout`) instead of growing memory.
+    pub produce_queue_kbytes_max: u32,
 }
 
 impl Default for KafkaConfig {
@@ -123,6 +127,7 @@ impl Default for KafkaConfig {
             embedded_partitions: 4,
             poll_timeout: Duration::from_millis(100),
             prefetch_kbytes_max: 8192,
+            produce_queue_kbytes_max: 65536,
         }
     }
 }
@@ -453,6 +458,9 @@ impl Config {
         if !(1..=2_097_151).contains(&self.kafka.prefetch_kbytes_max) {
             err("kafka.prefetch_kbytes_max", "must be between 1 and 2097151");
         }
+        if !(1..=2_147_483_647).contains(&self.kafka.produce_queue_kbytes_max) {
+            err("kafka.produce_queue_kbytes_max", "must be between 1 and 2147483647");
+        }
         if self.kafka.poll_timeout.is_zero() {
             err("kafka.poll_timeout", "must be greater than 0");
         }
@@ -767,6 +775,19 @@ mod tests {
         let bad = vec![("VIGIL_PIPELINE__BATCH_MAX_RECORDS".to_string(), "0".to_string())];
         let e = Config::from_toml_str("", bad).unwrap_err();
         assert_eq!(e.errors[0].path, "pipeline.batch_max_records");
+    }
+
+    proptest::proptest! {
+        /// Whatever the input, loading never panics and every problem names a path.
+        #[test]
+        fn arbitrary_input_yields_config_or_located_errors(text in "(\\[[a-z.]{1,12}\\]\n|[a-z_]{1,12} = (\"[a-z0-9:.]{0,10}\"|[0-9]{1,4}|true)\n){0,12}") {
+            if let Err(e) = Config::from_toml_str(&text, Vec::new()) {
+                proptest::prop_assert!(!e.errors.is_empty());
+                for fe in &e.errors {
+                    proptest::prop_assert!(!fe.path.is_empty() && !fe.message.is_empty(), "{fe:?}");
+                }
+            }
+        }
     }
 
     #[test]

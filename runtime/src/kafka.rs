@@ -361,7 +361,11 @@ impl TrackedProducer {
     /// [`Error::Kafka`].
     pub fn new(bootstrap: &str, kafka: &KafkaConfig) -> Result<Self> {
         let mut cfg = client_config(bootstrap, kafka);
-        cfg.set("enable.idempotence", "true").set("acks", "all").set("linger.ms", "5").set("queue.buffering.max.messages", "100000");
+        cfg.set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("queue.buffering.max.messages", "100000")
+            .set("queue.buffering.max.kbytes", kafka.produce_queue_kbytes_max.to_string());
         let inner: ThreadedProducer<DeliveryTracker> = cfg.create_with_context(DeliveryTracker::default()).map_err(|e| Error::kafka("create producer", e))?;
         Ok(Self { inner: Arc::new(inner) })
     }

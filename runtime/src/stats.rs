@@ -39,8 +39,8 @@ pub struct CheckpointSummary {
     pub id: u64,
     /// Completion time, ms since epoch.
     pub completed_ms: i64,
-    /// Duration, ms.
-    pub duration_ms: u64,
+    /// Duration, µs.
+    pub duration_us: u64,
 }
 
 /// Node-wide counters.

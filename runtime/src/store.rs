@@ -31,8 +31,8 @@ pub struct CheckpointMeta {
     pub offsets: BTreeMap<TopicPartition, i64>,
     /// Size of each stage's snapshot in bytes.
     pub state_bytes: BTreeMap<String, u64>,
-    /// Time from barrier injection to commit, ms.
-    pub duration_ms: u64,
+    /// Time from barrier injection to commit, µs.
+    pub duration_us: u64,
 }
 
 /// A checkpoint to commit.
@@ -96,6 +96,28 @@ impl Store {
         let cfs = COLUMN_FAMILIES.iter().map(|n| ColumnFamilyDescriptor::new(*n, Options::default()));
         let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|source| Error::Store { path: path.display().to_string(), op: "open".into(), source })?;
         Ok(Self { db, path: path.to_path_buf() })
+    }
+
+    /// Open an existing store read-only; works while a running node holds it.
+    ///
+    /// # Errors
+    /// [`Error::Store`] if there is no store at `path` or it cannot be read.
+    pub fn open_read_only(path: &Path) -> Result<Self> {
+        let db = DB::open_cf_for_read_only(&Options::default(), path, COLUMN_FAMILIES, false)
+            .map_err(|source| Error::Store { path: path.display().to_string(), op: "open read-only".into(), source })?;
+        Ok(Self { db, path: path.to_path_buf() })
+    }
+
+    /// Metadata of one retained checkpoint.
+    ///
+    /// # Errors
+    /// [`Error::Store`] / [`Error::Corrupt`].
+    pub fn checkpoint(&self, id: u64) -> Result<Option<CheckpointMeta>> {
+        let cps = self.cf("checkpoints")?;
+        match self.db.get_cf(cps, id.to_be_bytes()).map_err(|e| self.err("read checkpoint", e))? {
+            Some(v) => Ok(Some(decode("checkpoint meta", &v)?)),
+            None => Ok(None),
+        }
     }
 
     fn err(&self, op: &str, source: rocksdb::Error) -> Error {
@@ -246,7 +268,7 @@ mod tests {
         offsets.insert(TopicPartition::new("events", 1), off + 1);
         let mut states = BTreeMap::new();
         states.insert("process".to_string(), vec![id as u8; 3]);
-        Checkpoint { meta: CheckpointMeta { id, completed_ms: 0, node_id: "n".into(), offsets, state_bytes: BTreeMap::new(), duration_ms: 1 }, states }
+        Checkpoint { meta: CheckpointMeta { id, completed_ms: 0, node_id: "n".into(), offsets, state_bytes: BTreeMap::new(), duration_us: 1 }, states }
     }
 
     #[test]
@@ -262,6 +284,10 @@ mod tests {
         assert_eq!(s.latest_checkpoint().unwrap().unwrap().id, 5);
         assert_eq!(s.offsets().unwrap()[&TopicPartition::new("events", 1)], 51);
         assert_eq!(s.state("process").unwrap().unwrap(), vec![5u8; 3]);
+        let ro = Store::open_read_only(dir.path()).unwrap();
+        assert_eq!(ro.checkpoint(4).unwrap().unwrap().offsets[&TopicPartition::new("events", 0)], 40);
+        assert!(ro.checkpoint(1).unwrap().is_none(), "pruned");
+        drop(ro);
         drop(s);
         let s = Store::open(dir.path()).unwrap();
         assert_eq!(s.latest_checkpoint().unwrap().unwrap().id, 5);
@@ -270,9 +296,11 @@ mod tests {
         assert!(s.offsets().unwrap().is_empty());
     }
 
-    #[test]
-    fn offset_keys_roundtrip() {
-        let tp = TopicPartition::new("a.b-c", 1234);
-        assert_eq!(parse_offset_key(&offset_key(&tp)), Some(tp));
+    proptest::proptest! {
+        #[test]
+        fn offset_keys_roundtrip(topic in "[a-zA-Z0-9._-]{1,249}", partition in proptest::prelude::any::<i32>()) {
+            let tp = TopicPartition::new(topic, partition);
+            proptest::prop_assert_eq!(parse_offset_key(&offset_key(&tp)), Some(tp));
+        }
     }
 }
