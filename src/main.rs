@@ -216,7 +216,8 @@ fn load_config(path: Option<&std::path::Path>) -> Result<Config> {
 }
 
 fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("VIGIL_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,librdkafka=warn,rdkafka=warn"));
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("VIGIL_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,librdkafka=warn,rdkafka=warn"));
     let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if json {
         b.json().init();
@@ -307,7 +308,14 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
                 println!("{:>8}  {:<24}  {:>9}  {:>10}  {:>11}", "ID", "COMPLETED (UTC)", "DURATION", "PARTITIONS", "STATE BYTES");
                 for c in &list {
                     let bytes: u64 = c.state_bytes.values().sum();
-                    println!("{:>8}  {:<24}  {:>6.1} ms  {:>10}  {:>11}", c.id, rfc3339_ms(c.completed_ms), c.duration_us as f64 / 1000.0, c.offsets.len(), bytes);
+                    println!(
+                        "{:>8}  {:<24}  {:>6.1} ms  {:>10}  {:>11}",
+                        c.id,
+                        rfc3339_ms(c.completed_ms),
+                        c.duration_us as f64 / 1000.0,
+                        c.offsets.len(),
+                        bytes
+                    );
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -344,7 +352,8 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
 
 fn http_get_json<T: serde::de::DeserializeOwned>(addr: &str, path: &str) -> Result<T> {
     let url = format!("http://{addr}{path}");
-    let mut resp = ureq::get(&url).call().with_context(|| format!("cannot reach the admin API at {addr} (is `vigil run` running? pass --admin ADDR or --config FILE)"))?;
+    let mut resp =
+        ureq::get(&url).call().with_context(|| format!("cannot reach the admin API at {addr} (is `vigil run` running? pass --admin ADDR or --config FILE)"))?;
     resp.body_mut().read_json::<T>().with_context(|| format!("unexpected answer from {url}"))
 }
 
@@ -358,10 +367,7 @@ fn status_line(s: &StatusSnapshot, rate: Option<f64>) -> String {
     };
     let rate = rate.map(|r| format!(" ({r:.0}/s)")).unwrap_or_default();
     let lost = if s.lost_to_retention > 0 { format!("  LOST-TO-RETENTION {}", s.lost_to_retention) } else { String::new() };
-    format!(
-        "in {}{rate}  valid {}  windowed {}  out {} windows  dlq {}  lag {}  {cp}{lost}",
-        s.ingested, s.validated, s.processed, s.windows_out, s.dlq, s.lag
-    )
+    format!("in {}{rate}  valid {}  windowed {}  out {} windows  dlq {}  lag {}  {cp}{lost}", s.ingested, s.validated, s.processed, s.windows_out, s.dlq, s.lag)
 }
 
 async fn shutdown_signal() {
@@ -406,7 +412,14 @@ async fn run(config: Option<PathBuf>, json: bool) -> Result<std::process::ExitCo
             println!("  kafka      {}", node.bootstrap());
         }
         let topics: Vec<&str> = o.pipeline.sources.iter().map(|s| s.topic.as_str()).collect();
-        println!("  pipeline   {} -> validate -> {} windows by `{}` -> {} (dlq: {})", topics.join(","), humantime::format_duration(o.pipeline.window.size), o.pipeline.window.key_field, o.pipeline.sink_topic, o.pipeline.dlq_topic);
+        println!(
+            "  pipeline   {} -> validate -> {} windows by `{}` -> {} (dlq: {})",
+            topics.join(","),
+            humantime::format_duration(o.pipeline.window.size),
+            o.pipeline.window.key_field,
+            o.pipeline.sink_topic,
+            o.pipeline.dlq_topic
+        );
         println!("  data       {}", o.node.data_dir.display());
         println!("  metrics    http://{}/metrics", node.metrics_addr);
         println!("  admin      http://{}/status   (vigil tree --admin {})", node.admin_addr, node.admin_addr);
@@ -506,7 +519,10 @@ async fn gen(a: GenArgs) -> Result<std::process::ExitCode> {
     producer.flush_checked(timeout, 0).await.context("not every record was acknowledged")?;
     let secs = started.elapsed().as_secs_f64();
     if a.json {
-        println!("{}", serde_json::json!({"topic": a.topic, "produced": produced, "bad": bad, "seed": a.seed, "start_ms": start_ms, "step_ms": step_ms, "seconds": secs}));
+        println!(
+            "{}",
+            serde_json::json!({"topic": a.topic, "produced": produced, "bad": bad, "seed": a.seed, "start_ms": start_ms, "step_ms": step_ms, "seconds": secs})
+        );
     } else {
         println!("produced {produced} records ({bad} malformed) to {} in {secs:.1}s (seed {}, start_ms {start_ms}, step_ms {step_ms})", a.topic, a.seed);
     }

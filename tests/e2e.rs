@@ -37,12 +37,33 @@ fn pipeline_outputs_exact_windows_dlq_and_metrics() {
     assert!(bad > 50, "test data should contain malformed records, has {bad}");
 
     let data = dir.path().join("data");
-    let cfg = write_config(dir.path(), &NodeCfg { bootstrap: &bootstrap, data_dir: &data, source: "events", sink: "out", dlq: "dlq", group: "exact", window_ms: WINDOW_MS as u64, batch_max_records: 200, checkpoint_ms: 200, rate: 0 });
+    let cfg = write_config(
+        dir.path(),
+        &NodeCfg {
+            bootstrap: &bootstrap,
+            data_dir: &data,
+            source: "events",
+            sink: "out",
+            dlq: "dlq",
+            group: "exact",
+            window_ms: WINDOW_MS as u64,
+            batch_max_records: 200,
+            checkpoint_ms: 200,
+            rate: 0,
+        },
+    );
     let mut node = start_node(&cfg);
 
     let got = read_topic(&bootstrap, "out", PARTITIONS, Duration::from_secs(120), |m| m.len() >= want.len());
     assert_windows_equal(&got, &want);
-    let dlq = read_topic_with(&bootstrap, "dlq", PARTITIONS, Duration::from_secs(60), |m| m.len() as u64 >= bad, |m| header(m, "vigil.dlq.reason").unwrap_or_default());
+    let dlq = read_topic_with(
+        &bootstrap,
+        "dlq",
+        PARTITIONS,
+        Duration::from_secs(60),
+        |m| m.len() as u64 >= bad,
+        |m| header(m, "vigil.dlq.reason").unwrap_or_default(),
+    );
     assert_eq!(dlq.len() as u64, bad, "exact DLQ count");
     // Every DLQ record says why, with a machine-readable reason; the generator makes all four kinds.
     let mut reasons: BTreeMap<&str, u64> = BTreeMap::new();
@@ -53,7 +74,9 @@ fn pipeline_outputs_exact_windows_dlq_and_metrics() {
 
     // The node's own counters agree, in /status and in /metrics.
     let total = count + PARTITIONS as u64;
-    let s = wait_for("status to settle", Duration::from_secs(30), || status(&node.admin).filter(|s| s["windows_out"].as_u64() == Some(want.len() as u64) && s["dlq"].as_u64() == Some(bad)));
+    let s = wait_for("status to settle", Duration::from_secs(30), || {
+        status(&node.admin).filter(|s| s["windows_out"].as_u64() == Some(want.len() as u64) && s["dlq"].as_u64() == Some(bad))
+    });
     assert_eq!(s["ingested"].as_u64(), Some(total));
     assert_eq!(s["validated"].as_u64(), Some(total - bad));
     let m = wait_for("metrics", Duration::from_secs(10), || http_get(&node.metrics, "/metrics"));
@@ -78,7 +101,9 @@ fn pipeline_outputs_exact_windows_dlq_and_metrics() {
 
     // The final checkpoint covered everything: a restart resumes at the end and reads nothing again.
     let again = start_node(&cfg);
-    let s = wait_for("restored position", Duration::from_secs(30), || status(&again.admin).filter(|s| s["ready"] == true && s["position"].as_i64() == Some(total as i64)));
+    let s = wait_for("restored position", Duration::from_secs(30), || {
+        status(&again.admin).filter(|s| s["ready"] == true && s["position"].as_i64() == Some(total as i64))
+    });
     assert_eq!(s["ingested"].as_u64(), Some(0), "nothing replayed after a clean stop: {s}");
 }
 
@@ -90,7 +115,21 @@ fn records_lost_to_retention_are_counted() {
     let (_broker, bootstrap) = start_broker(1, &["events", "out", "dlq"]);
     gen(&bootstrap, "events", 200, 5, 0.0, START_MS, STEP_MS);
     let data = dir.path().join("data");
-    let cfg = write_config(dir.path(), &NodeCfg { bootstrap: &bootstrap, data_dir: &data, source: "events", sink: "out", dlq: "dlq", group: "retention", window_ms: WINDOW_MS as u64, batch_max_records: 100, checkpoint_ms: 100, rate: 0 });
+    let cfg = write_config(
+        dir.path(),
+        &NodeCfg {
+            bootstrap: &bootstrap,
+            data_dir: &data,
+            source: "events",
+            sink: "out",
+            dlq: "dlq",
+            group: "retention",
+            window_ms: WINDOW_MS as u64,
+            batch_max_records: 100,
+            checkpoint_ms: 100,
+            rate: 0,
+        },
+    );
     let mut node = start_node(&cfg);
     wait_for("first 200 read", Duration::from_secs(60), || status(&node.admin).filter(|s| s["position"].as_i64() == Some(200)));
     assert!(node.proc.terminate(Duration::from_secs(60)).success());
@@ -124,7 +163,21 @@ fn sigkill_mid_run_loses_nothing() {
 
     // Uninterrupted reference run.
     let ref_data = dir.path().join("ref");
-    let ref_cfg = write_config(dir.path(), &NodeCfg { bootstrap: &bootstrap, data_dir: &ref_data, source: "events", sink: "out-ref", dlq: "dlq-ref", group: "ref", window_ms: WINDOW_MS as u64, batch_max_records: 20, checkpoint_ms: 50, rate: 0 });
+    let ref_cfg = write_config(
+        dir.path(),
+        &NodeCfg {
+            bootstrap: &bootstrap,
+            data_dir: &ref_data,
+            source: "events",
+            sink: "out-ref",
+            dlq: "dlq-ref",
+            group: "ref",
+            window_ms: WINDOW_MS as u64,
+            batch_max_records: 20,
+            checkpoint_ms: 50,
+            rate: 0,
+        },
+    );
     let reference = start_node(&ref_cfg);
     let ref_out = read_topic(&bootstrap, "out-ref", PARTITIONS, Duration::from_secs(180), |m| m.len() >= want.len());
     drop(reference);
@@ -132,12 +185,27 @@ fn sigkill_mid_run_loses_nothing() {
 
     // Crashing run, rate-limited so the kills land mid-run: SIGKILL at ~30 % and ~70 %.
     let data = dir.path().join("crash");
-    let cfg = write_config(dir.path(), &NodeCfg { bootstrap: &bootstrap, data_dir: &data, source: "events", sink: "out-crash", dlq: "dlq-crash", group: "crash", window_ms: WINDOW_MS as u64, batch_max_records: 20, checkpoint_ms: 50, rate: 5_000 });
+    let cfg = write_config(
+        dir.path(),
+        &NodeCfg {
+            bootstrap: &bootstrap,
+            data_dir: &data,
+            source: "events",
+            sink: "out-crash",
+            dlq: "dlq-crash",
+            group: "crash",
+            window_ms: WINDOW_MS as u64,
+            batch_max_records: 20,
+            checkpoint_ms: 50,
+            rate: 5_000,
+        },
+    );
     let total = (count + PARTITIONS as u64) as i64;
     for fraction in [0.3, 0.7] {
         let mut node = start_node(&cfg);
         let target = (total as f64 * fraction) as i64;
-        let s = wait_for("progress before the kill", Duration::from_secs(120), || status(&node.admin).filter(|s| s["position"].as_i64().unwrap_or(0) >= target));
+        let s =
+            wait_for("progress before the kill", Duration::from_secs(120), || status(&node.admin).filter(|s| s["position"].as_i64().unwrap_or(0) >= target));
         node.proc.kill9();
         let position = s["position"].as_i64().unwrap_or(0);
         eprintln!("killed at position {position}/{total} (last checkpoint {})", s["last_checkpoint"]["id"]);
@@ -157,7 +225,21 @@ fn panicking_stage_is_restarted_and_counted() {
     let (_broker, bootstrap) = start_broker(2, &["events", "out", "dlq"]);
     gen(&bootstrap, "events", 500, 3, 0.0, START_MS, STEP_MS);
     let data = dir.path().join("data");
-    let cfg = write_config(dir.path(), &NodeCfg { bootstrap: &bootstrap, data_dir: &data, source: "events", sink: "out", dlq: "dlq", group: "panic", window_ms: WINDOW_MS as u64, batch_max_records: 100, checkpoint_ms: 100, rate: 0 });
+    let cfg = write_config(
+        dir.path(),
+        &NodeCfg {
+            bootstrap: &bootstrap,
+            data_dir: &data,
+            source: "events",
+            sink: "out",
+            dlq: "dlq",
+            group: "panic",
+            window_ms: WINDOW_MS as u64,
+            batch_max_records: 100,
+            checkpoint_ms: 100,
+            rate: 0,
+        },
+    );
     let node = start_node(&cfg);
     wait_for("ingest", Duration::from_secs(60), || status(&node.admin).filter(|s| s["ingested"].as_u64() == Some(500)));
 
@@ -170,7 +252,9 @@ fn panicking_stage_is_restarted_and_counted() {
     let out = std::process::Command::new(BIN).args(["chaos", "panic", "validate", "--admin", &node.admin]).output().expect("vigil chaos");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // The pipeline supervisor is one_for_all: every stage restarts, and the counter rises.
-    wait_for("restart", Duration::from_secs(30), || Some(tree()).filter(|t| restarts(t, "validate") == 1 && restarts(t, "ingest") == 1 && t["children"][0]["children"][3]["status"] == "running"));
+    wait_for("restart", Duration::from_secs(30), || {
+        Some(tree()).filter(|t| restarts(t, "validate") == 1 && restarts(t, "ingest") == 1 && t["children"][0]["children"][3]["status"] == "running")
+    });
     let m = http_get(&node.metrics, "/metrics").expect("metrics");
     assert_eq!(metric(&m, r#"vigil_actor_restarts_total{actor="validate"}"#), Some(1.0), "{m}");
 

@@ -6,6 +6,7 @@
 pub mod generator;
 pub mod node;
 pub mod pipeline;
+pub mod rate;
 pub mod stages;
 pub mod validate;
 pub mod window;

@@ -74,7 +74,6 @@ fn tree_spec(ctx: &Arc<NodeCtx>, events: &broadcast::Sender<TreeEvent>) -> Super
     SupervisorSpec { name: "root".into(), strategy: Strategy::OneForOne, intensity, backoff, children, events: Some(events.clone()) }
 }
 
-
 impl Node {
     /// Start a node from a validated configuration.
     ///

@@ -3,6 +3,7 @@
 //! [`crate::generator`].
 use crate::generator::{EventGen, GenSpec};
 use crate::pipeline::{Barrier, GenMsg, IngestMsg, NodeCtx, ProcessMsg, Record, SinkMsg, ValidateMsg};
+use crate::rate::RateLimit;
 use crate::window::WindowState;
 use crate::Error;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -17,7 +18,6 @@ use vigil_runtime::stats::{CheckpointSummary, Stage};
 use vigil_runtime::store::{self, Checkpoint, CheckpointMeta};
 
 type R<T> = std::result::Result<T, ActorProcessingErr>;
-
 
 // ---------------------------------------------------------------- ingest
 
@@ -38,9 +38,8 @@ pub struct IngestState {
     /// Counts stalls (credits exhausted), so a late stall check is ignored.
     stalls: u64,
     starved: bool,
-    /// Start and count of this incarnation's reads, for `max_records_per_sec`.
-    rate_started: Instant,
-    rate_consumed: u64,
+    /// `pipeline.max_records_per_sec`, if set.
+    rate: Option<RateLimit>,
 }
 
 impl IngestState {
@@ -93,7 +92,9 @@ impl Actor for Ingest {
         metrics::gauge!("vigil_ingest_paused").set(0.0);
         ctx.stats.set_ready(true);
         let done = ctx.checkpoint_done.subscribe();
-        Ok(IngestState { ctx, consumer, epoch, credits, inflight: None, last_checkpoint: Instant::now(), done, stalls: 0, starved: false, rate_started: Instant::now(), rate_consumed: 0 })
+        let p = &ctx.config.pipeline;
+        let rate = (p.max_records_per_sec > 0).then(|| RateLimit::new(p.max_records_per_sec, p.batch_max_records as u32, Instant::now()));
+        Ok(IngestState { ctx, consumer, epoch, credits, inflight: None, last_checkpoint: Instant::now(), done, stalls: 0, starved: false, rate })
     }
 
     async fn handle(&self, myself: ActorRef<IngestMsg>, msg: IngestMsg, st: &mut IngestState) -> R<()> {
@@ -110,15 +111,13 @@ impl Actor for Ingest {
                 }
                 let p = &st.ctx.config.pipeline;
                 let mut max = p.batch_max_records;
-                if p.max_records_per_sec > 0 {
-                    let rate = u64::from(p.max_records_per_sec);
-                    let allowed = (st.rate_started.elapsed().as_secs_f64() * rate as f64) as u64;
-                    if st.rate_consumed >= allowed {
-                        let wait = Duration::from_secs_f64((st.rate_consumed + 1 - allowed) as f64 / rate as f64);
-                        myself.send_after(wait.max(Duration::from_millis(1)), || IngestMsg::Poll);
+                if let Some(rate) = &mut st.rate {
+                    let available = rate.available(Instant::now());
+                    if available == 0 {
+                        myself.send_after(rate.wait(), || IngestMsg::Poll);
                         return Ok(());
                     }
-                    max = max.min((allowed - st.rate_consumed) as usize);
+                    max = max.min(available as usize);
                 }
                 let (batches, gaps) = st.consumer.poll(max, st.ctx.config.kafka.poll_timeout).await?;
                 for g in gaps {
@@ -127,7 +126,9 @@ impl Actor for Ingest {
                 }
                 if !batches.is_empty() {
                     let n: usize = batches.iter().map(|b| b.records.len()).sum();
-                    st.rate_consumed += n as u64;
+                    if let Some(rate) = &mut st.rate {
+                        rate.take(n as u64);
+                    }
                     st.ctx.stats.add(Stage::Ingest, n as u64);
                     st.credits -= 1;
                     metrics::gauge!("vigil_ingest_credits").set(st.credits as f64);
@@ -259,7 +260,9 @@ impl Actor for Process {
                 if !restored.same_shape(&fresh) {
                     return Err(Box::new(Error::IncompatibleState {
                         stage: "process",
-                        reason: "checkpointed window size or lateness differs from pipeline.window; restore the old values or start with an empty node.data_dir".into(),
+                        reason:
+                            "checkpointed window size or lateness differs from pipeline.window; restore the old values or start with an empty node.data_dir"
+                                .into(),
                     }));
                 }
                 tracing::info!(open_windows = restored.open_windows(), "process restored window state");
@@ -284,7 +287,8 @@ impl Actor for Process {
                     match st.windows.add(&r.source, r.ts, &r.key, r.value, now) {
                         Ok(()) => accepted += 1,
                         Err(late) => {
-                            let detail = format!("event time {} falls in window starting {} which closed at watermark {}", r.ts, late.window_start, late.watermark);
+                            let detail =
+                                format!("event time {} falls in window starting {} which closed at watermark {}", r.ts, late.window_start, late.watermark);
                             st.ctx.send_to_dlq(&r.source, &r.envelope, "process", "late", &detail).await?;
                         }
                     }
@@ -381,7 +385,14 @@ impl Sink {
         }
         let duration = b.injected.elapsed();
         let state_bytes: BTreeMap<String, u64> = b.states.iter().map(|(k, v)| (k.clone(), v.len() as u64)).collect();
-        let meta = CheckpointMeta { id: b.id, completed_ms: vigil_runtime::now_ms(), node_id: ctx.config.node.id.clone(), offsets: b.offsets, state_bytes, duration_us: duration.as_micros() as u64 };
+        let meta = CheckpointMeta {
+            id: b.id,
+            completed_ms: vigil_runtime::now_ms(),
+            node_id: ctx.config.node.id.clone(),
+            offsets: b.offsets,
+            state_bytes,
+            duration_us: duration.as_micros() as u64,
+        };
         let size: u64 = meta.state_bytes.values().sum();
         let cp = Checkpoint { meta, states: b.states };
         if let Err(e) = ctx.store.commit_checkpoint(&cp, cfg.retained) {
@@ -447,7 +458,13 @@ impl Actor for Generator {
 
     async fn pre_start(&self, myself: ActorRef<GenMsg>, ctx: Arc<NodeCtx>) -> R<GeneratorState> {
         let g = &ctx.config.generator;
-        let mut gen = EventGen::new(GenSpec { seed: g.seed, users: g.users, bad_ratio: g.bad_ratio, start_ms: ctx.generator_start_ms, step_ms: step_ms_for_rate(g.rate) });
+        let mut gen = EventGen::new(GenSpec {
+            seed: g.seed,
+            users: g.users,
+            bad_ratio: g.bad_ratio,
+            start_ms: ctx.generator_start_ms,
+            step_ms: step_ms_for_rate(g.rate),
+        });
         let base = ctx.generator_position.load(Ordering::SeqCst);
         gen.skip_to(base);
         let producer = TrackedProducer::new(&ctx.bootstrap, &ctx.config.kafka)?;

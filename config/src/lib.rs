@@ -303,11 +303,7 @@ pub struct CheckpointConfig {
 
 impl Default for CheckpointConfig {
     fn default() -> Self {
-        Self {
-            interval: Duration::from_secs(2),
-            retained: 10,
-            flush_timeout: Duration::from_secs(30),
-        }
+        Self { interval: Duration::from_secs(2), retained: 10, flush_timeout: Duration::from_secs(30) }
     }
 }
 
@@ -493,7 +489,9 @@ impl Config {
         if w.size.is_zero() {
             err("pipeline.window.size", "must be greater than 0");
         }
-        for (path, name) in [("pipeline.window.key_field", &w.key_field), ("pipeline.window.value_field", &w.value_field), ("pipeline.window.time_field", &w.time_field)] {
+        for (path, name) in
+            [("pipeline.window.key_field", &w.key_field), ("pipeline.window.value_field", &w.value_field), ("pipeline.window.time_field", &w.time_field)]
+        {
             if name.trim().is_empty() {
                 err(path, "must not be empty");
             }
@@ -599,7 +597,13 @@ fn deserialize_collecting(mut value: toml::Value) -> (Config, Vec<FieldError>) {
                 let (path, msg) = match msg.strip_prefix("unknown field `") {
                     Some(rest) => {
                         let key = rest.split('`').next().unwrap_or_default().to_string();
-                        let full = if path.ends_with(&key) { path.clone() } else if path == "." { key.clone() } else { format!("{path}.{key}") };
+                        let full = if path.ends_with(&key) {
+                            path.clone()
+                        } else if path == "." {
+                            key.clone()
+                        } else {
+                            format!("{path}.{key}")
+                        };
                         if !remove_path(&mut value, &full) {
                             errors.push(FieldError { path: full, message: "unknown key".into() });
                             break;
@@ -686,11 +690,7 @@ fn apply_env(value: &mut toml::Value, env: impl IntoIterator<Item = (String, Str
             errors.push(FieldError { path: format!("env {k}"), message: "empty path segment".into() });
             continue;
         }
-        let parsed = format!("x = {v}")
-            .parse::<toml::Table>()
-            .ok()
-            .and_then(|mut t| t.remove("x"))
-            .unwrap_or_else(|| toml::Value::String(v.clone()));
+        let parsed = format!("x = {v}").parse::<toml::Table>().ok().and_then(|mut t| t.remove("x")).unwrap_or_else(|| toml::Value::String(v.clone()));
         let mut cur = &mut *value;
         let mut ok = true;
         for seg in &path[..path.len() - 1] {

@@ -178,10 +178,8 @@ impl BatchConsumer {
                 }
             }
             self.next.insert(tp.clone(), Some(offset + 1));
-            let headers: Vec<(String, Vec<u8>)> = msg
-                .headers()
-                .map(|hs| hs.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec).unwrap_or_default())).collect())
-                .unwrap_or_default();
+            let headers: Vec<(String, Vec<u8>)> =
+                msg.headers().map(|hs| hs.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec).unwrap_or_default())).collect()).unwrap_or_default();
             let env = Envelope {
                 id: record_id(&tp, offset, &headers),
                 offset,
@@ -272,7 +270,10 @@ impl BatchConsumer {
 }
 
 fn is_transient(code: RDKafkaErrorCode) -> bool {
-    !matches!(code, RDKafkaErrorCode::Fatal | RDKafkaErrorCode::Authentication | RDKafkaErrorCode::TopicAuthorizationFailed | RDKafkaErrorCode::GroupAuthorizationFailed)
+    !matches!(
+        code,
+        RDKafkaErrorCode::Fatal | RDKafkaErrorCode::Authentication | RDKafkaErrorCode::TopicAuthorizationFailed | RDKafkaErrorCode::GroupAuthorizationFailed
+    )
 }
 
 /// Partition ids of `topic`, waiting up to `timeout` for it to appear.

@@ -61,9 +61,12 @@ pub async fn serve(addr: &str, handle: PrometheusHandle) -> Result<SocketAddr> {
             upkeep.run_upkeep();
         }
     });
-    let app = Router::new().route("/metrics", get(move || {
-        let h = handle.clone();
-        async move { ([("content-type", "text/plain; version=0.0.4")], h.render()) }
-    }));
+    let app = Router::new().route(
+        "/metrics",
+        get(move || {
+            let h = handle.clone();
+            async move { ([("content-type", "text/plain; version=0.0.4")], h.render()) }
+        }),
+    );
     crate::serve_router("metrics listener", addr, app).await
 }

@@ -103,8 +103,11 @@ impl Store {
     /// # Errors
     /// [`Error::Store`] if there is no store at `path` or it cannot be read.
     pub fn open_read_only(path: &Path) -> Result<Self> {
-        let db = DB::open_cf_for_read_only(&Options::default(), path, COLUMN_FAMILIES, false)
-            .map_err(|source| Error::Store { path: path.display().to_string(), op: "open read-only".into(), source })?;
+        let db = DB::open_cf_for_read_only(&Options::default(), path, COLUMN_FAMILIES, false).map_err(|source| Error::Store {
+            path: path.display().to_string(),
+            op: "open read-only".into(),
+            source,
+        })?;
         Ok(Self { db, path: path.to_path_buf() })
     }
 

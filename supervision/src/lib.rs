@@ -293,19 +293,20 @@ impl TreeNode {
     }
 
     fn render_into(&self, out: &mut String, prefix: &str, last: bool, root: bool) {
-        let (branch, next) = if root { ("", "") } else if last { ("└─ ", "   ") } else { ("├─ ", "│  ") };
+        let (branch, next) = if root {
+            ("", "")
+        } else if last {
+            ("└─ ", "   ")
+        } else {
+            ("├─ ", "│  ")
+        };
         let kind = match (self.kind, self.strategy) {
             (ChildKind::Supervisor, Some(s)) => format!("supervisor {}", serde_plain(&s)),
             (ChildKind::Supervisor, None) => "supervisor".to_string(),
             (ChildKind::Worker, _) => "worker".to_string(),
         };
         let restart = self.restart.map(|r| format!(", {}", serde_plain(&r))).unwrap_or_default();
-        out.push_str(&format!(
-            "{prefix}{branch}{} [{kind}{restart}] {} restarts={}\n",
-            self.name,
-            serde_plain(&self.status),
-            self.restarts
-        ));
+        out.push_str(&format!("{prefix}{branch}{} [{kind}{restart}] {} restarts={}\n", self.name, serde_plain(&self.status), self.restarts));
         let child_prefix = format!("{prefix}{next}");
         for (i, c) in self.children.iter().enumerate() {
             c.render_into(out, &child_prefix, i + 1 == self.children.len(), false);
@@ -461,12 +462,8 @@ impl Actor for Supervisor {
     type Arguments = (SupervisorSpec, Arc<Mutex<Option<String>>>);
 
     async fn pre_start(&self, myself: ActorRef<Self::Msg>, (spec, outcome): Self::Arguments) -> std::result::Result<Self::State, ActorProcessingErr> {
-        let children = spec
-            .children
-            .iter()
-            .cloned()
-            .map(|spec| Child { spec, cell: None, status: ChildStatus::Stopped, restarts: 0, last_exit: None })
-            .collect();
+        let children =
+            spec.children.iter().cloned().map(|spec| Child { spec, cell: None, status: ChildStatus::Stopped, restarts: 0, last_exit: None }).collect();
         let mut state = SupervisorState { spec, children, restart_log: VecDeque::new(), generation: 0, outcome };
         // Ordered start: each child's pre_start completes before the next is started.
         let me = myself.get_cell();
@@ -520,7 +517,12 @@ impl Actor for Supervisor {
         Ok(())
     }
 
-    async fn handle_supervisor_evt(&self, myself: ActorRef<Self::Msg>, evt: SupervisionEvent, state: &mut Self::State) -> std::result::Result<(), ActorProcessingErr> {
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        evt: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> std::result::Result<(), ActorProcessingErr> {
         let (cell, failed, reason) = match evt {
             SupervisionEvent::ActorFailed(cell, err) => (cell, true, err.to_string()),
             SupervisionEvent::ActorTerminated(cell, _, reason) => (cell, false, reason.unwrap_or_else(|| "normal".into())),
@@ -541,7 +543,14 @@ impl Actor for Supervisor {
 }
 
 impl Supervisor {
-    async fn on_child_exit(&self, myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState, i: usize, failed: bool, reason: String) -> std::result::Result<(), ActorProcessingErr> {
+    async fn on_child_exit(
+        &self,
+        myself: &ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+        i: usize,
+        failed: bool,
+        reason: String,
+    ) -> std::result::Result<(), ActorProcessingErr> {
         let name = state.children[i].spec.name.clone();
         state.children[i].last_exit = Some(reason.clone());
         state.children[i].status = ChildStatus::Stopped;

@@ -248,7 +248,13 @@ pub fn send_sentinels(bootstrap: &str, topic: &str, partitions: i32, ts: i64) {
 
 /// Read `topic` from the beginning until `done(map)` holds; returns key → last value
 /// (deduplicated by key, as a compacted topic would).
-pub fn read_topic(bootstrap: &str, topic: &str, partitions: i32, timeout: Duration, done: impl Fn(&BTreeMap<String, String>) -> bool) -> BTreeMap<String, String> {
+pub fn read_topic(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    timeout: Duration,
+    done: impl Fn(&BTreeMap<String, String>) -> bool,
+) -> BTreeMap<String, String> {
     read_topic_with(bootstrap, topic, partitions, timeout, done, |m| m.payload().map(|v| String::from_utf8_lossy(v).to_string()).unwrap_or_default())
 }
 
