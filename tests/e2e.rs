@@ -37,21 +37,7 @@ fn pipeline_outputs_exact_windows_dlq_and_metrics() {
     assert!(bad > 50, "test data should contain malformed records, has {bad}");
 
     let data = dir.path().join("data");
-    let cfg = write_config(
-        dir.path(),
-        &NodeCfg {
-            bootstrap: &bootstrap,
-            data_dir: &data,
-            source: "events",
-            sink: "out",
-            dlq: "dlq",
-            group: "exact",
-            window_ms: WINDOW_MS as u64,
-            batch_max_records: 200,
-            checkpoint_ms: 200,
-            rate: 0,
-        },
-    );
+    let cfg = write_config(dir.path(), &NodeCfg { batch_max_records: 200, checkpoint_ms: 200, ..NodeCfg::new(&bootstrap, &data, "exact") });
     let mut node = start_node(&cfg);
 
     let got = read_topic(&bootstrap, "out", PARTITIONS, Duration::from_secs(120), |m| m.len() >= want.len());
@@ -115,21 +101,7 @@ fn records_lost_to_retention_are_counted() {
     let (_broker, bootstrap) = start_broker(1, &["events", "out", "dlq"]);
     gen(&bootstrap, "events", 200, 5, 0.0, START_MS, STEP_MS);
     let data = dir.path().join("data");
-    let cfg = write_config(
-        dir.path(),
-        &NodeCfg {
-            bootstrap: &bootstrap,
-            data_dir: &data,
-            source: "events",
-            sink: "out",
-            dlq: "dlq",
-            group: "retention",
-            window_ms: WINDOW_MS as u64,
-            batch_max_records: 100,
-            checkpoint_ms: 100,
-            rate: 0,
-        },
-    );
+    let cfg = write_config(dir.path(), &NodeCfg::new(&bootstrap, &data, "retention"));
     let mut node = start_node(&cfg);
     wait_for("first 200 read", Duration::from_secs(60), || status(&node.admin).filter(|s| s["position"].as_i64() == Some(200)));
     assert!(node.proc.terminate(Duration::from_secs(60)).success());
@@ -165,18 +137,7 @@ fn sigkill_mid_run_loses_nothing() {
     let ref_data = dir.path().join("ref");
     let ref_cfg = write_config(
         dir.path(),
-        &NodeCfg {
-            bootstrap: &bootstrap,
-            data_dir: &ref_data,
-            source: "events",
-            sink: "out-ref",
-            dlq: "dlq-ref",
-            group: "ref",
-            window_ms: WINDOW_MS as u64,
-            batch_max_records: 20,
-            checkpoint_ms: 50,
-            rate: 0,
-        },
+        &NodeCfg { sink: "out-ref", dlq: "dlq-ref", batch_max_records: 20, checkpoint_ms: 50, ..NodeCfg::new(&bootstrap, &ref_data, "ref") },
     );
     let reference = start_node(&ref_cfg);
     let ref_out = read_topic(&bootstrap, "out-ref", PARTITIONS, Duration::from_secs(180), |m| m.len() >= want.len());
@@ -187,18 +148,7 @@ fn sigkill_mid_run_loses_nothing() {
     let data = dir.path().join("crash");
     let cfg = write_config(
         dir.path(),
-        &NodeCfg {
-            bootstrap: &bootstrap,
-            data_dir: &data,
-            source: "events",
-            sink: "out-crash",
-            dlq: "dlq-crash",
-            group: "crash",
-            window_ms: WINDOW_MS as u64,
-            batch_max_records: 20,
-            checkpoint_ms: 50,
-            rate: 5_000,
-        },
+        &NodeCfg { sink: "out-crash", dlq: "dlq-crash", batch_max_records: 20, checkpoint_ms: 50, rate: 5_000, ..NodeCfg::new(&bootstrap, &data, "crash") },
     );
     let total = (count + PARTITIONS as u64) as i64;
     for fraction in [0.3, 0.7] {
@@ -225,21 +175,7 @@ fn panicking_stage_is_restarted_and_counted() {
     let (_broker, bootstrap) = start_broker(2, &["events", "out", "dlq"]);
     gen(&bootstrap, "events", 500, 3, 0.0, START_MS, STEP_MS);
     let data = dir.path().join("data");
-    let cfg = write_config(
-        dir.path(),
-        &NodeCfg {
-            bootstrap: &bootstrap,
-            data_dir: &data,
-            source: "events",
-            sink: "out",
-            dlq: "dlq",
-            group: "panic",
-            window_ms: WINDOW_MS as u64,
-            batch_max_records: 100,
-            checkpoint_ms: 100,
-            rate: 0,
-        },
-    );
+    let cfg = write_config(dir.path(), &NodeCfg::new(&bootstrap, &data, "panic"));
     let node = start_node(&cfg);
     wait_for("ingest", Duration::from_secs(60), || status(&node.admin).filter(|s| s["ingested"].as_u64() == Some(500)));
 
@@ -284,4 +220,31 @@ fn config_check_reports_every_mistake_with_paths() {
     std::fs::write(&good, &def.stdout).expect("write");
     let out = std::process::Command::new(BIN).args(["config", "check", good.to_str().expect("path")]).output().expect("run");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+/// `vigil run` with no config: embedded broker, generator and full pipeline; every stage
+/// counter rises, the generator's malformed records reach the DLQ, data lands in ./vigil-data.
+#[test]
+fn embedded_default_runs_every_stage() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = [("VIGIL_OBSERVABILITY__METRICS_ADDR", "127.0.0.1:0"), ("VIGIL_OBSERVABILITY__ADMIN_ADDR", "127.0.0.1:0")];
+    let mut p = Proc::spawn_in("embedded", Some(dir.path()), &["run", "--json"], &env);
+    let line = p.wait_line("started event", Duration::from_secs(60), |l| l.contains("\"event\":\"started\""));
+    let v: serde_json::Value = serde_json::from_str(&line).expect("json");
+    assert_eq!(v["embedded"], true);
+    let metrics = v["metrics"].as_str().expect("metrics").trim_start_matches("http://").trim_end_matches("/metrics").to_string();
+    let stages = ["ingest", "validate", "process", "sink", "dlq"];
+    let first = wait_for("every stage counting (windows close after 10 s + 2 s lateness)", Duration::from_secs(60), || {
+        let m = http_get(&metrics, "/metrics")?;
+        let vals: Vec<f64> = stages.iter().map(|s| metric(&m, &format!("vigil_records_total{{stage=\"{s}\"}}")).unwrap_or(0.0)).collect();
+        vals.iter().all(|v| *v > 0.0).then_some(vals)
+    });
+    let rising = wait_for("counters rising", Duration::from_secs(30), || {
+        let m = http_get(&metrics, "/metrics")?;
+        let ingest = metric(&m, r#"vigil_records_total{stage="ingest"}"#)?;
+        (ingest > first[0]).then_some(ingest)
+    });
+    assert!(rising > first[0]);
+    assert!(p.terminate(Duration::from_secs(60)).success());
+    assert!(dir.path().join("vigil-data").is_dir(), "data under ./vigil-data");
 }

@@ -349,6 +349,7 @@ impl Actor for Sink {
         let ctx = st.ctx.clone();
         match msg {
             SinkMsg::Windows { credit, windows } => {
+                let started = Instant::now();
                 let topic = &ctx.config.pipeline.sink_topic;
                 let node = ctx.config.node.id.as_bytes();
                 let mut records = 0u64;
@@ -363,6 +364,7 @@ impl Actor for Sink {
                 if records > 0 {
                     ctx.stats.add_window_records(records);
                 }
+                metrics::histogram!("vigil_stage_batch_seconds", "stage" => "sink").record(started.elapsed().as_secs_f64());
                 if let Some(epoch) = credit {
                     // Ingest may be stopping or restarting; its successor starts with fresh credits.
                     let _ = ctx.slots.ingest.send("ingest", IngestMsg::Credit { epoch });

@@ -197,7 +197,10 @@ impl BatchConsumer {
     /// An offset jump is data loss only if the log start moved past what we expected;
     /// transaction markers and compaction also leave gaps, which are not loss.
     fn check_gap(&self, tp: &TopicPartition, expected: i64, got: i64) -> Option<RetentionGap> {
-        match self.consumer.fetch_watermarks(&tp.topic, tp.partition, Duration::from_secs(2)) {
+        // Rare (only on an offset jump), but a blocking broker round trip: keep it off the
+        // async worker's other tasks.
+        let watermarks = tokio::task::block_in_place(|| self.consumer.fetch_watermarks(&tp.topic, tp.partition, Duration::from_secs(2)));
+        match watermarks {
             Ok((low, _)) if low > expected => Some(RetentionGap { source: tp.clone(), expected, resumed_at: low.min(got) }),
             Ok(_) => None,
             Err(e) => {

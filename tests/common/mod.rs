@@ -26,7 +26,15 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, args: &[&str], envs: &[(&str, &str)]) -> Proc {
+        Self::spawn_in(name, None, args, envs)
+    }
+
+    /// Like [`Proc::spawn`], in working directory `cwd`.
+    pub fn spawn_in(name: &str, cwd: Option<&Path>, args: &[&str], envs: &[(&str, &str)]) -> Proc {
         let mut cmd = Command::new(BIN);
+        if let Some(d) = cwd {
+            cmd.current_dir(d);
+        }
         cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::inherit()).stdin(Stdio::null());
         cmd.env("VIGIL_LOG", std::env::var("VIGIL_LOG").unwrap_or_else(|_| "warn".into()));
         for (k, v) in envs {
@@ -120,6 +128,14 @@ pub struct NodeCfg<'a> {
     pub checkpoint_ms: u64,
     /// Ingest rate limit (0 = unlimited).
     pub rate: u32,
+}
+
+impl<'a> NodeCfg<'a> {
+    /// Source `events`, sink `out`, DLQ `dlq`, 1 s windows, batches of 100, checkpoints
+    /// every 100 ms, no rate limit; override fields with struct update syntax.
+    pub fn new(bootstrap: &'a str, data_dir: &'a Path, group: &'a str) -> Self {
+        NodeCfg { bootstrap, data_dir, source: "events", sink: "out", dlq: "dlq", group, window_ms: 1_000, batch_max_records: 100, checkpoint_ms: 100, rate: 0 }
+    }
 }
 
 pub fn write_config(dir: &Path, c: &NodeCfg<'_>) -> PathBuf {
