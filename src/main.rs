@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use vigil_actors::generator::{EventGen, GenSpec};
 use vigil_actors::node::Node;
+use vigil_actors::rate::RateLimit;
 use vigil_config::Config;
 use vigil_runtime::embedded::EmbeddedBroker;
 use vigil_runtime::kafka::TrackedProducer;
@@ -497,15 +498,17 @@ async fn gen(a: GenArgs) -> Result<std::process::ExitCode> {
     let stop = shutdown_signal();
     tokio::pin!(stop);
     let timeout = Duration::from_secs(30);
+    // Paced by the same token bucket as Ingest; at most one second of backlog is caught up.
+    let mut pace = (a.rate > 0).then(|| RateLimit::new(a.rate, a.rate, Instant::now()).empty());
     while a.count == 0 || produced < a.count {
-        if a.rate > 0 {
-            let due = started.elapsed().as_millis() as u64 * u64::from(a.rate) / 1000;
-            if produced >= due {
+        if let Some(p) = &mut pace {
+            if p.available(Instant::now()) == 0 {
                 tokio::select! {
                     _ = &mut stop => break,
-                    _ = tokio::time::sleep(Duration::from_millis(5)) => continue,
+                    _ = tokio::time::sleep(p.wait()) => continue,
                 }
             }
+            p.take(1);
         }
         let r = g.next_record();
         vigil_actors::stages::produce_generated(&producer, &a.topic, &r, timeout).await?;

@@ -204,7 +204,7 @@ impl AdminApi for NodeAdmin {
             "process" => s.process.send("process", ProcessMsg::Panic(why)),
             "sink" => s.sink.send("sink", SinkMsg::Panic(why)),
             "generator" => s.generator.send("generator", GenMsg::Panic(why)),
-            other => return Err(format!("unknown stage `{other}` (ingest, validate, process, sink, generator)")),
+            other => return Err(format!("unknown stage `{other}` (one of: {})", crate::pipeline::STAGES.join(", "))),
         };
         res.map_err(|e| e.to_string())
     }

@@ -13,6 +13,10 @@ use vigil_runtime::kafka::{OutRecord, TrackedProducer};
 use vigil_runtime::stats::{NodeStats, Stage};
 use vigil_runtime::store::Store;
 
+/// Names of the supervised stages, as they appear in `vigil tree`, metrics and
+/// `vigil chaos panic`.
+pub const STAGES: [&str; 5] = ["ingest", "validate", "process", "sink", "generator"];
+
 /// A checkpoint barrier travelling with the data (Chandy–Lamport / Flink ABS). Ingest
 /// injects it with the source offsets; each stateful stage adds its snapshot as it passes;
 /// Sink flushes outputs and commits everything in one atomic write.

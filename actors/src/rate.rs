@@ -1,5 +1,5 @@
-//! Token-bucket rate limit for Ingest (`pipeline.max_records_per_sec`). Pure: time is
-//! passed in. The bucket holds at most `burst` tokens, so a stall does not bank a burst.
+//! Token-bucket rate limit: Ingest's `pipeline.max_records_per_sec` and the generators'
+//! pace. Pure: time is passed in. The bucket holds at most `burst` tokens, so a stall does not bank a burst.
 use std::time::{Duration, Instant};
 
 /// A token bucket refilled at `per_sec` tokens per second, holding at most `burst`.
@@ -16,6 +16,12 @@ impl RateLimit {
     pub fn new(per_sec: u32, burst: u32, now: Instant) -> Self {
         let burst = f64::from(burst.max(1));
         Self { per_sec: f64::from(per_sec.max(1)), burst, tokens: burst, last: now }
+    }
+
+    /// The same bucket, emptied: the first tokens arrive at the rate, with no initial burst.
+    pub fn empty(mut self) -> Self {
+        self.tokens = 0.0;
+        self
     }
 
     fn refill(&mut self, now: Instant) {
@@ -58,6 +64,14 @@ mod tests {
         assert_eq!(r.available(t0 + Duration::from_millis(50)), 5);
         // A long stall banks no more than the burst.
         assert_eq!(r.available(t0 + Duration::from_secs(60)), 10);
+    }
+
+    #[test]
+    fn empty_bucket_starts_without_burst() {
+        let t0 = Instant::now();
+        let mut r = RateLimit::new(100, 100, t0).empty();
+        assert_eq!(r.available(t0), 0);
+        assert_eq!(r.available(t0 + Duration::from_millis(100)), 10);
     }
 
     #[test]

@@ -84,7 +84,7 @@ impl Actor for Ingest {
         let offsets = ctx.store.offsets()?;
         consumer.assign_from(&offsets)?;
         tracing::info!(epoch, partitions = consumer.assignment().len(), restored = offsets.len(), "ingest assigned");
-        ctx.stats.set_position(consumer.positions().values().sum());
+        ctx.stats.set_position(consumer.position_sum());
         ctx.slots.validate.send("validate", ValidateMsg::Assign(consumer.assignment().to_vec()))?;
         myself.send_message(IngestMsg::Poll)?;
         let credits = ctx.config.pipeline.inflight_batches_max;
@@ -135,7 +135,7 @@ impl Actor for Ingest {
                     st.ctx.slots.validate.send("validate", ValidateMsg::Batch { epoch: st.epoch, batches })?;
                 }
                 st.ctx.stats.set_lag(st.consumer.total_lag());
-                st.ctx.stats.set_position(st.consumer.positions().values().sum());
+                st.ctx.stats.set_position(st.consumer.position_sum());
                 myself.send_message(IngestMsg::Poll)?;
             }
             IngestMsg::CheckStall { stall } => {
@@ -361,9 +361,7 @@ impl Actor for Sink {
                     records += w.count;
                 }
                 ctx.stats.add(Stage::Sink, windows.len() as u64);
-                if records > 0 {
-                    ctx.stats.add_window_records(records);
-                }
+                ctx.stats.add_window_records(records);
                 metrics::histogram!("vigil_stage_batch_seconds", "stage" => "sink").record(started.elapsed().as_secs_f64());
                 if let Some(epoch) = credit {
                     // Ingest may be stopping or restarting; its successor starts with fresh credits.
@@ -380,12 +378,32 @@ impl Actor for Sink {
 impl Sink {
     async fn complete_checkpoint(&self, st: &mut SinkState, b: Barrier) -> crate::Result<()> {
         let ctx = st.ctx.clone();
+        let id = b.id;
+        let size = match self.commit(st, b).await {
+            Ok(size) => size,
+            Err(e) => {
+                ctx.stats.checkpoint_failed();
+                return Err(e);
+            }
+        };
+        ctx.checkpoint_done.send_if_modified(|d| {
+            let newer = id > *d;
+            if newer {
+                *d = id;
+            }
+            newer
+        });
+        st.failed_before = ctx.producer.failed();
+        tracing::debug!(checkpoint = id, size, "checkpoint committed");
+        Ok(())
+    }
+
+    /// Flush outputs, then commit offsets, states and metadata atomically. Returns the
+    /// state size in bytes.
+    async fn commit(&self, st: &SinkState, b: Barrier) -> crate::Result<u64> {
+        let ctx = &st.ctx;
         let cfg = &ctx.config.checkpoint;
-        if let Err(e) = ctx.producer.flush_checked(cfg.flush_timeout, st.failed_before).await {
-            metrics::counter!("vigil_checkpoint_failures_total").increment(1);
-            return Err(e.into());
-        }
-        let duration = b.injected.elapsed();
+        ctx.producer.flush_checked(cfg.flush_timeout, st.failed_before).await?;
         let state_bytes: BTreeMap<String, u64> = b.states.iter().map(|(k, v)| (k.clone(), v.len() as u64)).collect();
         let meta = CheckpointMeta {
             id: b.id,
@@ -393,28 +411,13 @@ impl Sink {
             node_id: ctx.config.node.id.clone(),
             offsets: b.offsets,
             state_bytes,
-            duration_us: duration.as_micros() as u64,
+            duration_us: b.injected.elapsed().as_micros() as u64,
         };
         let size: u64 = meta.state_bytes.values().sum();
-        let cp = Checkpoint { meta, states: b.states };
-        if let Err(e) = ctx.store.commit_checkpoint(&cp, cfg.retained) {
-            metrics::counter!("vigil_checkpoint_failures_total").increment(1);
-            return Err(e.into());
-        }
-        metrics::counter!("vigil_checkpoints_total").increment(1);
-        metrics::histogram!("vigil_checkpoint_duration_seconds").record(duration.as_secs_f64());
-        metrics::gauge!("vigil_checkpoint_size_bytes").set(size as f64);
-        ctx.stats.checkpointed(CheckpointSummary { id: b.id, completed_ms: cp.meta.completed_ms, duration_us: cp.meta.duration_us });
-        ctx.checkpoint_done.send_if_modified(|d| {
-            let newer = b.id > *d;
-            if newer {
-                *d = b.id;
-            }
-            newer
-        });
-        st.failed_before = ctx.producer.failed();
-        tracing::debug!(checkpoint = b.id, ?duration, size, "checkpoint committed");
-        Ok(())
+        let summary = CheckpointSummary { id: meta.id, completed_ms: meta.completed_ms, duration_us: meta.duration_us };
+        ctx.store.commit_checkpoint(&Checkpoint { meta, states: b.states }, cfg.retained)?;
+        ctx.stats.checkpointed(summary, size);
+        Ok(size)
     }
 }
 
@@ -430,8 +433,9 @@ pub struct GeneratorState {
     ctx: Arc<NodeCtx>,
     gen: EventGen,
     producer: TrackedProducer,
-    started: Instant,
-    base: u64,
+    /// `generator.rate`; None when the rate is 0 (produce nothing). Holds at most one
+    /// second of backlog, so a stalled broker cannot make it explode.
+    pace: Option<RateLimit>,
     ticker: Option<ractor::concurrency::JoinHandle<()>>,
 }
 
@@ -467,23 +471,22 @@ impl Actor for Generator {
             start_ms: ctx.generator_start_ms,
             step_ms: step_ms_for_rate(g.rate),
         });
-        let base = ctx.generator_position.load(Ordering::SeqCst);
-        gen.skip_to(base);
+        gen.skip_to(ctx.generator_position.load(Ordering::SeqCst));
         let producer = TrackedProducer::new(&ctx.bootstrap, &ctx.config.kafka)?;
+        let pace = (g.rate > 0).then(|| RateLimit::new(g.rate, g.rate, Instant::now()).empty());
         let ticker = myself.send_interval(Duration::from_millis(50), || GenMsg::Tick);
         ctx.slots.generator.set(myself);
-        Ok(GeneratorState { ctx, gen, producer, started: Instant::now(), base, ticker: Some(ticker) })
+        Ok(GeneratorState { ctx, gen, producer, pace, ticker: Some(ticker) })
     }
 
     async fn handle(&self, _myself: ActorRef<GenMsg>, msg: GenMsg, st: &mut GeneratorState) -> R<()> {
         match msg {
             GenMsg::Tick => {
-                let rate = u64::from(st.ctx.config.generator.rate);
-                let due = st.base + (st.started.elapsed().as_millis() as u64 * rate / 1000);
-                // Bound one tick's work so a stalled broker cannot make the backlog explode.
-                let due = due.min(st.gen.position() + rate.max(1));
+                let Some(pace) = &mut st.pace else { return Ok(()) };
+                let due = pace.available(Instant::now());
+                pace.take(due);
                 let topic = st.ctx.config.pipeline.sources.first().map(|s| s.topic.clone()).unwrap_or_default();
-                while st.gen.position() < due {
+                for _ in 0..due {
                     let r = st.gen.next_record();
                     produce_generated(&st.producer, &topic, &r, st.ctx.send_timeout()).await?;
                     st.ctx.generator_position.store(st.gen.position(), Ordering::SeqCst);

@@ -3,7 +3,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 /// Stages a panic can be injected into.
-pub const STAGES: [&str; 5] = ["ingest", "validate", "process", "sink", "generator"];
+pub use vigil_actors::pipeline::STAGES;
 
 /// Errors of fault injection.
 #[derive(Debug, thiserror::Error)]

@@ -13,7 +13,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use vigil_config::KafkaConfig;
@@ -31,31 +31,30 @@ pub fn client_config(bootstrap: &str, kafka: &KafkaConfig) -> ClientConfig {
 /// Context that exports librdkafka statistics (consumer lag) as metrics.
 #[derive(Default)]
 pub struct LagContext {
-    lag: Mutex<BTreeMap<TopicPartition, i64>>,
+    total_lag: AtomicI64,
 }
 
 impl LagContext {
     /// Total consumer lag over all partitions, from the last statistics report.
     pub fn total_lag(&self) -> i64 {
-        self.lag.lock().map(|m| m.values().map(|v| (*v).max(0)).sum()).unwrap_or(0)
+        self.total_lag.load(Ordering::Relaxed)
     }
 }
 
 impl ClientContext for LagContext {
     fn stats(&self, stats: Statistics) {
-        let mut out = BTreeMap::new();
+        let mut total = 0;
         for (topic, t) in stats.topics {
             for (p, part) in t.partitions {
                 if p < 0 || !part.desired {
                     continue;
                 }
-                out.insert(TopicPartition::new(topic.clone(), p), part.consumer_lag);
-                metrics::gauge!("vigil_consumer_lag", "topic" => topic.clone(), "partition" => p.to_string()).set(part.consumer_lag.max(0) as f64);
+                let lag = part.consumer_lag.max(0);
+                total += lag;
+                metrics::gauge!("vigil_consumer_lag", "topic" => topic.clone(), "partition" => p.to_string()).set(lag as f64);
             }
         }
-        if let Ok(mut m) = self.lag.lock() {
-            *m = out;
-        }
+        self.total_lag.store(total, Ordering::Relaxed);
     }
 }
 
@@ -144,7 +143,7 @@ impl BatchConsumer {
     /// # Errors
     /// [`Error::Kafka`] on a fatal consumer error.
     pub async fn poll(&mut self, max: usize, timeout: Duration) -> Result<(Vec<PartitionBatch>, Vec<RetentionGap>)> {
-        let mut by_tp: BTreeMap<TopicPartition, Vec<Envelope>> = BTreeMap::new();
+        let mut batches: Vec<PartitionBatch> = Vec::new();
         let mut gaps = Vec::new();
         let mut n = 0;
         let deadline = Instant::now() + timeout;
@@ -168,30 +167,45 @@ impl BatchConsumer {
                 }
                 Err(e) => return Err(Error::kafka("consume", e)),
             };
-            let tp = TopicPartition::new(msg.topic(), msg.partition());
-            let offset = msg.offset();
-            if let Some(Some(expected)) = self.next.get(&tp) {
-                if offset > *expected {
-                    if let Some(gap) = self.check_gap(&tp, *expected, offset) {
+            // Records of a partition arrive together: find its batch without allocating a
+            // TopicPartition per record.
+            let (topic, partition, offset) = (msg.topic(), msg.partition(), msg.offset());
+            let i = match batches.iter().rposition(|b| b.source.partition == partition && b.source.topic == topic) {
+                Some(i) => i,
+                None => {
+                    batches.push(PartitionBatch { source: TopicPartition::new(topic, partition), records: Vec::new() });
+                    batches.len() - 1
+                }
+            };
+            let tp = &batches[i].source;
+            if let Some(Some(expected)) = self.next.get(tp).copied() {
+                if offset > expected {
+                    if let Some(gap) = self.check_gap(tp, expected, offset) {
                         gaps.push(gap);
                     }
                 }
             }
-            self.next.insert(tp.clone(), Some(offset + 1));
+            match self.next.get_mut(tp) {
+                Some(slot) => *slot = Some(offset + 1),
+                None => {
+                    self.next.insert(tp.clone(), Some(offset + 1));
+                }
+            }
             let headers: Vec<(String, Vec<u8>)> =
                 msg.headers().map(|hs| hs.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec).unwrap_or_default())).collect()).unwrap_or_default();
             let env = Envelope {
-                id: record_id(&tp, offset, &headers),
+                id: record_id(tp, offset, &headers),
                 offset,
                 timestamp_ms: msg.timestamp().to_millis(),
                 key: msg.key().map(<[u8]>::to_vec),
                 payload: msg.payload().map(<[u8]>::to_vec).unwrap_or_default(),
                 headers,
             };
-            by_tp.entry(tp).or_default().push(env);
+            batches[i].records.push(env);
             n += 1;
         }
-        Ok((by_tp.into_iter().map(|(source, records)| PartitionBatch { source, records }).collect(), gaps))
+        batches.sort_by(|a, b| a.source.cmp(&b.source));
+        Ok((batches, gaps))
     }
 
     /// An offset jump is data loss only if the log start moved past what we expected;
@@ -213,6 +227,11 @@ impl BatchConsumer {
     /// Next offset to read per partition (for barriers), where known.
     pub fn positions(&self) -> BTreeMap<TopicPartition, i64> {
         self.next.iter().filter_map(|(tp, o)| o.map(|o| (tp.clone(), o))).collect()
+    }
+
+    /// Sum of the known next offsets: how far through its input the consumer is.
+    pub fn position_sum(&self) -> i64 {
+        self.next.values().flatten().sum()
     }
 
     /// Stop fetching all partitions (backpressure). Idempotent.
@@ -314,7 +333,6 @@ pub fn partitions_of<C: ClientContext>(client: &rdkafka::client::Client<C>, topi
 #[derive(Default)]
 pub struct DeliveryTracker {
     failed: AtomicU64,
-    delivered: AtomicU64,
     last_error: Mutex<String>,
 }
 
@@ -324,17 +342,12 @@ impl ProducerContext for DeliveryTracker {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        match result {
-            Ok(_) => {
-                self.delivered.fetch_add(1, Ordering::Relaxed);
-            }
-            Err((e, msg)) => {
-                self.failed.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("vigil_delivery_failures_total", "topic" => msg.topic().to_string()).increment(1);
-                tracing::error!(topic = msg.topic(), partition = msg.partition(), error = %e, "output delivery failed");
-                if let Ok(mut l) = self.last_error.lock() {
-                    *l = e.to_string();
-                }
+        if let Err((e, msg)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("vigil_delivery_failures_total", "topic" => msg.topic().to_string()).increment(1);
+            tracing::error!(topic = msg.topic(), partition = msg.partition(), error = %e, "output delivery failed");
+            if let Ok(mut l) = self.last_error.lock() {
+                *l = e.to_string();
             }
         }
     }
@@ -415,11 +428,6 @@ impl TrackedProducer {
     /// Failed deliveries so far (monotonic).
     pub fn failed(&self) -> u64 {
         self.inner.context().failed.load(Ordering::Relaxed)
-    }
-
-    /// Successful deliveries so far (monotonic).
-    pub fn delivered(&self) -> u64 {
-        self.inner.context().delivered.load(Ordering::Relaxed)
     }
 
     /// Last delivery error text.

@@ -95,6 +95,9 @@ impl NodeStats {
 
     /// Count input records represented by emitted windows.
     pub fn add_window_records(&self, n: u64) {
+        if n == 0 {
+            return;
+        }
         self.window_records.fetch_add(n, Ordering::Relaxed);
         metrics::counter!("vigil_window_records_emitted_total").increment(n);
     }
@@ -125,12 +128,20 @@ impl NodeStats {
         self.ready.load(Ordering::Relaxed)
     }
 
-    /// Record a completed checkpoint.
-    pub fn checkpointed(&self, s: CheckpointSummary) {
+    /// Record a completed checkpoint (and its metrics) whose stage state is `size_bytes`.
+    pub fn checkpointed(&self, s: CheckpointSummary, size_bytes: u64) {
+        metrics::counter!("vigil_checkpoints_total").increment(1);
+        metrics::histogram!("vigil_checkpoint_duration_seconds").record(s.duration_us as f64 / 1e6);
+        metrics::gauge!("vigil_checkpoint_size_bytes").set(size_bytes as f64);
         metrics::gauge!("vigil_last_checkpoint_id").set(s.id as f64);
         if let Ok(mut l) = self.last_checkpoint.lock() {
             *l = Some(s);
         }
+    }
+
+    /// Record a checkpoint that failed (outputs unacknowledged or store write failed).
+    pub fn checkpoint_failed(&self) {
+        metrics::counter!("vigil_checkpoint_failures_total").increment(1);
     }
 
     /// Copy all counters.
