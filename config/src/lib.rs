@@ -592,7 +592,8 @@ fn deserialize_collecting(mut value: toml::Value) -> (Config, Vec<FieldError>) {
             }
             Err(e) => {
                 let path = e.path().to_string();
-                let msg = e.inner().to_string();
+                // toml's messages span lines (`...\nin `path``); `config check` prints one per line.
+                let msg = e.inner().to_string().split_whitespace().collect::<Vec<_>>().join(" ");
                 // serde's deny_unknown_fields reports unknown keys in nested tables as errors.
                 let (path, msg) = match msg.strip_prefix("unknown field `") {
                     Some(rest) => {
@@ -747,6 +748,7 @@ mod tests {
         assert!(paths.contains(&"checkpoint.interval"), "{e}");
         assert!(paths.contains(&"observability.metrics_adr"), "{e}");
         assert_eq!(e.errors.len(), 3, "{e}");
+        assert!(e.errors.iter().all(|fe| !fe.message.contains('\n')), "{e}");
     }
 
     #[test]
