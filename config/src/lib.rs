@@ -72,6 +72,8 @@ pub struct Config {
     pub observability: ObservabilityConfig,
     /// The synthetic event generator run by the embedded default.
     pub generator: GeneratorConfig,
+    /// The built-in schema registry (or an external one), lint rules and lifecycle policy.
+    pub schema_registry: SchemaRegistryConfig,
 }
 
 /// `[node]`
@@ -134,10 +136,31 @@ impl Default for KafkaConfig {
 
 /// Wire format of a source topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum SourceFormat {
-    /// One JSON object per record value.
+    /// One plain JSON object per record value, no schema.
     Json,
+    /// Confluent wire format (magic byte 0, 4-byte schema id) with an Avro payload.
+    Avro,
+    /// Confluent wire format with a JSON payload checked against a JSON Schema.
+    JsonSchema,
+}
+
+impl SourceFormat {
+    /// Whether records carry a registry schema id (Confluent framing).
+    pub fn framed(self) -> bool {
+        !matches!(self, SourceFormat::Json)
+    }
+}
+
+impl fmt::Display for SourceFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SourceFormat::Json => "json",
+            SourceFormat::Avro => "avro",
+            SourceFormat::JsonSchema => "json_schema",
+        })
+    }
 }
 
 /// `[[pipeline.sources]]`
@@ -146,20 +169,48 @@ pub enum SourceFormat {
 pub struct SourceConfig {
     /// Topic to consume.
     pub topic: String,
-    /// Record format. Default `json`.
+    /// Record format: `json` (plain, no schema), `avro` or `json_schema` (Confluent framing,
+    /// checked against the schema registry). Default `avro`.
     #[serde(default = "default_format")]
     pub format: SourceFormat,
+    /// Registry subject the records' schema ids must belong to. Default `<topic>-value`
+    /// (Confluent's TopicNameStrategy). Ignored for `json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+}
+
+impl SourceConfig {
+    /// A source with the default format and subject.
+    pub fn new(topic: impl Into<String>, format: SourceFormat) -> Self {
+        Self { topic: topic.into(), format, subject: None }
+    }
+
+    /// The registry subject of this source's values.
+    pub fn subject(&self) -> String {
+        self.subject.clone().unwrap_or_else(|| format!("{}-value", self.topic))
+    }
 }
 
 fn default_format() -> SourceFormat {
-    SourceFormat::Json
+    SourceFormat::Avro
 }
 
-/// JSON type a validated field must have.
+/// Format of the window results written to `pipeline.sink_topic`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkFormat {
+    /// A JSON object per window.
+    Json,
+    /// Confluent-framed Avro, schema registered under `<sink_topic>-value`.
+    Avro,
+}
+
+/// Type a validated field must have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum FieldType {
-    /// A JSON string.
+    /// A string.
+    #[default]
     String,
     /// Any JSON number.
     Number,
@@ -180,19 +231,48 @@ impl fmt::Display for FieldType {
     }
 }
 
-/// `[[pipeline.fields]]`: one validation rule.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `[[pipeline.fields]]`: one validation rule, applied to the decoded record whatever its
+/// format. `required` and `type` failures have the DLQ reasons `missing_field` and
+/// `wrong_type`; the value checks (`min`/`max`, `one_of`, `pattern`, `max_length`) have
+/// `rule:<rule name>`, the rule name defaulting to `<field>.<check>` (e.g. `amount.range`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct FieldRule {
-    /// Top-level JSON field name.
+    /// Top-level field name.
     pub name: String,
-    /// Required JSON type.
+    /// Required type.
     #[serde(rename = "type")]
     pub kind: FieldType,
-    /// Whether a record without the field is invalid. Default true.
+    /// Whether a record without the field (or with null) is invalid. Default true.
     #[serde(default = "default_true")]
     pub required: bool,
+    /// Name used in the DLQ reason `rule:<rule>`. Default `<field>.<check>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// Smallest allowed numeric value (inclusive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// Largest allowed numeric value (inclusive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// Allowed values (strings compare as text, numbers and booleans by their text form).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub one_of: Option<Vec<String>>,
+    /// Regular expression a string value must match (Rust `regex` syntax, unanchored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    /// Longest allowed string, in characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_length: Option<usize>,
 }
+
+impl FieldRule {
+    /// A rule with only a name, type and `required = true`.
+    pub fn new(name: impl Into<String>, kind: FieldType) -> Self {
+        Self { name: name.into(), kind, required: true, ..Self::default() }
+    }
+}
+
 
 fn default_true() -> bool {
     true
@@ -238,10 +318,10 @@ impl Default for WindowConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct PipelineConfig {
-    /// Source topics. Default one: `events` (json).
+    /// Source topics. Default one: `events` (avro, subject `events-value`).
     pub sources: Vec<SourceConfig>,
-    /// Validation rules applied to every record. Default: `user` string, `amount` number,
-    /// `ts` integer, all required.
+    /// Validation rules applied to every decoded record. Default: `user` string, `amount`
+    /// number ≥ 0, `ts` integer, all required.
     pub fields: Vec<FieldRule>,
     /// Window settings.
     pub window: WindowConfig,
@@ -249,6 +329,9 @@ pub struct PipelineConfig {
     pub sink_topic: String,
     /// Dead-letter topic for invalid and late records. Default `vigil-dlq`.
     pub dlq_topic: String,
+    /// Format of window results: `json` (default) or `avro` (Confluent framing, schema
+    /// registered under `<sink_topic>-value` at start).
+    pub sink_format: SinkFormat,
     /// Most records one poll hands downstream. Default 500; larger batches amortise
     /// per-message overhead, smaller ones lower latency.
     pub batch_max_records: usize,
@@ -268,15 +351,16 @@ pub struct PipelineConfig {
 impl Default for PipelineConfig {
     fn default() -> Self {
         Self {
-            sources: vec![SourceConfig { topic: "events".into(), format: SourceFormat::Json }],
+            sources: vec![SourceConfig::new("events", SourceFormat::Avro)],
             fields: vec![
-                FieldRule { name: "user".into(), kind: FieldType::String, required: true },
-                FieldRule { name: "amount".into(), kind: FieldType::Number, required: true },
-                FieldRule { name: "ts".into(), kind: FieldType::Integer, required: true },
+                FieldRule::new("user", FieldType::String),
+                FieldRule { min: Some(0.0), ..FieldRule::new("amount", FieldType::Number) },
+                FieldRule::new("ts", FieldType::Integer),
             ],
             window: WindowConfig::default(),
             sink_topic: "vigil-output".into(),
             dlq_topic: "vigil-dlq".into(),
+            sink_format: SinkFormat::Json,
             batch_max_records: 500,
             inflight_batches_max: 8,
             pause_after: Duration::from_millis(250),
@@ -373,6 +457,249 @@ impl Default for ObservabilityConfig {
             status_interval: Duration::from_secs(5),
             log_format: LogFormat::Text,
         }
+    }
+}
+
+/// Compatibility level of a registry subject, with Confluent Schema Registry's meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, Hash)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Compatibility {
+    /// No checks.
+    None,
+    /// The new schema can read data written with the latest version.
+    #[default]
+    Backward,
+    /// The new schema can read data written with every version.
+    BackwardTransitive,
+    /// The latest version can read data written with the new schema.
+    Forward,
+    /// Every version can read data written with the new schema.
+    ForwardTransitive,
+    /// Backward and forward against the latest version.
+    Full,
+    /// Backward and forward against every version.
+    FullTransitive,
+}
+
+impl Compatibility {
+    /// Every level, in Confluent's order.
+    pub const ALL: [Compatibility; 7] = [
+        Compatibility::None,
+        Compatibility::Backward,
+        Compatibility::BackwardTransitive,
+        Compatibility::Forward,
+        Compatibility::ForwardTransitive,
+        Compatibility::Full,
+        Compatibility::FullTransitive,
+    ];
+
+    /// Confluent's spelling (`BACKWARD_TRANSITIVE`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compatibility::None => "NONE",
+            Compatibility::Backward => "BACKWARD",
+            Compatibility::BackwardTransitive => "BACKWARD_TRANSITIVE",
+            Compatibility::Forward => "FORWARD",
+            Compatibility::ForwardTransitive => "FORWARD_TRANSITIVE",
+            Compatibility::Full => "FULL",
+            Compatibility::FullTransitive => "FULL_TRANSITIVE",
+        }
+    }
+
+    /// Parse Confluent's spelling, case-insensitively.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str().eq_ignore_ascii_case(s.trim()))
+    }
+
+    /// Whether new schemas must read old data.
+    pub fn backward(self) -> bool {
+        matches!(self, Compatibility::Backward | Compatibility::BackwardTransitive | Compatibility::Full | Compatibility::FullTransitive)
+    }
+
+    /// Whether old schemas must read new data.
+    pub fn forward(self) -> bool {
+        matches!(self, Compatibility::Forward | Compatibility::ForwardTransitive | Compatibility::Full | Compatibility::FullTransitive)
+    }
+
+    /// Whether every version is checked, not only the latest.
+    pub fn transitive(self) -> bool {
+        matches!(self, Compatibility::BackwardTransitive | Compatibility::ForwardTransitive | Compatibility::FullTransitive)
+    }
+}
+
+impl fmt::Display for Compatibility {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a lint rule does when a registration breaks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LintLevel {
+    /// Not checked.
+    Off,
+    /// Registered, with a warning in the response and the audit log.
+    #[default]
+    Warn,
+    /// Refused with HTTP 422.
+    Block,
+}
+
+/// Field naming convention a lint can enforce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Naming {
+    /// Any names.
+    #[default]
+    Any,
+    /// `lower_snake_case`.
+    SnakeCase,
+    /// `lowerCamelCase`.
+    CamelCase,
+}
+
+/// Lint rules run on every registration (`[schema_registry.lint]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LintRules {
+    /// Fields added by a new version need a default (Avro) when the subject's level is
+    /// BACKWARD* or FULL*. Default `warn`.
+    pub new_fields_need_defaults: LintLevel,
+    /// Every field has a `doc` (Avro) or `description` (JSON Schema). Default `off`.
+    pub field_docs: LintLevel,
+    /// Field naming convention: `any` (default), `snake_case` or `camel_case`.
+    pub naming: Naming,
+    /// What breaking `naming` does. Default `warn`.
+    pub naming_level: LintLevel,
+    /// A field that was required (no default / in `required`) is not removed. Default `warn`.
+    pub no_removed_required: LintLevel,
+}
+
+impl Default for LintRules {
+    fn default() -> Self {
+        Self {
+            new_fields_need_defaults: LintLevel::Warn,
+            field_docs: LintLevel::Off,
+            naming: Naming::Any,
+            naming_level: LintLevel::Warn,
+            no_removed_required: LintLevel::Warn,
+        }
+    }
+}
+
+/// `[schema_registry.lint]`: rules for every subject, with per-subject replacements.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LintConfig {
+    /// See [`LintRules::new_fields_need_defaults`]. Default `warn`.
+    pub new_fields_need_defaults: LintLevel,
+    /// See [`LintRules::field_docs`]. Default `off`.
+    pub field_docs: LintLevel,
+    /// See [`LintRules::naming`]. Default `any`.
+    pub naming: Naming,
+    /// See [`LintRules::naming_level`]. Default `warn`.
+    pub naming_level: LintLevel,
+    /// See [`LintRules::no_removed_required`]. Default `warn`.
+    pub no_removed_required: LintLevel,
+    /// Per-subject rules (`[schema_registry.lint.subjects."orders-value"]`), replacing the
+    /// global ones for that subject.
+    pub subjects: BTreeMap<String, LintRules>,
+}
+
+impl Default for LintConfig {
+    fn default() -> Self {
+        let r = LintRules::default();
+        Self {
+            new_fields_need_defaults: r.new_fields_need_defaults,
+            field_docs: r.field_docs,
+            naming: r.naming,
+            naming_level: r.naming_level,
+            no_removed_required: r.no_removed_required,
+            subjects: BTreeMap::new(),
+        }
+    }
+}
+
+impl LintConfig {
+    /// The rules that apply to `subject`.
+    pub fn for_subject(&self, subject: &str) -> LintRules {
+        self.subjects.get(subject).cloned().unwrap_or(LintRules {
+            new_fields_need_defaults: self.new_fields_need_defaults,
+            field_docs: self.field_docs,
+            naming: self.naming,
+            naming_level: self.naming_level,
+            no_removed_required: self.no_removed_required,
+        })
+    }
+}
+
+/// `[schema_registry.lifecycle]`: automatic archiving of deprecated versions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct LifecyclePolicy {
+    /// Archive a deprecated version this long after its deprecation (e.g. `30d`). Unset
+    /// (default): never automatically.
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub archive_after_deprecated: Option<Duration>,
+    /// Archive a deprecated version that has seen no record for this long. Unset
+    /// (default): never automatically.
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub archive_after_idle: Option<Duration>,
+}
+
+/// `[schema_registry]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SchemaRegistryConfig {
+    /// External Confluent-compatible registry (`http://host:8081`). Empty (default): the
+    /// node's built-in registry, stored in its RocksDB and served on
+    /// `observability.admin_addr` with Confluent's REST API.
+    pub url: String,
+    /// Compatibility level of subjects without their own. Default `BACKWARD`.
+    pub default_compatibility: Compatibility,
+    /// Largest accepted REST request body, bytes. Default 1048576 (1 MiB); larger gets 413.
+    pub max_request_bytes: usize,
+    /// Most schemas (distinct ids) the built-in registry holds. Default 100000.
+    pub max_schemas: usize,
+    /// Most versions one subject may have. Default 10000.
+    pub max_versions_per_subject: usize,
+    /// Schemas cached from an external registry (by id). Default 10000.
+    pub cache_max: usize,
+    /// Timeout of one request to an external registry. Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// How often per-version usage (records, first/last seen) is written to the store.
+    /// Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub usage_flush_interval: Duration,
+    /// Lint rules run on registration.
+    pub lint: LintConfig,
+    /// Automatic archiving policy.
+    pub lifecycle: LifecyclePolicy,
+}
+
+impl Default for SchemaRegistryConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            default_compatibility: Compatibility::Backward,
+            max_request_bytes: 1 << 20,
+            max_schemas: 100_000,
+            max_versions_per_subject: 10_000,
+            cache_max: 10_000,
+            request_timeout: Duration::from_secs(10),
+            usage_flush_interval: Duration::from_secs(10),
+            lint: LintConfig::default(),
+            lifecycle: LifecyclePolicy::default(),
+        }
+    }
+}
+
+impl SchemaRegistryConfig {
+    /// Whether the node uses an external registry instead of its own.
+    pub fn external(&self) -> bool {
+        !self.url.trim().is_empty()
     }
 }
 
@@ -480,9 +807,31 @@ impl Config {
         if p.sink_topic == p.dlq_topic && !p.sink_topic.is_empty() {
             err("pipeline.dlq_topic", "must differ from pipeline.sink_topic");
         }
+        for (i, s) in p.sources.iter().enumerate() {
+            if s.subject.as_deref().is_some_and(|x| x.trim().is_empty()) {
+                err(&format!("pipeline.sources[{i}].subject"), "must not be empty (leave it out for `<topic>-value`)");
+            }
+        }
         for (i, f) in p.fields.iter().enumerate() {
             if f.name.trim().is_empty() {
                 err(&format!("pipeline.fields[{i}].name"), "must not be empty");
+            }
+            if let (Some(lo), Some(hi)) = (f.min, f.max) {
+                if lo > hi {
+                    err(&format!("pipeline.fields[{i}].min"), "must not exceed max");
+                }
+            }
+            if (f.min.is_some() || f.max.is_some()) && !matches!(f.kind, FieldType::Number | FieldType::Integer) {
+                err(&format!("pipeline.fields[{i}].min"), "min/max need type number or integer");
+            }
+            if (f.pattern.is_some() || f.max_length.is_some()) && f.kind != FieldType::String {
+                err(&format!("pipeline.fields[{i}].pattern"), "pattern/max_length need type string");
+            }
+            if f.one_of.as_ref().is_some_and(|v| v.is_empty()) {
+                err(&format!("pipeline.fields[{i}].one_of"), "must list at least one value");
+            }
+            if f.rule.as_deref().is_some_and(|r| r.trim().is_empty() || r.contains(char::is_whitespace)) {
+                err(&format!("pipeline.fields[{i}].rule"), "must be a non-empty name without spaces");
             }
         }
         let w = &p.window;
@@ -535,6 +884,27 @@ impl Config {
         }
         if o.status_interval.is_zero() {
             err("observability.status_interval", "must be greater than 0");
+        }
+        let r = &self.schema_registry;
+        if r.external() && !(r.url.starts_with("http://") || r.url.starts_with("https://")) {
+            err("schema_registry.url", &format!("`{}` is not an http:// or https:// URL", r.url));
+        }
+        if !(1024..=64 << 20).contains(&r.max_request_bytes) {
+            err("schema_registry.max_request_bytes", "must be between 1024 and 67108864");
+        }
+        for (path, v) in [
+            ("schema_registry.max_schemas", r.max_schemas),
+            ("schema_registry.max_versions_per_subject", r.max_versions_per_subject),
+            ("schema_registry.cache_max", r.cache_max),
+        ] {
+            if v == 0 {
+                err(path, "must be at least 1");
+            }
+        }
+        for (path, d) in [("schema_registry.request_timeout", r.request_timeout), ("schema_registry.usage_flush_interval", r.usage_flush_interval)] {
+            if d.is_zero() {
+                err(path, "must be greater than 0");
+            }
         }
         let g = &self.generator;
         if !(0.0..=1.0).contains(&g.bad_ratio) {
@@ -790,6 +1160,23 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn schema_sections_parse_with_per_subject_lint() {
+        let text = "[[pipeline.sources]]\ntopic = \"orders\"\nformat = \"json_schema\"\nsubject = \"orders-v\"\n[schema_registry]\ndefault_compatibility = \"FULL_TRANSITIVE\"\n[schema_registry.lint]\nfield_docs = \"block\"\n[schema_registry.lint.subjects.\"orders-v\"]\nnaming = \"snake_case\"\n[schema_registry.lifecycle]\narchive_after_idle = \"7d\"\n";
+        let c = Config::from_toml_str(text, no_env()).unwrap();
+        assert_eq!(c.pipeline.sources[0].subject(), "orders-v");
+        assert_eq!(c.schema_registry.default_compatibility, Compatibility::FullTransitive);
+        assert_eq!(c.schema_registry.lint.for_subject("other").field_docs, LintLevel::Block);
+        assert_eq!(c.schema_registry.lint.for_subject("orders-v").naming, Naming::SnakeCase);
+        assert_eq!(c.schema_registry.lint.for_subject("orders-v").field_docs, LintLevel::Off);
+        assert_eq!(c.schema_registry.lifecycle.archive_after_idle, Some(Duration::from_secs(7 * 86400)));
+        let e = Config::from_toml_str("[schema_registry]\nurl = \"registry:8081\"\ndefault_compatibility = \"SIDEWAYS\"\n", no_env()).unwrap_err();
+        let paths: Vec<_> = e.errors.iter().map(|e| e.path.as_str()).collect();
+        assert!(paths.contains(&"schema_registry.default_compatibility"), "{e}");
+        let e = Config::from_toml_str("[[pipeline.fields]]\nname = \"x\"\ntype = \"string\"\nmin = 1.0\n", no_env()).unwrap_err();
+        assert_eq!(e.errors[0].path, "pipeline.fields[0].min", "{e}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The admin HTTP API (JSON): `/healthz`, `/readyz`, `/status`, `/tree`, and
-//! `POST /chaos/panic/{stage}` to make a stage panic for drills. Later issues add TLS and
-//! RBAC here.
+//! `POST /chaos/panic/{stage}` to make a stage panic for drills, plus the routes other
+//! layers mount on the same listener (the schema registry's Confluent API). Later issues
+//! add TLS and RBAC here.
 use crate::Result;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -56,11 +57,12 @@ async fn panic_stage(State(api): State<Api>, Path(stage): Path<String>) -> Respo
     }
 }
 
-/// Serve the admin API on `addr` (port 0 picks one). Returns the bound address.
+/// Serve the admin API on `addr` (port 0 picks one), with `extra` routes mounted beside
+/// it. Returns the bound address.
 ///
 /// # Errors
 /// [`Error::Listen`] if the address cannot be bound.
-pub async fn serve(addr: &str, api: Api) -> Result<SocketAddr> {
+pub async fn serve(addr: &str, api: Api, extra: Option<Router>) -> Result<SocketAddr> {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -68,5 +70,9 @@ pub async fn serve(addr: &str, api: Api) -> Result<SocketAddr> {
         .route("/tree", get(tree))
         .route("/chaos/panic/{stage}", post(panic_stage))
         .with_state(api);
+    let app = match extra {
+        Some(extra) => app.merge(extra),
+        None => app,
+    };
     crate::serve_router("admin listener", addr, app).await
 }

@@ -29,7 +29,8 @@ pub(crate) async fn serve_router(what: &str, addr: &str, app: axum::Router) -> R
     let local = listener.local_addr().map_err(listen_err)?;
     let what = what.to_string();
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
+        // Connection info lets handlers name the caller (audit log).
+        if let Err(e) = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await {
             tracing::error!(error = %e, "{what} stopped");
         }
     });

@@ -8,6 +8,8 @@
 //! - `checkpoints`: checkpoint id (be u64) → [`CheckpointMeta`] (bincode); the newest
 //!   `retained` are kept.
 //! - `meta`: node-level facts (e.g. `cluster`).
+//! - `schemas`: the built-in schema registry (schemas, subject versions, config, usage,
+//!   audit log), written through [`Store::write_ops`] one atomic batch per change.
 use crate::envelope::TopicPartition;
 use crate::{Error, Result};
 use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB};
@@ -16,7 +18,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Column families, created on open.
-pub const COLUMN_FAMILIES: [&str; 4] = ["offsets", "state", "checkpoints", "meta"];
+pub const COLUMN_FAMILIES: [&str; 5] = ["offsets", "state", "checkpoints", "meta", "schemas"];
+
+/// One write of a [`Store::write_ops`] batch: put a value, or delete the key (`None`).
+pub type Op = (Vec<u8>, Option<Vec<u8>>);
 
 /// What one completed checkpoint covered.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -103,7 +108,14 @@ impl Store {
     /// # Errors
     /// [`Error::Store`] if there is no store at `path` or it cannot be read.
     pub fn open_read_only(path: &Path) -> Result<Self> {
-        let db = DB::open_cf_for_read_only(&Options::default(), path, COLUMN_FAMILIES, false).map_err(|source| Error::Store {
+        // A store written by an older version may lack newer column families: open what exists.
+        let present = DB::list_cf(&Options::default(), path).map_err(|source| Error::Store {
+            path: path.display().to_string(),
+            op: "open read-only".into(),
+            source,
+        })?;
+        let cfs: Vec<&str> = COLUMN_FAMILIES.iter().copied().filter(|c| present.iter().any(|p| p == c)).collect();
+        let db = DB::open_cf_for_read_only(&Options::default(), path, cfs, false).map_err(|source| Error::Store {
             path: path.display().to_string(),
             op: "open read-only".into(),
             source,
@@ -239,6 +251,42 @@ impl Store {
         self.db.put_cf(cf, key.as_bytes(), value).map_err(|e| self.err("write meta", e))
     }
 
+    /// Apply puts and deletes to column family `cf` in one atomic, synced batch.
+    ///
+    /// # Errors
+    /// [`Error::Store`] if the write fails; then none of it is visible.
+    pub fn write_ops(&self, cf: &str, ops: &[Op]) -> Result<()> {
+        let handle = self.cf(cf)?;
+        let mut batch = WriteBatch::default();
+        for (k, v) in ops {
+            match v {
+                Some(v) => batch.put_cf(handle, k, v),
+                None => batch.delete_cf(handle, k),
+            }
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(batch, &wo).map_err(|e| self.err(&format!("write {cf}"), e))
+    }
+
+    /// Every key/value of column family `cf` whose key starts with `prefix`, in key order.
+    /// A store without that column family (read-only open of an older store) reads as empty.
+    ///
+    /// # Errors
+    /// [`Error::Store`] if reading fails.
+    pub fn scan(&self, cf: &str, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let Some(handle) = self.db.cf_handle(cf) else { return Ok(Vec::new()) };
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(handle, IteratorMode::From(prefix, rocksdb::Direction::Forward)) {
+            let (k, v) = item.map_err(|e| self.err(&format!("scan {cf}"), e))?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
     /// Forget all checkpointed offsets, state and checkpoints (fresh start).
     ///
     /// # Errors
@@ -291,6 +339,9 @@ mod tests {
         assert_eq!(ro.checkpoint(4).unwrap().unwrap().offsets[&TopicPartition::new("events", 0)], 40);
         assert!(ro.checkpoint(1).unwrap().is_none(), "pruned");
         drop(ro);
+        s.write_ops("schemas", &[(b"a/1".to_vec(), Some(b"x".to_vec())), (b"a/2".to_vec(), Some(b"y".to_vec())), (b"b/1".to_vec(), Some(b"z".to_vec()))]).unwrap();
+        s.write_ops("schemas", &[(b"a/1".to_vec(), None)]).unwrap();
+        assert_eq!(s.scan("schemas", b"a/").unwrap(), vec![(b"a/2".to_vec(), b"y".to_vec())]);
         drop(s);
         let s = Store::open(dir.path()).unwrap();
         assert_eq!(s.latest_checkpoint().unwrap().unwrap().id, 5);
