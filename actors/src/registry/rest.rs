@@ -1,0 +1,412 @@
+//! Confluent Schema Registry's REST API (the subset clients use) over [`Registry`], plus
+//! Vigil's lifecycle, usage and audit endpoints under `/vigil/schemas`. Served on the
+//! admin listener, so `schema.registry.url=http://<admin_addr>` works with Confluent's
+//! clients. Every error is a JSON body `{"error_code": N, "message": "..."}` with
+//! Confluent's codes; request bodies are size-limited (413).
+use super::state::{Lifecycle, VersionInfo, VersionSel};
+use super::{Registry, RegistryError};
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use bytes::Bytes;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Confluent's content type; plain `application/json` is accepted too.
+pub const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
+
+type Reg = Arc<Registry>;
+type Params = Query<HashMap<String, String>>;
+
+/// The caller, as recorded in the audit log: its address until the security layer
+/// attaches identities.
+pub struct Actor(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Actor {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let addr = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.to_string()).unwrap_or_else(|| "unknown".into());
+        Ok(Actor(format!("anonymous@{addr}")))
+    }
+}
+
+fn reply(status: StatusCode, v: Value) -> Response {
+    (status, [(header::CONTENT_TYPE, CONTENT_TYPE)], v.to_string()).into_response()
+}
+
+fn ok(v: Value) -> Response {
+    reply(StatusCode::OK, v)
+}
+
+fn fail(e: RegistryError) -> Response {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    reply(status, json!({ "error_code": e.code(), "message": e.to_string() }))
+}
+
+fn bad_request(code: u16, message: String) -> Response {
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
+    reply(status, json!({ "error_code": code, "message": message }))
+}
+
+fn flag(q: &HashMap<String, String>, name: &str) -> bool {
+    q.get(name).is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+fn version_json(v: &VersionInfo, reg: &Registry) -> Value {
+    let st = reg.snapshot();
+    let mut out = json!({ "subject": v.subject, "version": v.version, "id": v.id });
+    if let Some(e) = st.schema(v.id) {
+        out["schema"] = e.stored.text.clone().into();
+        if e.stored.kind != super::schema::SchemaType::Avro {
+            out["schemaType"] = e.stored.kind.as_str().into();
+        }
+    }
+    out
+}
+
+/// Parse a request body into `(schemaType, schema)`.
+fn schema_body(body: Result<Bytes, BytesRejection>) -> Result<(Option<String>, String), Response> {
+    let body = body.map_err(|e| bad_request(e.status().as_u16(), format!("request body: {}", e.body_text())))?;
+    let v: Value = serde_json::from_slice(&body).map_err(|e| bad_request(400, format!("request body is not valid JSON: {e}")))?;
+    let Some(obj) = v.as_object() else { return Err(bad_request(400, "request body must be a JSON object".into())) };
+    if obj.get("references").and_then(Value::as_array).is_some_and(|a| !a.is_empty()) {
+        return Err(fail(RegistryError::InvalidSchema("schema references are not supported by this registry".into())));
+    }
+    let schema = match obj.get("schema") {
+        Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+        Some(Value::String(_)) | None => return Err(fail(RegistryError::InvalidSchema("empty schema: the body needs a \"schema\" string".into()))),
+        Some(_) => return Err(fail(RegistryError::InvalidSchema("\"schema\" must be a string holding the schema's JSON".into()))),
+    };
+    let kind = match obj.get("schemaType") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err(fail(RegistryError::InvalidSchema("\"schemaType\" must be a string".into()))),
+    };
+    Ok((kind, schema))
+}
+
+fn path_err(e: PathRejection) -> Response {
+    bad_request(e.status().as_u16(), format!("path: {}", e.body_text()))
+}
+
+macro_rules! try_resp {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(r) => return r,
+        }
+    };
+}
+
+async fn list_subjects(State(reg): State<Reg>, q: Params) -> Response {
+    ok(json!(reg.snapshot().subjects(flag(&q, "deleted"))))
+}
+
+async fn list_versions(State(reg): State<Reg>, p: Result<Path<String>, PathRejection>, q: Params) -> Response {
+    let Path(s) = try_resp!(p.map_err(path_err));
+    match reg.snapshot().versions(&s, flag(&q, "deleted")) {
+        Ok(v) => ok(json!(v)),
+        Err(e) => fail(e),
+    }
+}
+
+async fn register(State(reg): State<Reg>, actor: Actor, p: Result<Path<String>, PathRejection>, body: Result<Bytes, BytesRejection>) -> Response {
+    let Path(s) = try_resp!(p.map_err(path_err));
+    let (kind, text) = try_resp!(schema_body(body));
+    let parsed = match Registry::parse(kind.as_deref(), &text) {
+        Ok(p) => p,
+        Err(e) => {
+            metrics::counter!("vigil_schema_registrations_total", "outcome" => "invalid").increment(1);
+            return fail(e);
+        }
+    };
+    match reg.register(&actor.0, &s, parsed) {
+        Ok(r) => {
+            let st = reg.snapshot();
+            let mut v = json!({ "id": r.id, "subject": s, "version": r.version });
+            if let Some(e) = st.schema(r.id) {
+                v["schema"] = e.stored.text.clone().into();
+                if e.stored.kind != super::schema::SchemaType::Avro {
+                    v["schemaType"] = e.stored.kind.as_str().into();
+                }
+            }
+            if !r.warnings.is_empty() {
+                v["warnings"] = json!(r.warnings);
+            }
+            ok(v)
+        }
+        Err(e) => fail(e),
+    }
+}
+
+async fn get_version(State(reg): State<Reg>, p: Result<Path<(String, String)>, PathRejection>, q: Params) -> Response {
+    let Path((s, v)) = try_resp!(p.map_err(path_err));
+    let sel = try_resp!(VersionSel::parse(&v).map_err(fail));
+    match reg.snapshot().version(&s, sel, flag(&q, "deleted")) {
+        Ok(vi) => ok(version_json(&vi, &reg)),
+        Err(e) => fail(e),
+    }
+}
+
+async fn get_version_schema(State(reg): State<Reg>, p: Result<Path<(String, String)>, PathRejection>, q: Params) -> Response {
+    let Path((s, v)) = try_resp!(p.map_err(path_err));
+    let sel = try_resp!(VersionSel::parse(&v).map_err(fail));
+    let st = reg.snapshot();
+    match st.version(&s, sel, flag(&q, "deleted")) {
+        Ok(vi) => match st.schema(vi.id) {
+            Some(e) => reply(StatusCode::OK, e.parsed.json().clone()),
+            None => fail(RegistryError::SchemaNotFound(Some(vi.id))),
+        },
+        Err(e) => fail(e),
+    }
+}
+
+async fn referenced_by(State(reg): State<Reg>, p: Result<Path<(String, String)>, PathRejection>) -> Response {
+    let Path((s, v)) = try_resp!(p.map_err(path_err));
+    let sel = try_resp!(VersionSel::parse(&v).map_err(fail));
+    match reg.snapshot().version(&s, sel, false) {
+        Ok(_) => ok(json!([])),
+        Err(e) => fail(e),
+    }
+}
+
+async fn delete_version(State(reg): State<Reg>, actor: Actor, p: Result<Path<(String, String)>, PathRejection>, q: Params) -> Response {
+    let Path((s, v)) = try_resp!(p.map_err(path_err));
+    let sel = try_resp!(VersionSel::parse(&v).map_err(fail));
+    match reg.delete_version(&actor.0, &s, sel, flag(&q, "permanent")) {
+        Ok(n) => ok(json!(n)),
+        Err(e) => fail(e),
+    }
+}
+
+async fn lookup(State(reg): State<Reg>, p: Result<Path<String>, PathRejection>, q: Params, body: Result<Bytes, BytesRejection>) -> Response {
+    let Path(s) = try_resp!(p.map_err(path_err));
+    let (kind, text) = try_resp!(schema_body(body));
+    let parsed = try_resp!(Registry::parse(kind.as_deref(), &text).map_err(fail));
+    match reg.snapshot().lookup(&s, &parsed, flag(&q, "deleted")) {
+        Ok(vi) => ok(version_json(&vi, &reg)),
+        Err(e) => fail(e),
+    }
+}
+
+async fn delete_subject(State(reg): State<Reg>, actor: Actor, p: Result<Path<String>, PathRejection>, q: Params) -> Response {
+    let Path(s) = try_resp!(p.map_err(path_err));
+    match reg.delete_subject(&actor.0, &s, flag(&q, "permanent")) {
+        Ok(v) => ok(json!(v)),
+        Err(e) => fail(e),
+    }
+}
+
+fn parse_id(s: &str) -> Result<u32, Response> {
+    s.parse::<u32>().map_err(|_| fail(RegistryError::SchemaNotFound(None)))
+}
+
+async fn schema_by_id(State(reg): State<Reg>, p: Result<Path<String>, PathRejection>) -> Response {
+    let Path(id) = try_resp!(p.map_err(path_err));
+    let id = try_resp!(parse_id(&id));
+    match reg.snapshot().schema(id) {
+        Some(e) => {
+            let mut v = json!({ "schema": e.stored.text });
+            if e.stored.kind != super::schema::SchemaType::Avro {
+                v["schemaType"] = e.stored.kind.as_str().into();
+            }
+            ok(v)
+        }
+        None => fail(RegistryError::SchemaNotFound(Some(id))),
+    }
+}
+
+async fn schema_by_id_raw(State(reg): State<Reg>, p: Result<Path<String>, PathRejection>) -> Response {
+    let Path(id) = try_resp!(p.map_err(path_err));
+    let id = try_resp!(parse_id(&id));
+    match reg.snapshot().schema(id) {
+        Some(e) => reply(StatusCode::OK, e.parsed.json().clone()),
+        None => fail(RegistryError::SchemaNotFound(Some(id))),
+    }
+}
+
+async fn id_versions(State(reg): State<Reg>, p: Result<Path<String>, PathRejection>, q: Params) -> Response {
+    let Path(id) = try_resp!(p.map_err(path_err));
+    let id = try_resp!(parse_id(&id));
+    let st = reg.snapshot();
+    if st.schema(id).is_none() {
+        return fail(RegistryError::SchemaNotFound(Some(id)));
+    }
+    let list: Vec<Value> = st.id_versions(id, flag(&q, "deleted")).into_iter().map(|(s, v)| json!({"subject": s, "version": v})).collect();
+    ok(json!(list))
+}
+
+async fn id_subjects(State(reg): State<Reg>, p: Result<Path<String>, PathRejection>, q: Params) -> Response {
+    let Path(id) = try_resp!(p.map_err(path_err));
+    let id = try_resp!(parse_id(&id));
+    let st = reg.snapshot();
+    if st.schema(id).is_none() {
+        return fail(RegistryError::SchemaNotFound(Some(id)));
+    }
+    let mut subjects: Vec<String> = st.id_versions(id, flag(&q, "deleted")).into_iter().map(|(s, _)| s).collect();
+    subjects.dedup();
+    ok(json!(subjects))
+}
+
+async fn compatibility(State(reg): State<Reg>, p: Result<Path<Vec<String>>, PathRejection>, q: Params, body: Result<Bytes, BytesRejection>) -> Response {
+    let Path(parts) = try_resp!(p.map_err(path_err));
+    let subject = parts.first().cloned().unwrap_or_default();
+    let sel = match parts.get(1) {
+        Some(v) => Some(try_resp!(VersionSel::parse(v).map_err(fail))),
+        None => None,
+    };
+    let (kind, text) = try_resp!(schema_body(body));
+    let parsed = try_resp!(Registry::parse(kind.as_deref(), &text).map_err(fail));
+    let st = reg.snapshot();
+    match st.check_compat(&subject, sel, &parsed, reg.config().default_compatibility) {
+        Ok(messages) => {
+            let mut v = json!({ "is_compatible": messages.is_empty() });
+            if flag(&q, "verbose") {
+                v["messages"] = json!(messages);
+            }
+            ok(v)
+        }
+        // Confluent: checking against the versions of a subject that has none is compatible.
+        Err(RegistryError::SubjectNotFound(_)) if sel.is_none() => ok(json!({ "is_compatible": true })),
+        Err(e) => fail(e),
+    }
+}
+
+fn level_body(body: Result<Bytes, BytesRejection>) -> Result<vigil_config::Compatibility, Response> {
+    let body = body.map_err(|e| bad_request(e.status().as_u16(), format!("request body: {}", e.body_text())))?;
+    let v: Value = serde_json::from_slice(&body).map_err(|e| bad_request(400, format!("request body is not valid JSON: {e}")))?;
+    let level = v.get("compatibility").or_else(|| v.get("compatibilityLevel")).and_then(Value::as_str).unwrap_or_default();
+    vigil_config::Compatibility::parse(level).ok_or_else(|| fail(RegistryError::InvalidCompatibility(level.chars().take(64).collect())))
+}
+
+async fn get_global_config(State(reg): State<Reg>) -> Response {
+    ok(json!({ "compatibilityLevel": reg.snapshot().global_level(reg.config().default_compatibility).as_str() }))
+}
+
+async fn put_global_config(State(reg): State<Reg>, actor: Actor, body: Result<Bytes, BytesRejection>) -> Response {
+    let level = try_resp!(level_body(body));
+    match reg.set_config(&actor.0, None, level) {
+        Ok(()) => ok(json!({ "compatibility": level.as_str() })),
+        Err(e) => fail(e),
+    }
+}
+
+async fn delete_global_config(State(reg): State<Reg>, actor: Actor) -> Response {
+    match reg.delete_config(&actor.0, None) {
+        Ok(old) => ok(json!({ "compatibilityLevel": old.as_str() })),
+        Err(e) => fail(e),
+    }
+}
+
+async fn get_subject_config(State(reg): State<Reg>, p: Result<Path<String>, PathRejection>, q: Params) -> Response {
+    let Path(s) = try_resp!(p.map_err(path_err));
+    let st = reg.snapshot();
+    match st.subject_level(&s) {
+        Some(l) => ok(json!({ "compatibilityLevel": l.as_str() })),
+        None if flag(&q, "defaultToGlobal") => ok(json!({ "compatibilityLevel": st.global_level(reg.config().default_compatibility).as_str() })),
+        None => fail(RegistryError::SubjectLevelNotConfigured(s)),
+    }
+}
+
+async fn put_subject_config(State(reg): State<Reg>, actor: Actor, p: Result<Path<String>, PathRejection>, body: Result<Bytes, BytesRejection>) -> Response {
+    let Path(s) = try_resp!(p.map_err(path_err));
+    let level = try_resp!(level_body(body));
+    match reg.set_config(&actor.0, Some(&s), level) {
+        Ok(()) => ok(json!({ "compatibility": level.as_str() })),
+        Err(e) => fail(e),
+    }
+}
+
+async fn delete_subject_config(State(reg): State<Reg>, actor: Actor, p: Result<Path<String>, PathRejection>) -> Response {
+    let Path(s) = try_resp!(p.map_err(path_err));
+    match reg.delete_config(&actor.0, Some(&s)) {
+        Ok(old) => ok(json!({ "compatibilityLevel": old.as_str() })),
+        Err(e) => fail(e),
+    }
+}
+
+// ------------------------------------------------------------------ Vigil extensions
+
+/// Every version with its lifecycle state and usage (`GET /vigil/schemas`).
+async fn vigil_list(State(reg): State<Reg>, q: Params) -> Response {
+    let st = reg.snapshot();
+    let usage = reg.usage();
+    let list: Vec<Value> = st
+        .all_versions(flag(&q, "deleted"))
+        .into_iter()
+        .map(|v| {
+            let u = usage.get(&(v.subject.clone(), v.version)).copied().unwrap_or_default();
+            let kind = st.schema(v.id).map(|e| e.stored.kind.as_str()).unwrap_or("AVRO");
+            json!({"subject": v.subject, "version": v.version, "id": v.id, "schemaType": kind, "state": v.state.as_str(), "deleted": v.deleted,
+                "registered_ms": v.registered_ms, "state_changed_ms": v.state_changed_ms,
+                "records": u.records, "first_seen_ms": u.first_seen_ms, "last_seen_ms": u.last_seen_ms})
+        })
+        .collect();
+    ok(json!(list))
+}
+
+async fn vigil_lifecycle(State(reg): State<Reg>, actor: Actor, p: Result<Path<(String, String, String)>, PathRejection>) -> Response {
+    let Path((s, v, action)) = try_resp!(p.map_err(path_err));
+    let sel = try_resp!(VersionSel::parse(&v).map_err(fail));
+    let to = match action.as_str() {
+        "deprecate" => Lifecycle::Deprecated,
+        "archive" => Lifecycle::Archived,
+        "activate" => Lifecycle::Active,
+        other => return bad_request(404, format!("unknown lifecycle action `{other}` (deprecate, archive, activate)")),
+    };
+    match reg.set_lifecycle(&actor.0, &s, sel, to) {
+        Ok(vi) => ok(json!({"subject": vi.subject, "version": vi.version, "id": vi.id, "state": vi.state.as_str()})),
+        Err(e) => fail(e),
+    }
+}
+
+async fn vigil_audit(State(reg): State<Reg>, q: Params) -> Response {
+    let limit = q.get("limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(100).clamp(1, 10_000);
+    match reg.audit(limit) {
+        Ok(list) => ok(json!(list
+            .into_iter()
+            .map(|e| json!({"seq": e.seq, "time_ms": e.time_ms, "actor": e.actor, "action": e.action, "subject": e.subject,
+                "version": e.version, "before": e.before, "after": e.after, "notes": e.notes}))
+            .collect::<Vec<_>>())),
+        Err(e) => fail(e),
+    }
+}
+
+async fn not_found() -> Response {
+    bad_request(404, "HTTP 404 Not Found".into())
+}
+
+/// The registry's routes, with the request body limit from the configuration.
+pub fn router(reg: Arc<Registry>) -> Router {
+    let limit = reg.config().max_request_bytes;
+    Router::new()
+        .route("/subjects", get(list_subjects))
+        .route("/subjects/{s}", post(lookup).delete(delete_subject))
+        .route("/subjects/{s}/versions", get(list_versions).post(register))
+        .route("/subjects/{s}/versions/{v}", get(get_version).delete(delete_version))
+        .route("/subjects/{s}/versions/{v}/schema", get(get_version_schema))
+        .route("/subjects/{s}/versions/{v}/referencedby", get(referenced_by))
+        .route("/schemas/types", get(|| async { ok(json!(["JSON", "AVRO"])) }))
+        .route("/schemas/ids/{id}", get(schema_by_id))
+        .route("/schemas/ids/{id}/schema", get(schema_by_id_raw))
+        .route("/schemas/ids/{id}/versions", get(id_versions))
+        .route("/schemas/ids/{id}/subjects", get(id_subjects))
+        .route("/compatibility/subjects/{s}/versions", post(compatibility))
+        .route("/compatibility/subjects/{s}/versions/{v}", post(compatibility))
+        .route("/config", get(get_global_config).put(put_global_config).delete(delete_global_config))
+        .route("/config/{s}", get(get_subject_config).put(put_subject_config).delete(delete_subject_config))
+        .route("/mode", get(|| async { ok(json!({ "mode": "READWRITE" })) }))
+        .route("/vigil/schemas", get(vigil_list))
+        .route("/vigil/schemas/audit", get(vigil_audit))
+        .route("/vigil/schemas/{s}/versions/{v}/{action}", post(vigil_lifecycle))
+        .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(limit))
+        .with_state(reg)
+}
