@@ -1,4 +1,7 @@
 //! `vigil`: the command line. Thin: parses arguments, loads config, and calls the crates.
+//! Command groups with many verbs live in their own module (`schema`).
+mod schema;
+
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use std::io::Write;
@@ -76,6 +79,11 @@ enum Cmd {
     Chaos {
         #[command(subcommand)]
         cmd: ChaosCmd,
+    },
+    /// The schema registry: register, check, list, deprecate, archive, delete, usage, audit.
+    Schema {
+        #[command(subcommand)]
+        cmd: schema::SchemaCmd,
     },
 }
 
@@ -159,7 +167,7 @@ enum ChaosCmd {
 }
 
 #[derive(Args)]
-struct AdminTarget {
+pub(crate) struct AdminTarget {
     /// Admin address of the node (default: from --config, else 127.0.0.1:9899).
     #[arg(long)]
     admin: Option<String>,
@@ -169,7 +177,7 @@ struct AdminTarget {
 }
 
 impl AdminTarget {
-    fn addr(&self) -> Result<String> {
+    pub(crate) fn addr(&self) -> Result<String> {
         if let Some(a) = &self.admin {
             return Ok(a.clone());
         }
@@ -207,6 +215,15 @@ struct GenArgs {
     /// Event-time step between records, ms (default: 1000/rate, or 1).
     #[arg(long)]
     step_ms: Option<i64>,
+    /// Value format: json (plain), avro or json_schema (Confluent framing; needs --registry).
+    #[arg(long, default_value = "json")]
+    format: String,
+    /// Schema registry to register the generator's schema in (e.g. http://127.0.0.1:9899).
+    #[arg(long)]
+    registry: Option<String>,
+    /// Registry subject (default `<topic>-value`).
+    #[arg(long)]
+    subject: Option<String>,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -342,6 +359,7 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Schema { cmd } => schema::run(cmd),
         Cmd::Chaos { cmd: ChaosCmd::Panic { stage, target } } => {
             let addr = target.addr()?;
             vigil_chaos::inject_panic(&addr, &stage)?;
@@ -403,7 +421,8 @@ async fn run(config: Option<PathBuf>, json: bool) -> Result<std::process::ExitCo
             "{}",
             serde_json::json!({"event": "started", "node": o.node.id, "bootstrap": node.bootstrap(), "embedded": node.is_embedded(),
                 "metrics": format!("http://{}/metrics", node.metrics_addr), "admin": format!("http://{}", node.admin_addr),
-                "data_dir": o.node.data_dir.display().to_string()})
+                "data_dir": o.node.data_dir.display().to_string(),
+                "registry": if o.schema_registry.external() { o.schema_registry.url.clone() } else { format!("http://{}", node.admin_addr) }})
         );
     } else {
         println!("vigil {} — node {}", env!("CARGO_PKG_VERSION"), o.node.id);
@@ -412,7 +431,12 @@ async fn run(config: Option<PathBuf>, json: bool) -> Result<std::process::ExitCo
         } else {
             println!("  kafka      {}", node.bootstrap());
         }
-        let topics: Vec<&str> = o.pipeline.sources.iter().map(|s| s.topic.as_str()).collect();
+        let topics: Vec<String> = o
+            .pipeline
+            .sources
+            .iter()
+            .map(|s| if s.format.framed() { format!("{} ({}, {})", s.topic, s.format, s.subject()) } else { format!("{} (json)", s.topic) })
+            .collect();
         println!(
             "  pipeline   {} -> validate -> {} windows by `{}` -> {} (dlq: {})",
             topics.join(","),
@@ -422,6 +446,11 @@ async fn run(config: Option<PathBuf>, json: bool) -> Result<std::process::ExitCo
             o.pipeline.dlq_topic
         );
         println!("  data       {}", o.node.data_dir.display());
+        if o.schema_registry.external() {
+            println!("  registry   {} (external)", o.schema_registry.url);
+        } else {
+            println!("  registry   http://{}  (Confluent API: curl {}/subjects; vigil schema list)", node.admin_addr, node.admin_addr);
+        }
         println!("  metrics    http://{}/metrics", node.metrics_addr);
         println!("  admin      http://{}/status   (vigil tree --admin {})", node.admin_addr, node.admin_addr);
         if o.generator_enabled() {
@@ -487,6 +516,7 @@ async fn gen(a: GenArgs) -> Result<std::process::ExitCode> {
     if !(0.0..=1.0).contains(&a.bad_ratio) {
         bail!("--bad-ratio must be between 0.0 and 1.0");
     }
+    let wire = gen_wire(&a).await?;
     let kafka = vigil_config::KafkaConfig::default();
     let producer = TrackedProducer::new(&a.bootstrap, &kafka)?;
     let start_ms = a.start_ms.unwrap_or_else(vigil_runtime::now_ms);
@@ -511,7 +541,7 @@ async fn gen(a: GenArgs) -> Result<std::process::ExitCode> {
             p.take(1);
         }
         let r = g.next_record();
-        vigil_actors::stages::produce_generated(&producer, &a.topic, &r, timeout).await?;
+        vigil_actors::stages::produce_generated(&producer, &a.topic, &r, &wire, timeout).await?;
         produced += 1;
         bad += u64::from(r.bad);
         if !a.json && last_report.elapsed() >= Duration::from_secs(2) {
@@ -520,14 +550,39 @@ async fn gen(a: GenArgs) -> Result<std::process::ExitCode> {
         }
     }
     producer.flush_checked(timeout, 0).await.context("not every record was acknowledged")?;
+    let format = a.format.clone();
     let secs = started.elapsed().as_secs_f64();
     if a.json {
         println!(
             "{}",
-            serde_json::json!({"topic": a.topic, "produced": produced, "bad": bad, "seed": a.seed, "start_ms": start_ms, "step_ms": step_ms, "seconds": secs})
+            serde_json::json!({"topic": a.topic, "format": format, "produced": produced, "bad": bad, "seed": a.seed, "start_ms": start_ms, "step_ms": step_ms, "seconds": secs})
         );
     } else {
-        println!("produced {produced} records ({bad} malformed) to {} in {secs:.1}s (seed {}, start_ms {start_ms}, step_ms {step_ms})", a.topic, a.seed);
+        println!("produced {produced} {format} records ({bad} malformed) to {} in {secs:.1}s (seed {}, start_ms {start_ms}, step_ms {step_ms})", a.topic, a.seed);
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// How `vigil gen` encodes: registers the generator's schema when the format needs one.
+async fn gen_wire(a: &GenArgs) -> Result<vigil_actors::generator::Wire> {
+    use vigil_actors::generator::{Wire, AVRO_SCHEMA, JSON_SCHEMA};
+    use vigil_actors::registry::schema::SchemaType;
+    let (kind, schema) = match a.format.as_str() {
+        "json" => return Ok(Wire::Json),
+        "avro" => (SchemaType::Avro, AVRO_SCHEMA),
+        "json_schema" => (SchemaType::Json, JSON_SCHEMA),
+        other => bail!("--format `{other}`: use json, avro or json_schema"),
+    };
+    let Some(url) = a.registry.clone() else { bail!("--format {} needs --registry URL (e.g. http://127.0.0.1:9899, a node's admin address)", a.format) };
+    let subject = a.subject.clone().unwrap_or_else(|| format!("{}-value", a.topic));
+    let id = tokio::task::spawn_blocking(move || {
+        vigil_actors::registry::resolver::RegistryClient::new(&url, Duration::from_secs(30)).register(&subject, kind, schema)
+    })
+    .await?
+    .map_err(anyhow::Error::msg)
+    .context("registering the generator's schema")?;
+    Ok(match kind {
+        SchemaType::Avro => Wire::avro(id).map_err(anyhow::Error::msg)?,
+        SchemaType::Json => Wire::JsonSchema { id },
+    })
 }

@@ -1,8 +1,176 @@
 //! Deterministic synthetic events (payments and page views) for load tests and the
-//! embedded default. The same seed always yields the same stream, including which records
-//! are deliberately malformed.
+//! embedded default, as plain JSON, Confluent-framed Avro or Confluent-framed JSON Schema.
+//! The same seed always yields the same stream, including which records are deliberately
+//! bad and how.
+use crate::registry::wire;
+use apache_avro::types::Value as Avro;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+
+/// Header naming the producer of a record.
+pub const HEADER_PRODUCER: &str = "vigil.producer";
+/// Producer id the generator writes in [`HEADER_PRODUCER`].
+pub const PRODUCER_ID: &str = "vigil-gen";
+
+/// Avro schema of generated events (registered under the source's subject).
+pub const AVRO_SCHEMA: &str = r#"{"type":"record","name":"Event","namespace":"vigil.gen","doc":"A synthetic payment or page view","fields":[
+{"name":"event_id","type":"string","doc":"Stable event id"},
+{"name":"kind","type":"string","doc":"payment or page_view"},
+{"name":"user","type":"string","doc":"User id"},
+{"name":"amount","type":"double","doc":"Amount in currency units (0 for page views)"},
+{"name":"currency","type":["null","string"],"default":null,"doc":"ISO currency of payments"},
+{"name":"page","type":["null","string"],"default":null,"doc":"Path of page views"},
+{"name":"country","type":"string","doc":"ISO country"},
+{"name":"ts","type":{"type":"long","logicalType":"timestamp-millis"},"doc":"Event time, ms since epoch"}]}"#;
+
+/// JSON Schema of generated events.
+pub const JSON_SCHEMA: &str = r#"{"$schema":"http://json-schema.org/draft-07/schema#","title":"Event","type":"object","properties":{
+"event_id":{"type":"string","description":"Stable event id"},
+"kind":{"type":"string","enum":["payment","page_view"],"description":"payment or page_view"},
+"user":{"type":"string","description":"User id"},
+"amount":{"type":"number","description":"Amount in currency units (0 for page views)"},
+"currency":{"type":"string","description":"ISO currency of payments"},
+"page":{"type":"string","description":"Path of page views"},
+"country":{"type":"string","description":"ISO country"},
+"ts":{"type":"integer","description":"Event time, ms since epoch"}},
+"required":["event_id","kind","user","amount","country","ts"]}"#;
+
+/// One generated event, before encoding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Event id.
+    pub event_id: String,
+    /// `payment` or `page_view`.
+    pub kind: &'static str,
+    /// User.
+    pub user: String,
+    /// Amount.
+    pub amount: f64,
+    /// Currency (payments).
+    pub currency: Option<&'static str>,
+    /// Page (page views).
+    pub page: Option<&'static str>,
+    /// Country.
+    pub country: &'static str,
+    /// Event time, ms since epoch.
+    pub ts: i64,
+}
+
+impl Event {
+    fn json(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({"event_id": self.event_id, "kind": self.kind, "user": self.user, "amount": self.amount, "country": self.country, "ts": self.ts});
+        if let Some(c) = self.currency {
+            v["currency"] = c.into();
+        }
+        if let Some(p) = self.page {
+            v["page"] = p.into();
+        }
+        v
+    }
+
+    fn avro(&self) -> Avro {
+        let opt = |o: Option<&str>| match o {
+            Some(s) => Avro::Union(1, Box::new(Avro::String(s.into()))),
+            None => Avro::Union(0, Box::new(Avro::Null)),
+        };
+        Avro::Record(vec![
+            ("event_id".into(), Avro::String(self.event_id.clone())),
+            ("kind".into(), Avro::String(self.kind.into())),
+            ("user".into(), Avro::String(self.user.clone())),
+            ("amount".into(), Avro::Double(self.amount)),
+            ("currency".into(), opt(self.currency)),
+            ("page".into(), opt(self.page)),
+            ("country".into(), Avro::String(self.country.into())),
+            ("ts".into(), Avro::TimestampMillis(self.ts)),
+        ])
+    }
+}
+
+/// How generated records are encoded.
+#[derive(Debug, Clone)]
+pub enum Wire {
+    /// Plain JSON. Bad records: broken JSON, missing field, mistyped field, not an object.
+    Json,
+    /// Confluent-framed Avro with this schema id. Bad records: bad framing, unknown schema
+    /// id, truncated payload, negative amount (breaks the default `amount` range rule).
+    Avro {
+        /// Registry id of [`AVRO_SCHEMA`].
+        id: u32,
+        /// [`AVRO_SCHEMA`], parsed.
+        schema: Box<apache_avro::Schema>,
+    },
+    /// Confluent-framed JSON with this JSON Schema id. Bad records: bad framing, unknown
+    /// schema id, a payload the schema rejects, negative amount.
+    JsonSchema {
+        /// Registry id of [`JSON_SCHEMA`].
+        id: u32,
+    },
+}
+
+/// A schema id no registry hands out early (`unknown_schema` records).
+pub const UNKNOWN_SCHEMA_ID: u32 = 0x7fff_fff0;
+
+impl Wire {
+    /// Avro wire with the given registry id.
+    ///
+    /// # Errors
+    /// Never in practice: [`AVRO_SCHEMA`] is a constant that parses.
+    pub fn avro(id: u32) -> Result<Wire, String> {
+        apache_avro::Schema::parse_str(AVRO_SCHEMA).map(|s| Wire::Avro { id, schema: Box::new(s) }).map_err(|e| e.to_string())
+    }
+
+    /// The record's value bytes.
+    pub fn encode(&self, r: &GenRecord) -> Vec<u8> {
+        let (id, good): (u32, Box<dyn Fn(&Event) -> Vec<u8> + '_>) = match self {
+            Wire::Json => return r.payload.clone(),
+            Wire::Avro { id, schema } => (*id, Box::new(move |e: &Event| apache_avro::to_avro_datum(schema, e.avro()).unwrap_or_default())),
+            Wire::JsonSchema { id } => (*id, Box::new(|e: &Event| e.json().to_string().into_bytes())),
+        };
+        if !r.bad {
+            return wire::frame(id, &good(&r.event));
+        }
+        match r.flaw {
+            0 => r.payload.clone(),
+            1 => wire::frame(UNKNOWN_SCHEMA_ID, &good(&r.event)),
+            2 => match self {
+                // The datum ends with the event time, a multi-byte varint: cutting two bytes
+                // always leaves it unfinished.
+                Wire::Avro { .. } => {
+                    let mut b = good(&r.event);
+                    b.truncate(b.len().saturating_sub(2));
+                    wire::frame(id, &b)
+                }
+                _ => {
+                    let mut v = r.event.json();
+                    v["amount"] = serde_json::Value::String(format!("{:.2}", r.event.amount));
+                    wire::frame(id, v.to_string().as_bytes())
+                }
+            },
+            _ => {
+                let mut e = r.event.clone();
+                e.amount = -e.amount.abs() - 1.0;
+                wire::frame(id, &good(&e))
+            }
+        }
+    }
+
+    /// The DLQ reason a bad record of this wire gets with the default rules.
+    pub fn expected_reason(&self, r: &GenRecord) -> Option<&'static str> {
+        if !r.bad {
+            return None;
+        }
+        Some(match (self, r.flaw) {
+            (Wire::Json, 0) => "invalid_json",
+            (Wire::Json, 1) => "missing_field",
+            (Wire::Json, 2) => "wrong_type",
+            (Wire::Json, _) => "not_an_object",
+            (_, 0) => "bad_framing",
+            (_, 1) => "unknown_schema",
+            (_, 2) => "undecodable",
+            (_, _) => "rule:amount.range",
+        })
+    }
+}
 
 /// One generated record.
 #[derive(Debug, Clone, PartialEq)]
@@ -11,10 +179,14 @@ pub struct GenRecord {
     pub id: String,
     /// Kafka key: the user.
     pub key: String,
-    /// JSON value (malformed if `bad`).
+    /// Plain JSON value (malformed if `bad`).
     pub payload: Vec<u8>,
     /// Whether the record is deliberately invalid.
     pub bad: bool,
+    /// Which kind of bad (0..4), see [`Wire`].
+    pub flaw: u8,
+    /// The event (what a good record carries).
+    pub event: Event,
     /// Event time, ms since epoch.
     pub ts: i64,
 }
@@ -91,7 +263,17 @@ impl EventGen {
                 _ => format!(r#"["{id}","{user}",{amount:.2},{ts}]"#),
             }
         };
-        GenRecord { id, key: user, payload: payload.into_bytes(), bad, ts }
+        let event = Event {
+            event_id: id.clone(),
+            kind: if payment { "payment" } else { "page_view" },
+            user: user.clone(),
+            amount: if payment { amount } else { 0.0 },
+            currency: payment.then_some("EUR"),
+            page: (!payment).then_some(page),
+            country,
+            ts,
+        };
+        GenRecord { id, key: user, payload: payload.into_bytes(), bad, flaw: flavour, event, ts }
     }
 }
 
@@ -105,8 +287,9 @@ impl Iterator for EventGen {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::validate::validate;
-    use vigil_config::PipelineConfig;
+    use crate::registry::Registry;
+    use crate::validate::{validate_json, Rules, SourceDecoder};
+    use vigil_config::{PipelineConfig, SourceConfig, SourceFormat};
 
     fn spec(seed: u64) -> GenSpec {
         GenSpec { seed, users: 10, bad_ratio: 0.1, start_ms: 1_700_000_000_000, step_ms: 5 }
@@ -130,8 +313,38 @@ mod tests {
         let recs: Vec<_> = EventGen::new(spec(3)).take(2000).collect();
         let bad = recs.iter().filter(|r| r.bad).count();
         assert!((100..300).contains(&bad), "bad ratio off: {bad}");
+        let rules = Rules::compile(&p.fields).unwrap();
         for r in recs {
-            assert_eq!(validate(&r.payload, &p.fields, &p.window).is_err(), r.bad, "{}", String::from_utf8_lossy(&r.payload));
+            assert_eq!(validate_json(&r.payload, &rules, &p.window).is_err(), r.bad, "{}", String::from_utf8_lossy(&r.payload));
+        }
+    }
+
+    /// Every encoding: good records pass the pipeline's checks, bad ones fail with the
+    /// reason [`Wire::expected_reason`] names.
+    #[test]
+    fn every_wire_fails_as_announced() {
+        let p = PipelineConfig::default();
+        let rules = Rules::compile(&p.fields).unwrap();
+        let reg = Registry::in_memory();
+        let avro_id = reg.register("t", "events-value", Registry::parse(None, AVRO_SCHEMA).unwrap()).unwrap().id;
+        let json_id = reg.register("t", "json-value", Registry::parse(Some("JSON"), JSON_SCHEMA).unwrap()).unwrap().id;
+        let wires = [
+            (Wire::Json, SourceConfig::new("events", SourceFormat::Json)),
+            (Wire::avro(avro_id).unwrap(), SourceConfig::new("events", SourceFormat::Avro)),
+            (Wire::JsonSchema { id: json_id }, SourceConfig::new("json", SourceFormat::JsonSchema)),
+        ];
+        for (wire, source) in wires {
+            let mut d = SourceDecoder::new(&source);
+            let mut seen = std::collections::BTreeSet::new();
+            for r in EventGen::new(spec(5)).take(1000) {
+                let got = match d.decode(&wire.encode(&r), &reg).unwrap() {
+                    Ok((rec, _)) => rules.apply(&rec, &p.window).err().map(|e| e.code()),
+                    Err((e, _)) => Some(e.code()),
+                };
+                assert_eq!(got.as_deref(), wire.expected_reason(&r), "{wire:?} record {}", r.id);
+                seen.extend(got);
+            }
+            assert_eq!(seen.len(), 4, "{wire:?}: all four kinds of bad record: {seen:?}");
         }
     }
 }

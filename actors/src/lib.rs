@@ -7,6 +7,7 @@ pub mod generator;
 pub mod node;
 pub mod pipeline;
 pub mod rate;
+pub mod registry;
 pub mod stages;
 pub mod validate;
 pub mod window;
@@ -46,6 +47,17 @@ pub enum Error {
     /// An output could not be encoded.
     #[error("encode output: {0}")]
     Encode(String),
+    /// The schema registry could not be asked or written (not a record's fault).
+    #[error("schema registry: {0}")]
+    Registry(String),
+    /// The configuration cannot be used as written.
+    #[error("{path}: {message}")]
+    Config {
+        /// Field path.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 /// Result of stage operations.

@@ -11,7 +11,13 @@
 //! │  └─ ingest              stopped first on shutdown: takes the final checkpoint
 //! └─ generator              embedded default only
 //! ```
+use crate::generator::Wire;
 use crate::pipeline::{GenMsg, IngestMsg, NodeCtx, ProcessMsg, SinkMsg, Slots, ValidateMsg};
+use crate::registry::resolver::{ExternalResolver, RegistryClient, Resolver};
+use crate::registry::schema::SchemaType;
+use crate::registry::Registry;
+use crate::validate::Rules;
+use crate::Error;
 use crate::stages::{Generator, Ingest, Process, Sink, Validate};
 use crate::Result;
 use futures::future::BoxFuture;
@@ -21,7 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, watch};
-use vigil_config::Config;
+use vigil_config::{Config, SinkFormat, SourceFormat};
 use vigil_runtime::admin::AdminApi;
 use vigil_runtime::embedded::EmbeddedBroker;
 use vigil_runtime::kafka::TrackedProducer;
@@ -41,6 +47,64 @@ pub struct Node {
     /// Supervision events (restarts, escalations).
     pub events: broadcast::Sender<TreeEvent>,
     embedded: Option<EmbeddedBroker>,
+    housekeeping: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// The node's schema registry arrangement: its own (served on the admin listener) or an
+/// external one.
+struct SchemaSetup {
+    local: Option<Arc<Registry>>,
+    resolver: Arc<dyn Resolver>,
+    client: Option<RegistryClient>,
+}
+
+impl SchemaSetup {
+    fn open(config: &Config, store: &Arc<Store>) -> Result<SchemaSetup> {
+        let r = &config.schema_registry;
+        if r.external() {
+            let ext = ExternalResolver::new(&r.url, r.request_timeout, r.cache_max);
+            let client = ext.client().clone();
+            return Ok(SchemaSetup { local: None, resolver: Arc::new(ext), client: Some(client) });
+        }
+        let reg = Arc::new(Registry::open(store.clone(), r.clone()).map_err(|e| Error::Registry(e.to_string()))?);
+        Ok(SchemaSetup { local: Some(reg.clone()), resolver: reg, client: None })
+    }
+
+    /// Register a schema the node itself writes with (generator, Avro sink); returns its id.
+    fn register(&self, subject: &str, kind: SchemaType, schema: &str) -> Result<u32> {
+        match (&self.local, &self.client) {
+            (Some(reg), _) => {
+                let parsed = Registry::parse(Some(kind.as_str()), schema).map_err(|e| Error::Registry(e.to_string()))?;
+                reg.register("node", subject, parsed).map(|r| r.id).map_err(|e| Error::Registry(format!("registering the node's schema under `{subject}`: {e}")))
+            }
+            (None, Some(client)) => client.register(subject, kind, schema).map_err(Error::Registry),
+            (None, None) => Err(Error::Registry("no registry configured".into())),
+        }
+    }
+
+    /// How the embedded generator encodes: the first source's format, its schema registered.
+    fn generator_wire(&self, config: &Config) -> Result<Wire> {
+        let Some(source) = config.pipeline.sources.first() else { return Ok(Wire::Json) };
+        match source.format {
+            SourceFormat::Json => Ok(Wire::Json),
+            SourceFormat::Avro => Wire::avro(self.register(&source.subject(), SchemaType::Avro, crate::generator::AVRO_SCHEMA)?).map_err(Error::Encode),
+            SourceFormat::JsonSchema => Ok(Wire::JsonSchema { id: self.register(&source.subject(), SchemaType::Json, crate::generator::JSON_SCHEMA)? }),
+        }
+    }
+}
+
+/// Periodic registry work: persist usage, apply the lifecycle policy.
+async fn registry_housekeeping(reg: Arc<Registry>) {
+    let mut tick = tokio::time::interval(reg.config().usage_flush_interval);
+    loop {
+        tick.tick().await;
+        if let Err(e) = reg.flush_usage() {
+            tracing::warn!(error = %e, "schema usage not persisted");
+        }
+        if let Err(e) = reg.apply_lifecycle_policy(vigil_runtime::now_ms()) {
+            tracing::warn!(error = %e, "schema lifecycle policy not applied");
+        }
+    }
 }
 
 fn tree_spec(ctx: &Arc<NodeCtx>, events: &broadcast::Sender<TreeEvent>) -> SupervisorSpec {
@@ -104,6 +168,18 @@ impl Node {
             tracing::info!(checkpoint = cp.id, partitions = cp.offsets.len(), "restoring from checkpoint");
         }
         let last_id = latest.as_ref().map(|c| c.id).unwrap_or(0);
+        let rules = Rules::compile(&config.pipeline.fields).map_err(|(path, message)| Error::Config { path, message })?;
+        let schemas = SchemaSetup::open(&config, &store)?;
+        let generator_wire = if config.generator_enabled() { schemas.generator_wire(&config)? } else { Wire::Json };
+        let sink_schema = match config.pipeline.sink_format {
+            SinkFormat::Avro => {
+                let subject = format!("{}-value", config.pipeline.sink_topic);
+                let id = schemas.register(&subject, SchemaType::Avro, crate::window::WINDOW_AVRO_SCHEMA)?;
+                let schema = apache_avro::Schema::parse_str(crate::window::WINDOW_AVRO_SCHEMA).map_err(|e| Error::Encode(e.to_string()))?;
+                Some((id, schema))
+            }
+            SinkFormat::Json => None,
+        };
         let producer = TrackedProducer::new(&bootstrap, &config.kafka)?;
         let (checkpoint_done, _) = watch::channel(last_id);
         let ctx = Arc::new(NodeCtx {
@@ -119,13 +195,21 @@ impl Node {
             shutting_down: AtomicBool::new(false),
             generator_position: AtomicU64::new(0),
             generator_start_ms: vigil_runtime::now_ms(),
+            registry: schemas.local.clone(),
+            resolver: schemas.resolver.clone(),
+            resolver_blocks: schemas.local.is_none(),
+            rules,
+            generator_wire,
+            sink_schema,
         });
         let (events, _) = broadcast::channel(256);
         let root = vigil_supervision::start_root(tree_spec(&ctx, &events)).await?;
         let metrics_addr = vigil_runtime::metrics::serve(&config.observability.metrics_addr, prom).await?;
         let api = Arc::new(NodeAdmin { ctx: ctx.clone(), root: root.actor.clone() });
-        let admin_addr = vigil_runtime::admin::serve(&config.observability.admin_addr, api).await?;
-        Ok(Node { ctx, root, metrics_addr, admin_addr, events, embedded })
+        let registry_routes = schemas.local.clone().map(crate::registry::rest::router);
+        let admin_addr = vigil_runtime::admin::serve(&config.observability.admin_addr, api, registry_routes).await?;
+        let housekeeping = schemas.local.clone().map(|reg| tokio::spawn(registry_housekeeping(reg)));
+        Ok(Node { ctx, root, metrics_addr, admin_addr, events, embedded, housekeeping })
     }
 
     /// Bootstrap servers of the Kafka cluster in use.
@@ -149,7 +233,7 @@ impl Node {
     /// Run until `shutdown` resolves (then stop in reverse order with a final checkpoint)
     /// or until the tree fails on its own. `Err` carries why the node failed.
     pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()>) -> std::result::Result<(), String> {
-        let Node { ctx, mut root, embedded, .. } = self;
+        let Node { ctx, mut root, embedded, housekeeping, .. } = self;
         let failed = tokio::select! {
             _ = shutdown => None,
             r = root.wait() => Some(r),
@@ -166,6 +250,14 @@ impl Node {
         };
         if let Err(e) = ctx.producer.flush(Duration::from_secs(10)).await {
             tracing::warn!(error = %e, "outputs still unacknowledged at exit");
+        }
+        if let Some(h) = housekeeping {
+            h.abort();
+        }
+        if let Some(reg) = &ctx.registry {
+            if let Err(e) = reg.flush_usage() {
+                tracing::warn!(error = %e, "schema usage not persisted at exit");
+            }
         }
         drop(embedded);
         res

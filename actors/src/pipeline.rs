@@ -1,5 +1,9 @@
 //! What the stages share: the node context (config, store, producer, counters), the
 //! in-band messages (batches, barriers, credits), the stage registry, and the DLQ writer.
+use crate::generator::Wire;
+use crate::registry::resolver::Resolver;
+use crate::registry::Registry;
+use crate::validate::{Rules, SchemaInfo};
 use crate::window::WindowResult;
 use ractor::ActorRef;
 use std::collections::BTreeMap;
@@ -192,6 +196,18 @@ pub struct NodeCtx {
     pub generator_position: AtomicU64,
     /// Event time origin of the embedded generator.
     pub generator_start_ms: i64,
+    /// The node's own schema registry (None when `schema_registry.url` names another).
+    pub registry: Option<Arc<Registry>>,
+    /// Resolves schema ids for validation: the own registry or the external one.
+    pub resolver: Arc<dyn Resolver>,
+    /// Whether `resolver` may block on the network (external registry).
+    pub resolver_blocks: bool,
+    /// Compiled `[[pipeline.fields]]`.
+    pub rules: Rules,
+    /// How the embedded generator encodes its records (first source's format).
+    pub generator_wire: Wire,
+    /// Schema id and Avro schema of window results when `pipeline.sink_format = "avro"`.
+    pub sink_schema: Option<(u32, apache_avro::Schema)>,
 }
 
 impl NodeCtx {
@@ -205,12 +221,13 @@ impl NodeCtx {
         self.next_checkpoint.fetch_add(1, Ordering::SeqCst)
     }
 
-    /// Write a rejected record to the DLQ with its reason, source position and original
-    /// headers, keyed by its record id so replays deduplicate.
+    /// Write a rejected record to the DLQ with its reason, source position, schema
+    /// subject/version/id when known, and original bytes and headers, keyed by its record
+    /// id so replays deduplicate.
     ///
     /// # Errors
     /// [`crate::Error::Runtime`] if Kafka does not take it.
-    pub async fn send_to_dlq(&self, source: &TopicPartition, env: &Envelope, stage: &str, code: &str, detail: &str) -> crate::Result<()> {
+    pub async fn send_to_dlq(&self, source: &TopicPartition, env: &Envelope, stage: &str, code: &str, detail: &str, schema: Option<&SchemaInfo>) -> crate::Result<()> {
         let position = format!("{}/{}/{}", source.topic, source.partition, env.offset);
         let mut headers: Vec<(&str, &[u8])> = env.headers.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
         headers.push(("vigil.dlq.reason", code.as_bytes()));
@@ -218,6 +235,16 @@ impl NodeCtx {
         headers.push(("vigil.dlq.stage", stage.as_bytes()));
         headers.push(("vigil.source", position.as_bytes()));
         headers.push(("vigil.node", self.config.node.id.as_bytes()));
+        let (id, version) = (schema.and_then(|s| s.id).map(|i| i.to_string()), schema.and_then(|s| s.version).map(|v| v.to_string()));
+        if let Some(s) = schema {
+            headers.push(("vigil.schema.subject", s.subject.as_bytes()));
+        }
+        if let Some(id) = &id {
+            headers.push(("vigil.schema.id", id.as_bytes()));
+        }
+        if let Some(v) = &version {
+            headers.push(("vigil.schema.version", v.as_bytes()));
+        }
         let rec = OutRecord { topic: &self.config.pipeline.dlq_topic, key: env.id.as_bytes(), payload: &env.payload, headers: &headers };
         self.producer.send(&rec, self.send_timeout()).await?;
         self.stats.add(Stage::Dlq, 1);

@@ -57,7 +57,32 @@ pub struct WindowResult {
     pub max: f64,
 }
 
+/// Avro schema of window results (`pipeline.sink_format = "avro"`), registered under
+/// `<sink_topic>-value`.
+pub const WINDOW_AVRO_SCHEMA: &str = r#"{"type":"record","name":"WindowResult","namespace":"vigil","doc":"One closed tumbling window of one key","fields":[
+{"name":"key","type":"string","doc":"Window key"},
+{"name":"window_start","type":"long","doc":"Start, ms since epoch (inclusive)"},
+{"name":"window_end","type":"long","doc":"End, ms since epoch (exclusive)"},
+{"name":"count","type":"long","doc":"Records"},
+{"name":"sum","type":"double","doc":"Sum of values"},
+{"name":"min","type":"double","doc":"Smallest value"},
+{"name":"max","type":"double","doc":"Largest value"}]}"#;
+
 impl WindowResult {
+    /// The result as an Avro record of [`WINDOW_AVRO_SCHEMA`].
+    pub fn to_avro(&self) -> apache_avro::types::Value {
+        use apache_avro::types::Value as A;
+        A::Record(vec![
+            ("key".into(), A::String(self.key.clone())),
+            ("window_start".into(), A::Long(self.window_start)),
+            ("window_end".into(), A::Long(self.window_end)),
+            ("count".into(), A::Long(self.count as i64)),
+            ("sum".into(), A::Double(self.sum)),
+            ("min".into(), A::Double(self.min)),
+            ("max".into(), A::Double(self.max)),
+        ])
+    }
+
     /// Deterministic output key: `key@window_start`, so replays overwrite, not duplicate.
     pub fn output_key(&self) -> String {
         format!("{}@{}", self.key, self.window_start)

@@ -1,0 +1,94 @@
+//! The embedded default's synthetic producer.
+use super::R;
+use crate::generator::{EventGen, GenSpec, Wire, HEADER_PRODUCER, PRODUCER_ID};
+use crate::pipeline::{GenMsg, NodeCtx};
+use crate::rate::RateLimit;
+use ractor::{Actor, ActorRef};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use vigil_runtime::kafka::{OutRecord, TrackedProducer};
+/// The embedded default's synthetic producer, rate-limited, continuing its deterministic
+/// stream across restarts.
+#[derive(Clone, Copy)]
+pub struct Generator;
+
+/// Generator's state.
+pub struct GeneratorState {
+    ctx: Arc<NodeCtx>,
+    gen: EventGen,
+    producer: TrackedProducer,
+    /// `generator.rate`; None when the rate is 0 (produce nothing). Holds at most one
+    /// second of backlog, so a stalled broker cannot make it explode.
+    pace: Option<RateLimit>,
+    ticker: Option<ractor::concurrency::JoinHandle<()>>,
+}
+
+/// Event-time step for a generator running at `rate` records per second.
+pub fn step_ms_for_rate(rate: u32) -> i64 {
+    if rate == 0 {
+        1
+    } else {
+        (1000 / i64::from(rate)).max(1)
+    }
+}
+
+/// Produce one generated record to `topic`, encoded as `wire` says, with its id and the
+/// producer id as headers.
+///
+/// # Errors
+/// [`vigil_runtime::Error`] if Kafka does not take it within `timeout`.
+pub async fn produce_generated(producer: &TrackedProducer, topic: &str, r: &crate::generator::GenRecord, wire: &Wire, timeout: Duration) -> vigil_runtime::Result<()> {
+    let headers: [(&str, &[u8]); 2] = [(vigil_runtime::envelope::HEADER_RECORD_ID, r.id.as_bytes()), (HEADER_PRODUCER, PRODUCER_ID.as_bytes())];
+    let payload = wire.encode(r);
+    producer.send(&OutRecord { topic, key: r.key.as_bytes(), payload: &payload, headers: &headers }, timeout).await
+}
+
+impl Actor for Generator {
+    type Msg = GenMsg;
+    type State = GeneratorState;
+    type Arguments = Arc<NodeCtx>;
+
+    async fn pre_start(&self, myself: ActorRef<GenMsg>, ctx: Arc<NodeCtx>) -> R<GeneratorState> {
+        let g = &ctx.config.generator;
+        let mut gen = EventGen::new(GenSpec {
+            seed: g.seed,
+            users: g.users,
+            bad_ratio: g.bad_ratio,
+            start_ms: ctx.generator_start_ms,
+            step_ms: step_ms_for_rate(g.rate),
+        });
+        gen.skip_to(ctx.generator_position.load(Ordering::SeqCst));
+        let producer = TrackedProducer::new(&ctx.bootstrap, &ctx.config.kafka)?;
+        let pace = (g.rate > 0).then(|| RateLimit::new(g.rate, g.rate, Instant::now()).empty());
+        let ticker = myself.send_interval(Duration::from_millis(50), || GenMsg::Tick);
+        ctx.slots.generator.set(myself);
+        Ok(GeneratorState { ctx, gen, producer, pace, ticker: Some(ticker) })
+    }
+
+    async fn handle(&self, _myself: ActorRef<GenMsg>, msg: GenMsg, st: &mut GeneratorState) -> R<()> {
+        match msg {
+            GenMsg::Tick => {
+                let Some(pace) = &mut st.pace else { return Ok(()) };
+                let due = pace.available(Instant::now());
+                pace.take(due);
+                let topic = st.ctx.config.pipeline.sources.first().map(|s| s.topic.clone()).unwrap_or_default();
+                for _ in 0..due {
+                    let r = st.gen.next_record();
+                    produce_generated(&st.producer, &topic, &r, &st.ctx.generator_wire, st.ctx.send_timeout()).await?;
+                    st.ctx.generator_position.store(st.gen.position(), Ordering::SeqCst);
+                }
+            }
+            GenMsg::Panic(m) => panic!("injected panic in generator: {m}"),
+        }
+        Ok(())
+    }
+
+    async fn post_stop(&self, _myself: ActorRef<GenMsg>, st: &mut GeneratorState) -> R<()> {
+        if let Some(t) = st.ticker.take() {
+            t.abort();
+        }
+        let _ = st.producer.flush(Duration::from_secs(5)).await;
+        Ok(())
+    }
+}

@@ -1,0 +1,172 @@
+//! Ingest: reads source partitions in batches, spends credits, injects checkpoint barriers.
+use super::R;
+use crate::pipeline::{Barrier, IngestMsg, NodeCtx, ValidateMsg};
+use crate::rate::RateLimit;
+use crate::Error;
+use ractor::{Actor, ActorRef};
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use vigil_runtime::envelope::TopicPartition;
+use vigil_runtime::kafka::BatchConsumer;
+use vigil_runtime::stats::Stage;
+/// Ingest: reads source partitions in batches, spends one credit per batch (pausing the
+/// partitions when none are left), injects checkpoint barriers, detects retention gaps.
+#[derive(Clone, Copy)]
+pub struct Ingest;
+
+/// Ingest's state.
+pub struct IngestState {
+    ctx: Arc<NodeCtx>,
+    consumer: BatchConsumer,
+    epoch: u64,
+    credits: usize,
+    inflight: Option<(u64, Instant, BTreeMap<TopicPartition, i64>)>,
+    last_checkpoint: Instant,
+    done: watch::Receiver<u64>,
+    /// Counts stalls (credits exhausted), so a late stall check is ignored.
+    stalls: u64,
+    starved: bool,
+    /// `pipeline.max_records_per_sec`, if set.
+    rate: Option<RateLimit>,
+}
+
+impl IngestState {
+    fn inject_barrier(&mut self) -> crate::Result<u64> {
+        let id = self.ctx.allocate_checkpoint();
+        let offsets = self.consumer.positions();
+        let barrier = Barrier { id, injected: Instant::now(), offsets: offsets.clone(), states: BTreeMap::new() };
+        self.ctx.slots.validate.send("validate", crate::pipeline::ValidateMsg::Barrier(barrier))?;
+        self.inflight = Some((id, Instant::now(), offsets));
+        self.last_checkpoint = Instant::now();
+        Ok(id)
+    }
+
+    fn maybe_checkpoint(&mut self) -> crate::Result<()> {
+        let cfg = &self.ctx.config.checkpoint;
+        if let Some((id, at, offsets)) = &self.inflight {
+            if *self.done.borrow() >= *id {
+                self.consumer.commit_offsets(offsets);
+                self.inflight = None;
+            } else if at.elapsed() > cfg.flush_timeout * 2 + cfg.interval {
+                return Err(Error::CheckpointStuck { id: *id, waited: at.elapsed() });
+            }
+        }
+        if self.inflight.is_none() && self.last_checkpoint.elapsed() >= cfg.interval {
+            self.inject_barrier()?;
+        }
+        Ok(())
+    }
+}
+
+impl Actor for Ingest {
+    type Msg = IngestMsg;
+    type State = IngestState;
+    type Arguments = Arc<NodeCtx>;
+
+    async fn pre_start(&self, myself: ActorRef<IngestMsg>, ctx: Arc<NodeCtx>) -> R<IngestState> {
+        ctx.slots.ingest.set(myself.clone());
+        let epoch = ctx.epoch.fetch_add(1, Ordering::SeqCst) + 1;
+        let (bootstrap, kafka) = (ctx.bootstrap.clone(), ctx.config.kafka.clone());
+        let topics: Vec<String> = ctx.config.pipeline.sources.iter().map(|s| s.topic.clone()).collect();
+        let mut consumer = tokio::task::spawn_blocking(move || BatchConsumer::new(&bootstrap, &kafka, &topics, Duration::from_secs(30))).await??;
+        let offsets = ctx.store.offsets()?;
+        consumer.assign_from(&offsets)?;
+        tracing::info!(epoch, partitions = consumer.assignment().len(), restored = offsets.len(), "ingest assigned");
+        ctx.stats.set_position(consumer.position_sum());
+        ctx.slots.validate.send("validate", ValidateMsg::Assign(consumer.assignment().to_vec()))?;
+        myself.send_message(IngestMsg::Poll)?;
+        let credits = ctx.config.pipeline.inflight_batches_max;
+        metrics::gauge!("vigil_ingest_credits").set(credits as f64);
+        metrics::gauge!("vigil_ingest_paused").set(0.0);
+        ctx.stats.set_ready(true);
+        let done = ctx.checkpoint_done.subscribe();
+        let p = &ctx.config.pipeline;
+        let rate = (p.max_records_per_sec > 0).then(|| RateLimit::new(p.max_records_per_sec, p.batch_max_records as u32, Instant::now()));
+        Ok(IngestState { ctx, consumer, epoch, credits, inflight: None, last_checkpoint: Instant::now(), done, stalls: 0, starved: false, rate })
+    }
+
+    async fn handle(&self, myself: ActorRef<IngestMsg>, msg: IngestMsg, st: &mut IngestState) -> R<()> {
+        match msg {
+            IngestMsg::Poll => {
+                st.maybe_checkpoint()?;
+                if st.credits == 0 {
+                    // Stop polling now; pause partitions only if the stall lasts.
+                    st.starved = true;
+                    st.stalls += 1;
+                    let stall = st.stalls;
+                    myself.send_after(st.ctx.config.pipeline.pause_after, move || IngestMsg::CheckStall { stall });
+                    return Ok(());
+                }
+                let p = &st.ctx.config.pipeline;
+                let mut max = p.batch_max_records;
+                if let Some(rate) = &mut st.rate {
+                    let available = rate.available(Instant::now());
+                    if available == 0 {
+                        myself.send_after(rate.wait(), || IngestMsg::Poll);
+                        return Ok(());
+                    }
+                    max = max.min(available as usize);
+                }
+                let (batches, gaps) = st.consumer.poll(max, st.ctx.config.kafka.poll_timeout).await?;
+                for g in gaps {
+                    tracing::error!(partition = %g.source, expected = g.expected, resumed_at = g.resumed_at, lost = g.lost(), "records lost to retention: the log start moved past offsets not yet read");
+                    st.ctx.stats.add_lost(&g.source.topic, g.source.partition, g.lost() as u64);
+                }
+                if !batches.is_empty() {
+                    let n: usize = batches.iter().map(|b| b.records.len()).sum();
+                    if let Some(rate) = &mut st.rate {
+                        rate.take(n as u64);
+                    }
+                    st.ctx.stats.add(Stage::Ingest, n as u64);
+                    st.credits -= 1;
+                    metrics::gauge!("vigil_ingest_credits").set(st.credits as f64);
+                    st.ctx.slots.validate.send("validate", ValidateMsg::Batch { epoch: st.epoch, batches })?;
+                }
+                st.ctx.stats.set_lag(st.consumer.total_lag());
+                st.ctx.stats.set_position(st.consumer.position_sum());
+                myself.send_message(IngestMsg::Poll)?;
+            }
+            IngestMsg::CheckStall { stall } => {
+                if st.starved && stall == st.stalls {
+                    st.consumer.pause()?;
+                    metrics::gauge!("vigil_ingest_paused").set(1.0);
+                    tracing::debug!("no credits for {:?}: partitions paused", st.ctx.config.pipeline.pause_after);
+                }
+            }
+            IngestMsg::Credit { epoch } => {
+                if epoch == st.epoch {
+                    st.credits += 1;
+                    metrics::gauge!("vigil_ingest_credits").set(st.credits as f64);
+                    if st.starved {
+                        st.starved = false;
+                        if st.consumer.is_paused() {
+                            st.consumer.resume()?;
+                            metrics::gauge!("vigil_ingest_paused").set(0.0);
+                        }
+                        myself.send_message(IngestMsg::Poll)?;
+                    }
+                }
+            }
+            IngestMsg::Panic(m) => panic!("injected panic in ingest: {m}"),
+        }
+        Ok(())
+    }
+
+    async fn post_stop(&self, _myself: ActorRef<IngestMsg>, st: &mut IngestState) -> R<()> {
+        st.ctx.stats.set_ready(false);
+        if !st.ctx.shutting_down.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        // Orderly shutdown: one last checkpoint through the still-running stages.
+        let id = st.inject_barrier()?;
+        let timeout = st.ctx.config.checkpoint.flush_timeout;
+        match tokio::time::timeout(timeout, st.done.wait_for(|d| *d >= id)).await {
+            Ok(Ok(_)) => tracing::info!(checkpoint = id, "final checkpoint complete"),
+            _ => tracing::error!(checkpoint = id, ?timeout, "final checkpoint did not complete; the next start replays from the previous one"),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,106 @@
+//! Process: per-key tumbling windows, snapshotted at each barrier.
+use super::R;
+use crate::pipeline::{NodeCtx, ProcessMsg, SinkMsg};
+use crate::window::WindowState;
+use crate::Error;
+use ractor::{Actor, ActorRef};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use vigil_runtime::stats::Stage;
+use vigil_runtime::store;
+/// Process: per-key tumbling windows; restores its state from the last checkpoint.
+#[derive(Clone, Copy)]
+pub struct Process;
+
+/// Process's state.
+pub struct ProcessState {
+    ctx: Arc<NodeCtx>,
+    windows: WindowState,
+    ticker: Option<ractor::concurrency::JoinHandle<()>>,
+}
+
+impl ProcessState {
+    fn close(&mut self) -> Vec<crate::window::WindowResult> {
+        let out = self.windows.advance(Instant::now(), self.ctx.config.pipeline.window.idle_timeout);
+        metrics::gauge!("vigil_open_windows").set(self.windows.open_windows() as f64);
+        if self.windows.closed_until() > i64::MIN {
+            metrics::gauge!("vigil_watermark_ms").set(self.windows.closed_until() as f64);
+        }
+        out
+    }
+}
+
+impl Actor for Process {
+    type Msg = ProcessMsg;
+    type State = ProcessState;
+    type Arguments = Arc<NodeCtx>;
+
+    async fn pre_start(&self, myself: ActorRef<ProcessMsg>, ctx: Arc<NodeCtx>) -> R<ProcessState> {
+        let w = &ctx.config.pipeline.window;
+        let fresh = WindowState::new(w.size, w.allowed_lateness);
+        let windows = match ctx.store.state("process")? {
+            Some(bytes) => {
+                let restored: WindowState = store::decode("process window state", &bytes)?;
+                if !restored.same_shape(&fresh) {
+                    return Err(Box::new(Error::IncompatibleState {
+                        stage: "process",
+                        reason:
+                            "checkpointed window size or lateness differs from pipeline.window; restore the old values or start with an empty node.data_dir"
+                                .into(),
+                    }));
+                }
+                tracing::info!(open_windows = restored.open_windows(), "process restored window state");
+                restored
+            }
+            None => fresh,
+        };
+        let tick = (w.idle_timeout / 2).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let ticker = myself.send_interval(tick, || ProcessMsg::Tick);
+        ctx.slots.process.set(myself);
+        Ok(ProcessState { ctx, windows, ticker: Some(ticker) })
+    }
+
+    async fn handle(&self, _myself: ActorRef<ProcessMsg>, msg: ProcessMsg, st: &mut ProcessState) -> R<()> {
+        match msg {
+            ProcessMsg::Assign(tps) => st.windows.assign(&tps, Instant::now()),
+            ProcessMsg::Records { epoch, records } => {
+                let started = Instant::now();
+                let now = Instant::now();
+                let mut accepted = 0u64;
+                for r in records {
+                    match st.windows.add(&r.source, r.ts, &r.key, r.value, now) {
+                        Ok(()) => accepted += 1,
+                        Err(late) => {
+                            let detail =
+                                format!("event time {} falls in window starting {} which closed at watermark {}", r.ts, late.window_start, late.watermark);
+                            st.ctx.send_to_dlq(&r.source, &r.envelope, "process", "late", &detail, None).await?;
+                        }
+                    }
+                }
+                st.ctx.stats.add(Stage::Process, accepted);
+                let windows = st.close();
+                metrics::histogram!("vigil_stage_batch_seconds", "stage" => "process").record(started.elapsed().as_secs_f64());
+                st.ctx.slots.sink.send("sink", SinkMsg::Windows { credit: Some(epoch), windows })?;
+            }
+            ProcessMsg::Tick => {
+                let windows = st.close();
+                if !windows.is_empty() {
+                    st.ctx.slots.sink.send("sink", SinkMsg::Windows { credit: None, windows })?;
+                }
+            }
+            ProcessMsg::Barrier(mut b) => {
+                b.states.insert("process".into(), store::encode("process window state", &st.windows)?);
+                st.ctx.slots.sink.send("sink", SinkMsg::Barrier(b))?;
+            }
+            ProcessMsg::Panic(m) => panic!("injected panic in process: {m}"),
+        }
+        Ok(())
+    }
+
+    async fn post_stop(&self, _myself: ActorRef<ProcessMsg>, st: &mut ProcessState) -> R<()> {
+        if let Some(t) = st.ticker.take() {
+            t.abort();
+        }
+        Ok(())
+    }
+}

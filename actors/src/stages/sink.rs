@@ -1,0 +1,114 @@
+//! Sink: writes closed windows (JSON or Confluent-framed Avro) and completes checkpoints.
+use super::R;
+use crate::pipeline::{Barrier, IngestMsg, NodeCtx, SinkMsg};
+use crate::Error;
+use ractor::{Actor, ActorRef};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+use vigil_runtime::kafka::OutRecord;
+use vigil_runtime::stats::{CheckpointSummary, Stage};
+use vigil_runtime::store::{Checkpoint, CheckpointMeta};
+/// Sink: writes closed windows with deterministic keys, returns credits, and completes
+/// checkpoints: flush outputs, then one atomic RocksDB commit.
+#[derive(Clone, Copy)]
+pub struct Sink;
+
+/// Sink's state.
+pub struct SinkState {
+    ctx: Arc<NodeCtx>,
+    failed_before: u64,
+}
+
+impl Actor for Sink {
+    type Msg = SinkMsg;
+    type State = SinkState;
+    type Arguments = Arc<NodeCtx>;
+
+    async fn pre_start(&self, myself: ActorRef<SinkMsg>, ctx: Arc<NodeCtx>) -> R<SinkState> {
+        ctx.slots.sink.set(myself);
+        let failed_before = ctx.producer.failed();
+        Ok(SinkState { ctx, failed_before })
+    }
+
+    async fn handle(&self, _myself: ActorRef<SinkMsg>, msg: SinkMsg, st: &mut SinkState) -> R<()> {
+        let ctx = st.ctx.clone();
+        match msg {
+            SinkMsg::Windows { credit, windows } => {
+                let started = Instant::now();
+                let topic = &ctx.config.pipeline.sink_topic;
+                let node = ctx.config.node.id.as_bytes();
+                let mut records = 0u64;
+                for w in &windows {
+                    let key = w.output_key();
+                    let payload = match &ctx.sink_schema {
+                        Some((id, schema)) => {
+                            let datum = apache_avro::to_avro_datum(schema, w.to_avro()).map_err(|e| Error::Encode(e.to_string()))?;
+                            crate::registry::wire::frame(*id, &datum)
+                        }
+                        None => serde_json::to_vec(w).map_err(|e| Error::Encode(e.to_string()))?,
+                    };
+                    let headers: [(&str, &[u8]); 1] = [("vigil.node", node)];
+                    ctx.producer.send(&OutRecord { topic, key: key.as_bytes(), payload: &payload, headers: &headers }, ctx.send_timeout()).await?;
+                    records += w.count;
+                }
+                ctx.stats.add(Stage::Sink, windows.len() as u64);
+                ctx.stats.add_window_records(records);
+                metrics::histogram!("vigil_stage_batch_seconds", "stage" => "sink").record(started.elapsed().as_secs_f64());
+                if let Some(epoch) = credit {
+                    // Ingest may be stopping or restarting; its successor starts with fresh credits.
+                    let _ = ctx.slots.ingest.send("ingest", IngestMsg::Credit { epoch });
+                }
+            }
+            SinkMsg::Barrier(b) => self.complete_checkpoint(st, b).await?,
+            SinkMsg::Panic(m) => panic!("injected panic in sink: {m}"),
+        }
+        Ok(())
+    }
+}
+
+impl Sink {
+    async fn complete_checkpoint(&self, st: &mut SinkState, b: Barrier) -> crate::Result<()> {
+        let ctx = st.ctx.clone();
+        let id = b.id;
+        let size = match self.commit(st, b).await {
+            Ok(size) => size,
+            Err(e) => {
+                ctx.stats.checkpoint_failed();
+                return Err(e);
+            }
+        };
+        ctx.checkpoint_done.send_if_modified(|d| {
+            let newer = id > *d;
+            if newer {
+                *d = id;
+            }
+            newer
+        });
+        st.failed_before = ctx.producer.failed();
+        tracing::debug!(checkpoint = id, size, "checkpoint committed");
+        Ok(())
+    }
+
+    /// Flush outputs, then commit offsets, states and metadata atomically. Returns the
+    /// state size in bytes.
+    async fn commit(&self, st: &SinkState, b: Barrier) -> crate::Result<u64> {
+        let ctx = &st.ctx;
+        let cfg = &ctx.config.checkpoint;
+        ctx.producer.flush_checked(cfg.flush_timeout, st.failed_before).await?;
+        let state_bytes: BTreeMap<String, u64> = b.states.iter().map(|(k, v)| (k.clone(), v.len() as u64)).collect();
+        let meta = CheckpointMeta {
+            id: b.id,
+            completed_ms: vigil_runtime::now_ms(),
+            node_id: ctx.config.node.id.clone(),
+            offsets: b.offsets,
+            state_bytes,
+            duration_us: b.injected.elapsed().as_micros() as u64,
+        };
+        let size: u64 = meta.state_bytes.values().sum();
+        let summary = CheckpointSummary { id: meta.id, completed_ms: meta.completed_ms, duration_us: meta.duration_us };
+        ctx.store.commit_checkpoint(&Checkpoint { meta, states: b.states }, cfg.retained)?;
+        ctx.stats.checkpointed(summary, size);
+        Ok(size)
+    }
+}

@@ -1,0 +1,116 @@
+//! Validate: decodes each record once (plain JSON, or Confluent-framed Avro / JSON Schema
+//! through the registry), applies the field rules, and sends failures to the DLQ with a
+//! reason and the schema subject/version. Counts records per schema version.
+use super::R;
+use crate::pipeline::{NodeCtx, ProcessMsg, Record, ValidateMsg};
+use crate::validate::{DecodeResult, Parsed, Reject, SchemaInfo, SourceDecoder};
+use crate::Error;
+use ractor::{Actor, ActorRef};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+use vigil_runtime::envelope::{Envelope, PartitionBatch, TopicPartition};
+use vigil_runtime::stats::Stage;
+
+/// Validate stage.
+#[derive(Clone, Copy)]
+pub struct Validate;
+
+/// Validate's state: one decoder per source (each caches its schema resolutions).
+pub struct ValidateState {
+    ctx: Arc<NodeCtx>,
+    decoders: Vec<SourceDecoder>,
+    by_topic: HashMap<String, usize>,
+}
+
+type Verdict = Result<(Parsed, Option<SchemaInfo>), (Reject, Option<SchemaInfo>)>;
+
+impl ValidateState {
+    /// Decode and check every record of a batch (no awaits: may run in `block_in_place`).
+    fn judge(&mut self, batches: Vec<PartitionBatch>) -> crate::Result<Vec<(TopicPartition, Envelope, Verdict)>> {
+        let ctx = self.ctx.clone();
+        let window = &ctx.config.pipeline.window;
+        let mut out = Vec::with_capacity(batches.iter().map(|b| b.records.len()).sum());
+        for pb in batches {
+            let idx = self.by_topic.get(&pb.source.topic).copied();
+            for env in pb.records {
+                let decoded: DecodeResult = match idx.and_then(|i| self.decoders.get_mut(i)) {
+                    Some(d) => d.decode(&env.payload, ctx.resolver.as_ref()).map_err(Error::Registry)?,
+                    None => Err((Reject::BadFraming(format!("topic `{}` is not a configured source", pb.source.topic)), None)),
+                };
+                let verdict = decoded.and_then(|(rec, info)| match ctx.rules.apply(&rec, window) {
+                    Ok(p) => Ok((p, info)),
+                    Err(r) => Err((r, info)),
+                });
+                out.push((pb.source.clone(), env, verdict));
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Actor for Validate {
+    type Msg = ValidateMsg;
+    type State = ValidateState;
+    type Arguments = Arc<NodeCtx>;
+
+    async fn pre_start(&self, myself: ActorRef<ValidateMsg>, ctx: Arc<NodeCtx>) -> R<ValidateState> {
+        ctx.slots.validate.set(myself);
+        let sources = &ctx.config.pipeline.sources;
+        let decoders = sources.iter().map(SourceDecoder::new).collect();
+        let by_topic = sources.iter().enumerate().map(|(i, s)| (s.topic.clone(), i)).collect();
+        Ok(ValidateState { ctx, decoders, by_topic })
+    }
+
+    async fn handle(&self, _myself: ActorRef<ValidateMsg>, msg: ValidateMsg, st: &mut ValidateState) -> R<()> {
+        let ctx = st.ctx.clone();
+        match msg {
+            ValidateMsg::Assign(tps) => ctx.slots.process.send("process", ProcessMsg::Assign(tps))?,
+            ValidateMsg::Batch { epoch, batches } => {
+                let started = Instant::now();
+                // An external registry answers over HTTP on a cache miss: keep that off the async workers.
+                let judged = if ctx.resolver_blocks { tokio::task::block_in_place(|| st.judge(batches))? } else { st.judge(batches)? };
+                let mut records = Vec::with_capacity(judged.len());
+                let mut usage: BTreeMap<(String, u32), u64> = BTreeMap::new();
+                let mut deprecated: BTreeMap<(String, u32), u64> = BTreeMap::new();
+                let mut failures: BTreeMap<String, u64> = BTreeMap::new();
+                for (source, envelope, verdict) in judged {
+                    match verdict {
+                        Ok((v, info)) => {
+                            if let Some(SchemaInfo { subject, version: Some(version), deprecated: dep, .. }) = info {
+                                if dep {
+                                    *deprecated.entry((subject.clone(), version)).or_default() += 1;
+                                }
+                                *usage.entry((subject, version)).or_default() += 1;
+                            }
+                            records.push(Record { source, envelope, key: v.key, value: v.value, ts: v.ts });
+                        }
+                        Err((r, info)) => {
+                            let code = r.code();
+                            ctx.send_to_dlq(&source, &envelope, "validate", &code, &r.to_string(), info.as_ref()).await?;
+                            *failures.entry(code).or_default() += 1;
+                        }
+                    }
+                }
+                for ((subject, version), n) in &usage {
+                    metrics::counter!("vigil_schema_records_total", "subject" => subject.clone(), "version" => version.to_string()).increment(*n);
+                }
+                for ((subject, version), n) in &deprecated {
+                    metrics::counter!("vigil_deprecated_schema_records_total", "subject" => subject.clone(), "version" => version.to_string()).increment(*n);
+                }
+                for (reason, n) in failures {
+                    metrics::counter!("vigil_validation_failures_total", "reason" => reason).increment(n);
+                }
+                if let Some(reg) = &ctx.registry {
+                    reg.record_usage(&usage, vigil_runtime::now_ms());
+                }
+                ctx.stats.add(Stage::Validate, records.len() as u64);
+                metrics::histogram!("vigil_stage_batch_seconds", "stage" => "validate").record(started.elapsed().as_secs_f64());
+                ctx.slots.process.send("process", ProcessMsg::Records { epoch, records })?;
+            }
+            ValidateMsg::Barrier(b) => ctx.slots.process.send("process", ProcessMsg::Barrier(b))?,
+            ValidateMsg::Panic(m) => panic!("injected panic in validate: {m}"),
+        }
+        Ok(())
+    }
+}
