@@ -245,6 +245,13 @@ fn embedded_default_runs_every_stage() {
         (ingest > first[0]).then_some(ingest)
     });
     assert!(rising > first[0]);
+    // The generator writes Avro through the node's own registry.
+    let admin = v["admin"].as_str().expect("admin").trim_start_matches("http://").to_string();
+    assert_eq!(v["registry"].as_str(), Some(format!("http://{admin}").as_str()));
+    let subjects: Vec<String> = serde_json::from_str(&http_get(&admin, "/subjects").expect("subjects")).expect("json");
+    assert_eq!(subjects, vec!["events-value"]);
+    let m = http_get(&metrics, "/metrics").expect("metrics");
+    assert!(metric(&m, r#"vigil_schema_records_total{subject="events-value",version="1"}"#).unwrap_or(0.0) > 0.0, "{m}");
     assert!(p.terminate(Duration::from_secs(60)).success());
     assert!(dir.path().join("vigil-data").is_dir(), "data under ./vigil-data");
 }

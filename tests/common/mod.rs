@@ -128,13 +128,33 @@ pub struct NodeCfg<'a> {
     pub checkpoint_ms: u64,
     /// Ingest rate limit (0 = unlimited).
     pub rate: u32,
+    /// Source format: `json`, `avro` or `json_schema`.
+    pub format: &'a str,
+    /// Sink format: `json` or `avro`.
+    pub sink_format: &'a str,
+    /// Extra TOML appended to the file (more sources, rules).
+    pub extra: &'a str,
 }
 
 impl<'a> NodeCfg<'a> {
     /// Source `events`, sink `out`, DLQ `dlq`, 1 s windows, batches of 100, checkpoints
     /// every 100 ms, no rate limit; override fields with struct update syntax.
     pub fn new(bootstrap: &'a str, data_dir: &'a Path, group: &'a str) -> Self {
-        NodeCfg { bootstrap, data_dir, source: "events", sink: "out", dlq: "dlq", group, window_ms: 1_000, batch_max_records: 100, checkpoint_ms: 100, rate: 0 }
+        NodeCfg {
+            bootstrap,
+            data_dir,
+            source: "events",
+            sink: "out",
+            dlq: "dlq",
+            group,
+            window_ms: 1_000,
+            batch_max_records: 100,
+            checkpoint_ms: 100,
+            rate: 0,
+            format: "json",
+            sink_format: "json",
+            extra: "",
+        }
     }
 }
 
@@ -156,9 +176,11 @@ dlq_topic = "{dlq}"
 batch_max_records = {batch}
 inflight_batches_max = 4
 max_records_per_sec = {rate}
+sink_format = "{sink_format}"
 
 [[pipeline.sources]]
 topic = "{source}"
+format = "{format}"
 
 [pipeline.window]
 size = "{window}ms"
@@ -179,6 +201,8 @@ status_interval = "1s"
 
 [generator]
 enabled = false
+
+{extra}
 "#,
         data = c.data_dir.display(),
         bootstrap = c.bootstrap,
@@ -190,6 +214,9 @@ enabled = false
         window = c.window_ms,
         cp = c.checkpoint_ms,
         rate = c.rate,
+        format = c.format,
+        sink_format = c.sink_format,
+        extra = c.extra,
     );
     let path = dir.join(format!("{}.toml", c.group));
     std::fs::write(&path, text).expect("write config");
@@ -201,6 +228,13 @@ pub struct NodeProc {
     pub proc: Proc,
     pub metrics: String,
     pub admin: String,
+}
+
+impl NodeProc {
+    /// The node's schema registry URL (its admin address).
+    pub fn registry(&self) -> String {
+        format!("http://{}", self.admin)
+    }
 }
 
 pub fn start_node(config: &Path) -> NodeProc {
@@ -239,25 +273,53 @@ pub fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(name_and_labels).and_then(|rest| rest.trim().parse().ok()))
 }
 
-/// Run `vigil gen` to completion.
+/// Run `vigil gen` to completion (plain JSON).
 pub fn gen(bootstrap: &str, topic: &str, count: u64, seed: u64, bad_ratio: f64, start_ms: i64, step_ms: i64) {
-    let status = std::process::Command::new(BIN)
-        .args(["gen", "--bootstrap", bootstrap, "--topic", topic, "--count", &count.to_string(), "--seed", &seed.to_string()])
+    gen_format(bootstrap, topic, count, seed, bad_ratio, start_ms, step_ms, "json", None);
+}
+
+/// Run `vigil gen` to completion in `format`, registering its schema at `registry`.
+#[allow(clippy::too_many_arguments)]
+pub fn gen_format(bootstrap: &str, topic: &str, count: u64, seed: u64, bad_ratio: f64, start_ms: i64, step_ms: i64, format: &str, registry: Option<&str>) {
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(["gen", "--bootstrap", bootstrap, "--topic", topic, "--count", &count.to_string(), "--seed", &seed.to_string()])
         .args(["--bad-ratio", &bad_ratio.to_string(), "--start-ms", &start_ms.to_string(), "--step-ms", &step_ms.to_string(), "--users", "20", "--json"])
-        .env("VIGIL_LOG", "warn")
-        .stdout(Stdio::null())
-        .status()
-        .expect("run vigil gen");
+        .args(["--format", format]);
+    if let Some(r) = registry {
+        cmd.args(["--registry", r]);
+    }
+    let status = cmd.env("VIGIL_LOG", "warn").stdout(Stdio::null()).status().expect("run vigil gen");
     assert!(status.success(), "vigil gen failed: {status}");
+}
+
+/// Produce raw values (with keys) to a topic and wait for every acknowledgement.
+pub fn produce_raw(bootstrap: &str, topic: &str, records: &[(String, Vec<u8>)]) {
+    let p: BaseProducer = ClientConfig::new().set("bootstrap.servers", bootstrap).create().expect("producer");
+    for (k, v) in records {
+        loop {
+            match p.send(BaseRecord::to(topic).key(k).payload(v)) {
+                Ok(()) => break,
+                Err((e, _)) => {
+                    assert!(matches!(e, rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull)), "produce: {e}");
+                    p.poll(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    p.flush(Duration::from_secs(30)).expect("flush");
 }
 
 /// One record per partition with event time far in the future, so every window of the
 /// test data closes (event-time semantics: windows close when the watermark passes).
 pub fn send_sentinels(bootstrap: &str, topic: &str, partitions: i32, ts: i64) {
+    send_sentinel_values(bootstrap, topic, partitions, format!(r#"{{"user":"~sentinel","amount":0,"ts":{ts}}}"#).as_bytes());
+}
+
+/// One copy of `value` to every partition (sentinels in any format).
+pub fn send_sentinel_values(bootstrap: &str, topic: &str, partitions: i32, value: &[u8]) {
     let p: BaseProducer = ClientConfig::new().set("bootstrap.servers", bootstrap).create().expect("producer");
     for part in 0..partitions {
-        let v = format!(r#"{{"user":"~sentinel","amount":0,"ts":{ts}}}"#);
-        p.send(BaseRecord::to(topic).partition(part).key("~sentinel").payload(&v)).expect("send sentinel");
+        p.send(BaseRecord::to(topic).partition(part).key("~sentinel").payload(value)).expect("send sentinel");
     }
     p.flush(Duration::from_secs(30)).expect("flush sentinels");
 }
