@@ -195,3 +195,60 @@ fn a_node_can_use_an_external_registry() {
     assert!(http_get(&b.admin, "/subjects").map(|t| !t.contains("events-value")).unwrap_or(true));
     drop(a);
 }
+
+fn vigil(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(BIN).args(args).env("VIGIL_LOG", "warn").output().expect("run vigil");
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// `vigil schema` over the node's registry, with the shipped example schemas and config.
+#[test]
+fn schema_cli_registers_checks_and_governs() {
+    let example = |f: &str| format!("{}/examples/schemas/{f}", env!("CARGO_MANIFEST_DIR"));
+    let (ok, out) = vigil(&["config", "check", &example("node.toml")]);
+    assert!(ok, "the example config is valid: {out}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_broker, bootstrap) = start_broker(1, &["payments", "out", "dlq"]);
+    let data = dir.path().join("data");
+    let node = start_node(&write_config(dir.path(), &NodeCfg { source: "payments", format: "avro", ..NodeCfg::new(&bootstrap, &data, "cli") }));
+    let a = node.admin.as_str();
+    let (ok, out) = vigil(&["schema", "register", "payments-value", &example("payment-v1.avsc"), "--admin", a, "--json"]);
+    assert!(ok, "{out}");
+    let v1: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(v1["version"], 1);
+    let (ok, out) = vigil(&["schema", "check", "payments-value", &example("payment-v2.avsc"), "--admin", a]);
+    assert!(ok && out.contains("compatible"), "{out}");
+    let (ok, out) = vigil(&["schema", "check", "payments-value", &example("payment-bad.avsc"), "--admin", a]);
+    assert!(!ok && out.contains("INCOMPATIBLE") && out.contains("TYPE_MISMATCH"), "{out}");
+    let (ok, out) = vigil(&["schema", "register", "payments-value", &example("payment-bad.avsc"), "--admin", a]);
+    assert!(!ok && out.contains("HTTP 409"), "{out}");
+    let (ok, out) = vigil(&["schema", "register", "payments-value", &example("payment-v2.avsc"), "--admin", a]);
+    assert!(ok && out.contains("version 2"), "{out}");
+    let (ok, out) = vigil(&["schema", "get", "payments-value", "--version", "1", "--admin", a, "--json"]);
+    assert!(ok, "{out}");
+    let got: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(got["id"], v1["id"]);
+    let (ok, out) = vigil(&["schema", "get", "--id", &v1["id"].to_string(), "--admin", a]);
+    assert!(ok && out.contains("\"Payment\""), "{out}");
+    let (ok, out) = vigil(&["schema", "deprecate", "payments-value", "1", "--admin", a]);
+    assert!(ok && out.contains("deprecated"), "{out}");
+    let (ok, out) = vigil(&["schema", "config", "payments-value", "--set", "full", "--admin", a]);
+    assert!(ok && out.contains("FULL"), "{out}");
+    let (ok, out) = vigil(&["schema", "list", "--admin", a]);
+    assert!(ok && out.contains("deprecated") && out.contains("payments-value"), "{out}");
+    let (ok, out) = vigil(&["schema", "delete", "payments-value", "--version", "1", "--permanent", "--admin", a]);
+    assert!(!ok && out.contains("40407"), "a permanent delete needs a soft delete first: {out}");
+    let (ok, out) = vigil(&["schema", "delete", "payments-value", "--version", "1", "--admin", a]);
+    assert!(ok, "{out}");
+    let (ok, out) = vigil(&["schema", "delete", "payments-value", "--version", "1", "--permanent", "--admin", a]);
+    assert!(ok, "{out}");
+    let (ok, out) = vigil(&["schema", "usage", "--admin", a, "--json"]);
+    assert!(ok, "{out}");
+    let (ok, out) = vigil(&["schema", "audit", "--admin", a, "--json"]);
+    assert!(ok, "{out}");
+    let audit: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    let actions: Vec<&str> = audit.as_array().expect("entries").iter().filter_map(|e| e["action"].as_str()).collect();
+    assert_eq!(actions, vec!["register", "register", "deprecate", "config", "delete_version", "delete_version_permanent"]);
+    let (ok, out) = vigil(&["schema", "list", "--admin", "127.0.0.1:1"]);
+    assert!(!ok && out.contains("cannot reach the registry"), "{out}");
+}

@@ -566,8 +566,17 @@ mod tests {
         assert_eq!(run(&good).map(|p| p.value), Ok(2.5));
         assert_eq!(run(&wire::frame(v2, &avro_record(&s2, "u2", 1.0, 5, Some("FR")))).map(|p| p.key), Ok("u2".into()));
         reg.set_lifecycle("t", "events-value", crate::registry::state::VersionSel::Number(1), Lifecycle::Deprecated).unwrap();
+        assert_eq!(run(&good).map(|p| p.key), Ok("u1".into()), "deprecated versions are still accepted");
+        let info = d2(&reg, &good);
+        assert!(info.deprecated && info.version == Some(1), "{info:?}");
         reg.set_lifecycle("t", "events-value", crate::registry::state::VersionSel::Number(1), Lifecycle::Archived).unwrap();
         assert_eq!(run(&good), Err("archived_schema".into()));
+    }
+
+    /// The schema facts a fresh decoder reports for a good record.
+    fn d2(reg: &Registry, bytes: &[u8]) -> SchemaInfo {
+        let mut d = SourceDecoder::new(&SourceConfig::new("events", SourceFormat::Avro));
+        d.decode(bytes, reg).unwrap().unwrap().1.unwrap()
     }
 
     #[test]

@@ -658,6 +658,9 @@ pub struct SchemaRegistryConfig {
     pub url: String,
     /// Compatibility level of subjects without their own. Default `BACKWARD`.
     pub default_compatibility: Compatibility,
+    /// Reject Avro schemas whose field defaults do not match their types (a union's default
+    /// must match its first branch). Default false, as Confluent's `avro.validate.defaults`.
+    pub avro_validate_defaults: bool,
     /// Largest accepted REST request body, bytes. Default 1048576 (1 MiB); larger gets 413.
     pub max_request_bytes: usize,
     /// Most schemas (distinct ids) the built-in registry holds. Default 100000.
@@ -684,6 +687,7 @@ impl Default for SchemaRegistryConfig {
         Self {
             url: String::new(),
             default_compatibility: Compatibility::Backward,
+            avro_validate_defaults: false,
             max_request_bytes: 1 << 20,
             max_schemas: 100_000,
             max_versions_per_subject: 10_000,

@@ -37,7 +37,11 @@ const ANNOTATIONS: [&str; 16] = [
 ];
 
 /// Keywords this module compares.
-const HANDLED: [&str; 28] = [
+const HANDLED: [&str; 32] = [
+    "dependencies",
+    "dependentRequired",
+    "dependentSchemas",
+    "propertyNames",
     "type",
     "enum",
     "const",
@@ -124,20 +128,32 @@ fn num(m: &Map<String, Value>, k: &str) -> Option<f64> {
     m.get(k).and_then(Value::as_f64)
 }
 
-/// `additionalProperties` of an object schema.
-enum Openness<'a> {
-    Open,
-    Closed,
-    Partial(&'a Value),
+/// Confluent's open content model: no `patternProperties`, `additionalProperties` absent
+/// or `true`. (`additionalProperties: {}` is a schema: partially open.)
+fn is_open(m: &Map<String, Value>) -> bool {
+    !m.get("patternProperties").and_then(Value::as_object).is_some_and(|p| !p.is_empty())
+        && matches!(m.get("additionalProperties"), None | Some(Value::Bool(true)))
 }
 
-fn openness(m: &Map<String, Value>) -> Openness<'_> {
-    match m.get("additionalProperties") {
-        None | Some(Value::Bool(true)) => Openness::Open,
-        Some(Value::Bool(false)) => Openness::Closed,
-        Some(s) if accepts_all(s) => Openness::Open,
-        Some(s) => Openness::Partial(s),
+/// The schema a partially open model gives an undeclared property: the first
+/// `patternProperties` entry whose regex matches, else an `additionalProperties` schema.
+fn partial_schema<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    if let Some(pp) = m.get("patternProperties").and_then(Value::as_object) {
+        for (pattern, schema) in pp {
+            if regex::Regex::new(pattern).is_ok_and(|re| re.is_match(key)) {
+                return Some(schema);
+            }
+        }
     }
+    m.get("additionalProperties").filter(|v| v.is_object())
+}
+
+fn permits_additional(m: &Map<String, Value>) -> bool {
+    m.get("additionalProperties") != Some(&Value::Bool(false))
+}
+
+fn string_set(v: &Value) -> Vec<&str> {
+    v.as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default()
 }
 
 impl Ctx<'_> {
@@ -327,20 +343,29 @@ impl Ctx<'_> {
     fn compare_object(&mut self, wm: &Map<String, Value>, rm: &Map<String, Value>, path: &str) {
         let wp = wm.get("properties").and_then(Value::as_object).unwrap_or(empty());
         let rp = rm.get("properties").and_then(Value::as_object).unwrap_or(empty());
-        let wreq: Vec<&str> = wm.get("required").and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
-        let rreq: Vec<&str> = rm.get("required").and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+        let wreq = wm.get("required").map(string_set).unwrap_or_default();
+        let rreq = rm.get("required").map(string_set).unwrap_or_default();
+        let has_default = |name: &str| rp.get(name).is_some_and(|s| s.get("default").is_some());
+        // Required-ness of properties both declare.
+        for name in wp.keys().filter(|k| rp.contains_key(*k)) {
+            if rreq.contains(&name.as_str()) && !wreq.contains(&name.as_str()) && !has_default(name) {
+                self.fail("REQUIRED_ATTRIBUTE_ADDED", &format!("{path}/required/{name}"));
+            }
+        }
         for (k, ws) in wp {
             let p = format!("{path}/properties/{k}");
             match rp.get(k) {
                 Some(rs) => self.compare(ws, rs, &p),
-                None => match openness(rm) {
-                    Openness::Open => {}
-                    Openness::Closed => self.fail("PROPERTY_REMOVED_FROM_CLOSED_CONTENT_MODEL", &p),
-                    Openness::Partial(ap) => {
+                // Removing: only the reader's content model matters.
+                None if is_open(rm) => {}
+                None => match partial_schema(rm, k) {
+                    Some(ap) => {
                         if !self.silently(ws, ap) {
                             self.fail("PROPERTY_REMOVED_NOT_COVERED_BY_PARTIALLY_OPEN_CONTENT_MODEL", &p);
                         }
                     }
+                    None if ws == &Value::Bool(false) => {}
+                    None => self.fail("PROPERTY_REMOVED_FROM_CLOSED_CONTENT_MODEL", &p),
                 },
             }
         }
@@ -348,62 +373,70 @@ impl Ctx<'_> {
             if wp.contains_key(k) {
                 continue;
             }
+            // Adding: only the writer's content model matters.
             let p = format!("{path}/properties/{k}");
-            let required = rreq.contains(&k.as_str());
-            let has_default = rs.get("default").is_some();
-            match openness(wm) {
-                Openness::Open => {
-                    if !accepts_all(rs) {
-                        self.fail("PROPERTY_ADDED_TO_OPEN_CONTENT_MODEL", &p);
-                    }
+            if is_open(wm) {
+                if !accepts_all(rs) {
+                    self.fail("PROPERTY_ADDED_TO_OPEN_CONTENT_MODEL", &p);
                 }
-                Openness::Closed => {
-                    if required && !has_default {
-                        self.fail("REQUIRED_PROPERTY_ADDED_TO_UNOPEN_CONTENT_MODEL", &p);
-                    }
-                }
-                Openness::Partial(ap) => {
-                    if !self.silently(ap, rs) {
-                        self.fail("PROPERTY_ADDED_NOT_COVERED_BY_PARTIALLY_OPEN_CONTENT_MODEL", &p);
-                    }
-                }
-            }
-        }
-        for name in &rreq {
-            if wreq.contains(name) {
                 continue;
             }
-            let newly_added_closed = !wp.contains_key(*name) && rp.contains_key(*name);
-            let has_default = rp.get(*name).is_some_and(|s| s.get("default").is_some());
-            if !newly_added_closed && !has_default {
-                self.fail("REQUIRED_ATTRIBUTE_ADDED", &format!("{path}/required/{name}"));
+            if let Some(ap) = partial_schema(wm, k) {
+                if !self.silently(ap, rs) {
+                    self.fail("PROPERTY_ADDED_NOT_COVERED_BY_PARTIALLY_OPEN_CONTENT_MODEL", &p);
+                }
+            }
+            if rreq.contains(&k.as_str()) && !has_default(k) {
+                self.fail("REQUIRED_PROPERTY_ADDED_TO_UNOPEN_CONTENT_MODEL", &p);
             }
         }
         let p = format!("{path}/additionalProperties");
-        match (openness(wm), openness(rm)) {
-            (Openness::Open, Openness::Closed) | (Openness::Partial(_), Openness::Closed) => self.fail("ADDITIONAL_PROPERTIES_REMOVED", &p),
-            (Openness::Open, Openness::Partial(_)) => self.fail("ADDITIONAL_PROPERTIES_NARROWED", &p),
-            (Openness::Partial(a), Openness::Partial(b)) => {
-                let (a, b) = (a.clone(), b.clone());
-                self.compare(&a, &b, &p);
+        let (wa, ra) = (wm.get("additionalProperties").filter(|v| v.is_object()), rm.get("additionalProperties").filter(|v| v.is_object()));
+        if permits_additional(wm) != permits_additional(rm) {
+            if !permits_additional(rm) {
+                self.fail("ADDITIONAL_PROPERTIES_REMOVED", &p);
             }
-            _ => {}
+        } else {
+            match (wa, ra) {
+                (None, Some(r)) if permits_additional(wm) && !accepts_all(r) => self.fail("ADDITIONAL_PROPERTIES_NARROWED", &p),
+                (Some(w), Some(r)) => {
+                    let (w, r) = (w.clone(), r.clone());
+                    self.compare(&w, &r, &p);
+                }
+                _ => {}
+            }
         }
         let wpp = wm.get("patternProperties").and_then(Value::as_object).unwrap_or(empty());
         let rpp = rm.get("patternProperties").and_then(Value::as_object).unwrap_or(empty());
         for (k, rs) in rpp {
-            let p = format!("{path}/patternProperties/{k}");
-            match wpp.get(k) {
-                Some(ws) => self.compare(ws, rs, &p),
-                None if matches!(openness(wm), Openness::Open) && !accepts_all(rs) => self.fail("PATTERN_PROPERTY_ADDED_TO_OPEN_CONTENT_MODEL", &p),
-                None => {}
+            if let Some(ws) = wpp.get(k) {
+                self.compare(ws, rs, &format!("{path}/patternProperties/{k}"));
             }
         }
-        for k in ["dependencies", "dependentRequired", "dependentSchemas", "propertyNames"] {
-            if let Some(v) = rm.get(k) {
-                if wm.get(k) != Some(v) {
-                    self.fail(&format!("{}_CHANGED", screaming(k)), path);
+        // Dependencies: narrowing or removing is compatible, adding or extending is not.
+        for k in ["dependencies", "dependentRequired", "dependentSchemas"] {
+            let (wd, rd) = (wm.get(k).and_then(Value::as_object).unwrap_or(empty()), rm.get(k).and_then(Value::as_object).unwrap_or(empty()));
+            for (prop, r) in rd {
+                let p = format!("{path}/{k}/{prop}");
+                match (wd.get(prop), r.is_array()) {
+                    (None, true) => self.fail("DEPENDENCY_ARRAY_ADDED", &p),
+                    (None, false) => self.fail("DEPENDENCY_SCHEMA_ADDED", &p),
+                    (Some(w), true) => {
+                        let (ws, rs) = (string_set(w), string_set(r));
+                        if !rs.iter().all(|x| ws.contains(x)) {
+                            self.fail("DEPENDENCY_ARRAY_EXTENDED", &p);
+                        }
+                    }
+                    (Some(w), false) => {
+                        let (w, r) = (w.clone(), r.clone());
+                        self.compare(&w, &r, &p);
+                    }
                 }
+            }
+        }
+        if let Some(v) = rm.get("propertyNames") {
+            if wm.get("propertyNames") != Some(v) {
+                self.fail("PROPERTY_NAMES_CHANGED", path);
             }
         }
     }

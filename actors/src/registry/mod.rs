@@ -307,6 +307,12 @@ impl Registry {
     /// # Errors
     /// As [`State::register`].
     pub fn register(&self, actor: &str, subject: &str, schema: Arc<ParsedSchema>) -> Result<Registered, RegistryError> {
+        if self.cfg.avro_validate_defaults {
+            if let Err(e) = schema.check_defaults() {
+                metrics::counter!("vigil_schema_registrations_total", "outcome" => "invalid").increment(1);
+                return Err(RegistryError::InvalidSchema(e));
+            }
+        }
         let c = Change { now_ms: vigil_runtime::now_ms(), actor };
         let rules = self.cfg.lint.for_subject(subject);
         let (default, limits) = (self.cfg.default_compatibility, self.limits());

@@ -75,9 +75,7 @@ impl ParsedSchema {
                 // apache-avro panics on some malformed names instead of returning an error.
                 let parsed = std::panic::catch_unwind(|| apache_avro::Schema::parse(&json))
                     .map_err(|_| "invalid Avro schema: the parser rejected a name or namespace".to_string())?;
-                let parsed = parsed.map_err(|e| format!("invalid Avro schema: {e}"))?;
-                check_avro_defaults(&parsed)?;
-                Body::Avro(parsed)
+                Body::Avro(parsed.map_err(|e| format!("invalid Avro schema: {e}"))?)
             }
             SchemaType::Json => {
                 if !(json.is_object() || json.is_boolean()) {
@@ -121,11 +119,21 @@ impl ParsedSchema {
             Body::Avro(_) => None,
         }
     }
+
+    /// Check every Avro record field default against the field's type (a union's default
+    /// must match its first branch), as Confluent does with `avro.validate.defaults=true`.
+    /// JSON Schemas pass.
+    ///
+    /// # Errors
+    /// A message naming the field whose default does not match.
+    pub fn check_defaults(&self) -> Result<(), String> {
+        match self.avro() {
+            Some(a) => check_avro_defaults(a),
+            None => Ok(()),
+        }
+    }
 }
 
-/// Check every record field default against the field's type, as Avro's Java parser does
-/// with default validation on (Confluent rejects such schemas): a union's default must
-/// match its first branch.
 fn check_avro_defaults(schema: &apache_avro::Schema) -> Result<(), String> {
     let resolved = apache_avro::schema::ResolvedSchema::try_from(schema).map_err(|e| format!("invalid Avro schema: {e}"))?;
     let mut seen = std::collections::HashSet::new();
@@ -251,9 +259,18 @@ mod tests {
         assert!(ParsedSchema::parse(SchemaType::Avro, "{").unwrap_err().contains("not valid JSON"));
         assert!(ParsedSchema::parse(SchemaType::Avro, r#"{"type":"record","name":"r"}"#).unwrap_err().contains("invalid Avro"));
         assert!(ParsedSchema::parse(SchemaType::Avro, r#"{"type":"record","name":"1bad","fields":[]}"#).is_err());
-        // A default must match the first union branch.
-        let bad_default = r#"{"type":"record","name":"r","fields":[{"name":"f","type":["null","string"],"default":"x"}]}"#;
-        assert!(ParsedSchema::parse(SchemaType::Avro, bad_default).is_err());
+        // Like Confluent (avro.validate.defaults=false), a default that does not match the
+        // first union branch parses; the strict check rejects it.
+        let bad_default = r#"{"type":"record","name":"r","fields":[{"name":"f","type":["null","string"],"default":"null"}]}"#;
+        let parsed = ParsedSchema::parse(SchemaType::Avro, bad_default).unwrap();
+        assert!(parsed.check_defaults().unwrap_err().contains("field `f`"));
+        let nested = r#"{"type":"record","name":"r","fields":[{"name":"n","type":{"type":"record","name":"n","fields":[{"name":"e","type":{"type":"enum","name":"E","symbols":["A"]},"default":"B"}]}}]}"#;
+        // (apache-avro itself rejects some bad defaults at parse time; either way it is refused.)
+        assert!(ParsedSchema::parse(SchemaType::Avro, nested).map_or(true, |p| p.check_defaults().is_err()));
+        let nested_union = r#"{"type":"record","name":"r","fields":[{"name":"n","type":{"type":"record","name":"n","fields":[{"name":"u","type":["int","null"],"default":null}]}}]}"#;
+        assert!(ParsedSchema::parse(SchemaType::Avro, nested_union).unwrap().check_defaults().unwrap_err().contains("field `u`"));
+        let good = r#"{"type":"record","name":"r","fields":[{"name":"f","type":["null","string"],"default":null},{"name":"l","type":{"type":"array","items":"int"},"default":[1,2]}]}"#;
+        assert!(ParsedSchema::parse(SchemaType::Avro, good).unwrap().check_defaults().is_ok());
         assert!(ParsedSchema::parse(SchemaType::Json, "[1]").unwrap_err().contains("object or a boolean"));
         assert!(ParsedSchema::parse(SchemaType::Json, r#"{"type":"nope"}"#).is_err());
         assert_eq!(SchemaType::parse(Some("PROTOBUF")).unwrap_err(), "schema type PROTOBUF is not supported by this registry (AVRO and JSON are)");

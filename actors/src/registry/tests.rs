@@ -185,6 +185,13 @@ fn cases() -> Vec<Case> {
         json("FORWARD_TRANSITIVE: only the oldest version conflicts", ForwardTransitive, obj(r#""a":{"type":"number"}"#, ""), vec![obj(r#""a":{"type":"integer"}"#, ""), obj(r#""a":{"type":"number"}"#, "")], false),
         json("FULL_TRANSITIVE: identical schemas", FullTransitive, a_str.clone(), vec![a_str.clone(), a_str.clone()], true),
         json("NONE accepts a closed model losing a property", Compatibility::None, obj("", r#","additionalProperties":false"#), vec![a_str_closed.clone()], true),
+        json("additionalProperties {} is partially open: an untyped added property is covered", Backward, obj(r#""a":{"type":"string"},"b":{}"#, r#","additionalProperties":{}"#), vec![obj(r#""a":{"type":"string"}"#, r#","additionalProperties":{}"#)], true),
+        json("additionalProperties {} does not cover a typed added property", Backward, obj(r#""a":{"type":"string"},"b":{"type":"integer"}"#, r#","additionalProperties":{}"#), vec![obj(r#""a":{"type":"string"}"#, r#","additionalProperties":{}"#)], false),
+        json("patternProperties cover an added property", Backward, obj(r#""a":{"type":"string"},"x_b":{"type":"string"}"#, r#","patternProperties":{"^x_":{"type":"string"}}"#), vec![obj(r#""a":{"type":"string"}"#, r#","patternProperties":{"^x_":{"type":"string"}}"#)], true),
+        json("a property with schema false can be removed from a closed model", Backward, obj("", r#","additionalProperties":false"#), vec![obj(r#""a":false"#, r#","additionalProperties":false"#)], true),
+        json("required naming an undeclared property is not checked", Backward, obj(r#""a":{"type":"string"}"#, r#","additionalProperties":false,"required":["zz"]"#), vec![a_str_closed.clone()], true),
+        json("dependency array narrowed is backward compatible", Backward, obj(r#""a":{"type":"string"},"b":{"type":"string"}"#, r#","dependencies":{"a":["b"]}"#), vec![obj(r#""a":{"type":"string"},"b":{"type":"string"}"#, r#","dependencies":{"a":["b","c"]}"#)], true),
+        json("dependency array added is not backward compatible", Backward, obj(r#""a":{"type":"string"},"b":{"type":"string"}"#, r#","dependencies":{"a":["b"]}"#), vec![obj(r#""a":{"type":"string"},"b":{"type":"string"}"#, "")], false),
         json("nested object property type change", Backward, obj(r#""o":{"type":"object","properties":{"x":{"type":"boolean"}}}"#, ""), vec![obj(r#""o":{"type":"object","properties":{"x":{"type":"string"}}}"#, "")], false),
         json("array items widened", Backward, obj(r#""l":{"type":"array","items":{"type":"number"}}"#, ""), vec![obj(r#""l":{"type":"array","items":{"type":"integer"}}"#, "")], true),
     ]
@@ -316,6 +323,14 @@ fn policy_archives_deprecated_versions() {
     let done = r.apply_lifecycle_policy(now + 61_000).unwrap();
     assert_eq!(done.len(), 1);
     assert_eq!(r.snapshot().version("s", VersionSel::Number(1), false).unwrap().state, Lifecycle::Archived);
+}
+
+#[test]
+fn invalid_defaults_are_refused_only_when_configured() {
+    let bad = r#"{"type":"record","name":"myrecord","fields":[{"type":["null","string"],"name":"f1","default":"null"}]}"#;
+    assert!(Registry::in_memory().register("t", "s", parse(bad)).is_ok(), "Confluent's default accepts it");
+    let strict = Registry::open(Arc::new(MemStorage::default()), SchemaRegistryConfig { avro_validate_defaults: true, ..SchemaRegistryConfig::default() }).unwrap();
+    assert_eq!(strict.register("t", "s", parse(bad)).unwrap_err().code(), 42201);
 }
 
 #[test]
