@@ -558,7 +558,10 @@ async fn gen(a: GenArgs) -> Result<std::process::ExitCode> {
             serde_json::json!({"topic": a.topic, "format": format, "produced": produced, "bad": bad, "seed": a.seed, "start_ms": start_ms, "step_ms": step_ms, "seconds": secs})
         );
     } else {
-        println!("produced {produced} {format} records ({bad} malformed) to {} in {secs:.1}s (seed {}, start_ms {start_ms}, step_ms {step_ms})", a.topic, a.seed);
+        println!(
+            "produced {produced} {format} records ({bad} malformed) to {} in {secs:.1}s (seed {}, start_ms {start_ms}, step_ms {step_ms})",
+            a.topic, a.seed
+        );
     }
     Ok(std::process::ExitCode::SUCCESS)
 }

@@ -203,7 +203,13 @@ pub(crate) fn run(cmd: SchemaCmd) -> Result<ExitCode> {
             };
             print(target.json, &v, |v| {
                 if let Some(s) = v.get("subject") {
-                    println!("{} version {} id {} ({})", s.as_str().unwrap_or_default(), v["version"], v["id"], v.get("schemaType").and_then(Value::as_str).unwrap_or("AVRO"));
+                    println!(
+                        "{} version {} id {} ({})",
+                        s.as_str().unwrap_or_default(),
+                        v["version"],
+                        v["id"],
+                        v.get("schemaType").and_then(Value::as_str).unwrap_or("AVRO")
+                    );
                 }
                 let schema: Value = v["schema"].as_str().and_then(|s| serde_json::from_str(s).ok()).unwrap_or(Value::Null);
                 println!("{}", serde_json::to_string_pretty(&schema).unwrap_or_default());

@@ -80,7 +80,8 @@ fn avro_records_are_validated_and_every_failure_reaches_the_dlq_with_its_reason(
     assert_eq!(st, 200, "{other}");
     let other_wire = Wire::avro(other["id"].as_u64().expect("id") as u32).expect("wire");
     // 3. A compatible v2, archived with the CLI before anything is written with it.
-    let v2_schema = AVRO_SCHEMA.replace(r#"{"name":"country""#, r#"{"name":"channel","type":"string","default":"web","doc":"Sales channel"},{"name":"country""#);
+    let v2_schema =
+        AVRO_SCHEMA.replace(r#"{"name":"country""#, r#"{"name":"channel","type":"string","default":"web","doc":"Sales channel"},{"name":"country""#);
     let (st, v2) = post(&format!("{registry}/subjects/events-value/versions"), serde_json::json!({"schema": v2_schema}));
     assert_eq!((st, v2["version"].as_u64()), (200, Some(2)), "{v2}");
     let out = std::process::Command::new(BIN).args(["schema", "archive", "events-value", "2", "--admin", &node.admin]).output().expect("vigil schema");
@@ -88,7 +89,10 @@ fn avro_records_are_validated_and_every_failure_reaches_the_dlq_with_its_reason(
     let v2_avro = apache_avro::Schema::parse_str(&v2_schema).expect("v2");
     let v2_wire = Wire::Avro { id: v2["id"].as_u64().expect("id") as u32, schema: Box::new(v2_avro) };
     // 4. An incompatible registration is refused with Confluent's 409.
-    let (st, err) = post(&format!("{registry}/subjects/events-value/versions"), serde_json::json!({"schema": AVRO_SCHEMA.replace(r#""type":"double""#, r#""type":"string""#)}));
+    let (st, err) = post(
+        &format!("{registry}/subjects/events-value/versions"),
+        serde_json::json!({"schema": AVRO_SCHEMA.replace(r#""type":"double""#, r#""type":"string""#)}),
+    );
     assert_eq!((st, err["error_code"].as_u64()), (409, Some(409)), "{err}");
 
     let t = START_MS + 60_000;
@@ -137,9 +141,14 @@ fn avro_records_are_validated_and_every_failure_reaches_the_dlq_with_its_reason(
         assert_eq!(w["count"].as_u64(), Some(*n), "count of {k}");
         assert!((w["sum"].as_f64().expect("sum") - sum).abs() < 1e-6, "sum of {k}");
     }
-    let dlq = read_topic_with(&bootstrap, "dlq", PARTITIONS, Duration::from_secs(60), |m| m.len() as u64 >= bad, |m| {
-        format!("{}|{}", header(m, "vigil.dlq.reason").unwrap_or_default(), header(m, "vigil.schema.version").unwrap_or_default())
-    });
+    let dlq = read_topic_with(
+        &bootstrap,
+        "dlq",
+        PARTITIONS,
+        Duration::from_secs(60),
+        |m| m.len() as u64 >= bad,
+        |m| format!("{}|{}", header(m, "vigil.dlq.reason").unwrap_or_default(), header(m, "vigil.schema.version").unwrap_or_default()),
+    );
     let mut got_reasons: BTreeMap<String, u64> = BTreeMap::new();
     for v in dlq.values() {
         let (reason, version) = v.split_once('|').expect("sep");
@@ -186,7 +195,10 @@ fn a_node_can_use_an_external_registry() {
     let extra = format!("[schema_registry]\nurl = \"{}\"\n", a.registry());
     let b = start_node(&write_config(dir.path(), &NodeCfg { format: "avro", extra: &extra, ..NodeCfg::new(&bootstrap, &b_data, "registry-b") }));
     let wire = Wire::avro(1).expect("wire");
-    let bad = EventGen::new(GenSpec { seed, users: 20, bad_ratio, start_ms: START_MS, step_ms: STEP_MS }).take(count as usize).filter(|r| wire.expected_reason(r).is_some()).count() as u64;
+    let bad = EventGen::new(GenSpec { seed, users: 20, bad_ratio, start_ms: START_MS, step_ms: STEP_MS })
+        .take(count as usize)
+        .filter(|r| wire.expected_reason(r).is_some())
+        .count() as u64;
     let s = wait_for("node b validated everything through a's registry", Duration::from_secs(60), || {
         status(&b.admin).filter(|s| s["ingested"].as_u64() == Some(count) && s["dlq"].as_u64() == Some(bad))
     });

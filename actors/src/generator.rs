@@ -58,7 +58,8 @@ pub struct Event {
 
 impl Event {
     fn json(&self) -> serde_json::Value {
-        let mut v = serde_json::json!({"event_id": self.event_id, "kind": self.kind, "user": self.user, "amount": self.amount, "country": self.country, "ts": self.ts});
+        let mut v =
+            serde_json::json!({"event_id": self.event_id, "kind": self.kind, "user": self.user, "amount": self.amount, "country": self.country, "ts": self.ts});
         if let Some(c) = self.currency {
             v["currency"] = c.into();
         }
@@ -107,6 +108,9 @@ pub enum Wire {
     },
 }
 
+/// Encodes a good event in one wire format.
+type Encoder<'a> = Box<dyn Fn(&Event) -> Vec<u8> + 'a>;
+
 /// A schema id no registry hands out early (`unknown_schema` records).
 pub const UNKNOWN_SCHEMA_ID: u32 = 0x7fff_fff0;
 
@@ -121,7 +125,7 @@ impl Wire {
 
     /// The record's value bytes.
     pub fn encode(&self, r: &GenRecord) -> Vec<u8> {
-        let (id, good): (u32, Box<dyn Fn(&Event) -> Vec<u8> + '_>) = match self {
+        let (id, good): (u32, Encoder<'_>) = match self {
             Wire::Json => return r.payload.clone(),
             Wire::Avro { id, schema } => (*id, Box::new(move |e: &Event| apache_avro::to_avro_datum(schema, e.avro()).unwrap_or_default())),
             Wire::JsonSchema { id } => (*id, Box::new(|e: &Event| e.json().to_string().into_bytes())),

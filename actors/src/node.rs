@@ -16,9 +16,9 @@ use crate::pipeline::{GenMsg, IngestMsg, NodeCtx, ProcessMsg, SinkMsg, Slots, Va
 use crate::registry::resolver::{ExternalResolver, RegistryClient, Resolver};
 use crate::registry::schema::SchemaType;
 use crate::registry::Registry;
+use crate::stages::{Generator, Ingest, Process, Sink, Validate};
 use crate::validate::Rules;
 use crate::Error;
-use crate::stages::{Generator, Ingest, Process, Sink, Validate};
 use crate::Result;
 use futures::future::BoxFuture;
 use ractor::ActorRef;
@@ -75,7 +75,9 @@ impl SchemaSetup {
         match (&self.local, &self.client) {
             (Some(reg), _) => {
                 let parsed = Registry::parse(Some(kind.as_str()), schema).map_err(|e| Error::Registry(e.to_string()))?;
-                reg.register("node", subject, parsed).map(|r| r.id).map_err(|e| Error::Registry(format!("registering the node's schema under `{subject}`: {e}")))
+                reg.register("node", subject, parsed)
+                    .map(|r| r.id)
+                    .map_err(|e| Error::Registry(format!("registering the node's schema under `{subject}`: {e}")))
             }
             (None, Some(client)) => client.register(subject, kind, schema).map_err(Error::Registry),
             (None, None) => Err(Error::Registry("no registry configured".into())),

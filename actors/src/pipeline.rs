@@ -227,7 +227,15 @@ impl NodeCtx {
     ///
     /// # Errors
     /// [`crate::Error::Runtime`] if Kafka does not take it.
-    pub async fn send_to_dlq(&self, source: &TopicPartition, env: &Envelope, stage: &str, code: &str, detail: &str, schema: Option<&SchemaInfo>) -> crate::Result<()> {
+    pub async fn send_to_dlq(
+        &self,
+        source: &TopicPartition,
+        env: &Envelope,
+        stage: &str,
+        code: &str,
+        detail: &str,
+        schema: Option<&SchemaInfo>,
+    ) -> crate::Result<()> {
         let position = format!("{}/{}/{}", source.topic, source.partition, env.offset);
         let mut headers: Vec<(&str, &[u8])> = env.headers.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
         headers.push(("vigil.dlq.reason", code.as_bytes()));

@@ -317,7 +317,7 @@ fn check_values(r: &FieldRule, re: Option<&regex::Regex>, v: &Scalar<'_>) -> Res
     }
     if let Some(allowed) = &r.one_of {
         let text = v.text().unwrap_or_default();
-        if !allowed.iter().any(|a| *a == text) {
+        if !allowed.contains(&text) {
             return Err(Reject::Rule { rule: name("one_of"), detail: format!("`{}` = {text:?} is not one of {allowed:?}", r.name) });
         }
     }
@@ -520,11 +520,13 @@ mod tests {
         assert!(Rules::compile(&[FieldRule { pattern: Some("(".into()), ..FieldRule::new("x", FieldType::String) }]).is_err());
     }
 
-    const AVRO_V1: &str = r#"{"type":"record","name":"E","fields":[{"name":"user","type":"string"},{"name":"amount","type":"double"},{"name":"ts","type":"long"}]}"#;
+    const AVRO_V1: &str =
+        r#"{"type":"record","name":"E","fields":[{"name":"user","type":"string"},{"name":"amount","type":"double"},{"name":"ts","type":"long"}]}"#;
     const AVRO_V2: &str = r#"{"type":"record","name":"E","fields":[{"name":"user","type":"string"},{"name":"amount","type":"double"},{"name":"ts","type":"long"},{"name":"country","type":"string","default":"DE"}]}"#;
 
     fn avro_record(schema: &apache_avro::Schema, user: &str, amount: f64, ts: i64, extra: Option<&str>) -> Vec<u8> {
-        let mut fields = vec![("user".to_string(), Avro::String(user.into())), ("amount".to_string(), Avro::Double(amount)), ("ts".to_string(), Avro::Long(ts))];
+        let mut fields =
+            vec![("user".to_string(), Avro::String(user.into())), ("amount".to_string(), Avro::Double(amount)), ("ts".to_string(), Avro::Long(ts))];
         if let Some(c) = extra {
             fields.push(("country".into(), Avro::String(c.into())));
         }
@@ -582,7 +584,8 @@ mod tests {
     #[test]
     fn json_schema_records_are_validated() {
         let reg = Registry::in_memory();
-        let schema = r#"{"type":"object","properties":{"user":{"type":"string"},"amount":{"type":"number"},"ts":{"type":"integer"}},"required":["user","amount","ts"]}"#;
+        let schema =
+            r#"{"type":"object","properties":{"user":{"type":"string"},"amount":{"type":"number"},"ts":{"type":"integer"}},"required":["user","amount","ts"]}"#;
         let id = reg.register("t", "events-value", Registry::parse(Some("JSON"), schema).unwrap()).unwrap().id;
         let mut d = SourceDecoder::new(&SourceConfig::new("events", SourceFormat::JsonSchema));
         let ok = wire::frame(id, br#"{"user":"u","amount":1,"ts":2}"#);

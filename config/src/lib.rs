@@ -273,7 +273,6 @@ impl FieldRule {
     }
 }
 
-
 fn default_true() -> bool {
     true
 }

@@ -109,11 +109,8 @@ impl Store {
     /// [`Error::Store`] if there is no store at `path` or it cannot be read.
     pub fn open_read_only(path: &Path) -> Result<Self> {
         // A store written by an older version may lack newer column families: open what exists.
-        let present = DB::list_cf(&Options::default(), path).map_err(|source| Error::Store {
-            path: path.display().to_string(),
-            op: "open read-only".into(),
-            source,
-        })?;
+        let present =
+            DB::list_cf(&Options::default(), path).map_err(|source| Error::Store { path: path.display().to_string(), op: "open read-only".into(), source })?;
         let cfs: Vec<&str> = COLUMN_FAMILIES.iter().copied().filter(|c| present.iter().any(|p| p == c)).collect();
         let db = DB::open_cf_for_read_only(&Options::default(), path, cfs, false).map_err(|source| Error::Store {
             path: path.display().to_string(),
@@ -339,7 +336,8 @@ mod tests {
         assert_eq!(ro.checkpoint(4).unwrap().unwrap().offsets[&TopicPartition::new("events", 0)], 40);
         assert!(ro.checkpoint(1).unwrap().is_none(), "pruned");
         drop(ro);
-        s.write_ops("schemas", &[(b"a/1".to_vec(), Some(b"x".to_vec())), (b"a/2".to_vec(), Some(b"y".to_vec())), (b"b/1".to_vec(), Some(b"z".to_vec()))]).unwrap();
+        s.write_ops("schemas", &[(b"a/1".to_vec(), Some(b"x".to_vec())), (b"a/2".to_vec(), Some(b"y".to_vec())), (b"b/1".to_vec(), Some(b"z".to_vec()))])
+            .unwrap();
         s.write_ops("schemas", &[(b"a/1".to_vec(), None)]).unwrap();
         assert_eq!(s.scan("schemas", b"a/").unwrap(), vec![(b"a/2".to_vec(), b"y".to_vec())]);
         drop(s);

@@ -380,9 +380,12 @@ pub fn watermarks(bootstrap: &str, topic: &str, partition: i32) -> (i64, i64) {
     c.fetch_watermarks(topic, partition, Duration::from_secs(10)).expect("watermarks")
 }
 
+/// `user@window_start` → (count, sum, min, max).
+pub type ExpectedWindows = BTreeMap<String, (u64, f64, f64, f64)>;
+
 /// Expected windows of a generated stream, computed independently of the pipeline:
 /// key `user@window_start` → (count, sum, min, max).
-pub fn expected_windows(seed: u64, count: u64, bad_ratio: f64, start_ms: i64, step_ms: i64, window_ms: i64) -> (BTreeMap<String, (u64, f64, f64, f64)>, u64) {
+pub fn expected_windows(seed: u64, count: u64, bad_ratio: f64, start_ms: i64, step_ms: i64, window_ms: i64) -> (ExpectedWindows, u64) {
     use vigil_actors::generator::{EventGen, GenSpec};
     let g = EventGen::new(GenSpec { seed, users: 20, bad_ratio, start_ms, step_ms });
     let mut out: BTreeMap<String, (u64, f64, f64, f64)> = BTreeMap::new();

@@ -9,9 +9,7 @@ use vigil_config::Compatibility;
 /// Messages explaining why `reader` cannot read data written with `writer`; empty when it can.
 pub fn can_read(reader: &ParsedSchema, writer: &ParsedSchema) -> Vec<String> {
     match (reader.kind(), reader.avro(), writer.avro()) {
-        (SchemaType::Avro, Some(r), Some(w)) => {
-            avro_compat::check(r, w).into_iter().map(|i| format!("{} at {}: {}", i.kind, i.location, i.message)).collect()
-        }
+        (SchemaType::Avro, Some(r), Some(w)) => avro_compat::check(r, w).into_iter().map(|i| format!("{} at {}: {}", i.kind, i.location, i.message)).collect(),
         (SchemaType::Json, None, None) if writer.kind() == SchemaType::Json => json_compat::check(reader.json(), writer.json()),
         _ => vec![format!("schema type changed from {} to {}", writer.kind(), reader.kind())],
     }

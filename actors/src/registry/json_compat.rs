@@ -131,7 +131,7 @@ fn num(m: &Map<String, Value>, k: &str) -> Option<f64> {
 /// Confluent's open content model: no `patternProperties`, `additionalProperties` absent
 /// or `true`. (`additionalProperties: {}` is a schema: partially open.)
 fn is_open(m: &Map<String, Value>) -> bool {
-    !m.get("patternProperties").and_then(Value::as_object).is_some_and(|p| !p.is_empty())
+    m.get("patternProperties").and_then(Value::as_object).is_none_or(|p| p.is_empty())
         && matches!(m.get("additionalProperties"), None | Some(Value::Bool(true)))
 }
 

@@ -95,6 +95,9 @@ fn is_camel(n: &str) -> bool {
     n.chars().next().is_some_and(|c| c.is_ascii_lowercase()) && n.chars().all(|c| c.is_ascii_alphanumeric())
 }
 
+/// A naming convention's check and its name.
+type NameCheck = (fn(&str) -> bool, &'static str);
+
 /// Run `rules` on `new`, given the subject's compatibility level and latest version.
 pub fn lint(rules: &LintRules, level: Compatibility, new: &ParsedSchema, latest: Option<&ParsedSchema>) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -113,7 +116,7 @@ pub fn lint(rules: &LintRules, level: Compatibility, new: &ParsedSchema, latest:
     for f in new_fields.iter().filter(|f| !f.documented) {
         push("field_docs", rules.field_docs, format!("field `{}` has no {}", f.path, if new.avro().is_some() { "doc" } else { "description" }));
     }
-    let ok_name: Option<(fn(&str) -> bool, &str)> = match rules.naming {
+    let ok_name: Option<NameCheck> = match rules.naming {
         Naming::Any => None,
         Naming::SnakeCase => Some((is_snake, "snake_case")),
         Naming::CamelCase => Some((is_camel, "camelCase")),

@@ -151,13 +151,16 @@ impl RegistryError {
     }
 }
 
+/// Key/value records, in key order.
+pub type Records = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Where the registry keeps its records.
 pub trait Storage: Send + Sync {
     /// Every record with a key starting with `prefix`, in key order.
     ///
     /// # Errors
     /// A message saying what failed.
-    fn scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String>;
+    fn scan(&self, prefix: &[u8]) -> Result<Records, String>;
     /// Apply writes atomically.
     ///
     /// # Errors
@@ -169,7 +172,7 @@ pub trait Storage: Send + Sync {
 pub const COLUMN_FAMILY: &str = "schemas";
 
 impl Storage for Store {
-    fn scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+    fn scan(&self, prefix: &[u8]) -> Result<Records, String> {
         Store::scan(self, COLUMN_FAMILY, prefix).map_err(|e| e.to_string())
     }
 
@@ -183,7 +186,7 @@ impl Storage for Store {
 pub struct MemStorage(Mutex<BTreeMap<Vec<u8>, Vec<u8>>>);
 
 impl Storage for MemStorage {
-    fn scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+    fn scan(&self, prefix: &[u8]) -> Result<Records, String> {
         let m = self.0.lock().map_err(|_| "poisoned".to_string())?;
         Ok(m.range(prefix.to_vec()..).take_while(|(k, _)| k.starts_with(prefix)).map(|(k, v)| (k.clone(), v.clone())).collect())
     }
@@ -436,7 +439,11 @@ impl Registry {
     pub fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, RegistryError> {
         let items = self.storage.scan(state::AUDIT_PREFIX).map_err(RegistryError::Store)?;
         let skip = items.len().saturating_sub(limit);
-        items.iter().skip(skip).map(|(_, v)| vigil_runtime::store::decode::<AuditEntry>("audit entry", v).map_err(|e| RegistryError::Store(e.to_string()))).collect()
+        items
+            .iter()
+            .skip(skip)
+            .map(|(_, v)| vigil_runtime::store::decode::<AuditEntry>("audit entry", v).map_err(|e| RegistryError::Store(e.to_string())))
+            .collect()
     }
 }
 

@@ -125,12 +125,15 @@ pub fn encode_segment(s: &str) -> String {
     out
 }
 
+/// A cached answer and the generation it was fetched in.
+type Cached = (u64, Arc<Resolution>);
+
 /// Resolves ids through an external registry, caching parsed schemas and answers.
 pub struct ExternalResolver {
     client: RegistryClient,
     cache_max: usize,
     /// `(subject, id)` → (generation fetched in, answer).
-    cache: Mutex<HashMap<(String, u32), (u64, Arc<Resolution>)>>,
+    cache: Mutex<HashMap<(String, u32), Cached>>,
     schemas: Mutex<HashMap<u32, Arc<ParsedSchema>>>,
     started: std::time::Instant,
 }

@@ -3,6 +3,9 @@
 //! admin listener, so `schema.registry.url=http://<admin_addr>` works with Confluent's
 //! clients. Every error is a JSON body `{"error_code": N, "message": "..."}` with
 //! Confluent's codes; request bodies are size-limited (413).
+// Helpers return the finished error `Response` as their `Err`: it is what the handler sends.
+#![allow(clippy::result_large_err)]
+
 use super::state::{Lifecycle, VersionInfo, VersionSel};
 use super::{Registry, RegistryError};
 use axum::extract::rejection::{BytesRejection, PathRejection};
@@ -59,16 +62,19 @@ fn flag(q: &HashMap<String, String>, name: &str) -> bool {
     q.get(name).is_some_and(|v| v.eq_ignore_ascii_case("true"))
 }
 
-fn version_json(v: &VersionInfo, reg: &Registry) -> Value {
-    let st = reg.snapshot();
-    let mut out = json!({ "subject": v.subject, "version": v.version, "id": v.id });
-    if let Some(e) = st.schema(v.id) {
+/// Add `schema` and (unless AVRO, which Confluent leaves implied) `schemaType` of schema `id`.
+fn with_schema(mut out: Value, reg: &Registry, id: u32) -> Value {
+    if let Some(e) = reg.snapshot().schema(id) {
         out["schema"] = e.stored.text.clone().into();
         if e.stored.kind != super::schema::SchemaType::Avro {
             out["schemaType"] = e.stored.kind.as_str().into();
         }
     }
     out
+}
+
+fn version_json(v: &VersionInfo, reg: &Registry) -> Value {
+    with_schema(json!({ "subject": v.subject, "version": v.version, "id": v.id }), reg, v.id)
 }
 
 /// Parse a request body into `(schemaType, schema)`.
@@ -129,14 +135,7 @@ async fn register(State(reg): State<Reg>, actor: Actor, p: Result<Path<String>, 
     };
     match reg.register(&actor.0, &s, parsed) {
         Ok(r) => {
-            let st = reg.snapshot();
-            let mut v = json!({ "id": r.id, "subject": s, "version": r.version });
-            if let Some(e) = st.schema(r.id) {
-                v["schema"] = e.stored.text.clone().into();
-                if e.stored.kind != super::schema::SchemaType::Avro {
-                    v["schemaType"] = e.stored.kind.as_str().into();
-                }
-            }
+            let mut v = with_schema(json!({ "id": r.id, "subject": s, "version": r.version }), &reg, r.id);
             if !r.warnings.is_empty() {
                 v["warnings"] = json!(r.warnings);
             }
@@ -212,13 +211,7 @@ async fn schema_by_id(State(reg): State<Reg>, p: Result<Path<String>, PathReject
     let Path(id) = try_resp!(p.map_err(path_err));
     let id = try_resp!(parse_id(&id));
     match reg.snapshot().schema(id) {
-        Some(e) => {
-            let mut v = json!({ "schema": e.stored.text });
-            if e.stored.kind != super::schema::SchemaType::Avro {
-                v["schemaType"] = e.stored.kind.as_str().into();
-            }
-            ok(v)
-        }
+        Some(_) => ok(with_schema(json!({}), &reg, id)),
         None => fail(RegistryError::SchemaNotFound(Some(id))),
     }
 }

@@ -144,7 +144,9 @@ type Names<'a> = apache_avro::schema::NamesRef<'a>;
 
 fn deref<'a>(s: &'a apache_avro::Schema, names: &'a Names<'_>) -> Option<&'a apache_avro::Schema> {
     match s {
-        apache_avro::Schema::Ref { name } => names.get(name).copied().or_else(|| names.iter().find(|(n, _)| n.fullname(None) == name.fullname(None)).map(|(_, s)| *s)),
+        apache_avro::Schema::Ref { name } => {
+            names.get(name).copied().or_else(|| names.iter().find(|(n, _)| n.fullname(None) == name.fullname(None)).map(|(_, s)| *s))
+        }
         other => Some(other),
     }
 }
@@ -162,7 +164,11 @@ fn walk_defaults(s: &apache_avro::Schema, names: &Names<'_>, seen: &mut std::col
             for f in &r.fields {
                 if let Some(d) = &f.default {
                     if !default_matches(&f.schema, d, names, 0) {
-                        return Err(format!("invalid Avro schema: default {d} of field `{}` in record {} does not match its type", f.name, r.name.fullname(None)));
+                        return Err(format!(
+                            "invalid Avro schema: default {d} of field `{}` in record {} does not match its type",
+                            f.name,
+                            r.name.fullname(None)
+                        ));
                     }
                 }
                 walk_defaults(&f.schema, names, seen, depth + 1)?;

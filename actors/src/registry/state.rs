@@ -14,7 +14,7 @@ use super::RegistryError as E;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use vigil_config::{Compatibility, LintLevel, LintRules, LifecyclePolicy};
+use vigil_config::{Compatibility, LifecyclePolicy, LintLevel, LintRules};
 use vigil_runtime::store::{self, Op};
 
 /// Lifecycle of a subject version: active → deprecated → archived.
@@ -292,7 +292,19 @@ impl State {
         Ok(st)
     }
 
-    fn audit(&mut self, ops: &mut Vec<Op>, c: &Change<'_>, action: &str, subject: Option<&str>, version: Option<u32>, before: Option<String>, after: Option<String>, notes: Vec<String>) -> Result<(), E> {
+    // One audit entry's fields, each a parameter: called once per kind of change.
+    #[allow(clippy::too_many_arguments)]
+    fn audit(
+        &mut self,
+        ops: &mut Vec<Op>,
+        c: &Change<'_>,
+        action: &str,
+        subject: Option<&str>,
+        version: Option<u32>,
+        before: Option<String>,
+        after: Option<String>,
+        notes: Vec<String>,
+    ) -> Result<(), E> {
         self.audit_seq += 1;
         let e = AuditEntry {
             seq: self.audit_seq,
@@ -346,7 +358,8 @@ impl State {
     /// # Errors
     /// [`E::SubjectNotFound`] when it has none.
     pub fn versions(&self, subject: &str, deleted: bool) -> Result<Vec<u32>, E> {
-        let v: Vec<u32> = self.subjects.get(subject).map(|s| s.versions.values().filter(|v| deleted || !v.deleted).map(|v| v.version).collect()).unwrap_or_default();
+        let v: Vec<u32> =
+            self.subjects.get(subject).map(|s| s.versions.values().filter(|v| deleted || !v.deleted).map(|v| v.version).collect()).unwrap_or_default();
         if v.is_empty() {
             return Err(E::SubjectNotFound(subject.into()));
         }
@@ -378,7 +391,12 @@ impl State {
 
     /// `(subject, version)` pairs that use a schema id (non-deleted unless `deleted`).
     pub fn id_versions(&self, id: u32, deleted: bool) -> Vec<(String, u32)> {
-        self.subjects.values().flat_map(|s| s.versions.values()).filter(|v| v.id == id && (deleted || !v.deleted)).map(|v| (v.subject.clone(), v.version)).collect()
+        self.subjects
+            .values()
+            .flat_map(|s| s.versions.values())
+            .filter(|v| v.id == id && (deleted || !v.deleted))
+            .map(|v| (v.subject.clone(), v.version))
+            .collect()
     }
 
     /// Find a schema among a subject's versions (`POST /subjects/{s}`).
@@ -498,15 +516,8 @@ impl State {
         };
         let subj = self.subjects.entry(subject.to_string()).or_default();
         let version = subj.versions.keys().next_back().copied().unwrap_or(0) + 1;
-        let vi = VersionInfo {
-            subject: subject.into(),
-            version,
-            id,
-            deleted: false,
-            state: Lifecycle::Active,
-            registered_ms: c.now_ms,
-            state_changed_ms: c.now_ms,
-        };
+        let vi =
+            VersionInfo { subject: subject.into(), version, id, deleted: false, state: Lifecycle::Active, registered_ms: c.now_ms, state_changed_ms: c.now_ms };
         Self::put_version(&mut ops, &vi)?;
         subj.versions.insert(version, vi);
         let after = serde_json::json!({"version": version, "id": id, "schemaType": schema.kind().as_str()}).to_string();

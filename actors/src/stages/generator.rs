@@ -38,7 +38,13 @@ pub fn step_ms_for_rate(rate: u32) -> i64 {
 ///
 /// # Errors
 /// [`vigil_runtime::Error`] if Kafka does not take it within `timeout`.
-pub async fn produce_generated(producer: &TrackedProducer, topic: &str, r: &crate::generator::GenRecord, wire: &Wire, timeout: Duration) -> vigil_runtime::Result<()> {
+pub async fn produce_generated(
+    producer: &TrackedProducer,
+    topic: &str,
+    r: &crate::generator::GenRecord,
+    wire: &Wire,
+    timeout: Duration,
+) -> vigil_runtime::Result<()> {
     let headers: [(&str, &[u8]); 2] = [(vigil_runtime::envelope::HEADER_RECORD_ID, r.id.as_bytes()), (HEADER_PRODUCER, PRODUCER_ID.as_bytes())];
     let payload = wire.encode(r);
     producer.send(&OutRecord { topic, key: r.key.as_bytes(), payload: &payload, headers: &headers }, timeout).await
