@@ -224,6 +224,10 @@ struct GenArgs {
     /// Registry subject (default `<topic>-value`).
     #[arg(long)]
     subject: Option<String>,
+    /// Frame records with this schema id instead of registering the generator's schema
+    /// (it must be the generator's schema for the format).
+    #[arg(long, conflicts_with = "registry")]
+    schema_id: Option<u32>,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -576,7 +580,15 @@ async fn gen_wire(a: &GenArgs) -> Result<vigil_actors::generator::Wire> {
         "json_schema" => (SchemaType::Json, JSON_SCHEMA),
         other => bail!("--format `{other}`: use json, avro or json_schema"),
     };
-    let Some(url) = a.registry.clone() else { bail!("--format {} needs --registry URL (e.g. http://127.0.0.1:9899, a node's admin address)", a.format) };
+    if let Some(id) = a.schema_id {
+        return Ok(match kind {
+            SchemaType::Avro => Wire::avro(id).map_err(anyhow::Error::msg)?,
+            SchemaType::Json => Wire::JsonSchema { id },
+        });
+    }
+    let Some(url) = a.registry.clone() else {
+        bail!("--format {} needs --registry URL (e.g. http://127.0.0.1:9899, a node's admin address) or --schema-id ID", a.format)
+    };
     let subject = a.subject.clone().unwrap_or_else(|| format!("{}-value", a.topic));
     let id = tokio::task::spawn_blocking(move || {
         vigil_actors::registry::resolver::RegistryClient::new(&url, Duration::from_secs(30)).register(&subject, kind, schema)

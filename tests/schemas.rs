@@ -203,6 +203,18 @@ fn a_node_can_use_an_external_registry() {
         status(&b.admin).filter(|s| s["ingested"].as_u64() == Some(count) && s["dlq"].as_u64() == Some(bad))
     });
     assert_eq!(s["validated"].as_u64(), Some(count - bad), "{s}");
+    // `vigil gen --schema-id` frames with an id already registered, without asking the registry.
+    let status_ok = std::process::Command::new(BIN)
+        .args(["gen", "--bootstrap", &bootstrap, "--topic", "events", "--count", "100", "--format", "avro", "--schema-id", "1", "--seed", "9", "--json"])
+        .env("VIGIL_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("vigil gen")
+        .success();
+    assert!(status_ok);
+    wait_for("the framed records validated", Duration::from_secs(60), || {
+        status(&b.admin).filter(|s| s["validated"].as_u64() == Some(count - bad + 100) && s["ingested"].as_u64() == Some(count + 100))
+    });
     // B serves no registry of its own.
     assert!(http_get(&b.admin, "/subjects").map(|t| !t.contains("events-value")).unwrap_or(true));
     drop(a);
