@@ -238,9 +238,13 @@ fn load_config(path: Option<&std::path::Path>) -> Result<Config> {
 }
 
 fn init_logging(json: bool) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("VIGIL_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,librdkafka=warn,rdkafka=warn"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // ractor wraps every actor in an `Actor{id=..}` span; stages name themselves
+    // (`stage{stage="process"}`) instead, so its spans are off unless VIGIL_LOG names ractor.
+    let directives = std::env::var("VIGIL_LOG").unwrap_or_else(|_| "info,librdkafka=warn,rdkafka=warn".into());
+    let directives = if directives.contains("ractor") { directives } else { format!("{directives},ractor=warn") };
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ractor=warn"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     if json {
         b.json().init();
     } else {

@@ -6,6 +6,7 @@
 pub mod generator;
 pub mod node;
 pub mod pipeline;
+pub mod quality;
 pub mod rate;
 pub mod registry;
 pub mod stages;

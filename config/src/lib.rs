@@ -74,6 +74,8 @@ pub struct Config {
     pub generator: GeneratorConfig,
     /// The built-in schema registry (or an external one), lint rules and lifecycle policy.
     pub schema_registry: SchemaRegistryConfig,
+    /// Data-quality measurement and anomaly detection.
+    pub quality: QualityConfig,
 }
 
 /// `[node]`
@@ -706,6 +708,67 @@ impl SchemaRegistryConfig {
     }
 }
 
+/// `[quality.anomaly]`: the seasonal baseline every data-quality series is scored against.
+///
+/// Each series keeps, per time-of-day bucket, an exponentially weighted mean and variance
+/// over past seasons; a value scores `z = (value - mean) / std` against its bucket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnomalyConfig {
+    /// Length of the season. Default `1d` (time-of-day patterns).
+    #[serde(with = "humantime_serde")]
+    pub season: Duration,
+    /// Buckets per season. Default 48 (30-minute buckets of a day); more buckets follow the
+    /// pattern closer but need more data per bucket.
+    pub buckets: u32,
+    /// Weight of the newest season in a bucket's baseline, 0..1. Default 0.3: a lasting
+    /// change becomes the new normal after a few seasons.
+    pub alpha: f64,
+    /// |z| above which a value is anomalous. Default 4.0.
+    pub z_threshold: f64,
+    /// Seasons a bucket must have seen before it may fire. Default 2: nothing fires in the
+    /// first two days.
+    pub warmup_seasons: u32,
+    /// Floor of the standard deviation as a fraction of the mean, so near-constant series do
+    /// not fire on tiny changes. Default 0.02.
+    pub min_relative_std: f64,
+    /// A drop to exactly zero fires (`drop_to_zero`) when the baseline expects at least this.
+    /// Default 1.0.
+    pub zero_floor: f64,
+}
+
+impl Default for AnomalyConfig {
+    fn default() -> Self {
+        Self {
+            season: Duration::from_secs(86_400),
+            buckets: 48,
+            alpha: 0.3,
+            z_threshold: 4.0,
+            warmup_seasons: 2,
+            min_relative_std: 0.02,
+            zero_floor: 1.0,
+        }
+    }
+}
+
+/// `[quality]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct QualityConfig {
+    /// A partition whose position does not advance for this long while it has lag is
+    /// stalled. Default `60s`.
+    #[serde(with = "humantime_serde")]
+    pub stall_after: Duration,
+    /// Seasonal anomaly baseline.
+    pub anomaly: AnomalyConfig,
+}
+
+impl Default for QualityConfig {
+    fn default() -> Self {
+        Self { stall_after: Duration::from_secs(60), anomaly: AnomalyConfig::default() }
+    }
+}
+
 /// `[generator]`: the synthetic producer the embedded default runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -908,6 +971,25 @@ impl Config {
             if d.is_zero() {
                 err(path, "must be greater than 0");
             }
+        }
+        let a = &self.quality.anomaly;
+        if a.season < Duration::from_secs(1) {
+            err("quality.anomaly.season", "must be at least 1s");
+        }
+        if !(1..=10_000).contains(&a.buckets) {
+            err("quality.anomaly.buckets", "must be between 1 and 10000");
+        }
+        if !(a.alpha > 0.0 && a.alpha <= 1.0) {
+            err("quality.anomaly.alpha", "must be in (0, 1]");
+        }
+        if a.z_threshold.is_nan() || a.z_threshold <= 0.0 {
+            err("quality.anomaly.z_threshold", "must be greater than 0");
+        }
+        if !(0.0..=1.0).contains(&a.min_relative_std) {
+            err("quality.anomaly.min_relative_std", "must be between 0.0 and 1.0");
+        }
+        if self.quality.stall_after.is_zero() {
+            err("quality.stall_after", "must be greater than 0");
         }
         let g = &self.generator;
         if !(0.0..=1.0).contains(&g.bad_ratio) {

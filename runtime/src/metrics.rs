@@ -45,7 +45,11 @@ fn describe() {
     describe_gauge!("vigil_ingest_credits", "Batches Ingest may still send before it pauses (backpressure).");
     describe_gauge!("vigil_ingest_paused", "1 while Ingest has paused its partitions for backpressure.");
     describe_gauge!("vigil_open_windows", "Windows currently open in Process.");
-    describe_gauge!("vigil_watermark_ms", "Event-time watermark of Process, ms since epoch.");
+    describe_gauge!("vigil_watermark_seconds", Unit::Seconds, "Event-time watermark of Process, seconds since epoch.");
+    describe_counter!("vigil_validation_failures_total", "Records sent to the DLQ by Validate, by reason.");
+    describe_counter!("vigil_schema_records_total", "Valid records read per schema subject and version.");
+    describe_counter!("vigil_deprecated_schema_records_total", "Valid records written with a deprecated schema version.");
+    describe_counter!("vigil_schema_registrations_total", "Schema registrations by outcome (registered, existing, incompatible, invalid, lint_blocked, error).");
 }
 
 /// Serve `/metrics` on `addr` (port 0 picks one). Returns the bound address.

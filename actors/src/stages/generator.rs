@@ -55,6 +55,7 @@ impl Actor for Generator {
     type State = GeneratorState;
     type Arguments = Arc<NodeCtx>;
 
+    #[tracing::instrument(name = "stage", skip_all, fields(stage = "generator"))]
     async fn pre_start(&self, myself: ActorRef<GenMsg>, ctx: Arc<NodeCtx>) -> R<GeneratorState> {
         let g = &ctx.config.generator;
         let mut gen = EventGen::new(GenSpec {
@@ -72,6 +73,7 @@ impl Actor for Generator {
         Ok(GeneratorState { ctx, gen, producer, pace, ticker: Some(ticker) })
     }
 
+    #[tracing::instrument(name = "stage", skip_all, fields(stage = "generator"))]
     async fn handle(&self, _myself: ActorRef<GenMsg>, msg: GenMsg, st: &mut GeneratorState) -> R<()> {
         match msg {
             GenMsg::Tick => {
@@ -90,6 +92,7 @@ impl Actor for Generator {
         Ok(())
     }
 
+    #[tracing::instrument(name = "stage", skip_all, fields(stage = "generator"))]
     async fn post_stop(&self, _myself: ActorRef<GenMsg>, st: &mut GeneratorState) -> R<()> {
         if let Some(t) = st.ticker.take() {
             t.abort();

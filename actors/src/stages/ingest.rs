@@ -66,6 +66,7 @@ impl Actor for Ingest {
     type State = IngestState;
     type Arguments = Arc<NodeCtx>;
 
+    #[tracing::instrument(name = "stage", skip_all, fields(stage = "ingest"))]
     async fn pre_start(&self, myself: ActorRef<IngestMsg>, ctx: Arc<NodeCtx>) -> R<IngestState> {
         ctx.slots.ingest.set(myself.clone());
         let epoch = ctx.epoch.fetch_add(1, Ordering::SeqCst) + 1;
@@ -88,6 +89,7 @@ impl Actor for Ingest {
         Ok(IngestState { ctx, consumer, epoch, credits, inflight: None, last_checkpoint: Instant::now(), done, stalls: 0, starved: false, rate })
     }
 
+    #[tracing::instrument(name = "stage", skip_all, fields(stage = "ingest"))]
     async fn handle(&self, myself: ActorRef<IngestMsg>, msg: IngestMsg, st: &mut IngestState) -> R<()> {
         match msg {
             IngestMsg::Poll => {
@@ -155,6 +157,7 @@ impl Actor for Ingest {
         Ok(())
     }
 
+    #[tracing::instrument(name = "stage", skip_all, fields(stage = "ingest"))]
     async fn post_stop(&self, _myself: ActorRef<IngestMsg>, st: &mut IngestState) -> R<()> {
         st.ctx.stats.set_ready(false);
         if !st.ctx.shutting_down.load(Ordering::SeqCst) {

@@ -24,7 +24,7 @@ impl ProcessState {
         let out = self.windows.advance(Instant::now(), self.ctx.config.pipeline.window.idle_timeout);
         metrics::gauge!("vigil_open_windows").set(self.windows.open_windows() as f64);
         if self.windows.closed_until() > i64::MIN {
-            metrics::gauge!("vigil_watermark_ms").set(self.windows.closed_until() as f64);
+            metrics::gauge!("vigil_watermark_seconds").set(self.windows.closed_until() as f64 / 1000.0);
         }
         out
     }
@@ -35,6 +35,7 @@ impl Actor for Process {
     type State = ProcessState;
     type Arguments = Arc<NodeCtx>;
 
+    #[tracing::instrument(name = "stage", skip_all, fields(stage = "process"))]
     async fn pre_start(&self, myself: ActorRef<ProcessMsg>, ctx: Arc<NodeCtx>) -> R<ProcessState> {
         let w = &ctx.config.pipeline.window;
         let fresh = WindowState::new(w.size, w.allowed_lateness);
@@ -60,6 +61,7 @@ impl Actor for Process {
         Ok(ProcessState { ctx, windows, ticker: Some(ticker) })
     }
 
+    #[tracing::instrument(name = "stage", skip_all, fields(stage = "process"))]
     async fn handle(&self, _myself: ActorRef<ProcessMsg>, msg: ProcessMsg, st: &mut ProcessState) -> R<()> {
         match msg {
             ProcessMsg::Assign(tps) => st.windows.assign(&tps, Instant::now()),
@@ -97,6 +99,7 @@ impl Actor for Process {
         Ok(())
     }
 
+    #[tracing::instrument(name = "stage", skip_all, fields(stage = "process"))]
     async fn post_stop(&self, _myself: ActorRef<ProcessMsg>, st: &mut ProcessState) -> R<()> {
         if let Some(t) = st.ticker.take() {
             t.abort();

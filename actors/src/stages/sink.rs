@@ -25,12 +25,14 @@ impl Actor for Sink {
     type State = SinkState;
     type Arguments = Arc<NodeCtx>;
 
+    #[tracing::instrument(name = "stage", skip_all, fields(stage = "sink"))]
     async fn pre_start(&self, myself: ActorRef<SinkMsg>, ctx: Arc<NodeCtx>) -> R<SinkState> {
         ctx.slots.sink.set(myself);
         let failed_before = ctx.producer.failed();
         Ok(SinkState { ctx, failed_before })
     }
 
+    #[tracing::instrument(name = "stage", skip_all, fields(stage = "sink"))]
     async fn handle(&self, _myself: ActorRef<SinkMsg>, msg: SinkMsg, st: &mut SinkState) -> R<()> {
         let ctx = st.ctx.clone();
         match msg {

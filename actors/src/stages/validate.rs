@@ -54,6 +54,7 @@ impl Actor for Validate {
     type State = ValidateState;
     type Arguments = Arc<NodeCtx>;
 
+    #[tracing::instrument(name = "stage", skip_all, fields(stage = "validate"))]
     async fn pre_start(&self, myself: ActorRef<ValidateMsg>, ctx: Arc<NodeCtx>) -> R<ValidateState> {
         ctx.slots.validate.set(myself);
         let sources = &ctx.config.pipeline.sources;
@@ -62,6 +63,7 @@ impl Actor for Validate {
         Ok(ValidateState { ctx, decoders, by_topic })
     }
 
+    #[tracing::instrument(name = "stage", skip_all, fields(stage = "validate"))]
     async fn handle(&self, _myself: ActorRef<ValidateMsg>, msg: ValidateMsg, st: &mut ValidateState) -> R<()> {
         let ctx = st.ctx.clone();
         match msg {
