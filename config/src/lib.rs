@@ -739,15 +739,7 @@ pub struct AnomalyConfig {
 
 impl Default for AnomalyConfig {
     fn default() -> Self {
-        Self {
-            season: Duration::from_secs(86_400),
-            buckets: 48,
-            alpha: 0.3,
-            z_threshold: 4.0,
-            warmup_seasons: 2,
-            min_relative_std: 0.02,
-            zero_floor: 1.0,
-        }
+        Self { season: Duration::from_secs(86_400), buckets: 48, alpha: 0.3, z_threshold: 4.0, warmup_seasons: 2, min_relative_std: 0.02, zero_floor: 1.0 }
     }
 }
 

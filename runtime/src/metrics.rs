@@ -49,7 +49,10 @@ fn describe() {
     describe_counter!("vigil_validation_failures_total", "Records sent to the DLQ by Validate, by reason.");
     describe_counter!("vigil_schema_records_total", "Valid records read per schema subject and version.");
     describe_counter!("vigil_deprecated_schema_records_total", "Valid records written with a deprecated schema version.");
-    describe_counter!("vigil_schema_registrations_total", "Schema registrations by outcome (registered, existing, incompatible, invalid, lint_blocked, error).");
+    describe_counter!(
+        "vigil_schema_registrations_total",
+        "Schema registrations by outcome (registered, existing, incompatible, invalid, lint_blocked, error)."
+    );
 }
 
 /// Serve `/metrics` on `addr` (port 0 picks one). Returns the bound address.
