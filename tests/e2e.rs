@@ -114,7 +114,8 @@ fn records_lost_to_retention_are_counted() {
     let node = start_node(&cfg);
     let lost = low - 200;
     let m = wait_for("loss to be counted", Duration::from_secs(60), || {
-        http_get(&node.metrics, "/metrics").filter(|m| metric(m, r#"vigil_records_lost_to_retention_total{topic="events",partition="0"}"#).is_some())
+        // The series exists at 0 from the start; wait until the loss is counted.
+        http_get(&node.metrics, "/metrics").filter(|m| metric(m, r#"vigil_records_lost_to_retention_total{topic="events",partition="0"}"#).unwrap_or(0.0) > 0.0)
     });
     assert_eq!(metric(&m, r#"vigil_records_lost_to_retention_total{topic="events",partition="0"}"#), Some(lost as f64), "{m}");
     let s = wait_for("caught up", Duration::from_secs(60), || status(&node.admin).filter(|s| s["position"].as_i64() == Some(high)));

@@ -95,6 +95,18 @@ impl SchemaSetup {
     }
 }
 
+/// Register at 0 the counters that only move on trouble, so dashboards and alert rules see
+/// a 0 instead of an absent series.
+fn init_series(config: &Config) {
+    metrics::counter!("vigil_checkpoint_failures_total").increment(0);
+    for actor in crate::pipeline::STAGES.iter().chain(["pipeline"].iter()) {
+        metrics::counter!("vigil_actor_restarts_total", "actor" => *actor).increment(0);
+    }
+    for topic in [&config.pipeline.sink_topic, &config.pipeline.dlq_topic] {
+        metrics::counter!("vigil_delivery_failures_total", "topic" => topic.clone()).increment(0);
+    }
+}
+
 /// Periodic registry work: persist usage, apply the lifecycle policy.
 async fn registry_housekeeping(reg: Arc<Registry>) {
     let mut tick = tokio::time::interval(reg.config().usage_flush_interval);
@@ -204,6 +216,7 @@ impl Node {
             generator_wire,
             sink_schema,
         });
+        init_series(&config);
         let (events, _) = broadcast::channel(256);
         let root = vigil_supervision::start_root(tree_spec(&ctx, &events)).await?;
         let metrics_addr = vigil_runtime::metrics::serve(&config.observability.metrics_addr, prom).await?;

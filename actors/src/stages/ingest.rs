@@ -75,6 +75,10 @@ impl Actor for Ingest {
         let mut consumer = tokio::task::spawn_blocking(move || BatchConsumer::new(&bootstrap, &kafka, &topics, Duration::from_secs(30))).await??;
         let offsets = ctx.store.offsets()?;
         consumer.assign_from(&offsets)?;
+        // Zero series for every partition, so "no loss" is a 0, not an absent series.
+        for tp in consumer.assignment() {
+            ctx.stats.add_lost(&tp.topic, tp.partition, 0);
+        }
         tracing::info!(epoch, partitions = consumer.assignment().len(), restored = offsets.len(), "ingest assigned");
         ctx.stats.set_position(consumer.position_sum());
         ctx.slots.validate.send("validate", ValidateMsg::Assign(consumer.assignment().to_vec()))?;
