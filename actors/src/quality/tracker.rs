@@ -1,0 +1,235 @@
+//! Data-quality measures per source, from what the stages report per batch: volume,
+//! validity ratio, dead letters by reason, completeness per field, freshness quantiles, late
+//! records and the schema-version mix, in fixed time slots with a bounded history (the
+//! baseline anomaly detection and incident timelines read). Pure: time is passed in.
+use super::sketch::QuantileSketch;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+
+/// What one batch of one source showed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BatchQuality {
+    /// Source topic.
+    pub source: String,
+    /// Records read.
+    pub records: u64,
+    /// Records that passed validation.
+    pub valid: u64,
+    /// Dead letters by reason.
+    pub dlq: BTreeMap<String, u64>,
+    /// Decoded records missing each watched field (absent or null).
+    pub missing: BTreeMap<String, u64>,
+    /// Decoded records, the denominator of completeness.
+    pub decoded: u64,
+    /// Freshness of valid records, ms (now − event time).
+    pub freshness_ms: Vec<f64>,
+    /// Records later than the allowed lateness.
+    pub late: u64,
+    /// Valid records per (subject, version).
+    pub versions: BTreeMap<(String, u32), u64>,
+}
+
+/// One source's measures over a slot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Agg {
+    records: u64,
+    valid: u64,
+    decoded: u64,
+    late: u64,
+    dlq: BTreeMap<String, u64>,
+    missing: BTreeMap<String, u64>,
+    versions: BTreeMap<String, u64>,
+    freshness: QuantileSketch,
+}
+
+fn new_sketch() -> QuantileSketch {
+    QuantileSketch::new(0.01, 1.0, 1024)
+}
+
+impl Default for Agg {
+    fn default() -> Self {
+        Self { records: 0, valid: 0, decoded: 0, late: 0, dlq: BTreeMap::new(), missing: BTreeMap::new(), versions: BTreeMap::new(), freshness: new_sketch() }
+    }
+}
+
+impl Agg {
+    fn add(&mut self, b: &BatchQuality) {
+        self.records += b.records;
+        self.valid += b.valid;
+        self.decoded += b.decoded;
+        self.late += b.late;
+        for (k, n) in &b.dlq {
+            *self.dlq.entry(k.clone()).or_default() += n;
+        }
+        for (k, n) in &b.missing {
+            *self.missing.entry(k.clone()).or_default() += n;
+        }
+        for ((s, v), n) in &b.versions {
+            *self.versions.entry(format!("{s}/{v}")).or_default() += n;
+        }
+        for f in &b.freshness_ms {
+            self.freshness.add(*f);
+        }
+    }
+
+    fn merge(&mut self, o: &Agg) {
+        self.records += o.records;
+        self.valid += o.valid;
+        self.decoded += o.decoded;
+        self.late += o.late;
+        for (k, n) in &o.dlq {
+            *self.dlq.entry(k.clone()).or_default() += n;
+        }
+        for (k, n) in &o.missing {
+            *self.missing.entry(k.clone()).or_default() += n;
+        }
+        for (k, n) in &o.versions {
+            *self.versions.entry(k.clone()).or_default() += n;
+        }
+        self.freshness.merge(&o.freshness);
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Slot {
+    start_ms: i64,
+    sources: BTreeMap<String, Agg>,
+}
+
+/// A source's quality over a window, as `vigil dq` and `vigil_dq_*` show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceQuality {
+    /// Source topic.
+    pub source: String,
+    /// Records per second.
+    pub records_per_sec: f64,
+    /// Valid / read; 1 when nothing was read.
+    pub validity_ratio: f64,
+    /// Dead letters per second by reason.
+    pub dlq_per_sec: BTreeMap<String, f64>,
+    /// Fraction of decoded records that have each watched field.
+    pub completeness: BTreeMap<String, f64>,
+    /// Median freshness, seconds.
+    pub freshness_p50_seconds: Option<f64>,
+    /// 99th percentile freshness, seconds.
+    pub freshness_p99_seconds: Option<f64>,
+    /// Late records.
+    pub late: u64,
+    /// Share of valid records per `subject/version`.
+    pub version_mix: BTreeMap<String, f64>,
+}
+
+/// Quality per source in fixed slots, keeping at most `history_max` slots.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tracker {
+    slot_ms: i64,
+    history_max: usize,
+    slots: VecDeque<Slot>,
+}
+
+impl Tracker {
+    /// Slots of `slot_ms` (e.g. 10 s), keeping `history_max` of them (8640 = 24 h at 10 s).
+    pub fn new(slot_ms: i64, history_max: usize) -> Self {
+        Self { slot_ms: slot_ms.max(1), history_max: history_max.max(1), slots: VecDeque::new() }
+    }
+
+    /// Record a batch seen at `now_ms`.
+    pub fn observe(&mut self, now_ms: i64, b: &BatchQuality) {
+        let start = now_ms.div_euclid(self.slot_ms) * self.slot_ms;
+        if self.slots.back().is_none_or(|s| s.start_ms < start) {
+            self.slots.push_back(Slot { start_ms: start, sources: BTreeMap::new() });
+            while self.slots.len() > self.history_max {
+                self.slots.pop_front();
+            }
+        }
+        // A batch reported late for an older slot counts in the newest one: totals stay right.
+        if let Some(slot) = self.slots.back_mut() {
+            slot.sources.entry(b.source.clone()).or_default().add(b);
+        }
+    }
+
+    /// Quality per source over the last `window_ms` before `now_ms`.
+    pub fn snapshot(&self, now_ms: i64, window_ms: i64) -> Vec<SourceQuality> {
+        let from = now_ms - window_ms;
+        let mut total: BTreeMap<String, Agg> = BTreeMap::new();
+        for slot in self.slots.iter().filter(|s| s.start_ms + self.slot_ms > from) {
+            for (src, agg) in &slot.sources {
+                total.entry(src.clone()).or_default().merge(agg);
+            }
+        }
+        let secs = (window_ms as f64 / 1000.0).max(0.001);
+        total
+            .into_iter()
+            .map(|(source, a)| SourceQuality {
+                records_per_sec: a.records as f64 / secs,
+                validity_ratio: if a.records == 0 { 1.0 } else { a.valid as f64 / a.records as f64 },
+                dlq_per_sec: a.dlq.iter().map(|(k, n)| (k.clone(), *n as f64 / secs)).collect(),
+                completeness: a.missing.iter().map(|(k, n)| (k.clone(), if a.decoded == 0 { 1.0 } else { 1.0 - *n as f64 / a.decoded as f64 })).collect(),
+                freshness_p50_seconds: a.freshness.quantile(0.5).map(|v| v / 1000.0),
+                freshness_p99_seconds: a.freshness.quantile(0.99).map(|v| v / 1000.0),
+                late: a.late,
+                version_mix: {
+                    let n: u64 = a.versions.values().sum();
+                    a.versions.iter().map(|(k, c)| (k.clone(), *c as f64 / n.max(1) as f64)).collect()
+                },
+                source,
+            })
+            .collect()
+    }
+
+    /// Slots held (bounded by `history_max`).
+    pub fn history_len(&self) -> usize {
+        self.slots.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(source: &str, records: u64, valid: u64, fresh: &[f64]) -> BatchQuality {
+        let mut b = BatchQuality { source: source.into(), records, valid, decoded: records, ..BatchQuality::default() };
+        if records > valid {
+            b.dlq.insert("bad_framing".into(), records - valid);
+        }
+        b.missing.insert("country".into(), records / 10);
+        b.freshness_ms = fresh.to_vec();
+        b.versions.insert(("events-value".into(), 1), valid / 2);
+        b.versions.insert(("events-value".into(), 2), valid - valid / 2);
+        b
+    }
+
+    #[test]
+    fn measures_over_a_window() {
+        let mut t = Tracker::new(10_000, 100);
+        // 60 s of a source: 100 records per second, 80 % valid, freshness 1..=100 ms.
+        let fresh: Vec<f64> = (1..=100).map(f64::from).collect();
+        for s in 0..60 {
+            t.observe(s * 1000, &batch("events", 100, 80, &fresh));
+            if s == 5 {
+                t.observe(s * 1000, &batch("other", 10, 10, &[]));
+            }
+        }
+        let q = t.snapshot(60_000, 60_000);
+        let e = q.iter().find(|s| s.source == "events").unwrap();
+        assert!((e.records_per_sec - 100.0).abs() < 1e-9);
+        assert!((e.validity_ratio - 0.8).abs() < 1e-9);
+        assert!((e.dlq_per_sec["bad_framing"] - 20.0).abs() < 1e-9);
+        assert!((e.completeness["country"] - 0.9).abs() < 1e-9);
+        let p50 = e.freshness_p50_seconds.unwrap();
+        assert!((p50 - 0.050).abs() <= 0.001, "p50 {p50}");
+        assert!((e.version_mix["events-value/1"] - 0.5).abs() < 1e-9);
+        // A shorter window sees only its slots.
+        let last10 = t.snapshot(60_000, 10_000);
+        assert!(last10.iter().all(|s| s.source != "other"));
+    }
+
+    #[test]
+    fn history_is_bounded() {
+        let mut t = Tracker::new(10_000, 8640);
+        for s in 0..10_000i64 {
+            t.observe(s * 10_000, &batch("events", 1, 1, &[]));
+        }
+        assert_eq!(t.history_len(), 8640, "24 h at 10 s");
+    }
+}
