@@ -8,6 +8,7 @@ use common::*;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use vigil_actors::generator::{EventGen, GenRecord, GenSpec, Wire, AVRO_SCHEMA};
+use vigil_actors::registry::resolver::RegistryClient;
 
 const PARTITIONS: i32 = 4;
 const START_MS: i64 = 1_700_000_000_000;
@@ -40,11 +41,8 @@ type = "string"
 max_length = 40
 "#;
 
-fn post(url: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let mut r = agent.post(url).header("Content-Type", "application/vnd.schemaregistry.v1+json").send(body.to_string().as_bytes()).expect("post");
-    let status = r.status().as_u16();
-    (status, serde_json::from_str(&r.body_mut().read_to_string().expect("body")).expect("json"))
+fn post(registry: &str, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    RegistryClient::new(registry, Duration::from_secs(30)).send("POST", path, Some(&body)).expect("registry reachable")
 }
 
 fn crafted(id: &str, user: &str, kind: &'static str, ts: i64) -> GenRecord {
@@ -76,23 +74,21 @@ fn avro_records_are_validated_and_every_failure_reaches_the_dlq_with_its_reason(
     let wire = Wire::avro(v1_id).expect("wire");
 
     // 2. A schema id of another subject.
-    let (st, other) = post(&format!("{registry}/subjects/other-value/versions"), serde_json::json!({"schema": AVRO_SCHEMA.replace("\"Event\"", "\"Other\"")}));
+    let (st, other) = post(&registry, "/subjects/other-value/versions", serde_json::json!({"schema": AVRO_SCHEMA.replace("\"Event\"", "\"Other\"")}));
     assert_eq!(st, 200, "{other}");
     let other_wire = Wire::avro(other["id"].as_u64().expect("id") as u32).expect("wire");
     // 3. A compatible v2, archived with the CLI before anything is written with it.
     let v2_schema =
         AVRO_SCHEMA.replace(r#"{"name":"country""#, r#"{"name":"channel","type":"string","default":"web","doc":"Sales channel"},{"name":"country""#);
-    let (st, v2) = post(&format!("{registry}/subjects/events-value/versions"), serde_json::json!({"schema": v2_schema}));
+    let (st, v2) = post(&registry, "/subjects/events-value/versions", serde_json::json!({"schema": v2_schema}));
     assert_eq!((st, v2["version"].as_u64()), (200, Some(2)), "{v2}");
     let out = std::process::Command::new(BIN).args(["schema", "archive", "events-value", "2", "--admin", &node.admin]).output().expect("vigil schema");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v2_avro = apache_avro::Schema::parse_str(&v2_schema).expect("v2");
     let v2_wire = Wire::Avro { id: v2["id"].as_u64().expect("id") as u32, schema: Box::new(v2_avro) };
     // 4. An incompatible registration is refused with Confluent's 409.
-    let (st, err) = post(
-        &format!("{registry}/subjects/events-value/versions"),
-        serde_json::json!({"schema": AVRO_SCHEMA.replace(r#""type":"double""#, r#""type":"string""#)}),
-    );
+    let (st, err) =
+        post(&registry, "/subjects/events-value/versions", serde_json::json!({"schema": AVRO_SCHEMA.replace(r#""type":"double""#, r#""type":"string""#)}));
     assert_eq!((st, err["error_code"].as_u64()), (409, Some(409)), "{err}");
 
     let t = START_MS + 60_000;

@@ -73,12 +73,10 @@ impl SchemaSetup {
     /// Register a schema the node itself writes with (generator, Avro sink); returns its id.
     fn register(&self, subject: &str, kind: SchemaType, schema: &str) -> Result<u32> {
         match (&self.local, &self.client) {
-            (Some(reg), _) => {
-                let parsed = Registry::parse(Some(kind.as_str()), schema).map_err(|e| Error::Registry(e.to_string()))?;
-                reg.register("node", subject, parsed)
-                    .map(|r| r.id)
-                    .map_err(|e| Error::Registry(format!("registering the node's schema under `{subject}`: {e}")))
-            }
+            (Some(reg), _) => reg
+                .register_text("node", subject, Some(kind.as_str()), schema)
+                .map(|r| r.id)
+                .map_err(|e| Error::Registry(format!("registering the node's schema under `{subject}`: {e}"))),
             (None, Some(client)) => client.register(subject, kind, schema).map_err(Error::Registry),
             (None, None) => Err(Error::Registry("no registry configured".into())),
         }

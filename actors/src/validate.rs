@@ -124,8 +124,8 @@ impl Reject {
 /// The registry facts of a decoded record.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SchemaInfo {
-    /// Subject.
-    pub subject: String,
+    /// Subject (shared with the decoder: no copy per record).
+    pub subject: Arc<str>,
     /// Schema id.
     pub id: Option<u32>,
     /// Version, when known.
@@ -343,7 +343,7 @@ pub type DecodeResult = Result<(Decoded, Option<SchemaInfo>), (Reject, Option<Sc
 /// Decodes the records of one source, caching schema resolutions by id.
 pub struct SourceDecoder {
     format: SourceFormat,
-    subject: String,
+    subject: Arc<str>,
     generation: u64,
     cache: HashMap<u32, Result<Arc<Resolution>, Unresolved>>,
 }
@@ -354,7 +354,7 @@ const DECODER_CACHE_MAX: usize = 4096;
 impl SourceDecoder {
     /// Decoder for `source`.
     pub fn new(source: &SourceConfig) -> Self {
-        Self { format: source.format, subject: source.subject(), generation: 0, cache: HashMap::new() }
+        Self { format: source.format, subject: source.subject().into(), generation: 0, cache: HashMap::new() }
     }
 
     /// The subject records must belong to.
@@ -387,11 +387,7 @@ impl SourceDecoder {
     /// stage should fail and retry); the inner result is the record's verdict.
     pub fn decode(&mut self, payload: &[u8], resolver: &dyn Resolver) -> Result<DecodeResult, String> {
         if self.format == SourceFormat::Json {
-            return Ok(match serde_json::from_slice::<Value>(payload) {
-                Ok(Value::Object(m)) => Ok((Decoded::Json(m), None)),
-                Ok(_) => Err((Reject::NotAnObject, None)),
-                Err(e) => Err((Reject::InvalidJson(e.to_string()), None)),
-            });
+            return Ok(decode_plain_json(payload).map(|d| (d, None)).map_err(|r| (r, None)));
         }
         let subject = self.subject.clone();
         let (id, body) = match wire::unframe(payload) {
@@ -402,28 +398,28 @@ impl SourceDecoder {
             Ok(r) => r,
             Err(Unresolved::UnknownId) => return Ok(Err((Reject::UnknownSchema(id), Some(SchemaInfo { subject, id: Some(id), ..SchemaInfo::default() })))),
             Err(Unresolved::WrongSubject) => {
-                return Ok(Err((Reject::WrongSubject { id, subject: subject.clone() }, Some(SchemaInfo { subject, id: Some(id), ..SchemaInfo::default() }))))
+                return Ok(Err((
+                    Reject::WrongSubject { id, subject: subject.to_string() },
+                    Some(SchemaInfo { subject, id: Some(id), ..SchemaInfo::default() }),
+                )))
             }
         };
         let info = SchemaInfo { subject: subject.clone(), id: Some(id), version: Some(res.version), deprecated: res.state == Lifecycle::Deprecated };
         if res.state == Lifecycle::Archived {
-            return Ok(Err((Reject::Archived { subject, version: res.version }, Some(info))));
+            return Ok(Err((Reject::Archived { subject: subject.to_string(), version: res.version }, Some(info))));
         }
-        let undecodable = |reason: String| Reject::Undecodable { subject: subject.clone(), version: res.version, reason };
+        let undecodable = |reason: String| Reject::Undecodable { subject: subject.to_string(), version: res.version, reason };
         let verdict = match (self.format, res.writer.avro(), res.writer.json_validator()) {
             (SourceFormat::Avro, Some(writer), _) => decode_avro(writer, res.reader.as_ref().and_then(|r| r.avro()), body).map_err(|e| match e {
                 AvroFailure::Decode(r) => undecodable(r),
-                AvroFailure::Resolve(reason) => Reject::Unresolvable { subject: subject.clone(), version: res.version, reason },
+                AvroFailure::Resolve(reason) => Reject::Unresolvable { subject: subject.to_string(), version: res.version, reason },
                 AvroFailure::NotRecord => Reject::NotAnObject,
             }),
             (SourceFormat::JsonSchema, _, Some(validator)) => match serde_json::from_slice::<Value>(body) {
                 Err(e) => Err(undecodable(format!("not JSON: {e}"))),
                 Ok(v) => match validator.validate(&v) {
                     Err(e) => Err(undecodable(format!("{e} at {}", e.instance_path()))),
-                    Ok(()) => match v {
-                        Value::Object(m) => Ok(Decoded::Json(m)),
-                        _ => Err(Reject::NotAnObject),
-                    },
+                    Ok(()) => json_object(v),
                 },
             },
             (f, _, _) => Err(undecodable(format!("source format is {f} but schema {id} is {}", res.writer.kind()))),
@@ -463,14 +459,24 @@ fn decode_avro(writer: &apache_avro::Schema, reader: Option<&apache_avro::Schema
     }
 }
 
+fn json_object(v: Value) -> Result<Decoded, Reject> {
+    match v {
+        Value::Object(m) => Ok(Decoded::Json(m)),
+        _ => Err(Reject::NotAnObject),
+    }
+}
+
+/// Decode a plain JSON record (format `json`).
+fn decode_plain_json(payload: &[u8]) -> Result<Decoded, Reject> {
+    json_object(serde_json::from_slice(payload).map_err(|e| Reject::InvalidJson(e.to_string()))?)
+}
+
 /// Validate a plain JSON record (format `json`) with the given rules.
 ///
 /// # Errors
 /// The first [`Reject`].
 pub fn validate_json(payload: &[u8], rules: &Rules, window: &WindowConfig) -> Result<Parsed, Reject> {
-    let v: Value = serde_json::from_slice(payload).map_err(|e| Reject::InvalidJson(e.to_string()))?;
-    let Value::Object(obj) = v else { return Err(Reject::NotAnObject) };
-    rules.apply(&Decoded::Json(obj), window)
+    rules.apply(&decode_plain_json(payload)?, window)
 }
 
 #[cfg(test)]
@@ -546,7 +552,7 @@ mod tests {
         let mut run = |bytes: &[u8]| -> Result<Parsed, String> {
             match d.decode(bytes, &reg).unwrap() {
                 Ok((rec, info)) => {
-                    assert_eq!(info.as_ref().map(|i| i.subject.as_str()), Some("events-value"));
+                    assert_eq!(info.as_ref().map(|i| &*i.subject), Some("events-value"));
                     rules.apply(&rec, &w).map_err(|r| r.code())
                 }
                 Err((r, _)) => Err(r.code()),

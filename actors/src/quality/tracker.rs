@@ -53,22 +53,19 @@ impl Default for Agg {
 }
 
 impl Agg {
-    fn add(&mut self, b: &BatchQuality) {
-        self.records += b.records;
-        self.valid += b.valid;
-        self.decoded += b.decoded;
-        self.late += b.late;
-        for (k, n) in &b.dlq {
-            *self.dlq.entry(k.clone()).or_default() += n;
-        }
-        for (k, n) in &b.missing {
-            *self.missing.entry(k.clone()).or_default() += n;
-        }
-        for ((s, v), n) in &b.versions {
-            *self.versions.entry(format!("{s}/{v}")).or_default() += n;
-        }
-        for f in &b.freshness_ms {
-            self.freshness.add(*f);
+    /// One batch as an aggregate (versions keyed `subject/version`).
+    fn of(b: &BatchQuality) -> Agg {
+        let mut freshness = new_sketch();
+        b.freshness_ms.iter().for_each(|f| freshness.add(*f));
+        Agg {
+            records: b.records,
+            valid: b.valid,
+            decoded: b.decoded,
+            late: b.late,
+            dlq: b.dlq.clone(),
+            missing: b.missing.clone(),
+            versions: b.versions.iter().map(|((s, v), n)| (format!("{s}/{v}"), *n)).collect(),
+            freshness,
         }
     }
 
@@ -77,14 +74,10 @@ impl Agg {
         self.valid += o.valid;
         self.decoded += o.decoded;
         self.late += o.late;
-        for (k, n) in &o.dlq {
-            *self.dlq.entry(k.clone()).or_default() += n;
-        }
-        for (k, n) in &o.missing {
-            *self.missing.entry(k.clone()).or_default() += n;
-        }
-        for (k, n) in &o.versions {
-            *self.versions.entry(k.clone()).or_default() += n;
+        for (into, from) in [(&mut self.dlq, &o.dlq), (&mut self.missing, &o.missing), (&mut self.versions, &o.versions)] {
+            for (k, n) in from {
+                *into.entry(k.clone()).or_default() += n;
+            }
         }
         self.freshness.merge(&o.freshness);
     }
@@ -144,7 +137,7 @@ impl Tracker {
         }
         // A batch reported late for an older slot counts in the newest one: totals stay right.
         if let Some(slot) = self.slots.back_mut() {
-            slot.sources.entry(b.source.clone()).or_default().add(b);
+            slot.sources.entry(b.source.clone()).or_default().merge(&Agg::of(b));
         }
     }
 

@@ -203,6 +203,20 @@ impl Storage for MemStorage {
     }
 }
 
+/// Count a registration by outcome in `vigil_schema_registrations_total`.
+fn count_registration(res: Result<Registered, RegistryError>) -> Result<Registered, RegistryError> {
+    let outcome = match &res {
+        Ok(r) if r.existing => "existing",
+        Ok(_) => "registered",
+        Err(RegistryError::Incompatible { .. }) => "incompatible",
+        Err(RegistryError::LintBlocked(_)) => "lint_blocked",
+        Err(RegistryError::InvalidSchema(_)) => "invalid",
+        Err(_) => "error",
+    };
+    metrics::counter!("vigil_schema_registrations_total", "outcome" => outcome).increment(1);
+    res
+}
+
 /// Records seen per version since the start, with first and last time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
 pub struct Usage {
@@ -250,18 +264,16 @@ impl Registry {
                 usage.insert((subject.to_string(), u32::from_be_bytes(ver)), u);
             }
         }
-        Ok(Self { state: RwLock::new(Arc::new(state)), storage, cfg, generation: AtomicU64::new(1), usage: Mutex::new((usage, false)) })
+        Ok(Self::assemble(storage, cfg, state, usage))
     }
 
     /// A registry in memory with default settings (tests, tools).
     pub fn in_memory() -> Self {
-        Self {
-            state: RwLock::new(Arc::new(State::default())),
-            storage: Arc::new(MemStorage::default()),
-            cfg: SchemaRegistryConfig::default(),
-            generation: AtomicU64::new(1),
-            usage: Mutex::new((BTreeMap::new(), false)),
-        }
+        Self::assemble(Arc::new(MemStorage::default()), SchemaRegistryConfig::default(), State::empty(), BTreeMap::new())
+    }
+
+    fn assemble(storage: Arc<dyn Storage>, cfg: SchemaRegistryConfig, state: State, usage: BTreeMap<UsageKey, Usage>) -> Self {
+        Self { state: RwLock::new(Arc::new(state)), storage, cfg, generation: AtomicU64::new(1), usage: Mutex::new((usage, false)) }
     }
 
     /// Settings.
@@ -308,28 +320,29 @@ impl Registry {
     /// Register a schema (see [`State::register`]); records the outcome metric.
     ///
     /// # Errors
-    /// As [`State::register`].
+    /// As [`State::register`]; [`RegistryError::InvalidSchema`] for defaults that do not
+    /// match their types when `avro_validate_defaults` is on.
     pub fn register(&self, actor: &str, subject: &str, schema: Arc<ParsedSchema>) -> Result<Registered, RegistryError> {
+        count_registration(self.register_parsed(actor, subject, schema))
+    }
+
+    /// Parse schema text of `kind` (Confluent's `schemaType`) and register it; a schema
+    /// that does not parse counts as an `invalid` registration.
+    ///
+    /// # Errors
+    /// [`RegistryError::InvalidSchema`], or as [`Registry::register`].
+    pub fn register_text(&self, actor: &str, subject: &str, kind: Option<&str>, text: &str) -> Result<Registered, RegistryError> {
+        count_registration(Self::parse(kind, text).and_then(|schema| self.register_parsed(actor, subject, schema)))
+    }
+
+    fn register_parsed(&self, actor: &str, subject: &str, schema: Arc<ParsedSchema>) -> Result<Registered, RegistryError> {
         if self.cfg.avro_validate_defaults {
-            if let Err(e) = schema.check_defaults() {
-                metrics::counter!("vigil_schema_registrations_total", "outcome" => "invalid").increment(1);
-                return Err(RegistryError::InvalidSchema(e));
-            }
+            schema.check_defaults().map_err(RegistryError::InvalidSchema)?;
         }
         let c = Change { now_ms: vigil_runtime::now_ms(), actor };
         let rules = self.cfg.lint.for_subject(subject);
         let (default, limits) = (self.cfg.default_compatibility, self.limits());
-        let res = self.change(|st| st.register(&c, subject, schema, default, &rules, limits));
-        let outcome = match &res {
-            Ok(r) if r.existing => "existing",
-            Ok(_) => "registered",
-            Err(RegistryError::Incompatible { .. }) => "incompatible",
-            Err(RegistryError::LintBlocked(_)) => "lint_blocked",
-            Err(RegistryError::InvalidSchema(_)) => "invalid",
-            Err(_) => "error",
-        };
-        metrics::counter!("vigil_schema_registrations_total", "outcome" => outcome).increment(1);
-        res
+        self.change(|st| st.register(&c, subject, schema, default, &rules, limits))
     }
 
     /// Set a compatibility level (`subject = None`: global).
@@ -397,13 +410,13 @@ impl Registry {
     }
 
     /// Count records read per `(subject, version)` at `now_ms`.
-    pub fn record_usage(&self, counts: &BTreeMap<(String, u32), u64>, now_ms: i64) {
+    pub fn record_usage(&self, counts: &BTreeMap<(Arc<str>, u32), u64>, now_ms: i64) {
         if counts.is_empty() {
             return;
         }
         if let Ok(mut g) = self.usage.lock() {
-            for (k, n) in counts {
-                let u = g.0.entry(k.clone()).or_insert(Usage { records: 0, first_seen_ms: now_ms, last_seen_ms: now_ms });
+            for ((subject, version), n) in counts {
+                let u = g.0.entry((subject.to_string(), *version)).or_insert(Usage { records: 0, first_seen_ms: now_ms, last_seen_ms: now_ms });
                 u.records += n;
                 u.last_seen_ms = now_ms;
             }

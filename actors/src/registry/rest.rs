@@ -63,8 +63,8 @@ fn flag(q: &HashMap<String, String>, name: &str) -> bool {
 }
 
 /// Add `schema` and (unless AVRO, which Confluent leaves implied) `schemaType` of schema `id`.
-fn with_schema(mut out: Value, reg: &Registry, id: u32) -> Value {
-    if let Some(e) = reg.snapshot().schema(id) {
+fn with_schema(mut out: Value, st: &super::state::State, id: u32) -> Value {
+    if let Some(e) = st.schema(id) {
         out["schema"] = e.stored.text.clone().into();
         if e.stored.kind != super::schema::SchemaType::Avro {
             out["schemaType"] = e.stored.kind.as_str().into();
@@ -73,8 +73,8 @@ fn with_schema(mut out: Value, reg: &Registry, id: u32) -> Value {
     out
 }
 
-fn version_json(v: &VersionInfo, reg: &Registry) -> Value {
-    with_schema(json!({ "subject": v.subject, "version": v.version, "id": v.id }), reg, v.id)
+fn version_json(v: &VersionInfo, st: &super::state::State) -> Value {
+    with_schema(json!({ "subject": v.subject, "version": v.version, "id": v.id }), st, v.id)
 }
 
 /// Parse a request body into `(schemaType, schema)`.
@@ -126,16 +126,9 @@ async fn list_versions(State(reg): State<Reg>, p: Result<Path<String>, PathRejec
 async fn register(State(reg): State<Reg>, actor: Actor, p: Result<Path<String>, PathRejection>, body: Result<Bytes, BytesRejection>) -> Response {
     let Path(s) = try_resp!(p.map_err(path_err));
     let (kind, text) = try_resp!(schema_body(body));
-    let parsed = match Registry::parse(kind.as_deref(), &text) {
-        Ok(p) => p,
-        Err(e) => {
-            metrics::counter!("vigil_schema_registrations_total", "outcome" => "invalid").increment(1);
-            return fail(e);
-        }
-    };
-    match reg.register(&actor.0, &s, parsed) {
+    match reg.register_text(&actor.0, &s, kind.as_deref(), &text) {
         Ok(r) => {
-            let mut v = with_schema(json!({ "id": r.id, "subject": s, "version": r.version }), &reg, r.id);
+            let mut v = with_schema(json!({ "id": r.id, "subject": s, "version": r.version }), &reg.snapshot(), r.id);
             if !r.warnings.is_empty() {
                 v["warnings"] = json!(r.warnings);
             }
@@ -148,8 +141,9 @@ async fn register(State(reg): State<Reg>, actor: Actor, p: Result<Path<String>, 
 async fn get_version(State(reg): State<Reg>, p: Result<Path<(String, String)>, PathRejection>, q: Params) -> Response {
     let Path((s, v)) = try_resp!(p.map_err(path_err));
     let sel = try_resp!(VersionSel::parse(&v).map_err(fail));
-    match reg.snapshot().version(&s, sel, flag(&q, "deleted")) {
-        Ok(vi) => ok(version_json(&vi, &reg)),
+    let st = reg.snapshot();
+    match st.version(&s, sel, flag(&q, "deleted")) {
+        Ok(vi) => ok(version_json(&vi, &st)),
         Err(e) => fail(e),
     }
 }
@@ -189,8 +183,9 @@ async fn lookup(State(reg): State<Reg>, p: Result<Path<String>, PathRejection>, 
     let Path(s) = try_resp!(p.map_err(path_err));
     let (kind, text) = try_resp!(schema_body(body));
     let parsed = try_resp!(Registry::parse(kind.as_deref(), &text).map_err(fail));
-    match reg.snapshot().lookup(&s, &parsed, flag(&q, "deleted")) {
-        Ok(vi) => ok(version_json(&vi, &reg)),
+    let st = reg.snapshot();
+    match st.lookup(&s, &parsed, flag(&q, "deleted")) {
+        Ok(vi) => ok(version_json(&vi, &st)),
         Err(e) => fail(e),
     }
 }
@@ -210,8 +205,9 @@ fn parse_id(s: &str) -> Result<u32, Response> {
 async fn schema_by_id(State(reg): State<Reg>, p: Result<Path<String>, PathRejection>) -> Response {
     let Path(id) = try_resp!(p.map_err(path_err));
     let id = try_resp!(parse_id(&id));
-    match reg.snapshot().schema(id) {
-        Some(_) => ok(with_schema(json!({}), &reg, id)),
+    let st = reg.snapshot();
+    match st.schema(id) {
+        Some(_) => ok(with_schema(json!({}), &st, id)),
         None => fail(RegistryError::SchemaNotFound(Some(id))),
     }
 }

@@ -251,12 +251,17 @@ pub struct Change<'a> {
 }
 
 impl State {
+    /// A registry with nothing in it; the first id handed out is 1.
+    pub fn empty() -> State {
+        State { next_id: 1, ..State::default() }
+    }
+
     /// Rebuild the state from the store's `(key, value)` pairs.
     ///
     /// # Errors
     /// [`E::Store`] naming the record that does not decode or parse.
     pub fn load(items: &[(Vec<u8>, Vec<u8>)]) -> Result<State, E> {
-        let mut st = State { next_id: 1, ..State::default() };
+        let mut st = State::empty();
         let bad = |what: &str, e: &dyn std::fmt::Display| E::Store(format!("corrupt registry record {what}: {e}"));
         for (k, v) in items {
             match k.get(..2) {
@@ -353,17 +358,18 @@ impl State {
         self.subjects.iter().filter(|(_, s)| s.versions.values().any(|v| deleted || !v.deleted)).map(|(k, _)| k.clone()).collect()
     }
 
+    /// A subject with at least one version (a non-deleted one unless `deleted`).
+    fn subject_with_versions(&self, subject: &str, deleted: bool) -> Result<&Subject, E> {
+        self.subjects.get(subject).filter(|s| s.versions.values().any(|v| deleted || !v.deleted)).ok_or_else(|| E::SubjectNotFound(subject.into()))
+    }
+
     /// Version numbers of a subject.
     ///
     /// # Errors
     /// [`E::SubjectNotFound`] when it has none.
     pub fn versions(&self, subject: &str, deleted: bool) -> Result<Vec<u32>, E> {
-        let v: Vec<u32> =
-            self.subjects.get(subject).map(|s| s.versions.values().filter(|v| deleted || !v.deleted).map(|v| v.version).collect()).unwrap_or_default();
-        if v.is_empty() {
-            return Err(E::SubjectNotFound(subject.into()));
-        }
-        Ok(v)
+        let s = self.subject_with_versions(subject, deleted)?;
+        Ok(s.versions.values().filter(|v| deleted || !v.deleted).map(|v| v.version).collect())
     }
 
     /// Every version of every subject (for listings), non-deleted unless `deleted`.
@@ -376,7 +382,7 @@ impl State {
     /// # Errors
     /// [`E::SubjectNotFound`] / [`E::VersionNotFound`].
     pub fn version(&self, subject: &str, sel: VersionSel, deleted: bool) -> Result<VersionInfo, E> {
-        let s = self.subjects.get(subject).filter(|s| s.versions.values().any(|v| deleted || !v.deleted)).ok_or_else(|| E::SubjectNotFound(subject.into()))?;
+        let s = self.subject_with_versions(subject, deleted)?;
         let found = match sel {
             VersionSel::Latest => s.versions.values().rev().find(|v| deleted || !v.deleted),
             VersionSel::Number(n) => s.versions.get(&n).filter(|v| deleted || !v.deleted),
@@ -404,7 +410,7 @@ impl State {
     /// # Errors
     /// [`E::SubjectNotFound`] / [`E::SchemaNotFound`].
     pub fn lookup(&self, subject: &str, schema: &ParsedSchema, deleted: bool) -> Result<VersionInfo, E> {
-        let s = self.subjects.get(subject).filter(|s| s.versions.values().any(|v| deleted || !v.deleted)).ok_or_else(|| E::SubjectNotFound(subject.into()))?;
+        let s = self.subject_with_versions(subject, deleted)?;
         let id = self.by_text.get(&(schema.kind(), schema.canonical().to_string())).ok_or(E::SchemaNotFound(None))?;
         s.versions.values().rev().find(|v| v.id == *id && (deleted || !v.deleted)).cloned().ok_or(E::SchemaNotFound(None))
     }
@@ -580,7 +586,7 @@ impl State {
     /// [`E::SubjectNotFound`], [`E::SubjectSoftDeleted`] (soft delete twice),
     /// [`E::SubjectNotSoftDeleted`] (permanent without soft delete first).
     pub fn delete_subject(&mut self, c: &Change<'_>, subject: &str, permanent: bool) -> Result<(Vec<u32>, Vec<Op>), E> {
-        let subj = self.subjects.get(subject).filter(|s| !s.versions.is_empty()).ok_or_else(|| E::SubjectNotFound(subject.into()))?;
+        let subj = self.subject_with_versions(subject, true)?;
         let live: Vec<u32> = subj.live().map(|v| v.version).collect();
         let mut ops = Vec::new();
         let deleted = if permanent {
@@ -628,7 +634,7 @@ impl State {
     /// [`E::SubjectNotFound`], [`E::VersionNotFound`], [`E::VersionSoftDeleted`],
     /// [`E::VersionNotSoftDeleted`].
     pub fn delete_version(&mut self, c: &Change<'_>, subject: &str, sel: VersionSel, permanent: bool) -> Result<(u32, Vec<Op>), E> {
-        let subj = self.subjects.get(subject).filter(|s| !s.versions.is_empty()).ok_or_else(|| E::SubjectNotFound(subject.into()))?;
+        let subj = self.subject_with_versions(subject, true)?;
         let v = match sel {
             // `latest` names the newest live version; with permanent, the newest soft-deleted one.
             VersionSel::Latest => subj.versions.values().rev().find(|v| v.deleted == permanent).or_else(|| subj.versions.values().next_back()),

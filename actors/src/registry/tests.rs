@@ -549,7 +549,7 @@ fn state_survives_reopen() {
         r.set_config("t", Some("s"), Full).unwrap();
         r.set_config("t", None, Forward).unwrap();
         r.delete_version("t", "s", VersionSel::Number(1), false).unwrap();
-        r.record_usage(&[(("s".to_string(), 2), 5)].into_iter().collect(), 1000);
+        r.record_usage(&[((Arc::from("s"), 2), 5)].into_iter().collect(), 1000);
         r.flush_usage().unwrap();
     }
     let r = Registry::open(storage, SchemaRegistryConfig::default()).unwrap();

@@ -73,8 +73,8 @@ impl Actor for Validate {
                 // An external registry answers over HTTP on a cache miss: keep that off the async workers.
                 let judged = if ctx.resolver_blocks { tokio::task::block_in_place(|| st.judge(batches))? } else { st.judge(batches)? };
                 let mut records = Vec::with_capacity(judged.len());
-                let mut usage: BTreeMap<(String, u32), u64> = BTreeMap::new();
-                let mut deprecated: BTreeMap<(String, u32), u64> = BTreeMap::new();
+                let mut usage: BTreeMap<(Arc<str>, u32), u64> = BTreeMap::new();
+                let mut deprecated: BTreeMap<(Arc<str>, u32), u64> = BTreeMap::new();
                 let mut failures: BTreeMap<String, u64> = BTreeMap::new();
                 for (source, envelope, verdict) in judged {
                     match verdict {
@@ -95,10 +95,11 @@ impl Actor for Validate {
                     }
                 }
                 for ((subject, version), n) in &usage {
-                    metrics::counter!("vigil_schema_records_total", "subject" => subject.clone(), "version" => version.to_string()).increment(*n);
+                    metrics::counter!("vigil_schema_records_total", "subject" => subject.to_string(), "version" => version.to_string()).increment(*n);
                 }
                 for ((subject, version), n) in &deprecated {
-                    metrics::counter!("vigil_deprecated_schema_records_total", "subject" => subject.clone(), "version" => version.to_string()).increment(*n);
+                    metrics::counter!("vigil_deprecated_schema_records_total", "subject" => subject.to_string(), "version" => version.to_string())
+                        .increment(*n);
                 }
                 for (reason, n) in failures {
                     metrics::counter!("vigil_validation_failures_total", "reason" => reason).increment(n);
