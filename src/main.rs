@@ -1,5 +1,8 @@
 //! `vigil`: the command line. Thin: parses arguments, loads config, and calls the crates.
-//! Command groups with many verbs live in their own module (`schema`).
+//! Command groups with many verbs live in their own module (`schema`, `alerts`); `admin`
+//! talks to a running node.
+mod admin;
+mod alerts;
 mod schema;
 
 use anyhow::{bail, Context, Result};
@@ -85,6 +88,24 @@ enum Cmd {
         #[command(subcommand)]
         cmd: schema::SchemaCmd,
     },
+    /// Alerts of a running node: list, rules, reload.
+    Alerts {
+        #[command(subcommand)]
+        cmd: alerts::AlertsCmd,
+    },
+    /// Silences: add, list, expire.
+    Silence {
+        #[command(subcommand)]
+        cmd: alerts::SilenceCmd,
+    },
+    /// The current data-quality table per source and field.
+    Dq {
+        #[command(flatten)]
+        target: AdminTarget,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -157,10 +178,18 @@ fn rfc3339_ms(ms: i64) -> String {
 
 #[derive(Subcommand)]
 enum ChaosCmd {
-    /// Make a stage panic: ingest, validate, process, sink or generator.
+    /// Make a stage panic: ingest, validate, process, sink, generator, quality or alerting.
     Panic {
         /// Stage name.
         stage: String,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Set the embedded generator's fraction of malformed records (0 restores clean input).
+    BadData {
+        /// Fraction of malformed records, 0.0 to 1.0.
+        #[arg(long, default_value_t = 0.2)]
+        ratio: f64,
         #[command(flatten)]
         target: AdminTarget,
     },
@@ -305,7 +334,7 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
             Ok(if errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Cmd::Tree { target, json } => {
-            let tree: TreeNode = http_get_json(&target.addr()?, "/tree")?;
+            let tree: TreeNode = admin::get(&target.addr()?, "/tree")?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&tree)?);
             } else {
@@ -314,7 +343,7 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Status { target, json } => {
-            let v: serde_json::Value = http_get_json(&target.addr()?, "/status")?;
+            let v: serde_json::Value = admin::get(&target.addr()?, "/status")?;
             if json {
                 println!("{v}");
             } else {
@@ -368,6 +397,15 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Schema { cmd } => schema::run(cmd),
+        Cmd::Alerts { cmd } => alerts::alerts(cmd),
+        Cmd::Silence { cmd } => alerts::silence(cmd),
+        Cmd::Dq { target, json } => alerts::dq(&target, json),
+        Cmd::Chaos { cmd: ChaosCmd::BadData { ratio, target } } => {
+            let addr = target.addr()?;
+            let _: serde_json::Value = admin::post(&addr, "/chaos/bad-data", &serde_json::json!({ "ratio": ratio }))?;
+            println!("generator on {addr} now writes {:.0}% malformed records (watch: vigil dq; vigil alerts list)", ratio * 100.0);
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Chaos { cmd: ChaosCmd::Panic { stage, target } } => {
             let addr = target.addr()?;
             vigil_chaos::inject_panic(&addr, &stage)?;
@@ -375,13 +413,6 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-fn http_get_json<T: serde::de::DeserializeOwned>(addr: &str, path: &str) -> Result<T> {
-    let url = format!("http://{addr}{path}");
-    let mut resp =
-        ureq::get(&url).call().with_context(|| format!("cannot reach the admin API at {addr} (is `vigil run` running? pass --admin ADDR or --config FILE)"))?;
-    resp.body_mut().read_json::<T>().with_context(|| format!("unexpected answer from {url}"))
 }
 
 fn status_line(s: &StatusSnapshot, rate: Option<f64>) -> String {
@@ -461,6 +492,15 @@ async fn run(config: Option<PathBuf>, json: bool) -> Result<std::process::ExitCo
         }
         println!("  metrics    http://{}/metrics", node.metrics_addr);
         println!("  admin      http://{}/status   (vigil tree --admin {})", node.admin_addr, node.admin_addr);
+        if o.quality.enabled {
+            let alerting =
+                if o.quality.enabled && o.alerts.enabled { format!(", {} alert rules (vigil alerts list)", o.alerts.rules.len()) } else { String::new() };
+            println!(
+                "  quality    every {} over {} (vigil dq){alerting}",
+                humantime::format_duration(o.quality.interval),
+                humantime::format_duration(o.quality.window)
+            );
+        }
         if o.generator_enabled() {
             println!("  generator  {} records/s, {:.0}% malformed, seed {}", o.generator.rate, o.generator.bad_ratio * 100.0, o.generator.seed);
         }
@@ -490,8 +530,12 @@ async fn run(config: Option<PathBuf>, json: bool) -> Result<std::process::ExitCo
             let _ = std::io::stdout().flush();
         }
     });
+    let reloader = cfg.loaded_from.clone().map(|path| tokio::spawn(reload_on_sighup(node.admin_addr, path)));
     let res = node.run_until(shutdown_signal()).await;
     printer.abort();
+    if let Some(r) = reloader {
+        r.abort();
+    }
     match res {
         Ok(()) => {
             println!("stopped cleanly");
@@ -502,6 +546,27 @@ async fn run(config: Option<PathBuf>, json: bool) -> Result<std::process::ExitCo
             Ok(std::process::ExitCode::FAILURE)
         }
     }
+}
+
+/// SIGHUP re-reads `[alerts]` from the configuration file (through the admin API, so the
+/// checks and the answer are the same as `vigil alerts reload`).
+async fn reload_on_sighup(admin_addr: SocketAddr, path: PathBuf) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+        while hup.recv().await.is_some() {
+            let addr = admin_addr.to_string();
+            let res = tokio::task::spawn_blocking(move || admin::post::<serde_json::Value>(&addr, "/alerts/reload", &serde_json::json!({}))).await;
+            match res {
+                Ok(Ok(v)) => tracing::info!(file = %path.display(), rules = %v["rules"], "SIGHUP: alert rules reloaded"),
+                Ok(Err(e)) => tracing::error!(file = %path.display(), "SIGHUP: alert rules not reloaded: {e:#}"),
+                Err(e) => tracing::error!("SIGHUP: reload task failed: {e}"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (admin_addr, path);
 }
 
 async fn broker(partitions: u32, port: u16, topics: Vec<String>) -> Result<std::process::ExitCode> {

@@ -222,6 +222,13 @@ const PAGES: [&str; 5] = ["/", "/search", "/product", "/cart", "/checkout"];
 
 impl EventGen {
     /// New stream.
+    /// Change the fraction of malformed records from the next record on (drills). The
+    /// stream stays deterministic only while the ratio is the configured one.
+    pub fn set_bad_ratio(&mut self, ratio: f64) {
+        self.spec.bad_ratio = ratio.clamp(0.0, 1.0);
+    }
+
+    /// A generator at the start of its stream.
     pub fn new(spec: GenSpec) -> Self {
         let rng = ChaCha8Rng::seed_from_u64(spec.seed);
         Self { spec, rng, next: 0 }

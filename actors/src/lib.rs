@@ -1,8 +1,10 @@
-//! vigil-actors: the pipeline stages — Ingest, Validate, Process (windows), Sink — and the
+//! vigil-actors: the pipeline stages — Ingest, Validate, Process (windows), Sink — the
+//! Quality and Alerting actors that watch them, and the
 //! synthetic generator, each an actor shell over pure logic, assembled into a supervised
 //! node by [`node`].
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod alerting;
 pub mod generator;
 pub mod node;
 pub mod pipeline;

@@ -9,10 +9,15 @@
 //! │  ├─ process
 //! │  ├─ validate
 //! │  └─ ingest              stopped first on shutdown: takes the final checkpoint
+//! ├─ monitor  one_for_one   temporary: if it gives up, the data path runs on without it
+//! │  ├─ alerting
+//! │  └─ quality
 //! └─ generator              embedded default only
 //! ```
+use crate::alerting::actor::{AlertMsg, Alerting};
 use crate::generator::Wire;
 use crate::pipeline::{GenMsg, IngestMsg, NodeCtx, ProcessMsg, SinkMsg, Slots, ValidateMsg};
+use crate::quality::actor::{Quality, QualityMsg};
 use crate::registry::resolver::{ExternalResolver, RegistryClient, Resolver};
 use crate::registry::schema::SchemaType;
 use crate::registry::Registry;
@@ -103,6 +108,12 @@ fn init_series(config: &Config) {
     for topic in [&config.pipeline.sink_topic, &config.pipeline.dlq_topic] {
         metrics::counter!("vigil_delivery_failures_total", "topic" => topic.clone()).increment(0);
     }
+    if config.quality.enabled {
+        metrics::counter!("vigil_dq_reports_dropped_total").increment(0);
+        for actor in ["quality", "alerting"] {
+            metrics::counter!("vigil_actor_restarts_total", "actor" => actor).increment(0);
+        }
+    }
 }
 
 /// Periodic registry work: persist usage, apply the lifecycle policy.
@@ -144,6 +155,16 @@ fn tree_spec(ctx: &Arc<NodeCtx>, events: &broadcast::Sender<TreeEvent>) -> Super
         events: Some(events.clone()),
     };
     let mut children = vec![pipeline.child(Restart::Permanent, ingest_t + t * 4)];
+    if ctx.config.quality.enabled {
+        let mut kids = Vec::new();
+        if ctx.alerting_enabled() {
+            kids.push(ChildSpec::worker("alerting", Restart::Permanent, t, Alerting, args(ctx)));
+        }
+        kids.push(ChildSpec::worker("quality", Restart::Permanent, t, Quality, args(ctx)));
+        let monitor =
+            SupervisorSpec { name: "monitor".into(), strategy: Strategy::OneForOne, intensity, backoff, children: kids, events: Some(events.clone()) };
+        children.push(monitor.child(Restart::Temporary, t * 3));
+    }
     if ctx.config.generator_enabled() {
         children.push(ChildSpec::worker("generator", Restart::Permanent, t, Generator, args(ctx)));
     }
@@ -213,14 +234,22 @@ impl Node {
             rules,
             generator_wire,
             sink_schema,
+            quality_queue: std::sync::atomic::AtomicUsize::new(0),
+            quality_dropped: AtomicU64::new(0),
+            dq: watch::channel(crate::quality::report::DqReport::default()).0,
+            alerts_config: std::sync::RwLock::new(Arc::new(config.alerts.clone())),
+            bad_ratio: AtomicU64::new(f64::NAN.to_bits()),
         });
         init_series(&config);
         let (events, _) = broadcast::channel(256);
         let root = vigil_supervision::start_root(tree_spec(&ctx, &events)).await?;
         let metrics_addr = vigil_runtime::metrics::serve(&config.observability.metrics_addr, prom).await?;
         let api = Arc::new(NodeAdmin { ctx: ctx.clone(), root: root.actor.clone() });
-        let registry_routes = schemas.local.clone().map(crate::registry::rest::router);
-        let admin_addr = vigil_runtime::admin::serve(&config.observability.admin_addr, api, registry_routes).await?;
+        let mut routes = crate::alerting::rest::router(ctx.clone());
+        if let Some(reg) = schemas.local.clone() {
+            routes = routes.merge(crate::registry::rest::router(reg));
+        }
+        let admin_addr = vigil_runtime::admin::serve(&config.observability.admin_addr, api, Some(routes)).await?;
         let housekeeping = schemas.local.clone().map(|reg| tokio::spawn(registry_housekeeping(reg)));
         Ok(Node { ctx, root, metrics_addr, admin_addr, events, embedded, housekeeping })
     }
@@ -309,7 +338,9 @@ impl AdminApi for NodeAdmin {
             "process" => s.process.send("process", ProcessMsg::Panic(why)),
             "sink" => s.sink.send("sink", SinkMsg::Panic(why)),
             "generator" => s.generator.send("generator", GenMsg::Panic(why)),
-            other => return Err(format!("unknown stage `{other}` (one of: {})", crate::pipeline::STAGES.join(", "))),
+            "quality" => s.quality.send("quality", QualityMsg::Panic(why)),
+            "alerting" => s.alerting.send("alerting", AlertMsg::Panic(why)),
+            other => return Err(format!("unknown stage `{other}` (one of: {}, quality, alerting)", crate::pipeline::STAGES.join(", "))),
         };
         res.map_err(|e| e.to_string())
     }

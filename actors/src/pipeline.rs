@@ -1,17 +1,21 @@
 //! What the stages share: the node context (config, store, producer, counters), the
 //! in-band messages (batches, barriers, credits), the stage registry, and the DLQ writer.
+use crate::alerting::actor::AlertMsg;
 use crate::generator::Wire;
+use crate::quality::actor::QualityMsg;
+use crate::quality::report::DqReport;
+use crate::quality::tracker::BatchQuality;
 use crate::registry::resolver::Resolver;
 use crate::registry::Registry;
 use crate::validate::{Rules, SchemaInfo};
 use crate::window::WindowResult;
 use ractor::ActorRef;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
-use vigil_config::Config;
+use vigil_config::{AlertsConfig, Config};
 use vigil_runtime::envelope::{Envelope, PartitionBatch, TopicPartition};
 use vigil_runtime::kafka::{OutRecord, TrackedProducer};
 use vigil_runtime::stats::{NodeStats, Stage};
@@ -153,6 +157,19 @@ impl<M: Send + 'static> Slot<M> {
         let r = self.0.read().ok().and_then(|g| g.clone()).ok_or(crate::Error::StageUnavailable { stage })?;
         r.send_message(msg).map_err(|_| crate::Error::StageUnavailable { stage })
     }
+
+    /// Ask the current incarnation and wait up to `timeout` for the answer.
+    ///
+    /// # Errors
+    /// [`crate::Error::StageUnavailable`] if none is running, it is gone, or it does not
+    /// answer in time.
+    pub async fn call<T: Send + 'static>(&self, stage: &'static str, f: impl FnOnce(ractor::RpcReplyPort<T>) -> M, timeout: Duration) -> crate::Result<T> {
+        let r = self.0.read().ok().and_then(|g| g.clone()).ok_or(crate::Error::StageUnavailable { stage })?;
+        match r.call(f, Some(timeout)).await {
+            Ok(ractor::rpc::CallResult::Success(v)) => Ok(v),
+            _ => Err(crate::Error::StageUnavailable { stage }),
+        }
+    }
 }
 
 /// Registry of the running stages.
@@ -168,6 +185,10 @@ pub struct Slots {
     pub sink: Slot<SinkMsg>,
     /// Generator.
     pub generator: Slot<GenMsg>,
+    /// Quality.
+    pub quality: Slot<QualityMsg>,
+    /// Alerting.
+    pub alerting: Slot<AlertMsg>,
 }
 
 /// Everything the stages of one node share. Lives as long as the node; actors come and go.
@@ -208,9 +229,66 @@ pub struct NodeCtx {
     pub generator_wire: Wire,
     /// Schema id and Avro schema of window results when `pipeline.sink_format = "avro"`.
     pub sink_schema: Option<(u32, apache_avro::Schema)>,
+    /// Batch reports sent to the Quality actor and not yet taken (bounded by `quality.queue_max`).
+    pub quality_queue: AtomicUsize,
+    /// Batch reports dropped because the Quality actor was full or restarting.
+    pub quality_dropped: AtomicU64,
+    /// The latest data-quality report.
+    pub dq: watch::Sender<DqReport>,
+    /// The alerting configuration in force (replaced by a reload).
+    pub alerts_config: RwLock<Arc<AlertsConfig>>,
+    /// Malformed-record ratio of the embedded generator set at run time (drills), as f64
+    /// bits; NaN: the configured `generator.bad_ratio`.
+    pub bad_ratio: AtomicU64,
 }
 
 impl NodeCtx {
+    /// Hand a batch's quality to the Quality actor without ever waiting for it: beyond
+    /// `quality.queue_max` outstanding reports, or while it restarts, the report is dropped
+    /// and counted.
+    pub fn report_quality(&self, b: BatchQuality) {
+        let q = &self.config.quality;
+        if !q.enabled {
+            return;
+        }
+        let queued = self.quality_queue.fetch_add(1, Ordering::SeqCst);
+        if queued >= q.queue_max || self.slots.quality.send("quality", QualityMsg::Batch(Box::new(b))).is_err() {
+            self.quality_taken();
+            self.quality_dropped.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("vigil_dq_reports_dropped_total").increment(1);
+        }
+    }
+
+    /// The Quality actor took one report.
+    pub fn quality_taken(&self) {
+        let _ = self.quality_queue.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| Some(v.saturating_sub(1)));
+    }
+
+    /// Whether alert rules are evaluated (needs quality measurement).
+    pub fn alerting_enabled(&self) -> bool {
+        self.config.quality.enabled && self.config.alerts.enabled
+    }
+
+    /// Base URL of this node's admin API, for links in notifications.
+    pub fn external_url(&self) -> String {
+        format!("http://{}", self.config.observability.admin_addr)
+    }
+
+    /// Set the generator's malformed-record ratio at run time.
+    pub fn set_bad_ratio(&self, ratio: f64) {
+        self.bad_ratio.store(ratio.to_bits(), Ordering::SeqCst);
+    }
+
+    /// The generator's malformed-record ratio in force.
+    pub fn bad_ratio(&self) -> f64 {
+        let r = f64::from_bits(self.bad_ratio.load(Ordering::SeqCst));
+        if r.is_nan() {
+            self.config.generator.bad_ratio
+        } else {
+            r
+        }
+    }
+
     /// Bound on waiting for Kafka to take one record.
     pub fn send_timeout(&self) -> Duration {
         self.config.checkpoint.flush_timeout

@@ -19,6 +19,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod alerts;
+pub use alerts::*;
+
 /// One problem found in a configuration, with the field path it is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
@@ -76,6 +79,11 @@ pub struct Config {
     pub schema_registry: SchemaRegistryConfig,
     /// Data-quality measurement and anomaly detection.
     pub quality: QualityConfig,
+    /// Alert rules, silences' defaults, inhibition, receivers and routes.
+    pub alerts: AlertsConfig,
+    /// The file this configuration was loaded from, if any (alert rules reload from it).
+    #[serde(skip)]
+    pub loaded_from: Option<PathBuf>,
 }
 
 /// `[node]`
@@ -747,17 +755,47 @@ impl Default for AnomalyConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct QualityConfig {
+    /// Measure data quality (and evaluate alert rules on it). Default true.
+    pub enabled: bool,
+    /// Resolution of the measurements: one history slot and one evaluation per interval.
+    /// Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Rates, ratios and quantiles are over this trailing window. Default `30s`.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// History kept in RocksDB for baselines and incident timelines. Default `24h`.
+    #[serde(with = "humantime_serde")]
+    pub history: Duration,
     /// A partition whose position does not advance for this long while it has lag is
     /// stalled. Default `60s`.
     #[serde(with = "humantime_serde")]
     pub stall_after: Duration,
+    /// Record ids the duplicate detector remembers (at least; up to twice). Default 1000000.
+    pub dedup_capacity: u64,
+    /// False-positive rate of each of its two Bloom filters when full (a check against both
+    /// is at most about twice this). Default 0.01.
+    pub dedup_fp_rate: f64,
+    /// Batch reports waiting for the quality actor; beyond it reports are dropped and
+    /// counted (the data path never waits for quality). Default 1024.
+    pub queue_max: usize,
     /// Seasonal anomaly baseline.
     pub anomaly: AnomalyConfig,
 }
 
 impl Default for QualityConfig {
     fn default() -> Self {
-        Self { stall_after: Duration::from_secs(60), anomaly: AnomalyConfig::default() }
+        Self {
+            enabled: true,
+            interval: Duration::from_secs(10),
+            window: Duration::from_secs(30),
+            history: Duration::from_secs(86_400),
+            stall_after: Duration::from_secs(60),
+            dedup_capacity: 1_000_000,
+            dedup_fp_rate: 0.01,
+            queue_max: 1024,
+            anomaly: AnomalyConfig::default(),
+        }
     }
 }
 
@@ -796,7 +834,9 @@ impl Config {
             Some(p) => std::fs::read_to_string(p).map_err(|e| single(&p.display().to_string(), format!("cannot read: {e}")))?,
             None => String::new(),
         };
-        Self::from_toml_str(&text, env)
+        let mut c = Self::from_toml_str(&text, env)?;
+        c.loaded_from = path.map(Path::to_path_buf);
+        Ok(c)
     }
 
     /// Parse TOML text, apply environment overrides and validate.
@@ -980,9 +1020,24 @@ impl Config {
         if !(0.0..=1.0).contains(&a.min_relative_std) {
             err("quality.anomaly.min_relative_std", "must be between 0.0 and 1.0");
         }
-        if self.quality.stall_after.is_zero() {
-            err("quality.stall_after", "must be greater than 0");
+        let q = &self.quality;
+        for (path, d) in [("quality.stall_after", q.stall_after), ("quality.interval", q.interval), ("quality.window", q.window)] {
+            if d.is_zero() {
+                err(path, "must be greater than 0");
+            }
         }
+        if q.history < q.interval {
+            err("quality.history", "must be at least quality.interval");
+        } else if q.history.as_millis() / q.interval.as_millis().max(1) > 1_000_000 {
+            err("quality.history", "must hold at most 1000000 intervals");
+        }
+        if !(q.dedup_fp_rate > 0.0 && q.dedup_fp_rate < 0.5) {
+            err("quality.dedup_fp_rate", "must be in (0, 0.5)");
+        }
+        if q.dedup_capacity == 0 || q.queue_max == 0 {
+            err(if q.queue_max == 0 { "quality.queue_max" } else { "quality.dedup_capacity" }, "must be at least 1");
+        }
+        self.alerts.validate(&mut err);
         let g = &self.generator;
         if !(0.0..=1.0).contains(&g.bad_ratio) {
             err("generator.bad_ratio", "must be between 0.0 and 1.0");

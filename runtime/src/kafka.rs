@@ -28,10 +28,18 @@ pub fn client_config(bootstrap: &str, kafka: &KafkaConfig) -> ClientConfig {
     c
 }
 
-/// Context that exports librdkafka statistics (consumer lag) as metrics.
-#[derive(Default)]
+/// Context that exports librdkafka statistics (consumer lag, broker states) as metrics.
 pub struct LagContext {
     total_lag: AtomicI64,
+    /// Brokers in state UP at the last report; -1 before the first.
+    brokers_up: AtomicI64,
+    partition_lag: std::sync::Mutex<BTreeMap<TopicPartition, i64>>,
+}
+
+impl Default for LagContext {
+    fn default() -> Self {
+        Self { total_lag: AtomicI64::new(0), brokers_up: AtomicI64::new(-1), partition_lag: std::sync::Mutex::new(BTreeMap::new()) }
+    }
 }
 
 impl LagContext {
@@ -39,11 +47,23 @@ impl LagContext {
     pub fn total_lag(&self) -> i64 {
         self.total_lag.load(Ordering::Relaxed)
     }
+
+    /// Brokers (not bootstrap entries) the client sees UP; `None` before the first report.
+    pub fn brokers_up(&self) -> Option<i64> {
+        let n = self.brokers_up.load(Ordering::Relaxed);
+        (n >= 0).then_some(n)
+    }
+
+    /// Consumer lag per partition, from the last statistics report.
+    pub fn partition_lag(&self) -> BTreeMap<TopicPartition, i64> {
+        self.partition_lag.lock().map(|m| m.clone()).unwrap_or_default()
+    }
 }
 
 impl ClientContext for LagContext {
     fn stats(&self, stats: Statistics) {
         let mut total = 0;
+        let mut per = BTreeMap::new();
         for (topic, t) in stats.topics {
             for (p, part) in t.partitions {
                 if p < 0 || !part.desired {
@@ -52,9 +72,16 @@ impl ClientContext for LagContext {
                 let lag = part.consumer_lag.max(0);
                 total += lag;
                 metrics::gauge!("vigil_consumer_lag", "topic" => topic.clone(), "partition" => p.to_string()).set(lag as f64);
+                per.insert(TopicPartition { topic: topic.clone(), partition: p }, lag);
             }
         }
+        let up = stats.brokers.values().filter(|b| b.nodeid >= 0 && b.state == "UP").count() as i64;
+        self.brokers_up.store(up, Ordering::Relaxed);
+        metrics::gauge!("vigil_kafka_brokers_up").set(up as f64);
         self.total_lag.store(total, Ordering::Relaxed);
+        if let Ok(mut m) = self.partition_lag.lock() {
+            *m = per;
+        }
     }
 }
 
@@ -288,6 +315,18 @@ impl BatchConsumer {
     /// Total consumer lag from the last statistics report.
     pub fn total_lag(&self) -> i64 {
         self.consumer.context().total_lag()
+    }
+
+    /// Per assigned partition: next offset to read (-1 until known) and lag from the last
+    /// statistics report (0 until reported).
+    pub fn progress(&self) -> Vec<(TopicPartition, i64, i64)> {
+        let lag = self.consumer.context().partition_lag();
+        self.next.iter().map(|(tp, o)| (tp.clone(), o.unwrap_or(-1), lag.get(tp).copied().unwrap_or(0))).collect()
+    }
+
+    /// Brokers the consumer sees UP (`None` before the first statistics report).
+    pub fn brokers_up(&self) -> Option<i64> {
+        self.consumer.context().brokers_up()
     }
 }
 

@@ -53,6 +53,16 @@ pub struct NodeStats {
     position: AtomicI64,
     ready: AtomicBool,
     last_checkpoint: Mutex<Option<CheckpointSummary>>,
+    progress: Mutex<Progress>,
+}
+
+/// Where the consumer is per partition, as Ingest last saw it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Progress {
+    /// Per source partition: next offset to read (-1 until known) and lag.
+    pub partitions: Vec<(crate::envelope::TopicPartition, i64, i64)>,
+    /// Brokers the consumer sees UP (`None` before the first statistics report).
+    pub brokers_up: Option<i64>,
 }
 
 /// A point-in-time copy of [`NodeStats`] (the admin API's `/status`).
@@ -111,6 +121,18 @@ impl NodeStats {
     /// Set current consumer lag.
     pub fn set_lag(&self, lag: i64) {
         self.lag.store(lag, Ordering::Relaxed);
+    }
+
+    /// Publish per-partition progress (Ingest, after each poll).
+    pub fn set_progress(&self, p: Progress) {
+        if let Ok(mut g) = self.progress.lock() {
+            *g = p;
+        }
+    }
+
+    /// Last published per-partition progress.
+    pub fn progress(&self) -> Progress {
+        self.progress.lock().map(|g| g.clone()).unwrap_or_default()
     }
 
     /// Set the summed source position.

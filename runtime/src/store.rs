@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Column families, created on open.
-pub const COLUMN_FAMILIES: [&str; 5] = ["offsets", "state", "checkpoints", "meta", "schemas"];
+pub const COLUMN_FAMILIES: [&str; 7] = ["offsets", "state", "checkpoints", "meta", "schemas", "quality", "alerts"];
 
 /// One write of a [`Store::write_ops`] batch: put a value, or delete the key (`None`).
 pub type Op = (Vec<u8>, Option<Vec<u8>>);

@@ -1,9 +1,9 @@
-//! Data quality: the pure logic that watches the health of the data. So far the anomaly
-//! detectors ([`anomaly`]), the duplicate-id detector ([`dedup`]), the quantile sketch for
-//! freshness and latency ([`sketch`]) and the per-source measures in time slots
-//! ([`tracker`]); the Quality and Alerting actors that feed and act on them arrive with the
-//! rest of the data-quality work.
+//! Data quality: the per-source measures ([`tracker`], with the quantile [`sketch`] and
+//! the duplicate-id detector [`dedup`]), anomaly detectors ([`anomaly`]), the published
+//! report and its series ([`report`]), and the Quality actor that drives them ([`actor`]).
+pub mod actor;
 pub mod anomaly;
 pub mod dedup;
+pub mod report;
 pub mod sketch;
 pub mod tracker;

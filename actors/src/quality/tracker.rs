@@ -27,6 +27,10 @@ pub struct BatchQuality {
     pub late: u64,
     /// Valid records per (subject, version).
     pub versions: BTreeMap<(String, u32), u64>,
+    /// Records whose id was seen before (duplicate detector).
+    pub duplicates: u64,
+    /// End-to-end latency of batches, ms (ingest poll → sink done).
+    pub latency_ms: Vec<f64>,
 }
 
 /// One source's measures over a slot.
@@ -40,6 +44,10 @@ struct Agg {
     missing: BTreeMap<String, u64>,
     versions: BTreeMap<String, u64>,
     freshness: QuantileSketch,
+    #[serde(default)]
+    duplicates: u64,
+    #[serde(default = "new_sketch")]
+    latency: QuantileSketch,
 }
 
 fn new_sketch() -> QuantileSketch {
@@ -48,16 +56,30 @@ fn new_sketch() -> QuantileSketch {
 
 impl Default for Agg {
     fn default() -> Self {
-        Self { records: 0, valid: 0, decoded: 0, late: 0, dlq: BTreeMap::new(), missing: BTreeMap::new(), versions: BTreeMap::new(), freshness: new_sketch() }
+        Self {
+            records: 0,
+            valid: 0,
+            decoded: 0,
+            late: 0,
+            dlq: BTreeMap::new(),
+            missing: BTreeMap::new(),
+            versions: BTreeMap::new(),
+            freshness: new_sketch(),
+            duplicates: 0,
+            latency: new_sketch(),
+        }
     }
 }
 
 impl Agg {
     /// One batch as an aggregate (versions keyed `subject/version`).
     fn of(b: &BatchQuality) -> Agg {
-        let mut freshness = new_sketch();
+        let (mut freshness, mut latency) = (new_sketch(), new_sketch());
         b.freshness_ms.iter().for_each(|f| freshness.add(*f));
+        b.latency_ms.iter().for_each(|f| latency.add(*f));
         Agg {
+            duplicates: b.duplicates,
+            latency,
             records: b.records,
             valid: b.valid,
             decoded: b.decoded,
@@ -74,18 +96,22 @@ impl Agg {
         self.valid += o.valid;
         self.decoded += o.decoded;
         self.late += o.late;
+        self.duplicates += o.duplicates;
         for (into, from) in [(&mut self.dlq, &o.dlq), (&mut self.missing, &o.missing), (&mut self.versions, &o.versions)] {
             for (k, n) in from {
                 *into.entry(k.clone()).or_default() += n;
             }
         }
         self.freshness.merge(&o.freshness);
+        self.latency.merge(&o.latency);
     }
 }
 
+/// One time slot of measures, per source: the unit kept in history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Slot {
-    start_ms: i64,
+pub struct Slot {
+    /// Start of the slot, ms since epoch.
+    pub start_ms: i64,
     sources: BTreeMap<String, Agg>,
 }
 
@@ -108,8 +134,43 @@ pub struct SourceQuality {
     pub freshness_p99_seconds: Option<f64>,
     /// Late records.
     pub late: u64,
+    /// Late records per second.
+    pub late_per_sec: f64,
+    /// Records per second whose id was seen before.
+    pub duplicates_per_sec: f64,
+    /// Median end-to-end latency (ingest → sink), seconds.
+    pub latency_p50_seconds: Option<f64>,
+    /// 99th percentile end-to-end latency, seconds.
+    pub latency_p99_seconds: Option<f64>,
     /// Share of valid records per `subject/version`.
     pub version_mix: BTreeMap<String, f64>,
+    /// Consumer lag over the source's partitions (set by the quality actor).
+    pub lag: i64,
+    /// Partitions without progress while they have lag (set by the quality actor).
+    pub stalled_partitions: u32,
+}
+
+impl SourceQuality {
+    /// A source that read nothing in the window.
+    pub fn empty(source: &str) -> Self {
+        Self {
+            source: source.into(),
+            records_per_sec: 0.0,
+            validity_ratio: 1.0,
+            dlq_per_sec: BTreeMap::new(),
+            completeness: BTreeMap::new(),
+            freshness_p50_seconds: None,
+            freshness_p99_seconds: None,
+            late: 0,
+            late_per_sec: 0.0,
+            duplicates_per_sec: 0.0,
+            latency_p50_seconds: None,
+            latency_p99_seconds: None,
+            version_mix: BTreeMap::new(),
+            lag: 0,
+            stalled_partitions: 0,
+        }
+    }
 }
 
 /// Quality per source in fixed slots, keeping at most `history_max` slots.
@@ -145,12 +206,15 @@ impl Tracker {
     pub fn snapshot(&self, now_ms: i64, window_ms: i64) -> Vec<SourceQuality> {
         let from = now_ms - window_ms;
         let mut total: BTreeMap<String, Agg> = BTreeMap::new();
-        for slot in self.slots.iter().filter(|s| s.start_ms + self.slot_ms > from) {
+        let mut oldest = now_ms;
+        for slot in self.slots.iter().filter(|s| s.start_ms + self.slot_ms > from && s.start_ms <= now_ms) {
+            oldest = oldest.min(slot.start_ms);
             for (src, agg) in &slot.sources {
                 total.entry(src.clone()).or_default().merge(agg);
             }
         }
-        let secs = (window_ms as f64 / 1000.0).max(0.001);
+        // Rates are over the time the included slots cover (whole slots up to now).
+        let secs = ((now_ms - oldest.max(now_ms - window_ms - self.slot_ms)) as f64 / 1000.0).max(0.001);
         total
             .into_iter()
             .map(|(source, a)| SourceQuality {
@@ -161,6 +225,12 @@ impl Tracker {
                 freshness_p50_seconds: a.freshness.quantile(0.5).map(|v| v / 1000.0),
                 freshness_p99_seconds: a.freshness.quantile(0.99).map(|v| v / 1000.0),
                 late: a.late,
+                late_per_sec: a.late as f64 / secs,
+                duplicates_per_sec: a.duplicates as f64 / secs,
+                latency_p50_seconds: a.latency.quantile(0.5).map(|v| v / 1000.0),
+                latency_p99_seconds: a.latency.quantile(0.99).map(|v| v / 1000.0),
+                lag: 0,
+                stalled_partitions: 0,
                 version_mix: {
                     let n: u64 = a.versions.values().sum();
                     a.versions.iter().map(|(k, c)| (k.clone(), *c as f64 / n.max(1) as f64)).collect()
@@ -168,6 +238,26 @@ impl Tracker {
                 source,
             })
             .collect()
+    }
+
+    /// Slots that ended before `now_ms` and start after `after_ms` (to persist them once).
+    pub fn finished_since(&self, after_ms: i64, now_ms: i64) -> impl Iterator<Item = &Slot> {
+        let slot_ms = self.slot_ms;
+        self.slots.iter().filter(move |s| s.start_ms > after_ms && s.start_ms + slot_ms <= now_ms)
+    }
+
+    /// Put back persisted slots (oldest first), keeping the newest `history_max`.
+    pub fn restore(&mut self, slots: impl IntoIterator<Item = Slot>) {
+        let mut all: Vec<Slot> = slots.into_iter().chain(self.slots.drain(..)).collect();
+        all.sort_by_key(|s| s.start_ms);
+        all.dedup_by_key(|s| s.start_ms);
+        let skip = all.len().saturating_sub(self.history_max);
+        self.slots = all.into_iter().skip(skip).collect();
+    }
+
+    /// Slot length, ms.
+    pub fn slot_ms(&self) -> i64 {
+        self.slot_ms
     }
 
     /// Slots held (bounded by `history_max`).

@@ -61,7 +61,7 @@ impl Actor for Generator {
         let mut gen = EventGen::new(GenSpec {
             seed: g.seed,
             users: g.users,
-            bad_ratio: g.bad_ratio,
+            bad_ratio: ctx.bad_ratio(),
             start_ms: ctx.generator_start_ms,
             step_ms: step_ms_for_rate(g.rate),
         });
@@ -81,6 +81,7 @@ impl Actor for Generator {
                 let due = pace.available(Instant::now());
                 pace.take(due);
                 let topic = st.ctx.config.pipeline.sources.first().map(|s| s.topic.clone()).unwrap_or_default();
+                st.gen.set_bad_ratio(st.ctx.bad_ratio());
                 for _ in 0..due {
                     let r = st.gen.next_record();
                     produce_generated(&st.producer, &topic, &r, &st.ctx.generator_wire, st.ctx.send_timeout()).await?;

@@ -1,17 +1,18 @@
 //! Ingest: reads source partitions in batches, spends credits, injects checkpoint barriers.
 use super::R;
 use crate::pipeline::{Barrier, IngestMsg, NodeCtx, ValidateMsg};
+use crate::quality::tracker::BatchQuality;
 use crate::rate::RateLimit;
 use crate::Error;
 use ractor::{Actor, ActorRef};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use vigil_runtime::envelope::TopicPartition;
 use vigil_runtime::kafka::BatchConsumer;
-use vigil_runtime::stats::Stage;
+use vigil_runtime::stats::{Progress, Stage};
 /// Ingest: reads source partitions in batches, spends one credit per batch (pausing the
 /// partitions when none are left), injects checkpoint barriers, detects retention gaps.
 #[derive(Clone, Copy)]
@@ -31,9 +32,26 @@ pub struct IngestState {
     starved: bool,
     /// `pipeline.max_records_per_sec`, if set.
     rate: Option<RateLimit>,
+    /// Batches in flight: when polled and from which sources (credits return in order).
+    in_flight: VecDeque<(Instant, Vec<String>)>,
+    /// End-to-end latencies per source since the last quality report, ms.
+    latency: BTreeMap<String, Vec<f64>>,
+    last_report: Instant,
 }
 
 impl IngestState {
+    /// Publish partition progress and batch latencies, at most once a second.
+    fn report(&mut self) {
+        if self.last_report.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.last_report = Instant::now();
+        self.ctx.stats.set_progress(Progress { partitions: self.consumer.progress(), brokers_up: self.consumer.brokers_up() });
+        for (source, latency_ms) in std::mem::take(&mut self.latency) {
+            self.ctx.report_quality(BatchQuality { source, latency_ms, ..BatchQuality::default() });
+        }
+    }
+
     fn inject_barrier(&mut self) -> crate::Result<u64> {
         let id = self.ctx.allocate_checkpoint();
         let offsets = self.consumer.positions();
@@ -90,7 +108,21 @@ impl Actor for Ingest {
         let done = ctx.checkpoint_done.subscribe();
         let p = &ctx.config.pipeline;
         let rate = (p.max_records_per_sec > 0).then(|| RateLimit::new(p.max_records_per_sec, p.batch_max_records as u32, Instant::now()));
-        Ok(IngestState { ctx, consumer, epoch, credits, inflight: None, last_checkpoint: Instant::now(), done, stalls: 0, starved: false, rate })
+        Ok(IngestState {
+            ctx,
+            consumer,
+            epoch,
+            credits,
+            inflight: None,
+            last_checkpoint: Instant::now(),
+            done,
+            stalls: 0,
+            starved: false,
+            rate,
+            in_flight: VecDeque::new(),
+            latency: BTreeMap::new(),
+            last_report: Instant::now(),
+        })
     }
 
     #[tracing::instrument(name = "stage", skip_all, fields(stage = "ingest"))]
@@ -128,11 +160,17 @@ impl Actor for Ingest {
                     }
                     st.ctx.stats.add(Stage::Ingest, n as u64);
                     st.credits -= 1;
+                    if st.ctx.config.quality.enabled {
+                        let mut topics: Vec<String> = batches.iter().map(|b| b.source.topic.clone()).collect();
+                        topics.dedup();
+                        st.in_flight.push_back((Instant::now(), topics));
+                    }
                     metrics::gauge!("vigil_ingest_credits").set(st.credits as f64);
                     st.ctx.slots.validate.send("validate", ValidateMsg::Batch { epoch: st.epoch, batches })?;
                 }
                 st.ctx.stats.set_lag(st.consumer.total_lag());
                 st.ctx.stats.set_position(st.consumer.position_sum());
+                st.report();
                 myself.send_message(IngestMsg::Poll)?;
             }
             IngestMsg::CheckStall { stall } => {
@@ -145,6 +183,12 @@ impl Actor for Ingest {
             IngestMsg::Credit { epoch } => {
                 if epoch == st.epoch {
                     st.credits += 1;
+                    if let Some((at, topics)) = st.in_flight.pop_front() {
+                        let ms = at.elapsed().as_secs_f64() * 1000.0;
+                        for t in topics {
+                            st.latency.entry(t).or_default().push(ms);
+                        }
+                    }
                     metrics::gauge!("vigil_ingest_credits").set(st.credits as f64);
                     if st.starved {
                         st.starved = false;

@@ -13,4 +13,4 @@ pub use process::{Process, ProcessState};
 pub use sink::{Sink, SinkState};
 pub use validate::{Validate, ValidateState};
 
-type R<T> = std::result::Result<T, ractor::ActorProcessingErr>;
+pub(crate) type R<T> = std::result::Result<T, ractor::ActorProcessingErr>;

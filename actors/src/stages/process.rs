@@ -69,6 +69,7 @@ impl Actor for Process {
                 let started = Instant::now();
                 let now = Instant::now();
                 let mut accepted = 0u64;
+                let mut late_by_source: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
                 for r in records {
                     match st.windows.add(&r.source, r.ts, &r.key, r.value, now) {
                         Ok(()) => accepted += 1,
@@ -76,10 +77,15 @@ impl Actor for Process {
                             let detail =
                                 format!("event time {} falls in window starting {} which closed at watermark {}", r.ts, late.window_start, late.watermark);
                             st.ctx.send_to_dlq(&r.source, &r.envelope, "process", "late", &detail, None).await?;
+                            *late_by_source.entry(r.source.topic.clone()).or_default() += 1;
                         }
                     }
                 }
                 st.ctx.stats.add(Stage::Process, accepted);
+                for (source, n) in late_by_source {
+                    let dlq = std::collections::BTreeMap::from([("late".to_string(), n)]);
+                    st.ctx.report_quality(crate::quality::tracker::BatchQuality { source, late: n, dlq, ..Default::default() });
+                }
                 let windows = st.close();
                 metrics::histogram!("vigil_stage_batch_seconds", "stage" => "process").record(started.elapsed().as_secs_f64());
                 st.ctx.slots.sink.send("sink", SinkMsg::Windows { credit: Some(epoch), windows })?;

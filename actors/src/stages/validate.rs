@@ -3,7 +3,9 @@
 //! reason and the schema subject/version. Counts records per schema version.
 use super::R;
 use crate::pipeline::{NodeCtx, ProcessMsg, Record, ValidateMsg};
-use crate::validate::{DecodeResult, Parsed, Reject, SchemaInfo, SourceDecoder};
+use crate::quality::dedup::DuplicateDetector;
+use crate::quality::tracker::BatchQuality;
+use crate::validate::{DecodeResult, Parsed, Reject, Scalar, SchemaInfo, SourceDecoder};
 use crate::Error;
 use ractor::{Actor, ActorRef};
 use std::collections::{BTreeMap, HashMap};
@@ -16,33 +18,59 @@ use vigil_runtime::stats::Stage;
 #[derive(Clone, Copy)]
 pub struct Validate;
 
-/// Validate's state: one decoder per source (each caches its schema resolutions).
+/// Validate's state: one decoder per source (each caches its schema resolutions), and the
+/// data-quality bookkeeping when `quality.enabled`.
 pub struct ValidateState {
     ctx: Arc<NodeCtx>,
     decoders: Vec<SourceDecoder>,
     by_topic: HashMap<String, usize>,
+    quality: Option<QualityProbe>,
+}
+
+/// What Validate measures for data quality: duplicate ids and missing fields.
+struct QualityProbe {
+    dedup: DuplicateDetector,
+    /// Fields whose completeness is measured: the rule fields, then the window fields.
+    watched: Vec<String>,
 }
 
 type Verdict = Result<(Parsed, Option<SchemaInfo>), (Reject, Option<SchemaInfo>)>;
 
+/// One judged record: source, original, verdict, and index of its quality report.
+type Judged = (TopicPartition, Envelope, Verdict, usize);
+
 impl ValidateState {
     /// Decode and check every record of a batch (no awaits: may run in `block_in_place`).
-    fn judge(&mut self, batches: Vec<PartitionBatch>) -> crate::Result<Vec<(TopicPartition, Envelope, Verdict)>> {
+    /// Reports `qual` is indexed by: one per source, one for unconfigured topics.
+    fn judge(&mut self, batches: Vec<PartitionBatch>, qual: &mut [BatchQuality]) -> crate::Result<Vec<Judged>> {
         let ctx = self.ctx.clone();
         let window = &ctx.config.pipeline.window;
         let mut out = Vec::with_capacity(batches.iter().map(|b| b.records.len()).sum());
         for pb in batches {
             let idx = self.by_topic.get(&pb.source.topic).copied();
+            let qi = idx.unwrap_or(self.decoders.len());
             for env in pb.records {
                 let decoded: DecodeResult = match idx.and_then(|i| self.decoders.get_mut(i)) {
                     Some(d) => d.decode(&env.payload, ctx.resolver.as_ref()).map_err(Error::Registry)?,
                     None => Err((Reject::BadFraming(format!("topic `{}` is not a configured source", pb.source.topic)), None)),
                 };
+                if let (Some(p), Some(q)) = (&mut self.quality, qual.get_mut(qi)) {
+                    q.records += 1;
+                    q.duplicates += u64::from(p.dedup.check_and_insert(env.id.as_bytes()));
+                    if let Ok((rec, _)) = &decoded {
+                        q.decoded += 1;
+                        for f in &p.watched {
+                            if matches!(rec.get(f), None | Some(Scalar::Null)) {
+                                *q.missing.entry(f.clone()).or_default() += 1;
+                            }
+                        }
+                    }
+                }
                 let verdict = decoded.and_then(|(rec, info)| match ctx.rules.apply(&rec, window) {
                     Ok(p) => Ok((p, info)),
                     Err(r) => Err((r, info)),
                 });
-                out.push((pb.source.clone(), env, verdict));
+                out.push((pb.source.clone(), env, verdict, qi));
             }
         }
         Ok(out)
@@ -60,7 +88,18 @@ impl Actor for Validate {
         let sources = &ctx.config.pipeline.sources;
         let decoders = sources.iter().map(SourceDecoder::new).collect();
         let by_topic = sources.iter().enumerate().map(|(i, s)| (s.topic.clone(), i)).collect();
-        Ok(ValidateState { ctx, decoders, by_topic })
+        let q = &ctx.config.quality;
+        let quality = q.enabled.then(|| {
+            let w = &ctx.config.pipeline.window;
+            let mut watched: Vec<String> = ctx.config.pipeline.fields.iter().map(|f| f.name.clone()).collect();
+            for f in [&w.key_field, &w.value_field, &w.time_field] {
+                if !watched.contains(f) {
+                    watched.push(f.clone());
+                }
+            }
+            QualityProbe { dedup: DuplicateDetector::new(q.dedup_capacity, q.dedup_fp_rate), watched }
+        });
+        Ok(ValidateState { ctx, decoders, by_topic, quality })
     }
 
     #[tracing::instrument(name = "stage", skip_all, fields(stage = "validate"))]
@@ -70,15 +109,33 @@ impl Actor for Validate {
             ValidateMsg::Assign(tps) => ctx.slots.process.send("process", ProcessMsg::Assign(tps))?,
             ValidateMsg::Batch { epoch, batches } => {
                 let started = Instant::now();
+                let mut qual: Vec<BatchQuality> = match &st.quality {
+                    Some(p) => {
+                        let missing: BTreeMap<String, u64> = p.watched.iter().map(|f| (f.clone(), 0)).collect();
+                        let mut topics: Vec<String> = ctx.config.pipeline.sources.iter().map(|s| s.topic.clone()).collect();
+                        topics.push("(unconfigured)".into());
+                        topics.into_iter().map(|source| BatchQuality { source, missing: missing.clone(), ..BatchQuality::default() }).collect()
+                    }
+                    None => Vec::new(),
+                };
                 // An external registry answers over HTTP on a cache miss: keep that off the async workers.
-                let judged = if ctx.resolver_blocks { tokio::task::block_in_place(|| st.judge(batches))? } else { st.judge(batches)? };
+                let judged = if ctx.resolver_blocks { tokio::task::block_in_place(|| st.judge(batches, &mut qual))? } else { st.judge(batches, &mut qual)? };
+                let now_ms = vigil_runtime::now_ms();
                 let mut records = Vec::with_capacity(judged.len());
                 let mut usage: BTreeMap<(Arc<str>, u32), u64> = BTreeMap::new();
                 let mut deprecated: BTreeMap<(Arc<str>, u32), u64> = BTreeMap::new();
                 let mut failures: BTreeMap<String, u64> = BTreeMap::new();
-                for (source, envelope, verdict) in judged {
+                for (source, envelope, verdict, qi) in judged {
+                    let q = qual.get_mut(qi);
                     match verdict {
                         Ok((v, info)) => {
+                            if let Some(q) = q {
+                                q.valid += 1;
+                                q.freshness_ms.push((now_ms - v.ts).max(0) as f64);
+                                if let Some(SchemaInfo { subject, version: Some(version), .. }) = &info {
+                                    *q.versions.entry((subject.to_string(), *version)).or_default() += 1;
+                                }
+                            }
                             if let Some(SchemaInfo { subject, version: Some(version), deprecated: dep, .. }) = info {
                                 if dep {
                                     *deprecated.entry((subject.clone(), version)).or_default() += 1;
@@ -90,6 +147,9 @@ impl Actor for Validate {
                         Err((r, info)) => {
                             let code = r.code();
                             ctx.send_to_dlq(&source, &envelope, "validate", &code, &r.to_string(), info.as_ref()).await?;
+                            if let Some(q) = q {
+                                *q.dlq.entry(code.clone()).or_default() += 1;
+                            }
                             *failures.entry(code).or_default() += 1;
                         }
                     }
@@ -106,6 +166,9 @@ impl Actor for Validate {
                 }
                 if let Some(reg) = &ctx.registry {
                     reg.record_usage(&usage, vigil_runtime::now_ms());
+                }
+                for q in qual.into_iter().filter(|q| q.records > 0) {
+                    ctx.report_quality(q);
                 }
                 ctx.stats.add(Stage::Validate, records.len() as u64);
                 metrics::histogram!("vigil_stage_batch_seconds", "stage" => "validate").record(started.elapsed().as_secs_f64());

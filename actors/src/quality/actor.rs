@@ -1,0 +1,167 @@
+//! The Quality actor: folds the stages' per-batch reports into the tracker, and each
+//! `quality.interval` publishes the report (`vigil dq`, `vigil_dq_*`), persists finished
+//! slots to RocksDB (column family `quality`, kept for `quality.history`) and hands the
+//! series to the Alerting actor. Supervised apart from the data path.
+use super::report::{DqReport, Stalls};
+use super::tracker::{BatchQuality, Slot, SourceQuality, Tracker};
+use crate::alerting::actor::AlertMsg;
+use crate::pipeline::NodeCtx;
+use crate::stages::R;
+use ractor::{Actor, ActorRef};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use vigil_runtime::store::{self, Store};
+
+/// Messages into the Quality actor.
+pub enum QualityMsg {
+    /// What one batch of one source showed.
+    Batch(Box<BatchQuality>),
+    /// Publish the report and evaluate alerts.
+    Tick,
+    /// Fail on purpose (drills).
+    Panic(String),
+}
+
+const CF: &str = "quality";
+
+fn restore(store: &Store, tracker: &mut Tracker, oldest_ms: i64) -> i64 {
+    let rows = match store.scan(CF, &[]) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "quality history unreadable; starting without it");
+            return i64::MIN;
+        }
+    };
+    let mut stale = Vec::new();
+    let mut slots = Vec::new();
+    for (k, v) in rows {
+        let start = <[u8; 8]>::try_from(k.as_slice()).map(i64::from_be_bytes).unwrap_or(i64::MIN);
+        if start < oldest_ms {
+            stale.push((k, None));
+            continue;
+        }
+        match store::decode::<Slot>("quality slot", &v) {
+            Ok(s) => slots.push(s),
+            Err(_) => stale.push((k, None)),
+        }
+    }
+    if let Err(e) = store.write_ops(CF, &stale) {
+        tracing::warn!(error = %e, "old quality history not pruned");
+    }
+    let last = slots.iter().map(|s| s.start_ms).max().unwrap_or(i64::MIN);
+    if !slots.is_empty() {
+        tracing::info!(slots = slots.len(), "restored quality history");
+    }
+    tracker.restore(slots);
+    last
+}
+
+/// The Quality actor.
+#[derive(Clone, Copy)]
+pub struct Quality;
+
+/// Its state.
+pub struct QualityState {
+    ctx: Arc<NodeCtx>,
+    tracker: Tracker,
+    stalls: Stalls,
+    persisted_until: i64,
+    history_slots: i64,
+    ticker: Option<ractor::concurrency::JoinHandle<()>>,
+}
+
+impl QualityState {
+    fn tick(&mut self) {
+        let q = &self.ctx.config.quality;
+        let now = vigil_runtime::now_ms();
+        let mut report = DqReport {
+            at_ms: now,
+            window_seconds: q.window.as_secs_f64(),
+            sources: self.tracker.snapshot(now, q.window.as_millis() as i64),
+            brokers_up: None,
+            dropped_reports: self.ctx.quality_dropped.load(Ordering::Relaxed),
+        };
+        // Every configured source is reported, read or not: a silent source is news.
+        for s in &self.ctx.config.pipeline.sources {
+            if !report.sources.iter().any(|x| x.source == s.topic) {
+                report.sources.push(SourceQuality::empty(&s.topic));
+            }
+        }
+        report.sources.sort_by(|a, b| a.source.cmp(&b.source));
+        let progress = self.ctx.stats.progress();
+        let stalled = self.stalls.observe(now, &progress);
+        report.add_progress(&progress, &stalled);
+        report.export();
+        let samples = report.samples();
+        self.ctx.dq.send_replace(report);
+        if self.ctx.alerting_enabled() {
+            // Alerting may be restarting; the next interval evaluates again.
+            let _ = self.ctx.slots.alerting.send("alerting", AlertMsg::Evaluate { now_ms: now, samples });
+        }
+        self.persist(now);
+    }
+
+    fn persist(&mut self, now: i64) {
+        let slot_ms = self.tracker.slot_ms();
+        let mut ops = Vec::new();
+        let mut newest = self.persisted_until;
+        for s in self.tracker.finished_since(self.persisted_until, now) {
+            match store::encode("quality slot", s) {
+                Ok(bytes) => ops.push((s.start_ms.to_be_bytes().to_vec(), Some(bytes))),
+                Err(e) => tracing::warn!(error = %e, "quality slot not encodable"),
+            }
+            // Drop the slot that just left the history.
+            ops.push(((s.start_ms - self.history_slots * slot_ms).to_be_bytes().to_vec(), None));
+            newest = newest.max(s.start_ms);
+        }
+        if ops.is_empty() {
+            return;
+        }
+        match self.ctx.store.write_ops(CF, &ops) {
+            Ok(()) => self.persisted_until = newest,
+            Err(e) => tracing::warn!(error = %e, "quality history not persisted; will retry"),
+        }
+    }
+}
+
+impl Actor for Quality {
+    type Msg = QualityMsg;
+    type State = QualityState;
+    type Arguments = Arc<NodeCtx>;
+
+    #[tracing::instrument(name = "actor", skip_all, fields(actor = "quality"))]
+    async fn pre_start(&self, myself: ActorRef<QualityMsg>, ctx: Arc<NodeCtx>) -> R<QualityState> {
+        let q = &ctx.config.quality;
+        let slot_ms = (q.interval.as_millis() as i64).max(1);
+        let history_slots = (q.history.as_millis() as i64 / slot_ms).max(1);
+        let mut tracker = Tracker::new(slot_ms, history_slots as usize);
+        let persisted_until = restore(&ctx.store, &mut tracker, vigil_runtime::now_ms() - history_slots * slot_ms);
+        let ticker = myself.send_interval(q.interval, || QualityMsg::Tick);
+        // Reports queued for a previous incarnation died with its mailbox.
+        ctx.quality_queue.store(0, Ordering::SeqCst);
+        let stalls = Stalls::new(q.stall_after);
+        ctx.slots.quality.set(myself);
+        Ok(QualityState { ctx, tracker, stalls, persisted_until, history_slots, ticker: Some(ticker) })
+    }
+
+    #[tracing::instrument(name = "actor", skip_all, fields(actor = "quality"))]
+    async fn handle(&self, _myself: ActorRef<QualityMsg>, msg: QualityMsg, st: &mut QualityState) -> R<()> {
+        match msg {
+            QualityMsg::Batch(b) => {
+                st.ctx.quality_taken();
+                st.tracker.observe(vigil_runtime::now_ms(), &b);
+            }
+            QualityMsg::Tick => st.tick(),
+            QualityMsg::Panic(m) => panic!("injected panic in quality: {m}"),
+        }
+        Ok(())
+    }
+
+    #[tracing::instrument(name = "actor", skip_all, fields(actor = "quality"))]
+    async fn post_stop(&self, _myself: ActorRef<QualityMsg>, st: &mut QualityState) -> R<()> {
+        if let Some(t) = st.ticker.take() {
+            t.abort();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,161 @@
+//! The quality report a node publishes each interval: per-source measures plus lag, stalls
+//! and broker reachability, as `vigil dq` shows it, as `vigil_dq_*` gauges, and as the
+//! series alert rules evaluate. Pure.
+use super::anomaly::StallDetector;
+use super::tracker::SourceQuality;
+use crate::alerting::engine::Sample;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use vigil_runtime::envelope::TopicPartition;
+use vigil_runtime::stats::Progress;
+
+/// The current data quality of a node.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DqReport {
+    /// When it was computed, ms since epoch.
+    pub at_ms: i64,
+    /// Trailing window the rates and quantiles are over, seconds.
+    pub window_seconds: f64,
+    /// Per source.
+    pub sources: Vec<SourceQuality>,
+    /// Kafka brokers the consumer sees up (`None` before the first report).
+    pub brokers_up: Option<i64>,
+    /// Batch reports the quality actor could not take (queue full or restarting).
+    pub dropped_reports: u64,
+}
+
+/// Per-partition stall detection over successive [`Progress`] reports.
+#[derive(Debug, Clone)]
+pub struct Stalls {
+    after: Duration,
+    detectors: BTreeMap<TopicPartition, StallDetector>,
+}
+
+impl Stalls {
+    /// Partitions stall after `after` without progress while they have lag.
+    pub fn new(after: Duration) -> Self {
+        Self { after, detectors: BTreeMap::new() }
+    }
+
+    /// Stalled partitions per topic at `now_ms`.
+    pub fn observe(&mut self, now_ms: i64, progress: &Progress) -> BTreeMap<String, u32> {
+        let mut out = BTreeMap::new();
+        for (tp, position, lag) in &progress.partitions {
+            let d = self.detectors.entry(tp.clone()).or_insert_with(|| StallDetector::new(self.after));
+            let stalled = d.observe(now_ms, *position, *lag).is_some();
+            *out.entry(tp.topic.clone()).or_default() += u32::from(stalled);
+        }
+        out
+    }
+}
+
+impl DqReport {
+    /// Fill in lag and stalls per source from the consumer's progress.
+    pub fn add_progress(&mut self, progress: &Progress, stalled: &BTreeMap<String, u32>) {
+        let mut lag: BTreeMap<&str, i64> = BTreeMap::new();
+        for (tp, _, l) in &progress.partitions {
+            *lag.entry(tp.topic.as_str()).or_default() += l;
+        }
+        for s in &mut self.sources {
+            s.lag = lag.get(s.source.as_str()).copied().unwrap_or(0);
+            s.stalled_partitions = stalled.get(&s.source).copied().unwrap_or(0);
+        }
+        self.brokers_up = progress.brokers_up;
+    }
+
+    /// The series alert rules see (names as in `vigil_config::METRICS`).
+    pub fn samples(&self) -> Vec<Sample> {
+        let mut out = Vec::new();
+        for s in &self.sources {
+            let base = |extra: &[(&str, &str)]| {
+                let mut l = BTreeMap::from([("source".to_string(), s.source.clone())]);
+                l.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+                l
+            };
+            let mut push = |metric: &str, labels: BTreeMap<String, String>, value: f64| out.push(Sample { metric: metric.into(), labels, value });
+            push("records_per_sec", base(&[]), s.records_per_sec);
+            push("validity_ratio", base(&[]), s.validity_ratio);
+            for (reason, v) in &s.dlq_per_sec {
+                push("dlq_per_sec", base(&[("reason", reason)]), *v);
+            }
+            for (field, v) in &s.completeness {
+                push("completeness", base(&[("field", field)]), *v);
+            }
+            for (metric, v) in [
+                ("freshness_p50_seconds", s.freshness_p50_seconds),
+                ("freshness_p99_seconds", s.freshness_p99_seconds),
+                ("latency_p50_seconds", s.latency_p50_seconds),
+                ("latency_p99_seconds", s.latency_p99_seconds),
+            ] {
+                if let Some(v) = v {
+                    push(metric, base(&[]), v);
+                }
+            }
+            push("lag", base(&[]), s.lag as f64);
+            push("duplicates_per_sec", base(&[]), s.duplicates_per_sec);
+            push("late_per_sec", base(&[]), s.late_per_sec);
+            push("stalled_partitions", base(&[]), f64::from(s.stalled_partitions));
+            for (schema, v) in &s.version_mix {
+                push("schema_version_share", base(&[("schema", schema)]), *v);
+            }
+        }
+        if let Some(up) = self.brokers_up {
+            out.push(Sample { metric: "brokers_up".into(), labels: BTreeMap::new(), value: up as f64 });
+        }
+        out
+    }
+
+    /// Set the `vigil_dq_*` gauges.
+    pub fn export(&self) {
+        for s in &self.sources {
+            let src = s.source.clone();
+            metrics::gauge!("vigil_dq_records_per_second", "source" => src.clone()).set(s.records_per_sec);
+            metrics::gauge!("vigil_dq_validity_ratio", "source" => src.clone()).set(s.validity_ratio);
+            for (reason, v) in &s.dlq_per_sec {
+                metrics::gauge!("vigil_dq_dlq_per_second", "source" => src.clone(), "reason" => reason.clone()).set(*v);
+            }
+            for (field, v) in &s.completeness {
+                metrics::gauge!("vigil_dq_completeness_ratio", "source" => src.clone(), "field" => field.clone()).set(*v);
+            }
+            for (q, v) in [("0.5", s.freshness_p50_seconds), ("0.99", s.freshness_p99_seconds)] {
+                if let Some(v) = v {
+                    metrics::gauge!("vigil_dq_freshness_seconds", "source" => src.clone(), "quantile" => q).set(v);
+                }
+            }
+            for (q, v) in [("0.5", s.latency_p50_seconds), ("0.99", s.latency_p99_seconds)] {
+                if let Some(v) = v {
+                    metrics::gauge!("vigil_dq_latency_seconds", "source" => src.clone(), "quantile" => q).set(v);
+                }
+            }
+            metrics::gauge!("vigil_dq_lag_records", "source" => src.clone()).set(s.lag as f64);
+            metrics::gauge!("vigil_dq_duplicates_per_second", "source" => src.clone()).set(s.duplicates_per_sec);
+            metrics::gauge!("vigil_dq_late_per_second", "source" => src.clone()).set(s.late_per_sec);
+            metrics::gauge!("vigil_dq_stalled_partitions", "source" => src.clone()).set(f64::from(s.stalled_partitions));
+            for (schema, v) in &s.version_mix {
+                metrics::gauge!("vigil_dq_schema_version_share", "source" => src.clone(), "schema" => schema.clone()).set(*v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stalls_and_lag_per_source() {
+        let tp = |p| TopicPartition { topic: "events".into(), partition: p };
+        let mut st = Stalls::new(Duration::from_secs(60));
+        let prog = |pos0, lag0| Progress { partitions: vec![(tp(0), pos0, lag0), (tp(1), 5, 0)], brokers_up: Some(1) };
+        assert_eq!(st.observe(0, &prog(10, 3)).get("events"), Some(&0));
+        assert_eq!(st.observe(61_000, &prog(10, 3)).get("events"), Some(&1), "no progress with lag for 61 s");
+        assert_eq!(st.observe(62_000, &prog(11, 3)).get("events"), Some(&0), "progress clears it");
+        let mut r = DqReport { sources: vec![SourceQuality::empty("events")], ..DqReport::default() };
+        r.add_progress(&prog(11, 3), &BTreeMap::from([("events".to_string(), 1)]));
+        assert_eq!((r.sources[0].lag, r.sources[0].stalled_partitions), (3, 1));
+        let samples = r.samples();
+        assert!(samples.iter().any(|s| s.metric == "brokers_up" && s.value == 1.0));
+        assert!(samples.iter().any(|s| s.metric == "lag" && s.value == 3.0 && s.labels["source"] == "events"));
+    }
+}
