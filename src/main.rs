@@ -3,6 +3,7 @@
 //! talks to a running node.
 mod admin;
 mod alerts;
+mod bench;
 mod schema;
 
 use anyhow::{bail, Context, Result};
@@ -97,6 +98,11 @@ enum Cmd {
     Silence {
         #[command(subcommand)]
         cmd: alerts::SilenceCmd,
+    },
+    /// Throughput measurements as same-run ratios (e.g. `vigil bench quality`).
+    Bench {
+        #[command(subcommand)]
+        cmd: bench::BenchCmd,
     },
     /// The current data-quality table per source and field.
     Dq {
@@ -400,6 +406,10 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
         Cmd::Alerts { cmd } => alerts::alerts(cmd),
         Cmd::Silence { cmd } => alerts::silence(cmd),
         Cmd::Dq { target, json } => alerts::dq(&target, json),
+        Cmd::Bench { cmd } => {
+            init_logging(false);
+            bench::run(cmd).await
+        }
         Cmd::Chaos { cmd: ChaosCmd::BadData { ratio, target } } => {
             let addr = target.addr()?;
             let _: serde_json::Value = admin::post(&addr, "/chaos/bad-data", &serde_json::json!({ "ratio": ratio }))?;

@@ -53,17 +53,21 @@ fn vigil_metrics(expr: &str) -> BTreeSet<String> {
 #[test]
 fn live_metrics_pass_promtool_and_cover_the_dashboard_and_rules() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let env = [("VIGIL_OBSERVABILITY__METRICS_ADDR", "127.0.0.1:0"), ("VIGIL_OBSERVABILITY__ADMIN_ADDR", "127.0.0.1:0")];
+    let env = [("VIGIL_OBSERVABILITY__METRICS_ADDR", "127.0.0.1:0"), ("VIGIL_OBSERVABILITY__ADMIN_ADDR", "127.0.0.1:0"), ("VIGIL_QUALITY__INTERVAL", "1s")];
     let mut p = Proc::spawn_in("embedded", Some(dir.path()), &["run", "--json"], &env);
     let line = p.wait_line("started event", Duration::from_secs(60), |l| l.contains("\"event\":\"started\""));
     let v: serde_json::Value = serde_json::from_str(&line).expect("json");
     let metrics = v["metrics"].as_str().expect("metrics").trim_start_matches("http://").trim_end_matches("/metrics").to_string();
-    // Wait until every stage, the DLQ and a checkpoint have produced their series.
+    // Wait until every stage, the DLQ, a checkpoint, a quality report and an alert
+    // evaluation have produced their series.
     let text = wait_for("series of every kind", Duration::from_secs(60), || {
         let m = http_get(&metrics, "/metrics")?;
         (m.contains(r#"vigil_records_total{stage="sink"}"#)
             && m.contains("vigil_validation_failures_total")
-            && m.contains("vigil_checkpoint_duration_seconds_bucket"))
+            && m.contains("vigil_checkpoint_duration_seconds_bucket")
+            && m.contains("vigil_dq_freshness_p99_seconds")
+            && m.contains("vigil_dq_latency_p99_seconds")
+            && m.contains("vigil_alert_evaluations_total"))
         .then_some(m)
     });
     let file = dir.path().join("metrics.txt");

@@ -1228,6 +1228,30 @@ mod tests {
         assert!(c.generator_enabled());
     }
 
+    /// Every shipped example configuration loads without a problem.
+    #[test]
+    fn example_configs_are_valid() {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if p.extension().is_some_and(|x| x == "toml") {
+                    out.push(p);
+                }
+            }
+        }
+        let mut files = Vec::new();
+        walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples"), &mut files);
+        assert!(files.len() >= 3, "{files:?}");
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap();
+            if let Err(e) = Config::from_toml_str(&text, no_env()) {
+                panic!("{}: {e}", f.display());
+            }
+        }
+    }
+
     #[test]
     fn default_toml_parses_to_default() {
         let c = Config::from_toml_str(Config::default_toml(), no_env()).unwrap();

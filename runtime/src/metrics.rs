@@ -49,6 +49,25 @@ fn describe() {
     describe_counter!("vigil_validation_failures_total", "Records sent to the DLQ by Validate, by reason.");
     describe_counter!("vigil_schema_records_total", "Valid records read per schema subject and version.");
     describe_counter!("vigil_deprecated_schema_records_total", "Valid records written with a deprecated schema version.");
+    describe_gauge!("vigil_kafka_brokers_up", "Kafka brokers the consumer sees up (librdkafka statistics).");
+    describe_gauge!("vigil_dq_records_per_second", "Records read per second per source over quality.window.");
+    describe_gauge!("vigil_dq_validity_ratio", "Share of the records read per source that passed validation.");
+    describe_gauge!("vigil_dq_dlq_per_second", "Dead letters per second per source and reason.");
+    describe_gauge!("vigil_dq_completeness_ratio", "Share of decoded records that have each watched field (not absent or null).");
+    describe_gauge!("vigil_dq_freshness_p50_seconds", Unit::Seconds, "Median of now minus event time of valid records.");
+    describe_gauge!("vigil_dq_freshness_p99_seconds", Unit::Seconds, "99th percentile of now minus event time of valid records.");
+    describe_gauge!("vigil_dq_latency_p50_seconds", Unit::Seconds, "Median end-to-end latency, Ingest poll to Sink done.");
+    describe_gauge!("vigil_dq_latency_p99_seconds", Unit::Seconds, "99th percentile end-to-end latency, Ingest poll to Sink done.");
+    describe_gauge!("vigil_dq_lag_records", "Consumer lag per source.");
+    describe_gauge!("vigil_dq_duplicates_per_second", "Records per second whose id was seen before (Bloom filter; see docs/quality.md).");
+    describe_gauge!("vigil_dq_late_per_second", "Records per second later than the allowed lateness.");
+    describe_gauge!("vigil_dq_stalled_partitions", "Partitions without progress for quality.stall_after while they have lag.");
+    describe_gauge!("vigil_dq_schema_version_share", "Share of valid records per schema subject/version.");
+    describe_counter!("vigil_dq_reports_dropped_total", "Batch quality reports dropped (quality actor full or restarting).");
+    describe_gauge!("vigil_alerts", "Alerts by state (pending, firing, suppressed, resolved) and severity.");
+    describe_counter!("vigil_alert_evaluations_total", "Alert rule evaluations.");
+    describe_counter!("vigil_alert_notifications_total", "Notifications per receiver by outcome (sent, failed, dropped).");
+    describe_gauge!("vigil_alert_receiver_up", "1 while a receiver's last notification got through.");
     describe_counter!(
         "vigil_schema_registrations_total",
         "Schema registrations by outcome (registered, existing, incompatible, invalid, lint_blocked, error)."

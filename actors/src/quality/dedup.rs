@@ -40,9 +40,15 @@ impl DuplicateDetector {
         Self { capacity: capacity.max(1), bits, hashes, target_fp: p, current: vec![0; words], previous: vec![0; words], inserted: 0 }
     }
 
-    fn positions(&self, id: &[u8]) -> impl Iterator<Item = u64> + '_ {
-        let (h1, h2) = (hash_with(0x5eed_0001, id), hash_with(0x5eed_0002, id) | 1);
-        (0..self.hashes as u64).map(move |i| h1.wrapping_add(i.wrapping_mul(h2)) % self.bits)
+    /// The filter positions of `id` (double hashing from one 64-bit hash); fills `out`.
+    fn positions<'a>(&self, id: &[u8], out: &'a mut [u64; 32]) -> &'a [u64] {
+        let h = hash_with(0x5eed_0001, id);
+        let (h1, h2) = (h, h.rotate_left(32).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let k = self.hashes as usize;
+        for (i, p) in out.iter_mut().take(k).enumerate() {
+            *p = h1.wrapping_add((i as u64).wrapping_mul(h2)) % self.bits;
+        }
+        &out[..k]
     }
 
     fn holds(filter: &[u64], positions: &[u64]) -> bool {
@@ -51,13 +57,14 @@ impl DuplicateDetector {
 
     /// Whether `id` was seen before (possibly a false positive); remembers it either way.
     pub fn check_and_insert(&mut self, id: &[u8]) -> bool {
-        let positions: Vec<u64> = self.positions(id).collect();
-        let seen = Self::holds(&self.current, &positions) || Self::holds(&self.previous, &positions);
+        let mut buf = [0u64; 32];
+        let positions = self.positions(id, &mut buf);
+        let seen = Self::holds(&self.current, positions) || Self::holds(&self.previous, positions);
         if self.inserted >= self.capacity {
             self.previous = std::mem::replace(&mut self.current, vec![0; self.previous.len()]);
             self.inserted = 0;
         }
-        for p in positions {
+        for p in positions.iter().copied() {
             self.current[(p / 64) as usize] |= 1 << (p % 64);
         }
         self.inserted += 1;

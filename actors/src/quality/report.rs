@@ -118,14 +118,15 @@ impl DqReport {
             for (field, v) in &s.completeness {
                 metrics::gauge!("vigil_dq_completeness_ratio", "source" => src.clone(), "field" => field.clone()).set(*v);
             }
-            for (q, v) in [("0.5", s.freshness_p50_seconds), ("0.99", s.freshness_p99_seconds)] {
+            // Separate gauges, not a `quantile` label: that label is reserved for summaries.
+            for (name, v) in [
+                ("vigil_dq_freshness_p50_seconds", s.freshness_p50_seconds),
+                ("vigil_dq_freshness_p99_seconds", s.freshness_p99_seconds),
+                ("vigil_dq_latency_p50_seconds", s.latency_p50_seconds),
+                ("vigil_dq_latency_p99_seconds", s.latency_p99_seconds),
+            ] {
                 if let Some(v) = v {
-                    metrics::gauge!("vigil_dq_freshness_seconds", "source" => src.clone(), "quantile" => q).set(v);
-                }
-            }
-            for (q, v) in [("0.5", s.latency_p50_seconds), ("0.99", s.latency_p99_seconds)] {
-                if let Some(v) = v {
-                    metrics::gauge!("vigil_dq_latency_seconds", "source" => src.clone(), "quantile" => q).set(v);
+                    metrics::gauge!(name, "source" => src.clone()).set(v);
                 }
             }
             metrics::gauge!("vigil_dq_lag_records", "source" => src.clone()).set(s.lag as f64);

@@ -121,6 +121,9 @@ impl Actor for Validate {
                 // An external registry answers over HTTP on a cache miss: keep that off the async workers.
                 let judged = if ctx.resolver_blocks { tokio::task::block_in_place(|| st.judge(batches, &mut qual))? } else { st.judge(batches, &mut qual)? };
                 let now_ms = vigil_runtime::now_ms();
+                // Freshness is sampled: at most ~64 values per batch feed the quantile sketch.
+                let stride = (judged.len() / 64).max(1);
+                let mut valid_seen = 0usize;
                 let mut records = Vec::with_capacity(judged.len());
                 let mut usage: BTreeMap<(Arc<str>, u32), u64> = BTreeMap::new();
                 let mut deprecated: BTreeMap<(Arc<str>, u32), u64> = BTreeMap::new();
@@ -131,7 +134,10 @@ impl Actor for Validate {
                         Ok((v, info)) => {
                             if let Some(q) = q {
                                 q.valid += 1;
-                                q.freshness_ms.push((now_ms - v.ts).max(0) as f64);
+                                if valid_seen % stride == 0 {
+                                    q.freshness_ms.push((now_ms - v.ts).max(0) as f64);
+                                }
+                                valid_seen += 1;
                                 if let Some(SchemaInfo { subject, version: Some(version), .. }) = &info {
                                     *q.versions.entry((subject.to_string(), *version)).or_default() += 1;
                                 }

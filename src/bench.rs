@@ -1,0 +1,186 @@
+//! `vigil bench`: throughput measured in one process against the in-process mock cluster,
+//! reported as ratios of runs made side by side (these machines are shared and noisy).
+//!
+//! `vigil bench quality`: the same input through the full pipeline with data-quality
+//! measurement and alerting off and on, alternating rounds; reports the median throughput
+//! of each, their ratio, and raw librdkafka consume throughput for scale.
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+use vigil_actors::generator::{EventGen, GenSpec, Wire};
+use vigil_actors::node::Node;
+use vigil_config::{Config, SourceFormat};
+use vigil_runtime::embedded::EmbeddedBroker;
+use vigil_runtime::kafka::{BatchConsumer, TrackedProducer};
+
+#[derive(Subcommand)]
+pub(crate) enum BenchCmd {
+    /// Cost of data-quality measurement and alerting: pipeline throughput with them off and on.
+    Quality(QualityArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct QualityArgs {
+    /// Records per run.
+    #[arg(long, default_value_t = 200_000)]
+    records: u64,
+    /// Rounds; each runs the pipeline once without and once with quality.
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
+    /// Partitions of the source topic (the mock keeps ~5 MiB per partition).
+    #[arg(long, default_value_t = 8)]
+    partitions: u32,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+const TOPIC: &str = "bench-events";
+
+/// Produce `n` generated JSON records (2% malformed) to the bench topic.
+async fn fill(bootstrap: &str, n: u64) -> Result<()> {
+    let producer = TrackedProducer::new(bootstrap, &vigil_config::KafkaConfig::default())?;
+    let mut g = EventGen::new(GenSpec { seed: 7, users: 500, bad_ratio: 0.02, start_ms: vigil_runtime::now_ms() - n as i64, step_ms: 1 });
+    for _ in 0..n {
+        let r = g.next_record();
+        vigil_actors::stages::produce_generated(&producer, TOPIC, &r, &Wire::Json, Duration::from_secs(30)).await?;
+    }
+    producer.flush_checked(Duration::from_secs(60), 0).await.context("not every bench record was acknowledged")?;
+    Ok(())
+}
+
+/// Raw consume: records per second librdkafka alone delivers from the topic.
+async fn raw_consume(bootstrap: &str, n: u64) -> Result<f64> {
+    let kafka = vigil_config::KafkaConfig { group_id: format!("bench-raw-{}", std::process::id()), ..vigil_config::KafkaConfig::default() };
+    let (b, k) = (bootstrap.to_string(), kafka.clone());
+    let mut c = tokio::task::spawn_blocking(move || BatchConsumer::new(&b, &k, &[TOPIC.to_string()], Duration::from_secs(30))).await??;
+    c.assign_from(&Default::default())?;
+    let (mut got, mut first) = (0u64, None);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while got < n {
+        if Instant::now() > deadline {
+            bail!("raw consume read {got} of {n} records in 300 s");
+        }
+        let (batches, _) = c.poll(10_000, Duration::from_millis(100)).await?;
+        let k: usize = batches.iter().map(|b| b.records.len()).sum();
+        if k > 0 && first.is_none() {
+            first = Some(Instant::now());
+        }
+        got += k as u64;
+    }
+    Ok(n as f64 / first.map(|t| t.elapsed().as_secs_f64()).unwrap_or(1.0).max(1e-6))
+}
+
+/// One pipeline run over the topic: records per second from the first record ingested to the
+/// last one processed or dead-lettered.
+async fn pipeline_run(bootstrap: &str, n: u64, quality: bool, round: u32) -> Result<f64> {
+    let dir = std::env::temp_dir().join(format!("vigil-bench-{}-{round}-{quality}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut cfg = Config::default();
+    cfg.node.data_dir = PathBuf::from(&dir);
+    cfg.kafka.bootstrap = bootstrap.to_string();
+    cfg.kafka.group_id = format!("bench-{}-{round}-{quality}", std::process::id());
+    cfg.generator.enabled = Some(false);
+    cfg.observability.metrics_addr = "127.0.0.1:0".into();
+    cfg.observability.admin_addr = "127.0.0.1:0".into();
+    cfg.quality.enabled = quality;
+    if let Some(s) = cfg.pipeline.sources.first_mut() {
+        s.topic = TOPIC.into();
+        s.format = SourceFormat::Json;
+    }
+    let problems = cfg.validate();
+    if !problems.is_empty() {
+        bail!("bench configuration: {}", problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "));
+    }
+    let node = Node::start(cfg).await.context("bench node failed to start")?;
+    let stats = node.ctx.stats.clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(node.run_until(async move {
+        let _ = stopped.await;
+    }));
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut first = None;
+    let rate = loop {
+        let s = stats.snapshot();
+        if first.is_none() && s.ingested > 0 {
+            first = Some((Instant::now(), s.ingested));
+        }
+        if s.processed + s.dlq >= n {
+            let (t0, _) = first.unwrap_or((Instant::now(), 0));
+            break n as f64 / t0.elapsed().as_secs_f64().max(1e-6);
+        }
+        if Instant::now() > deadline {
+            let _ = stop.send(());
+            bail!("pipeline processed {} of {n} records in 600 s", s.processed + s.dlq);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let _ = stop.send(());
+    let _ = running.await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(rate)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        0.0
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// `vigil bench ...`
+pub(crate) async fn run(cmd: BenchCmd) -> Result<ExitCode> {
+    let BenchCmd::Quality(a) = cmd;
+    if a.records == 0 || a.rounds == 0 || a.partitions == 0 {
+        bail!("--records, --rounds and --partitions must be at least 1");
+    }
+    let topics: Vec<String> = [TOPIC, "vigil-output", "vigil-dlq"].iter().map(|s| s.to_string()).collect();
+    let broker = EmbeddedBroker::start(a.partitions, &topics, None).context("cannot start the mock cluster")?;
+    let bootstrap = broker.bootstrap().to_string();
+    eprintln!("bench: producing {} records to {TOPIC} ({} partitions)...", a.records, a.partitions);
+    fill(&bootstrap, a.records).await?;
+    let raw = raw_consume(&bootstrap, a.records).await?;
+    eprintln!("bench: raw librdkafka consume {raw:.0} records/s");
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    for round in 0..a.rounds {
+        // Alternate which goes first, so drift in machine load hits both alike.
+        let order = if round % 2 == 0 { [false, true] } else { [true, false] };
+        for quality in order {
+            let r = pipeline_run(&bootstrap, a.records, quality, round).await?;
+            eprintln!("bench: round {} quality {}: {r:.0} records/s", round + 1, if quality { "on " } else { "off" });
+            if quality {
+                on.push(r);
+            } else {
+                off.push(r);
+            }
+        }
+    }
+    let (m_off, m_on) = (median(off.clone()), median(on.clone()));
+    let ratio = if m_off > 0.0 { m_on / m_off } else { 0.0 };
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"bench": "quality", "records": a.records, "rounds": a.rounds, "partitions": a.partitions,
+                "raw_consume_per_sec": raw, "quality_off_per_sec": off, "quality_on_per_sec": on,
+                "median_off_per_sec": m_off, "median_on_per_sec": m_on, "on_over_off": ratio, "overhead": 1.0 - ratio,
+                "off_over_raw": m_off / raw.max(1e-9), "on_over_raw": m_on / raw.max(1e-9)})
+        );
+    } else {
+        println!("records per run      {}", a.records);
+        println!("raw consume          {raw:>10.0} records/s");
+        println!("quality off (median) {m_off:>10.0} records/s  ({:.2} of raw)", m_off / raw.max(1e-9));
+        println!("quality on  (median) {m_on:>10.0} records/s  ({:.2} of raw)", m_on / raw.max(1e-9));
+        println!("on / off             {ratio:>10.3}  (quality costs {:.1}% of throughput)", (1.0 - ratio) * 100.0);
+    }
+    // Nodes started in this process keep clients (and their reconnect attempts) until exit;
+    // leave the broker up until then instead of making them log connection errors.
+    std::mem::forget(broker);
+    Ok(ExitCode::SUCCESS)
+}
