@@ -297,3 +297,44 @@ fn alert_state_survives_restart_and_rules_reload() {
     assert!(!out.status.success() && err.contains("alerts.rules[1].expr") && err.contains("dlq_per_second"), "{err}");
     assert!(vigil(&["alerts", "rules", "--admin", &node.admin]).contains("LatencyHigh"));
 }
+
+/// A crashing Quality or Alerting actor is restarted; one that keeps crashing is given up on
+/// (`monitor` is temporary under the root) while the pipeline runs on untouched.
+#[test]
+fn crashing_monitors_never_stop_the_data_path() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = node_config(dir.path(), "\n[supervision]\nmax_restarts = 2\nrestart_window = \"60s\"\nbackoff_initial = \"10ms\"\nbackoff_max = \"50ms\"\n");
+    let node = start_node(&config);
+    let admin = node.admin.clone();
+    let ingested = || status(&admin).and_then(|s| s["ingested"].as_u64()).unwrap_or(0);
+    wait_for("records flowing", Duration::from_secs(30), || (ingested() > 0).then_some(()));
+    let tree = |a: &str| -> Value { serde_json::from_str(&vigil(&["tree", "--json", "--admin", a])).expect("tree json") };
+    let monitor = |t: &Value| t["children"].as_array().and_then(|c| c.iter().find(|n| n["name"] == "monitor").cloned());
+
+    // One crash: restarted, alerts answer again, the pipeline never restarted.
+    vigil(&["chaos", "panic", "alerting", "--admin", &admin]);
+    wait_for("alerting restarted", Duration::from_secs(20), || {
+        let m = monitor(&tree(&admin))?;
+        let a = m["children"].as_array()?.iter().find(|n| n["name"] == "alerting")?.clone();
+        (a["restarts"].as_u64() == Some(1) && a["status"] == "running").then_some(())
+    });
+    wait_for("alerts API back", Duration::from_secs(20), || http_get(&admin, "/alerts").filter(|b| b.starts_with('[')));
+
+    // Crashing beyond the intensity: monitor gives up, is not restarted, and data still flows.
+    for _ in 0..6 {
+        let _ = Command::new(BIN).args(["chaos", "panic", "quality", "--admin", &admin]).output();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_for("monitor given up", Duration::from_secs(30), || {
+        let t = tree(&admin);
+        let m = monitor(&t);
+        (m.is_none() || m.as_ref().is_some_and(|m| m["status"] != "running")).then_some(())
+    });
+    let t = tree(&admin);
+    assert_eq!(t["status"], "running", "the root runs on: {t}");
+    let pipeline = t["children"].as_array().and_then(|c| c.iter().find(|n| n["name"] == "pipeline").cloned()).expect("pipeline");
+    assert_eq!(pipeline["restarts"], 0, "the data path was never restarted: {pipeline}");
+    let before = ingested();
+    wait_for("records still flowing", Duration::from_secs(20), || (ingested() > before + 200).then_some(()));
+    assert_eq!(status(&admin).expect("status")["ready"], true);
+}

@@ -340,7 +340,7 @@ impl AdminApi for NodeAdmin {
             "generator" => s.generator.send("generator", GenMsg::Panic(why)),
             "quality" => s.quality.send("quality", QualityMsg::Panic(why)),
             "alerting" => s.alerting.send("alerting", AlertMsg::Panic(why)),
-            other => return Err(format!("unknown stage `{other}` (one of: {}, quality, alerting)", crate::pipeline::STAGES.join(", "))),
+            other => return Err(format!("unknown actor `{other}` (one of: {})", crate::pipeline::ACTORS.join(", "))),
         };
         res.map_err(|e| e.to_string())
     }

@@ -25,6 +25,9 @@ use vigil_runtime::store::Store;
 /// `vigil chaos panic`.
 pub const STAGES: [&str; 5] = ["ingest", "validate", "process", "sink", "generator"];
 
+/// Every actor a panic can be injected into: the stages and the monitors beside them.
+pub const ACTORS: [&str; 7] = ["ingest", "validate", "process", "sink", "generator", "quality", "alerting"];
+
 /// A checkpoint barrier travelling with the data (Chandy–Lamport / Flink ABS). Ingest
 /// injects it with the source offsets; each stateful stage adds its snapshot as it passes;
 /// Sink flushes outputs and commits everything in one atomic write.

@@ -2,14 +2,14 @@
 //! [`inject_panic`]; later issues add scenarios, drills, invariants and reports.
 #![warn(missing_docs, unreachable_pub)]
 
-/// Stages a panic can be injected into.
-pub use vigil_actors::pipeline::STAGES;
+/// Actors a panic can be injected into.
+pub use vigil_actors::pipeline::ACTORS;
 
 /// Errors of fault injection.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The stage name is not one of [`STAGES`] or not running on that node.
-    #[error("node at {admin} has no running stage `{stage}` (one of: {})", STAGES.join(", "))]
+    /// The actor name is not one of [`ACTORS`] or not running on that node.
+    #[error("node at {admin} has no running actor `{stage}` (one of: {})", ACTORS.join(", "))]
     UnknownStage {
         /// Admin address.
         admin: String,
