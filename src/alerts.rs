@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use std::process::ExitCode;
 use vigil_actors::alerting::actor::{AlertView, RuleView, SilenceView};
 use vigil_actors::alerting::notify::rfc3339;
+use vigil_actors::quality::actor::HistoryPoint;
 use vigil_actors::quality::report::DqReport;
 
 #[derive(Subcommand)]
@@ -190,8 +191,42 @@ fn opt(v: Option<f64>) -> String {
     v.map(|x| format!("{x:.3}")).unwrap_or_else(|| "-".into())
 }
 
-/// `vigil dq`: the current quality table per source and field.
-pub(crate) fn dq(target: &AdminTarget, json: bool) -> Result<ExitCode> {
+/// `vigil dq --history D`: one line per source and slot from the persisted history.
+fn dq_history(target: &AdminTarget, since: &str, json: bool) -> Result<ExitCode> {
+    let h: Vec<HistoryPoint> = admin::get(&target.addr()?, &format!("/dq/history?since={since}"))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&h)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if h.is_empty() {
+        println!("no history in the last {since} (a slot is kept once its quality.interval is over)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<24} {:<20} {:>9} {:>8} {:>8} {:>12} {:>7}", "SLOT START (UTC)", "SOURCE", "REC/S", "VALID", "DLQ/S", "FRESH p99 s", "DUP/S");
+    for p in &h {
+        for s in &p.sources {
+            let dlq: f64 = s.dlq_per_sec.values().sum();
+            println!(
+                "{:<24} {:<20} {:>9.1} {:>7.2}% {:>8.2} {:>12} {:>7.2}",
+                rfc3339(p.at_ms),
+                s.source,
+                s.records_per_sec,
+                s.validity_ratio * 100.0,
+                dlq,
+                opt(s.freshness_p99_seconds),
+                s.duplicates_per_sec
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vigil dq`: the current quality table per source and field, or with `history` the
+/// persisted slots of that long.
+pub(crate) fn dq(target: &AdminTarget, history: Option<&str>, json: bool) -> Result<ExitCode> {
+    if let Some(since) = history {
+        return dq_history(target, since, json);
+    }
     let r: DqReport = admin::get(&target.addr()?, "/dq")?;
     if json {
         println!("{}", serde_json::to_string_pretty(&r)?);

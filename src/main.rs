@@ -104,10 +104,13 @@ enum Cmd {
         #[command(subcommand)]
         cmd: bench::BenchCmd,
     },
-    /// The current data-quality table per source and field.
+    /// The current data-quality table per source and field (or its history).
     Dq {
         #[command(flatten)]
         target: AdminTarget,
+        /// Instead: the persisted history of this long, one line per slot and source (e.g. `15m`).
+        #[arg(long)]
+        history: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -405,7 +408,7 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
         Cmd::Schema { cmd } => schema::run(cmd),
         Cmd::Alerts { cmd } => alerts::alerts(cmd),
         Cmd::Silence { cmd } => alerts::silence(cmd),
-        Cmd::Dq { target, json } => alerts::dq(&target, json),
+        Cmd::Dq { target, history, json } => alerts::dq(&target, history.as_deref(), json),
         Cmd::Bench { cmd } => {
             init_logging(false);
             bench::run(cmd).await

@@ -259,6 +259,18 @@ receiver = "dead"
     let dq: Value = serde_json::from_str(&vigil(&["dq", "--json", "--admin", &admin])).expect("dq json");
     assert_eq!(dq["sources"][0]["source"], "events");
     assert!(vigil(&["dq", "--admin", &admin]).contains("field amount"));
+    // The persisted history shows the bad spell and the clean input around it.
+    let hist: Value = serde_json::from_str(&vigil(&["dq", "--history", "10m", "--json", "--admin", &admin])).expect("history json");
+    let validity: Vec<f64> = hist
+        .as_array()
+        .expect("slots")
+        .iter()
+        .flat_map(|p| p["sources"].as_array().cloned().unwrap_or_default())
+        .filter(|s| s["source"] == "events" && s["records_per_sec"].as_f64().unwrap_or(0.0) > 0.0)
+        .filter_map(|s| s["validity_ratio"].as_f64())
+        .collect();
+    assert!(validity.iter().any(|v| *v < 0.9) && validity.iter().any(|v| *v > 0.99), "{validity:?}");
+    assert!(vigil(&["dq", "--history", "10m", "--admin", &admin]).contains("events"));
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Admin API of alerting and data quality: `GET /alerts`, `GET /alerts/rules`,
-//! `POST /alerts/reload`, `GET|POST /silences`, `DELETE /silences/{id}`, `GET /dq`, and
+//! `POST /alerts/reload`, `GET|POST /silences`, `DELETE /silences/{id}`, `GET /dq`,
+//! `GET /dq/history?since=1h`, and
 //! `POST /chaos/bad-data` (the generator's malformed-record ratio, for drills).
 use super::actor::{parse_silence_matchers, AlertMsg};
 use super::engine::Silence;
@@ -126,6 +127,28 @@ async fn dq(State(ctx): State<Ctx>) -> Response {
     Json(report).into_response()
 }
 
+/// Query of `GET /dq/history`.
+#[derive(Deserialize)]
+struct HistoryQuery {
+    /// How far back, e.g. `1h` (default `15m`).
+    since: Option<String>,
+}
+
+async fn dq_history(State(ctx): State<Ctx>, q: axum::extract::Query<HistoryQuery>) -> Response {
+    let since = match humantime::parse_duration(q.since.as_deref().unwrap_or("15m")) {
+        Ok(d) => d,
+        Err(e) => return err(StatusCode::BAD_REQUEST, format!("since: {e}")),
+    };
+    let now = vigil_runtime::now_ms();
+    let (store, slot) = (ctx.store.clone(), ctx.config.quality.interval);
+    let res = tokio::task::spawn_blocking(move || crate::quality::actor::read_history(&store, slot, now - since.as_millis() as i64, now)).await;
+    match res {
+        Ok(Ok(h)) => Json(h).into_response(),
+        Ok(Err(e)) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
 /// Body of `POST /chaos/bad-data`.
 #[derive(Deserialize)]
 struct BadData {
@@ -157,6 +180,7 @@ pub fn router(ctx: Arc<NodeCtx>) -> Router {
         .route("/silences", get(silences).post(add_silence))
         .route("/silences/{id}", delete(expire_silence))
         .route("/dq", get(dq))
+        .route("/dq/history", get(dq_history))
         .route("/chaos/bad-data", post(bad_data))
         .with_state(ctx)
 }

@@ -56,6 +56,36 @@ fn restore(store: &Store, tracker: &mut Tracker, oldest_ms: i64) -> i64 {
     last
 }
 
+/// One slot of the persisted history.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct HistoryPoint {
+    /// Slot start, ms since epoch.
+    pub at_ms: i64,
+    /// Slot length, seconds.
+    pub seconds: f64,
+    /// Quality per source in that slot.
+    pub sources: Vec<SourceQuality>,
+}
+
+/// The persisted history between `from_ms` and `to_ms` (slot starts), oldest first, read
+/// from RocksDB (works while the node runs; what incident timelines are built from).
+///
+/// # Errors
+/// The store cannot be read.
+pub fn read_history(store: &Store, slot: std::time::Duration, from_ms: i64, to_ms: i64) -> vigil_runtime::Result<Vec<HistoryPoint>> {
+    let slot_ms = (slot.as_millis() as i64).max(1);
+    let mut slots = Vec::new();
+    for (k, v) in store.scan(CF, &[])? {
+        let Ok(start) = <[u8; 8]>::try_from(k.as_slice()).map(i64::from_be_bytes) else { continue };
+        if (from_ms..=to_ms).contains(&start) {
+            slots.push(store::decode::<Slot>("quality slot", &v)?);
+        }
+    }
+    let mut t = Tracker::new(slot_ms, slots.len().max(1));
+    t.restore(slots);
+    Ok(t.per_slot().into_iter().map(|(at_ms, sources)| HistoryPoint { at_ms, seconds: slot_ms as f64 / 1000.0, sources }).collect())
+}
+
 /// The Quality actor.
 #[derive(Clone, Copy)]
 pub struct Quality;

@@ -173,6 +173,33 @@ impl SourceQuality {
     }
 }
 
+/// Per-source quality of aggregates covering `secs` seconds.
+fn summarize(total: BTreeMap<String, Agg>, secs: f64) -> Vec<SourceQuality> {
+    total
+        .into_iter()
+        .map(|(source, a)| SourceQuality {
+            records_per_sec: a.records as f64 / secs,
+            validity_ratio: if a.records == 0 { 1.0 } else { a.valid as f64 / a.records as f64 },
+            dlq_per_sec: a.dlq.iter().map(|(k, n)| (k.clone(), *n as f64 / secs)).collect(),
+            completeness: a.missing.iter().map(|(k, n)| (k.clone(), if a.decoded == 0 { 1.0 } else { 1.0 - *n as f64 / a.decoded as f64 })).collect(),
+            freshness_p50_seconds: a.freshness.quantile(0.5).map(|v| v / 1000.0),
+            freshness_p99_seconds: a.freshness.quantile(0.99).map(|v| v / 1000.0),
+            late: a.late,
+            late_per_sec: a.late as f64 / secs,
+            duplicates_per_sec: a.duplicates as f64 / secs,
+            latency_p50_seconds: a.latency.quantile(0.5).map(|v| v / 1000.0),
+            latency_p99_seconds: a.latency.quantile(0.99).map(|v| v / 1000.0),
+            lag: 0,
+            stalled_partitions: 0,
+            version_mix: {
+                let n: u64 = a.versions.values().sum();
+                a.versions.iter().map(|(k, c)| (k.clone(), *c as f64 / n.max(1) as f64)).collect()
+            },
+            source,
+        })
+        .collect()
+}
+
 /// Quality per source in fixed slots, keeping at most `history_max` slots.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Tracker {
@@ -215,29 +242,14 @@ impl Tracker {
         }
         // Rates are over the time the included slots cover (whole slots up to now).
         let secs = ((now_ms - oldest.max(now_ms - window_ms - self.slot_ms)) as f64 / 1000.0).max(0.001);
-        total
-            .into_iter()
-            .map(|(source, a)| SourceQuality {
-                records_per_sec: a.records as f64 / secs,
-                validity_ratio: if a.records == 0 { 1.0 } else { a.valid as f64 / a.records as f64 },
-                dlq_per_sec: a.dlq.iter().map(|(k, n)| (k.clone(), *n as f64 / secs)).collect(),
-                completeness: a.missing.iter().map(|(k, n)| (k.clone(), if a.decoded == 0 { 1.0 } else { 1.0 - *n as f64 / a.decoded as f64 })).collect(),
-                freshness_p50_seconds: a.freshness.quantile(0.5).map(|v| v / 1000.0),
-                freshness_p99_seconds: a.freshness.quantile(0.99).map(|v| v / 1000.0),
-                late: a.late,
-                late_per_sec: a.late as f64 / secs,
-                duplicates_per_sec: a.duplicates as f64 / secs,
-                latency_p50_seconds: a.latency.quantile(0.5).map(|v| v / 1000.0),
-                latency_p99_seconds: a.latency.quantile(0.99).map(|v| v / 1000.0),
-                lag: 0,
-                stalled_partitions: 0,
-                version_mix: {
-                    let n: u64 = a.versions.values().sum();
-                    a.versions.iter().map(|(k, c)| (k.clone(), *c as f64 / n.max(1) as f64)).collect()
-                },
-                source,
-            })
-            .collect()
+        summarize(total, secs)
+    }
+
+    /// Each slot on its own, oldest first: `(slot start ms, quality per source)` — the
+    /// history incident timelines read.
+    pub fn per_slot(&self) -> Vec<(i64, Vec<SourceQuality>)> {
+        let secs = self.slot_ms as f64 / 1000.0;
+        self.slots.iter().map(|s| (s.start_ms, summarize(s.sources.clone(), secs))).collect()
     }
 
     /// Slots that ended before `now_ms` and start after `after_ms` (to persist them once).
@@ -305,6 +317,12 @@ mod tests {
         // A shorter window sees only its slots.
         let last10 = t.snapshot(60_000, 10_000);
         assert!(last10.iter().all(|s| s.source != "other"));
+        // Per slot: six slots of 10 s, each at 100 records/s; `other` only in the first.
+        let slots = t.per_slot();
+        assert_eq!(slots.len(), 6);
+        assert!(slots.iter().all(|(_, q)| q.iter().any(|s| s.source == "events" && (s.records_per_sec - 100.0).abs() < 1e-9)));
+        assert_eq!(slots[0].1.len(), 2);
+        assert_eq!(slots[1].1.len(), 1);
     }
 
     #[test]
