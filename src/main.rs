@@ -4,6 +4,7 @@
 mod admin;
 mod alerts;
 mod bench;
+mod incident;
 mod schema;
 
 use anyhow::{bail, Context, Result};
@@ -99,6 +100,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: alerts::SilenceCmd,
     },
+    /// Incidents: list, show, open, ack, assign, note, mitigate, resolve, postmortem, report.
+    Incident {
+        #[command(subcommand)]
+        cmd: incident::IncidentCmd,
+    },
     /// Throughput measurements as same-run ratios (e.g. `vigil bench quality`).
     Bench {
         #[command(subcommand)]
@@ -187,7 +193,7 @@ fn rfc3339_ms(ms: i64) -> String {
 
 #[derive(Subcommand)]
 enum ChaosCmd {
-    /// Make a stage panic: ingest, validate, process, sink, generator, quality or alerting.
+    /// Make an actor panic: ingest, validate, process, sink, generator, quality, alerting or incidents.
     Panic {
         /// Stage name.
         stage: String,
@@ -409,6 +415,7 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
         Cmd::Alerts { cmd } => alerts::alerts(cmd),
         Cmd::Silence { cmd } => alerts::silence(cmd),
         Cmd::Dq { target, history, json } => alerts::dq(&target, history.as_deref(), json),
+        Cmd::Incident { cmd } => incident::run(cmd),
         Cmd::Bench { cmd } => {
             init_logging(false);
             bench::run(cmd).await

@@ -6,6 +6,8 @@
 
 pub mod alerting;
 pub mod generator;
+pub mod incidents;
+pub mod journal;
 pub mod node;
 pub mod pipeline;
 pub mod quality;

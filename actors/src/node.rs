@@ -10,12 +10,15 @@
 //! │  ├─ validate
 //! │  └─ ingest              stopped first on shutdown: takes the final checkpoint
 //! ├─ monitor  one_for_one   temporary: if it gives up, the data path runs on without it
+//! │  ├─ incidents
 //! │  ├─ alerting
 //! │  └─ quality
 //! └─ generator              embedded default only
 //! ```
 use crate::alerting::actor::{AlertMsg, Alerting};
 use crate::generator::Wire;
+use crate::incidents::actor::{IncidentMsg, Incidents};
+use crate::journal::{Event, EventKind, Journal};
 use crate::pipeline::{GenMsg, IngestMsg, NodeCtx, ProcessMsg, SinkMsg, Slots, ValidateMsg};
 use crate::quality::actor::{Quality, QualityMsg};
 use crate::registry::resolver::{ExternalResolver, RegistryClient, Resolver};
@@ -157,6 +160,9 @@ fn tree_spec(ctx: &Arc<NodeCtx>, events: &broadcast::Sender<TreeEvent>) -> Super
     let mut children = vec![pipeline.child(Restart::Permanent, ingest_t + t * 4)];
     if ctx.config.quality.enabled {
         let mut kids = Vec::new();
+        if ctx.incidents_enabled() {
+            kids.push(ChildSpec::worker("incidents", Restart::Permanent, t, Incidents, args(ctx)));
+        }
         if ctx.alerting_enabled() {
             kids.push(ChildSpec::worker("alerting", Restart::Permanent, t, Alerting, args(ctx)));
         }
@@ -201,6 +207,12 @@ impl Node {
             tracing::info!(checkpoint = cp.id, partitions = cp.offsets.len(), "restoring from checkpoint");
         }
         let last_id = latest.as_ref().map(|c| c.id).unwrap_or(0);
+        let journal = Arc::new(Journal::new(store.clone()));
+        if let Some(cp) = &latest {
+            journal.record(
+                Event::now(EventKind::Restore, "node", format!("node started from checkpoint {} ({} partitions)", cp.id, cp.offsets.len())).stage("pipeline"),
+            );
+        }
         let rules = Rules::compile(&config.pipeline.fields).map_err(|(path, message)| Error::Config { path, message })?;
         let schemas = SchemaSetup::open(&config, &store)?;
         let generator_wire = if config.generator_enabled() { schemas.generator_wire(&config)? } else { Wire::Json };
@@ -239,13 +251,16 @@ impl Node {
             dq: watch::channel(crate::quality::report::DqReport::default()).0,
             alerts_config: std::sync::RwLock::new(Arc::new(config.alerts.clone())),
             bad_ratio: AtomicU64::new(f64::NAN.to_bits()),
+            journal,
         });
         init_series(&config);
         let (events, _) = broadcast::channel(256);
+        // Ends when the tree's event channel closes.
+        tokio::spawn(journal_tree_events(ctx.journal.clone(), events.subscribe()));
         let root = vigil_supervision::start_root(tree_spec(&ctx, &events)).await?;
         let metrics_addr = vigil_runtime::metrics::serve(&config.observability.metrics_addr, prom).await?;
         let api = Arc::new(NodeAdmin { ctx: ctx.clone(), root: root.actor.clone() });
-        let mut routes = crate::alerting::rest::router(ctx.clone());
+        let mut routes = crate::alerting::rest::router(ctx.clone()).merge(crate::incidents::rest::router(ctx.clone()));
         if let Some(reg) = schemas.local.clone() {
             routes = routes.merge(crate::registry::rest::router(reg));
         }
@@ -340,8 +355,38 @@ impl AdminApi for NodeAdmin {
             "generator" => s.generator.send("generator", GenMsg::Panic(why)),
             "quality" => s.quality.send("quality", QualityMsg::Panic(why)),
             "alerting" => s.alerting.send("alerting", AlertMsg::Panic(why)),
+            "incidents" => s.incidents.send("incidents", IncidentMsg::Panic(why)),
             other => return Err(format!("unknown actor `{other}` (one of: {})", crate::pipeline::ACTORS.join(", "))),
         };
-        res.map_err(|e| e.to_string())
+        res.map_err(|e| e.to_string())?;
+        self.ctx.journal.record(Event::now(EventKind::Chaos, "chaos", format!("panic injected into {stage}")).stage(stage));
+        Ok(())
+    }
+}
+
+/// Journal what the supervision tree reports: failures, restarts, escalations.
+async fn journal_tree_events(journal: Arc<Journal>, mut rx: broadcast::Receiver<TreeEvent>) {
+    loop {
+        let e = match rx.recv().await {
+            Ok(e) => e,
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(missed = n, "journal fell behind the supervision events");
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        let event = match e {
+            TreeEvent::ChildExited { child, failed: true, reason, .. } => {
+                Event::now(EventKind::Restart, "supervision", format!("{child} failed: {reason}")).stage(&child)
+            }
+            TreeEvent::ChildExited { .. } => continue,
+            TreeEvent::ChildRestarted { child, restarts, .. } => {
+                Event::now(EventKind::Restart, "supervision", format!("{child} restarted (restart {restarts})")).stage(&child)
+            }
+            TreeEvent::Escalated { supervisor, reason } => {
+                Event::now(EventKind::SupervisorEscalation, "supervision", format!("{supervisor} gave up and escalated: {reason}")).stage(&supervisor)
+            }
+        };
+        journal.record(event);
     }
 }

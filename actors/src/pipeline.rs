@@ -2,6 +2,8 @@
 //! in-band messages (batches, barriers, credits), the stage registry, and the DLQ writer.
 use crate::alerting::actor::AlertMsg;
 use crate::generator::Wire;
+use crate::incidents::actor::IncidentMsg;
+use crate::journal::Journal;
 use crate::quality::actor::QualityMsg;
 use crate::quality::report::DqReport;
 use crate::quality::tracker::BatchQuality;
@@ -26,7 +28,7 @@ use vigil_runtime::store::Store;
 pub const STAGES: [&str; 5] = ["ingest", "validate", "process", "sink", "generator"];
 
 /// Every actor a panic can be injected into: the stages and the monitors beside them.
-pub const ACTORS: [&str; 7] = ["ingest", "validate", "process", "sink", "generator", "quality", "alerting"];
+pub const ACTORS: [&str; 8] = ["ingest", "validate", "process", "sink", "generator", "quality", "alerting", "incidents"];
 
 /// A checkpoint barrier travelling with the data (Chandy–Lamport / Flink ABS). Ingest
 /// injects it with the source offsets; each stateful stage adds its snapshot as it passes;
@@ -192,6 +194,8 @@ pub struct Slots {
     pub quality: Slot<QualityMsg>,
     /// Alerting.
     pub alerting: Slot<AlertMsg>,
+    /// Incidents.
+    pub incidents: Slot<IncidentMsg>,
 }
 
 /// Everything the stages of one node share. Lives as long as the node; actors come and go.
@@ -240,6 +244,8 @@ pub struct NodeCtx {
     pub dq: watch::Sender<DqReport>,
     /// The alerting configuration in force (replaced by a reload).
     pub alerts_config: RwLock<Arc<AlertsConfig>>,
+    /// The operational journal (restarts, checkpoint failures, DLQ bursts, chaos, ...).
+    pub journal: Arc<Journal>,
     /// Malformed-record ratio of the embedded generator set at run time (drills), as f64
     /// bits; NaN: the configured `generator.bad_ratio`.
     pub bad_ratio: AtomicU64,
@@ -270,6 +276,11 @@ impl NodeCtx {
     /// Whether alert rules are evaluated (needs quality measurement).
     pub fn alerting_enabled(&self) -> bool {
         self.config.quality.enabled && self.config.alerts.enabled
+    }
+
+    /// Whether incidents are opened and escalated (needs alerting).
+    pub fn incidents_enabled(&self) -> bool {
+        self.alerting_enabled() && self.config.incidents.enabled
     }
 
     /// Base URL of this node's admin API, for links in notifications.

@@ -20,7 +20,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod alerts;
+mod incidents;
 pub use alerts::*;
+pub use incidents::*;
 
 /// One problem found in a configuration, with the field path it is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +83,8 @@ pub struct Config {
     pub quality: QualityConfig,
     /// Alert rules, silences' defaults, inhibition, receivers and routes.
     pub alerts: AlertsConfig,
+    /// Incidents: opening from alerts, grouping, escalation, the operational journal.
+    pub incidents: IncidentsConfig,
     /// The file this configuration was loaded from, if any (alert rules reload from it).
     #[serde(skip)]
     pub loaded_from: Option<PathBuf>,
@@ -1038,6 +1042,7 @@ impl Config {
             err(if q.queue_max == 0 { "quality.queue_max" } else { "quality.dedup_capacity" }, "must be at least 1");
         }
         self.alerts.validate(&mut err);
+        self.incidents.validate(&self.alerts, &mut err);
         let g = &self.generator;
         if !(0.0..=1.0).contains(&g.bad_ratio) {
             err("generator.bad_ratio", "must be between 0.0 and 1.0");

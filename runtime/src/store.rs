@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Column families, created on open.
-pub const COLUMN_FAMILIES: [&str; 7] = ["offsets", "state", "checkpoints", "meta", "schemas", "quality", "alerts"];
+pub const COLUMN_FAMILIES: [&str; 9] = ["offsets", "state", "checkpoints", "meta", "schemas", "quality", "alerts", "journal", "incidents"];
 
 /// One write of a [`Store::write_ops`] batch: put a value, or delete the key (`None`).
 pub type Op = (Vec<u8>, Option<Vec<u8>>);
@@ -264,6 +264,24 @@ impl Store {
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
         self.db.write_opt(batch, &wo).map_err(|e| self.err(&format!("write {cf}"), e))
+    }
+
+    /// Entries of `cf` with `from <= key < to`, in key order (empty when the family does
+    /// not exist, e.g. in an older read-only store).
+    ///
+    /// # Errors
+    /// [`Error::Store`] on a read failure.
+    pub fn scan_range(&self, cf: &str, from: &[u8], to: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let Some(handle) = self.db.cf_handle(cf) else { return Ok(Vec::new()) };
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(handle, IteratorMode::From(from, rocksdb::Direction::Forward)) {
+            let (k, v) = item.map_err(|e| self.err(&format!("scan {cf}"), e))?;
+            if k.as_ref() >= to {
+                break;
+            }
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
     }
 
     /// Every key/value of column family `cf` whose key starts with `prefix`, in key order.

@@ -4,6 +4,8 @@
 use super::engine::{Alert, AlertState, Engine, EngineState, Sample, Silence, SilenceState, Suppression};
 use super::notify::{route, Planner};
 use super::receivers::Receivers;
+use crate::incidents::actor::IncidentMsg;
+use crate::journal::{Event, EventKind};
 use crate::pipeline::NodeCtx;
 use crate::stages::R;
 use ractor::{Actor, ActorRef, RpcReplyPort};
@@ -198,6 +200,17 @@ impl AlertingState {
             if let Some(a) = self.engine.state.alerts.get(&c.fingerprint) {
                 let labels: Vec<String> = a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 tracing::info!(alertname = %c.rule, from = ?c.from, to = ?c.to, value = a.value, labels = %labels.join(","), "alert state changed");
+                let state = |s: Option<AlertState>| s.map(|s| format!("{s:?}").to_lowercase()).unwrap_or_else(|| "inactive".into());
+                let mut e = Event::now(EventKind::Alert, "alerting", format!("alert {} {} → {} (value {:.4})", c.rule, state(c.from), state(c.to), a.value))
+                    .link("/alerts");
+                e.topic = a.labels.get("source").cloned();
+                self.ctx.journal.record(e);
+                if matches!(c.to, Some(AlertState::Firing) | Some(AlertState::Resolved)) && self.ctx.incidents_enabled() {
+                    // Incidents may be restarting; it re-reads nothing, so log the miss.
+                    if self.ctx.slots.incidents.send("incidents", IncidentMsg::Alert(Box::new(a.clone()))).is_err() {
+                        tracing::warn!(alertname = %c.rule, "incidents actor not running: alert change not seen by incidents");
+                    }
+                }
             }
         }
         metrics::counter!("vigil_alert_evaluations_total").increment(1);
@@ -219,6 +232,7 @@ impl AlertingState {
         }
         self.cfg = cfg;
         tracing::info!(rules = n, "alert rules reloaded");
+        self.ctx.journal.record(Event::now(EventKind::ConfigReload, "alerting", format!("alert rules reloaded: {n} rules")).stage("alerting"));
         n
     }
 }

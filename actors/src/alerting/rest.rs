@@ -168,6 +168,9 @@ async fn bad_data(State(ctx): State<Ctx>, body: Result<Json<BadData>, axum::extr
     }
     ctx.set_bad_ratio(b.ratio);
     tracing::warn!(ratio = b.ratio, "chaos: generator malformed-record ratio changed");
+    let topic = ctx.config.pipeline.sources.first().map(|s| s.topic.clone()).unwrap_or_default();
+    let e = crate::journal::Event::now(crate::journal::EventKind::Chaos, "chaos", format!("generator writes {:.0}% malformed records", b.ratio * 100.0));
+    ctx.journal.record(e.stage("generator").topic(&topic));
     Json(json!({"injected": "bad-data", "ratio": b.ratio})).into_response()
 }
 

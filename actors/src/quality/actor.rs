@@ -5,6 +5,7 @@
 use super::report::{DqReport, Stalls};
 use super::tracker::{BatchQuality, Slot, SourceQuality, Tracker};
 use crate::alerting::actor::AlertMsg;
+use crate::journal::{Event, EventKind};
 use crate::pipeline::NodeCtx;
 use crate::stages::R;
 use ractor::{Actor, ActorRef};
@@ -97,6 +98,8 @@ pub struct QualityState {
     stalls: Stalls,
     persisted_until: i64,
     history_slots: i64,
+    /// (source, reason) whose DLQ rate is above `incidents.dlq_burst_per_sec`.
+    bursting: std::collections::BTreeSet<(String, String)>,
     ticker: Option<ractor::concurrency::JoinHandle<()>>,
 }
 
@@ -121,7 +124,12 @@ impl QualityState {
         let progress = self.ctx.stats.progress();
         let stalled = self.stalls.observe(now, &progress);
         report.add_progress(&progress, &stalled);
+        // The history keeps the highest lag of each slot (records delayed, for incidents).
+        for s in &report.sources {
+            self.tracker.observe(now, &BatchQuality { source: s.source.clone(), max_lag: s.lag, ..BatchQuality::default() });
+        }
         report.export();
+        self.journal_bursts(&report);
         let samples = report.samples();
         self.ctx.dq.send_replace(report);
         if self.ctx.alerting_enabled() {
@@ -129,6 +137,37 @@ impl QualityState {
             let _ = self.ctx.slots.alerting.send("alerting", AlertMsg::Evaluate { now_ms: now, samples });
         }
         self.persist(now);
+    }
+
+    /// Journal a DLQ reason rising above `incidents.dlq_burst_per_sec`, and its end (below
+    /// half of it), per source.
+    fn journal_bursts(&mut self, report: &DqReport) {
+        let threshold = self.ctx.config.incidents.dlq_burst_per_sec;
+        for s in &report.sources {
+            for (reason, rate) in &s.dlq_per_sec {
+                let key = (s.source.clone(), reason.clone());
+                let stage = if reason == "late" { "process" } else { "validate" };
+                if *rate >= threshold && !self.bursting.contains(&key) {
+                    let text = format!("DLQ burst: {reason} at {rate:.1} records/s (validity {:.1} %)", s.validity_ratio * 100.0);
+                    self.ctx.journal.record(Event::now(EventKind::DlqBurst, "quality", text).stage(stage).topic(&s.source).link("/dq"));
+                    self.bursting.insert(key);
+                } else if *rate < threshold / 2.0 && self.bursting.remove(&key) {
+                    let text = format!("DLQ burst over: {reason} down to {rate:.1} records/s");
+                    self.ctx.journal.record(Event::now(EventKind::DlqBurst, "quality", text).stage(stage).topic(&s.source).link("/dq"));
+                }
+            }
+        }
+        // A reason gone from the window entirely is over too.
+        let gone: Vec<(String, String)> = self
+            .bursting
+            .iter()
+            .filter(|(src, reason)| !report.sources.iter().any(|s| &s.source == src && s.dlq_per_sec.contains_key(reason)))
+            .cloned()
+            .collect();
+        for (src, reason) in gone {
+            self.bursting.remove(&(src.clone(), reason.clone()));
+            self.ctx.journal.record(Event::now(EventKind::DlqBurst, "quality", format!("DLQ burst over: no more {reason}")).topic(&src).link("/dq"));
+        }
     }
 
     fn persist(&mut self, now: i64) {
@@ -171,7 +210,7 @@ impl Actor for Quality {
         ctx.quality_queue.store(0, Ordering::SeqCst);
         let stalls = Stalls::new(q.stall_after);
         ctx.slots.quality.set(myself);
-        Ok(QualityState { ctx, tracker, stalls, persisted_until, history_slots, ticker: Some(ticker) })
+        Ok(QualityState { ctx, tracker, stalls, persisted_until, history_slots, bursting: Default::default(), ticker: Some(ticker) })
     }
 
     #[tracing::instrument(name = "actor", skip_all, fields(actor = "quality"))]

@@ -31,6 +31,8 @@ pub struct BatchQuality {
     pub duplicates: u64,
     /// End-to-end latency of batches, ms (ingest poll → sink done).
     pub latency_ms: Vec<f64>,
+    /// Consumer lag seen (the slot keeps the highest).
+    pub max_lag: i64,
 }
 
 /// One source's measures over a slot.
@@ -48,6 +50,8 @@ struct Agg {
     duplicates: u64,
     #[serde(default = "new_sketch")]
     latency: QuantileSketch,
+    #[serde(default)]
+    max_lag: i64,
 }
 
 fn new_sketch() -> QuantileSketch {
@@ -67,6 +71,7 @@ impl Default for Agg {
             freshness: new_sketch(),
             duplicates: 0,
             latency: new_sketch(),
+            max_lag: 0,
         }
     }
 }
@@ -79,6 +84,7 @@ impl Agg {
         b.latency_ms.iter().for_each(|f| latency.add(*f));
         Agg {
             duplicates: b.duplicates,
+            max_lag: b.max_lag,
             latency,
             records: b.records,
             valid: b.valid,
@@ -97,6 +103,7 @@ impl Agg {
         self.decoded += o.decoded;
         self.late += o.late;
         self.duplicates += o.duplicates;
+        self.max_lag = self.max_lag.max(o.max_lag);
         for (into, from) in [(&mut self.dlq, &o.dlq), (&mut self.missing, &o.missing), (&mut self.versions, &o.versions)] {
             for (k, n) in from {
                 *into.entry(k.clone()).or_default() += n;
@@ -189,7 +196,7 @@ fn summarize(total: BTreeMap<String, Agg>, secs: f64) -> Vec<SourceQuality> {
             duplicates_per_sec: a.duplicates as f64 / secs,
             latency_p50_seconds: a.latency.quantile(0.5).map(|v| v / 1000.0),
             latency_p99_seconds: a.latency.quantile(0.99).map(|v| v / 1000.0),
-            lag: 0,
+            lag: a.max_lag,
             stalled_partitions: 0,
             version_mix: {
                 let n: u64 = a.versions.values().sum();

@@ -152,6 +152,9 @@ impl Actor for Ingest {
                 for g in gaps {
                     tracing::error!(partition = %g.source, expected = g.expected, resumed_at = g.resumed_at, lost = g.lost(), "records lost to retention: the log start moved past offsets not yet read");
                     st.ctx.stats.add_lost(&g.source.topic, g.source.partition, g.lost() as u64);
+                    let text = format!("{} records lost to retention (expected offset {}, log resumed at {})", g.lost(), g.expected, g.resumed_at);
+                    let e = crate::journal::Event::now(crate::journal::EventKind::RetentionLoss, "ingest", text);
+                    st.ctx.journal.record(e.stage("ingest").topic(&g.source.topic).partition(g.source.partition));
                 }
                 if !batches.is_empty() {
                     let n: usize = batches.iter().map(|b| b.records.len()).sum();

@@ -77,6 +77,7 @@ impl Sink {
             Ok(size) => size,
             Err(e) => {
                 ctx.stats.checkpoint_failed();
+                ctx.journal.record(crate::journal::Event::now(crate::journal::EventKind::CheckpointFailure, "sink", "checkpoint failed").stage("sink"));
                 return Err(e);
             }
         };
