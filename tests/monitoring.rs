@@ -67,7 +67,8 @@ fn live_metrics_pass_promtool_and_cover_the_dashboard_and_rules() {
             && m.contains("vigil_checkpoint_duration_seconds_bucket")
             && m.contains("vigil_dq_freshness_p99_seconds")
             && m.contains("vigil_dq_latency_p99_seconds")
-            && m.contains("vigil_alert_evaluations_total"))
+            && m.contains("vigil_alert_evaluations_total")
+            && m.contains("vigil_incidents{"))
         .then_some(m)
     });
     let file = dir.path().join("metrics.txt");

@@ -113,8 +113,11 @@ fn init_series(config: &Config) {
     }
     if config.quality.enabled {
         metrics::counter!("vigil_dq_reports_dropped_total").increment(0);
-        for actor in ["quality", "alerting"] {
+        for actor in ["quality", "alerting", "incidents"] {
             metrics::counter!("vigil_actor_restarts_total", "actor" => actor).increment(0);
+        }
+        for level in ["1", "2"] {
+            metrics::counter!("vigil_incident_pages_total", "level" => level).increment(0);
         }
     }
 }

@@ -55,9 +55,12 @@ pub struct IncidentsConfig {
     pub timeline_lookback: Duration,
     /// When every alert of an incident has resolved, mark it mitigated. Default true.
     pub auto_mitigate: bool,
-    /// A DLQ reason whose rate rises above this (records/s) is journaled as a burst.
-    /// Default 1.0.
+    /// A DLQ reason whose rate rises above this (records/s) and above `dlq_burst_share` of
+    /// the records read is journaled as a burst. Default 1.0.
     pub dlq_burst_per_sec: f64,
+    /// Share of the records read one DLQ reason must reach to count as a burst, so a steady
+    /// trickle of bad records is not news. Default 0.02.
+    pub dlq_burst_share: f64,
     /// Operational events are journaled in RocksDB for this long. Default `7d`.
     #[serde(with = "humantime_serde")]
     pub journal_retention: Duration,
@@ -76,6 +79,7 @@ impl Default for IncidentsConfig {
             timeline_lookback: Duration::from_secs(15 * 60),
             auto_mitigate: true,
             dlq_burst_per_sec: 1.0,
+            dlq_burst_share: 0.02,
             journal_retention: Duration::from_secs(7 * 86_400),
             policies: vec![EscalationPolicy {
                 name: "default".into(),
@@ -113,6 +117,9 @@ impl IncidentsConfig {
         }
         if self.dlq_burst_per_sec.is_nan() || self.dlq_burst_per_sec <= 0.0 {
             err("incidents.dlq_burst_per_sec", "must be greater than 0");
+        }
+        if !(0.0..=1.0).contains(&self.dlq_burst_share) {
+            err("incidents.dlq_burst_share", "must be between 0.0 and 1.0");
         }
         if self.journal_retention.is_zero() {
             err("incidents.journal_retention", "must be greater than 0");

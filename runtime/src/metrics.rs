@@ -68,6 +68,10 @@ fn describe() {
     describe_counter!("vigil_alert_evaluations_total", "Alert rule evaluations.");
     describe_counter!("vigil_alert_notifications_total", "Notifications per receiver by outcome (sent, failed, dropped).");
     describe_gauge!("vigil_alert_receiver_up", "1 while a receiver's last notification got through.");
+    describe_counter!("vigil_journal_events_total", "Operational events journaled, by kind (restart, dlq_burst, chaos, ...).");
+    describe_gauge!("vigil_incidents", "Incidents by state (open, acknowledged, mitigated).");
+    describe_counter!("vigil_incidents_opened_total", "Incidents opened, by severity.");
+    describe_counter!("vigil_incident_pages_total", "Escalation pages sent, by level.");
     describe_counter!(
         "vigil_schema_registrations_total",
         "Schema registrations by outcome (registered, existing, incompatible, invalid, lint_blocked, error)."

@@ -148,10 +148,6 @@ impl IncidentsState {
             });
         }
         metrics::counter!("vigil_incident_pages_total", "level" => (p.level + 1).to_string()).increment(1);
-        self.ctx.journal.record(
-            Event::now(EventKind::Incident, "incidents", format!("incident #{} paged level {} ({})", inc.id, p.level + 1, super::model::describe(&p.target)))
-                .link(format!("/incidents/{}", inc.id)),
-        );
     }
 
     fn analysis(&self, id: u64, now: i64) -> Result<Analysis, ActionError> {

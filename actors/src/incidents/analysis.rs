@@ -105,8 +105,10 @@ pub fn analyse(inc: &Incident, events: Vec<Event>, history: &[HistoryPoint], loo
     // The first signal: the earliest alert condition, or an earlier DLQ burst on its topics.
     let burst = timeline.iter().filter(|e| e.kind == EventKind::DlqBurst && e.at_ms >= from).map(|e| e.at_ms).min();
     let first_signal = burst.map_or(inc.first_signal_ms, |b| b.min(inc.first_signal_ms));
+    // The node registering its own writer schemas at start is bookkeeping, not a change.
+    let candidate = |e: &&Event| e.kind.operational() && !(e.kind == EventKind::Schema && e.source == "node");
     let trigger =
-        timeline.iter().filter(|e| e.kind.operational() && e.at_ms <= first_signal && e.at_ms >= first_signal - lookback_ms).min_by_key(|e| e.at_ms).cloned();
+        timeline.iter().filter(candidate).filter(|e| e.at_ms <= first_signal && e.at_ms >= first_signal - lookback_ms).min_by_key(|e| e.at_ms).cloned();
     let durations = Durations {
         detect_ms: inc.first_firing_ms.map(|f| (f - first_signal).max(0)),
         acknowledge_ms: inc.acknowledged_at_ms.map(|t| t - inc.opened_at_ms),

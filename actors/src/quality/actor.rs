@@ -139,19 +139,20 @@ impl QualityState {
         self.persist(now);
     }
 
-    /// Journal a DLQ reason rising above `incidents.dlq_burst_per_sec`, and its end (below
-    /// half of it), per source.
+    /// Journal a DLQ reason rising above `incidents.dlq_burst_per_sec` and
+    /// `dlq_burst_share` of the records read, and its end (below half of that), per source.
     fn journal_bursts(&mut self, report: &DqReport) {
-        let threshold = self.ctx.config.incidents.dlq_burst_per_sec;
+        let (threshold, share) = (self.ctx.config.incidents.dlq_burst_per_sec, self.ctx.config.incidents.dlq_burst_share);
         for s in &report.sources {
+            let burst_rate = threshold.max(share * s.records_per_sec);
             for (reason, rate) in &s.dlq_per_sec {
                 let key = (s.source.clone(), reason.clone());
                 let stage = if reason == "late" { "process" } else { "validate" };
-                if *rate >= threshold && !self.bursting.contains(&key) {
+                if *rate >= burst_rate && !self.bursting.contains(&key) {
                     let text = format!("DLQ burst: {reason} at {rate:.1} records/s (validity {:.1} %)", s.validity_ratio * 100.0);
                     self.ctx.journal.record(Event::now(EventKind::DlqBurst, "quality", text).stage(stage).topic(&s.source).link("/dq"));
                     self.bursting.insert(key);
-                } else if *rate < threshold / 2.0 && self.bursting.remove(&key) {
+                } else if *rate < burst_rate / 2.0 && self.bursting.remove(&key) {
                     let text = format!("DLQ burst over: {reason} down to {rate:.1} records/s");
                     self.ctx.journal.record(Event::now(EventKind::DlqBurst, "quality", text).stage(stage).topic(&s.source).link("/dq"));
                 }
