@@ -41,16 +41,8 @@ fn get_json(url: &str) -> Option<Value> {
     r.body_mut().read_json().ok()
 }
 
-/// `vigil <args>`; its stdout, asserting success.
-fn vigil(args: &[&str]) -> String {
-    let out = Command::new(BIN).args(args).output().expect("run vigil");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "vigil {args:?} failed:\n{text}{}", String::from_utf8_lossy(&out.stderr));
-    text
-}
-
 fn alerts(admin: &str) -> Vec<Value> {
-    serde_json::from_str(&vigil(&["alerts", "list", "--json", "--admin", admin])).expect("alerts json")
+    serde_json::from_str(&vigil_ok(&["alerts", "list", "--json", "--admin", admin])).expect("alerts json")
 }
 
 fn find<'a>(list: &'a [Value], name: &str) -> Option<&'a Value> {
@@ -198,7 +190,7 @@ receiver = "dead"
 
     // 20% malformed input.
     let started = Instant::now();
-    vigil(&["chaos", "bad-data", "--ratio", "0.2", "--admin", &admin]);
+    vigil_ok(&["chaos", "bad-data", "--ratio", "0.2", "--admin", &admin]);
     let firing =
         wait_for("DataValidityLow firing", Duration::from_secs(30), || find(&alerts(&admin), "DataValidityLow").filter(|a| a["state"] == "firing").cloned());
     let took = started.elapsed();
@@ -228,7 +220,7 @@ receiver = "dead"
     assert!(!am_alerts(&am).contains(&"DlqHigh".to_string()), "an inhibited alert never reaches Alertmanager");
 
     // A silence stops DataValidityLow being sent: Alertmanager lets it expire.
-    let id = vigil(&[
+    let id = vigil_ok(&[
         "silence",
         "add",
         r#"alertname="DataValidityLow""#,
@@ -245,22 +237,22 @@ receiver = "dead"
     let id = id.trim().to_string();
     let silenced = find(&alerts(&admin), "DataValidityLow").cloned().expect("alert");
     assert_eq!(silenced["silenced_by"][0], id.as_str());
-    assert!(vigil(&["silence", "list", "--admin", &admin]).contains(&id));
-    assert!(vigil(&["alerts", "list", "--admin", &admin]).contains("firing (silenced)"));
+    assert!(vigil_ok(&["silence", "list", "--admin", &admin]).contains(&id));
+    assert!(vigil_ok(&["alerts", "list", "--admin", &admin]).contains("firing (silenced)"));
     wait_for("Alertmanager to drop the silenced alert", Duration::from_secs(30), || (!am_alerts(&am).contains(&"DataValidityLow".to_string())).then_some(()));
-    vigil(&["silence", "expire", &id, "--admin", &admin]);
+    vigil_ok(&["silence", "expire", &id, "--admin", &admin]);
     wait_for("DataValidityLow back in Alertmanager", Duration::from_secs(20), || am_alerts(&am).contains(&"DataValidityLow".to_string()).then_some(()));
     assert!(!am_alerts(&am).contains(&"DlqHigh".to_string()), "still inhibited");
 
     // Clean input resolves it in Vigil and in Alertmanager.
-    vigil(&["chaos", "bad-data", "--ratio", "0", "--admin", &admin]);
+    vigil_ok(&["chaos", "bad-data", "--ratio", "0", "--admin", &admin]);
     wait_for("DataValidityLow resolved", Duration::from_secs(30), || find(&alerts(&admin), "DataValidityLow").filter(|a| a["state"] == "resolved").cloned());
     wait_for("Alertmanager to see it resolved", Duration::from_secs(30), || (!am_alerts(&am).contains(&"DataValidityLow".to_string())).then_some(()));
-    let dq: Value = serde_json::from_str(&vigil(&["dq", "--json", "--admin", &admin])).expect("dq json");
+    let dq: Value = serde_json::from_str(&vigil_ok(&["dq", "--json", "--admin", &admin])).expect("dq json");
     assert_eq!(dq["sources"][0]["source"], "events");
-    assert!(vigil(&["dq", "--admin", &admin]).contains("field amount"));
+    assert!(vigil_ok(&["dq", "--admin", &admin]).contains("field amount"));
     // The persisted history shows the bad spell and the clean input around it.
-    let hist: Value = serde_json::from_str(&vigil(&["dq", "--history", "10m", "--json", "--admin", &admin])).expect("history json");
+    let hist: Value = serde_json::from_str(&vigil_ok(&["dq", "--history", "10m", "--json", "--admin", &admin])).expect("history json");
     let validity: Vec<f64> = hist
         .as_array()
         .expect("slots")
@@ -270,7 +262,7 @@ receiver = "dead"
         .filter_map(|s| s["validity_ratio"].as_f64())
         .collect();
     assert!(validity.iter().any(|v| *v < 0.9) && validity.iter().any(|v| *v > 0.99), "{validity:?}");
-    assert!(vigil(&["dq", "--history", "10m", "--admin", &admin]).contains("events"));
+    assert!(vigil_ok(&["dq", "--history", "10m", "--admin", &admin]).contains("events"));
 }
 
 #[test]
@@ -296,8 +288,8 @@ fn alert_state_survives_restart_and_rules_reload() {
         "[[alerts.rules]]\nname = \"LatencyHigh\"\nexpr = 'latency_p99_seconds{source=\"events\"} > 60'\n\n[[alerts.inhibit_rules]]",
     );
     std::fs::write(&config, &changed).expect("write");
-    assert!(vigil(&["alerts", "reload", "--admin", &node.admin]).contains("reloaded 4 rules"));
-    let rules = vigil(&["alerts", "rules", "--admin", &node.admin]);
+    assert!(vigil_ok(&["alerts", "reload", "--admin", &node.admin]).contains("reloaded 4 rules"));
+    let rules = vigil_ok(&["alerts", "rules", "--admin", &node.admin]);
     assert!(rules.contains("validity_ratio < 0.5") && rules.contains("LatencyHigh"), "{rules}");
     wait_for("DataValidityLow resolved under the new threshold", Duration::from_secs(20), || {
         find(&alerts(&node.admin), "DataValidityLow").filter(|a| a["state"] == "resolved").cloned()
@@ -307,7 +299,7 @@ fn alert_state_survives_restart_and_rules_reload() {
     let out = Command::new(BIN).args(["alerts", "reload", "--admin", &node.admin]).output().expect("run");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("alerts.rules[1].expr") && err.contains("dlq_per_second"), "{err}");
-    assert!(vigil(&["alerts", "rules", "--admin", &node.admin]).contains("LatencyHigh"));
+    assert!(vigil_ok(&["alerts", "rules", "--admin", &node.admin]).contains("LatencyHigh"));
 }
 
 /// A crashing Quality or Alerting actor is restarted; one that keeps crashing is given up on
@@ -320,11 +312,11 @@ fn crashing_monitors_never_stop_the_data_path() {
     let admin = node.admin.clone();
     let ingested = || status(&admin).and_then(|s| s["ingested"].as_u64()).unwrap_or(0);
     wait_for("records flowing", Duration::from_secs(30), || (ingested() > 0).then_some(()));
-    let tree = |a: &str| -> Value { serde_json::from_str(&vigil(&["tree", "--json", "--admin", a])).expect("tree json") };
+    let tree = |a: &str| -> Value { serde_json::from_str(&vigil_ok(&["tree", "--json", "--admin", a])).expect("tree json") };
     let monitor = |t: &Value| t["children"].as_array().and_then(|c| c.iter().find(|n| n["name"] == "monitor").cloned());
 
     // One crash: restarted, alerts answer again, the pipeline never restarted.
-    vigil(&["chaos", "panic", "alerting", "--admin", &admin]);
+    vigil_ok(&["chaos", "panic", "alerting", "--admin", &admin]);
     wait_for("alerting restarted", Duration::from_secs(20), || {
         let m = monitor(&tree(&admin))?;
         let a = m["children"].as_array()?.iter().find(|n| n["name"] == "alerting")?.clone();

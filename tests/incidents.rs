@@ -13,19 +13,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn vigil(args: &[&str]) -> String {
-    let out = Command::new(BIN).args(args).output().expect("run vigil");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "vigil {args:?} failed:\n{text}{}", String::from_utf8_lossy(&out.stderr));
-    text
-}
-
 fn incidents(admin: &str) -> Vec<Value> {
-    serde_json::from_str(&vigil(&["incident", "list", "--all", "--json", "--admin", admin])).expect("incidents json")
+    serde_json::from_str(&vigil_ok(&["incident", "list", "--all", "--json", "--admin", admin])).expect("incidents json")
 }
 
 fn incident(admin: &str, id: u64) -> Value {
-    serde_json::from_str(&vigil(&["incident", "show", &id.to_string(), "--json", "--admin", admin])).expect("incident json")
+    serde_json::from_str(&vigil_ok(&["incident", "show", &id.to_string(), "--json", "--admin", admin])).expect("incident json")
 }
 
 fn now_ms() -> i64 {
@@ -104,11 +97,11 @@ fn bad_data_and_a_crash_loop_open_escalate_and_postmortem() {
     // A burst of malformed records, and a crash loop of validate.
     let started = Instant::now();
     let started_ms = now_ms();
-    vigil(&["chaos", "bad-data", "--ratio", "0.3", "--admin", &admin]);
+    vigil_ok(&["chaos", "bad-data", "--ratio", "0.3", "--admin", &admin]);
     for k in 1..=3u64 {
-        vigil(&["chaos", "panic", "validate", "--admin", &admin]);
+        vigil_ok(&["chaos", "panic", "validate", "--admin", &admin]);
         wait_for("the pipeline restarted", Duration::from_secs(20), || {
-            let t: Value = serde_json::from_str(&vigil(&["tree", "--json", "--admin", &admin])).ok()?;
+            let t: Value = serde_json::from_str(&vigil_ok(&["tree", "--json", "--admin", &admin])).ok()?;
             let p = t["children"].as_array()?.iter().find(|n| n["name"] == "pipeline")?.clone();
             (p["children"].as_array()?.iter().all(|c| c["status"] == "running") && p["children"][2]["restarts"].as_u64() == Some(k)).then_some(())
         });
@@ -130,17 +123,17 @@ fn bad_data_and_a_crash_loop_open_escalate_and_postmortem() {
     assert!((opened_ms + 4_000..=opened_ms + 6_500).contains(&at), "escalated {} ms after opening", at - opened_ms);
 
     // The operator takes it, notes, cleans the input, resolves.
-    vigil(&["incident", "ack", &id.to_string(), "--by", "ana", "--admin", &admin]);
-    vigil(&["incident", "assign", &id.to_string(), "--role", "scribe", "--who", "cy", "--by", "ana", "--admin", &admin]);
-    vigil(&["incident", "note", &id.to_string(), "rolled back the producer", "--by", "ana", "--admin", &admin]);
+    vigil_ok(&["incident", "ack", &id.to_string(), "--by", "ana", "--admin", &admin]);
+    vigil_ok(&["incident", "assign", &id.to_string(), "--role", "scribe", "--who", "cy", "--by", "ana", "--admin", &admin]);
+    vigil_ok(&["incident", "note", &id.to_string(), "rolled back the producer", "--by", "ana", "--admin", &admin]);
     let out = Command::new(BIN).args(["incident", "ack", &id.to_string(), "--by", "bo", "--admin", &admin]).output().expect("run");
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("acknowledged"), "a second ack is refused");
-    vigil(&["chaos", "bad-data", "--ratio", "0", "--admin", &admin]);
+    vigil_ok(&["chaos", "bad-data", "--ratio", "0", "--admin", &admin]);
     wait_for("mitigated when the alert resolves", Duration::from_secs(30), || (incident(&admin, id)["incident"]["state"] == "mitigated").then_some(()));
-    vigil(&["incident", "resolve", &id.to_string(), "--by", "ana", "--admin", &admin]);
+    vigil_ok(&["incident", "resolve", &id.to_string(), "--by", "ana", "--admin", &admin]);
 
     // The post-mortem, from the same analysis.
-    let pm: Value = serde_json::from_str(&vigil(&["incident", "postmortem", &id.to_string(), "--format", "json", "--admin", &admin])).expect("json");
+    let pm: Value = serde_json::from_str(&vigil_ok(&["incident", "postmortem", &id.to_string(), "--format", "json", "--admin", &admin])).expect("json");
     let inc = &pm["incident"];
     let (opened_ms, acked, resolved) =
         (inc["opened_at_ms"].as_i64().unwrap(), inc["acknowledged_at_ms"].as_i64().unwrap(), inc["resolved_at_ms"].as_i64().unwrap());
@@ -159,7 +152,7 @@ fn bad_data_and_a_crash_loop_open_escalate_and_postmortem() {
     assert!(pm["trigger"]["text"].as_str().unwrap_or("").contains("malformed"), "the bad-data injection is the likely trigger: {}", pm["trigger"]);
 
     let file = dir.path().join("postmortem.md");
-    vigil(&["incident", "postmortem", &id.to_string(), "--out", file.to_str().unwrap(), "--admin", &admin]);
+    vigil_ok(&["incident", "postmortem", &id.to_string(), "--out", file.to_str().unwrap(), "--admin", &admin]);
     let md = std::fs::read_to_string(&file).expect("post-mortem");
     let human = |ms: i64| vigil_actors::incidents::analysis::human(ms);
     for want in [
@@ -174,10 +167,10 @@ fn bad_data_and_a_crash_loop_open_escalate_and_postmortem() {
     ] {
         assert!(md.contains(&want), "post-mortem lacks {want:?}:\n{md}");
     }
-    let report: Value = serde_json::from_str(&vigil(&["incident", "report", "--since", "1d", "--json", "--admin", &admin])).expect("report");
+    let report: Value = serde_json::from_str(&vigil_ok(&["incident", "report", "--since", "1d", "--json", "--admin", &admin])).expect("report");
     assert_eq!(report["overall"]["incidents"], 1);
     assert_eq!(report["by_severity"]["P2"]["mtta_ms"].as_i64(), Some(acked - opened_ms));
-    let text = vigil(&["incident", "report", "--admin", &admin]);
+    let text = vigil_ok(&["incident", "report", "--admin", &admin]);
     assert!(text.contains("cause chaos"), "{text}");
     // For docs/incidents.md: the outputs as produced.
     if let Ok(out) = std::env::var("VIGIL_POSTMORTEM_OUT") {

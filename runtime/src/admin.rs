@@ -27,14 +27,16 @@ pub trait AdminApi: Send + Sync + 'static {
 
 type Api = Arc<dyn AdminApi>;
 
-fn err(code: StatusCode, msg: String) -> Response {
+/// A JSON error answer, `{"error": msg}`, as every admin route gives.
+pub fn json_error(code: StatusCode, msg: impl Into<String>) -> Response {
+    let msg: String = msg.into();
     (code, Json(serde_json::json!({ "error": msg }))).into_response()
 }
 
 async fn tree(State(api): State<Api>) -> Response {
     match api.tree().await {
         Ok(t) => Json(t).into_response(),
-        Err(e) => err(StatusCode::SERVICE_UNAVAILABLE, e),
+        Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, e),
     }
 }
 
@@ -53,7 +55,7 @@ async fn readyz(State(api): State<Api>) -> Response {
 async fn panic_stage(State(api): State<Api>, Path(stage): Path<String>) -> Response {
     match api.inject_panic(&stage) {
         Ok(()) => Json(serde_json::json!({ "injected": "panic", "stage": stage })).into_response(),
-        Err(e) => err(StatusCode::NOT_FOUND, e),
+        Err(e) => json_error(StatusCode::NOT_FOUND, e),
     }
 }
 

@@ -407,3 +407,11 @@ pub fn expected_windows(seed: u64, count: u64, bad_ratio: f64, start_ms: i64, st
     }
     (out, bad)
 }
+
+/// `vigil <args>`: its stdout, asserting it succeeded.
+pub fn vigil_ok(args: &[&str]) -> String {
+    let out = Command::new(BIN).args(args).output().expect("run vigil");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "vigil {args:?} failed:\n{text}{}", String::from_utf8_lossy(&out.stderr));
+    text
+}

@@ -15,12 +15,9 @@ use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
+use vigil_runtime::admin::json_error as err;
 
 type Ctx = Arc<NodeCtx>;
-
-fn err(code: StatusCode, msg: impl Into<String>) -> Response {
-    (code, Json(json!({ "error": msg.into() }))).into_response()
-}
 
 async fn ask<T: Send + 'static>(ctx: &NodeCtx, f: impl FnOnce(RpcReplyPort<T>) -> AlertMsg) -> Result<T, Response> {
     if !ctx.alerting_enabled() {

@@ -15,13 +15,10 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 use vigil_config::Severity;
+use vigil_runtime::admin::json_error as err;
 
 type Ctx = Arc<NodeCtx>;
 type Body<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
-
-fn err(code: StatusCode, msg: impl Into<String>) -> Response {
-    (code, Json(json!({ "error": msg.into() }))).into_response()
-}
 
 fn action_err(e: &ActionError) -> Response {
     let code = match e {
