@@ -304,6 +304,13 @@ fn init_logging(json: bool) {
 }
 
 fn main() -> std::process::ExitCode {
+    // Output piped into `head` or `less` that closes early ends the command quietly, as
+    // for any Unix tool, instead of a panic on the broken pipe.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        let _ = nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl);
+    }
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -520,6 +527,9 @@ async fn run(config: Option<PathBuf>, json: bool) -> Result<std::process::ExitCo
                 humantime::format_duration(o.quality.interval),
                 humantime::format_duration(o.quality.window)
             );
+            if o.alerts.enabled && o.incidents.enabled {
+                println!("  incidents  {} and above open incidents (vigil incident list)", o.incidents.open_at);
+            }
         }
         if o.generator_enabled() {
             println!("  generator  {} records/s, {:.0}% malformed, seed {}", o.generator.rate, o.generator.bad_ratio * 100.0, o.generator.seed);
