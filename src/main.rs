@@ -5,6 +5,7 @@ mod admin;
 mod alerts;
 mod bench;
 mod incident;
+mod lineage;
 mod schema;
 
 use anyhow::{bail, Context, Result};
@@ -104,6 +105,11 @@ enum Cmd {
     Incident {
         #[command(subcommand)]
         cmd: incident::IncidentCmd,
+    },
+    /// Data lineage: the data-flow event log (`vigil lineage events --since 10m`).
+    Lineage {
+        #[command(subcommand)]
+        cmd: lineage::LineageCmd,
     },
     /// Throughput measurements as same-run ratios (e.g. `vigil bench quality`).
     Bench {
@@ -423,6 +429,7 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
         Cmd::Silence { cmd } => alerts::silence(cmd),
         Cmd::Dq { target, history, json } => alerts::dq(&target, history.as_deref(), json),
         Cmd::Incident { cmd } => incident::run(cmd),
+        Cmd::Lineage { cmd } => lineage::run(cmd),
         Cmd::Bench { cmd } => {
             init_logging(false);
             bench::run(cmd).await

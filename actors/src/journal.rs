@@ -36,6 +36,12 @@ pub enum EventKind {
     Incident,
     /// An operator acted or wrote a note.
     Operator,
+    /// A checkpoint was committed (the data-flow log; left out of incident timelines).
+    Checkpoint,
+    /// The node started (with its configuration hash and version).
+    NodeStart,
+    /// The node stopped.
+    NodeStop,
 }
 
 impl EventKind {
@@ -52,6 +58,7 @@ impl EventKind {
                 | EventKind::Schema
                 | EventKind::ConfigReload
                 | EventKind::Chaos
+                | EventKind::NodeStart
         )
     }
 

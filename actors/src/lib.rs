@@ -8,6 +8,7 @@ pub mod alerting;
 pub mod generator;
 pub mod incidents;
 pub mod journal;
+pub mod lineage;
 pub mod node;
 pub mod pipeline;
 pub mod quality;

@@ -211,6 +211,13 @@ impl Node {
         }
         let last_id = latest.as_ref().map(|c| c.id).unwrap_or(0);
         let journal = Arc::new(Journal::new(store.clone()));
+        let config_hash = config_hash(&config);
+        let from = config.loaded_from.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "defaults".into());
+        journal.record(Event::now(
+            EventKind::NodeStart,
+            "node",
+            format!("node {} started: vigil {}, config {config_hash} ({from})", config.node.id, env!("CARGO_PKG_VERSION")),
+        ));
         if let Some(cp) = &latest {
             journal.record(
                 Event::now(EventKind::Restore, "node", format!("node started from checkpoint {} ({} partitions)", cp.id, cp.offsets.len())).stage("pipeline"),
@@ -255,6 +262,7 @@ impl Node {
             alerts_config: std::sync::RwLock::new(Arc::new(config.alerts.clone())),
             bad_ratio: AtomicU64::new(f64::NAN.to_bits()),
             journal,
+            config_hash,
         });
         init_series(&config);
         let (events, _) = broadcast::channel(256);
@@ -263,7 +271,8 @@ impl Node {
         let root = vigil_supervision::start_root(tree_spec(&ctx, &events)).await?;
         let metrics_addr = vigil_runtime::metrics::serve(&config.observability.metrics_addr, prom).await?;
         let api = Arc::new(NodeAdmin { ctx: ctx.clone(), root: root.actor.clone() });
-        let mut routes = crate::alerting::rest::router(ctx.clone()).merge(crate::incidents::rest::router(ctx.clone()));
+        let mut routes =
+            crate::alerting::rest::router(ctx.clone()).merge(crate::incidents::rest::router(ctx.clone())).merge(crate::lineage::rest::router(ctx.clone()));
         if let Some(reg) = schemas.local.clone() {
             routes = routes.merge(crate::registry::rest::router(reg));
         }
@@ -314,6 +323,11 @@ impl Node {
         if let Some(h) = housekeeping {
             h.abort();
         }
+        let how = match &res {
+            Ok(()) => "node stopped cleanly".to_string(),
+            Err(e) => format!("node stopped: {e}"),
+        };
+        ctx.journal.record(Event::now(EventKind::NodeStop, "node", how));
         if let Some(reg) = &ctx.registry {
             if let Err(e) = reg.flush_usage() {
                 tracing::warn!(error = %e, "schema usage not persisted at exit");
@@ -365,6 +379,12 @@ impl AdminApi for NodeAdmin {
         self.ctx.journal.record(Event::now(EventKind::Chaos, "chaos", format!("panic injected into {stage}")).stage(stage));
         Ok(())
     }
+}
+
+/// Stable hash (FNV-1a, 16 hex digits) of the configuration in force, for output headers
+/// and the journal: two nodes with the same hash run the same pipeline.
+fn config_hash(config: &Config) -> String {
+    format!("{:016x}", crate::alerting::engine::fnv1a(serde_json::to_string(config).unwrap_or_default().bytes()))
 }
 
 /// Journal what the supervision tree reports: failures, restarts, escalations.

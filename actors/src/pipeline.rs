@@ -198,6 +198,20 @@ pub struct Slots {
     pub incidents: Slot<IncidentMsg>,
 }
 
+/// Why and where a record is dead-lettered.
+pub struct Rejection<'a> {
+    /// Stage rejecting it.
+    pub stage: &'a str,
+    /// Machine-readable reason (`bad_framing`, `rule:amount.range`, `late`, ...).
+    pub code: &'a str,
+    /// What exactly was wrong.
+    pub detail: &'a str,
+    /// Schema facts, when it was decoded.
+    pub schema: Option<&'a SchemaInfo>,
+    /// Checkpoint it is committed in.
+    pub epoch: u64,
+}
+
 /// Everything the stages of one node share. Lives as long as the node; actors come and go.
 pub struct NodeCtx {
     /// Configuration.
@@ -246,6 +260,8 @@ pub struct NodeCtx {
     pub alerts_config: RwLock<Arc<AlertsConfig>>,
     /// The operational journal (restarts, checkpoint failures, DLQ bursts, chaos, ...).
     pub journal: Arc<Journal>,
+    /// Hash of the configuration in force (`vigil.config` header on outputs).
+    pub config_hash: String,
     /// Malformed-record ratio of the embedded generator set at run time (drills), as f64
     /// bits; NaN: the configured `generator.bad_ratio`.
     pub bad_ratio: AtomicU64,
@@ -308,26 +324,25 @@ impl NodeCtx {
         self.config.checkpoint.flush_timeout
     }
 
+    /// The checkpoint id outputs written now will be committed in (until the next barrier
+    /// passes): what a stage starts with; after a barrier `b` it is `b.id + 1`.
+    pub fn current_epoch(&self) -> u64 {
+        self.next_checkpoint.load(Ordering::SeqCst)
+    }
+
     /// Allocate the next checkpoint id.
     pub fn allocate_checkpoint(&self) -> u64 {
         self.next_checkpoint.fetch_add(1, Ordering::SeqCst)
     }
 
     /// Write a rejected record to the DLQ with its reason, source position, schema
-    /// subject/version/id when known, and original bytes and headers, keyed by its record
-    /// id so replays deduplicate.
+    /// subject/version/id when known, the checkpoint `epoch` it is committed in, and the
+    /// original bytes and headers, keyed by its record id so replays deduplicate.
     ///
     /// # Errors
     /// [`crate::Error::Runtime`] if Kafka does not take it.
-    pub async fn send_to_dlq(
-        &self,
-        source: &TopicPartition,
-        env: &Envelope,
-        stage: &str,
-        code: &str,
-        detail: &str,
-        schema: Option<&SchemaInfo>,
-    ) -> crate::Result<()> {
+    pub async fn send_to_dlq(&self, source: &TopicPartition, env: &Envelope, why: Rejection<'_>) -> crate::Result<()> {
+        let Rejection { stage, code, detail, schema, epoch } = why;
         let position = format!("{}/{}/{}", source.topic, source.partition, env.offset);
         let mut headers: Vec<(&str, &[u8])> = env.headers.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
         headers.push(("vigil.dlq.reason", code.as_bytes()));
@@ -335,6 +350,10 @@ impl NodeCtx {
         headers.push(("vigil.dlq.stage", stage.as_bytes()));
         headers.push(("vigil.source", position.as_bytes()));
         headers.push(("vigil.node", self.config.node.id.as_bytes()));
+        let epoch = epoch.to_string();
+        headers.push(("vigil.epoch", epoch.as_bytes()));
+        headers.push(("vigil.config", self.config_hash.as_bytes()));
+        headers.push(("vigil.version", env!("CARGO_PKG_VERSION").as_bytes()));
         let (id, version) = (schema.and_then(|s| s.id).map(|i| i.to_string()), schema.and_then(|s| s.version).map(|v| v.to_string()));
         if let Some(s) = schema {
             headers.push(("vigil.schema.subject", s.subject.as_bytes()));

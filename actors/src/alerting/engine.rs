@@ -164,15 +164,14 @@ pub struct Engine {
     pub state: EngineState,
 }
 
-/// Stable 64-bit FNV-1a fingerprint of a label set, as 16 hex digits.
+/// 64-bit FNV-1a: stable across builds and platforms (unlike `DefaultHasher`).
+pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes.into_iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// Stable fingerprint of a label set, as 16 hex digits.
 pub fn fingerprint(labels: &Labels) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for (k, v) in labels {
-        for b in k.bytes().chain([0xff]).chain(v.bytes()).chain([0xfe]) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
+    let h = fnv1a(labels.iter().flat_map(|(k, v)| k.bytes().chain([0xff]).chain(v.bytes()).chain([0xfe])));
     format!("{h:016x}")
 }
 

@@ -99,7 +99,9 @@ pub fn timeline_to(inc: &Incident, now_ms: i64) -> i64 {
 pub fn analyse(inc: &Incident, events: Vec<Event>, history: &[HistoryPoint], lookback_ms: i64, now_ms: i64) -> Analysis {
     let tps = topics(inc);
     let (from, to) = (timeline_from(inc, lookback_ms), timeline_to(inc, now_ms));
-    let mut timeline: Vec<Event> = events.into_iter().filter(|e| e.at_ms >= from && e.at_ms < to && related(e, &tps)).collect();
+    // Committed checkpoints are the data-flow log's business; failures stay.
+    let mut timeline: Vec<Event> =
+        events.into_iter().filter(|e| e.kind != EventKind::Checkpoint && e.at_ms >= from && e.at_ms < to && related(e, &tps)).collect();
     timeline.extend(inc.entries.iter().cloned());
     timeline.sort_by_key(|e| e.at_ms);
     // The first signal: the earliest alert condition, or an earlier DLQ burst on its topics.
@@ -107,8 +109,19 @@ pub fn analyse(inc: &Incident, events: Vec<Event>, history: &[HistoryPoint], loo
     let first_signal = burst.map_or(inc.first_signal_ms, |b| b.min(inc.first_signal_ms));
     // The node registering its own writer schemas at start is bookkeeping, not a change.
     let candidate = |e: &&Event| e.kind.operational() && !(e.kind == EventKind::Schema && e.source == "node");
-    let trigger =
-        timeline.iter().filter(candidate).filter(|e| e.at_ms <= first_signal && e.at_ms >= first_signal - lookback_ms).min_by_key(|e| e.at_ms).cloned();
+    // The most specific first: an event on the incident's topics, then on a stage, then
+    // node-wide (a node start); within that, the earliest.
+    let rank = |e: &Event| match (&e.topic, &e.stage) {
+        (Some(t), _) if tps.contains(t) => 0,
+        (_, Some(_)) => 1,
+        _ => 2,
+    };
+    let trigger = timeline
+        .iter()
+        .filter(candidate)
+        .filter(|e| e.at_ms <= first_signal && e.at_ms >= first_signal - lookback_ms)
+        .min_by_key(|e| (rank(e), e.at_ms))
+        .cloned();
     let durations = Durations {
         detect_ms: inc.first_firing_ms.map(|f| (f - first_signal).max(0)),
         acknowledge_ms: inc.acknowledged_at_ms.map(|t| t - inc.opened_at_ms),
@@ -347,6 +360,7 @@ mod tests {
         let ev = |t: i64, k: EventKind, text: &str| Event { at_ms: t, ..Event::now(k, "test", text) };
         let events = vec![
             ev(1_000, EventKind::ConfigReload, "long before: outside the look-back").stage("alerting"),
+            ev(5_000, EventKind::NodeStart, "node started: node-wide, less specific"),
             ev(10_000, EventKind::Chaos, "bad-data ratio 0.2").stage("generator").topic("events"),
             ev(12_000, EventKind::Restart, "validate restarted (restart 1)").stage("validate"),
             ev(15_000, EventKind::DlqBurst, "bad_framing at 10/s").topic("events"),

@@ -1,6 +1,6 @@
 //! Process: per-key tumbling windows, snapshotted at each barrier.
 use super::R;
-use crate::pipeline::{NodeCtx, ProcessMsg, SinkMsg};
+use crate::pipeline::{NodeCtx, ProcessMsg, Rejection, SinkMsg};
 use crate::window::WindowState;
 use crate::Error;
 use ractor::{Actor, ActorRef};
@@ -17,6 +17,8 @@ pub struct ProcessState {
     ctx: Arc<NodeCtx>,
     windows: WindowState,
     ticker: Option<ractor::concurrency::JoinHandle<()>>,
+    /// Checkpoint the records passing now are committed in.
+    epoch: u64,
 }
 
 impl ProcessState {
@@ -58,7 +60,8 @@ impl Actor for Process {
         let tick = (w.idle_timeout / 2).clamp(Duration::from_millis(50), Duration::from_secs(1));
         let ticker = myself.send_interval(tick, || ProcessMsg::Tick);
         ctx.slots.process.set(myself);
-        Ok(ProcessState { ctx, windows, ticker: Some(ticker) })
+        let epoch = ctx.current_epoch();
+        Ok(ProcessState { ctx, windows, ticker: Some(ticker), epoch })
     }
 
     #[tracing::instrument(name = "stage", skip_all, fields(stage = "process"))]
@@ -76,7 +79,8 @@ impl Actor for Process {
                         Err(late) => {
                             let detail =
                                 format!("event time {} falls in window starting {} which closed at watermark {}", r.ts, late.window_start, late.watermark);
-                            st.ctx.send_to_dlq(&r.source, &r.envelope, "process", "late", &detail, None).await?;
+                            let why = Rejection { stage: "process", code: "late", detail: &detail, schema: None, epoch: st.epoch };
+                            st.ctx.send_to_dlq(&r.source, &r.envelope, why).await?;
                             *late_by_source.entry(r.source.topic.clone()).or_default() += 1;
                         }
                     }
@@ -97,6 +101,7 @@ impl Actor for Process {
                 }
             }
             ProcessMsg::Barrier(mut b) => {
+                st.epoch = b.id + 1;
                 b.states.insert("process".into(), store::encode("process window state", &st.windows)?);
                 st.ctx.slots.sink.send("sink", SinkMsg::Barrier(b))?;
             }

@@ -18,6 +18,8 @@ pub struct Sink;
 pub struct SinkState {
     ctx: Arc<NodeCtx>,
     failed_before: u64,
+    /// Checkpoint the outputs written now are committed in.
+    epoch: u64,
 }
 
 impl Actor for Sink {
@@ -29,7 +31,8 @@ impl Actor for Sink {
     async fn pre_start(&self, myself: ActorRef<SinkMsg>, ctx: Arc<NodeCtx>) -> R<SinkState> {
         ctx.slots.sink.set(myself);
         let failed_before = ctx.producer.failed();
-        Ok(SinkState { ctx, failed_before })
+        let epoch = ctx.current_epoch();
+        Ok(SinkState { ctx, failed_before, epoch })
     }
 
     #[tracing::instrument(name = "stage", skip_all, fields(stage = "sink"))]
@@ -40,6 +43,7 @@ impl Actor for Sink {
                 let started = Instant::now();
                 let topic = &ctx.config.pipeline.sink_topic;
                 let node = ctx.config.node.id.as_bytes();
+                let epoch = st.epoch.to_string();
                 let mut records = 0u64;
                 for w in &windows {
                     let key = w.output_key();
@@ -50,7 +54,12 @@ impl Actor for Sink {
                         }
                         None => serde_json::to_vec(w).map_err(|e| Error::Encode(e.to_string()))?,
                     };
-                    let headers: [(&str, &[u8]); 1] = [("vigil.node", node)];
+                    let headers: [(&str, &[u8]); 4] = [
+                        ("vigil.node", node),
+                        ("vigil.epoch", epoch.as_bytes()),
+                        ("vigil.config", ctx.config_hash.as_bytes()),
+                        ("vigil.version", env!("CARGO_PKG_VERSION").as_bytes()),
+                    ];
                     ctx.producer.send(&OutRecord { topic, key: key.as_bytes(), payload: &payload, headers: &headers }, ctx.send_timeout()).await?;
                     records += w.count;
                 }
@@ -89,6 +98,7 @@ impl Sink {
             newer
         });
         st.failed_before = ctx.producer.failed();
+        st.epoch = id + 1;
         tracing::debug!(checkpoint = id, size, "checkpoint committed");
         Ok(())
     }
@@ -110,8 +120,11 @@ impl Sink {
         };
         let size: u64 = meta.state_bytes.values().sum();
         let summary = CheckpointSummary { id: meta.id, completed_ms: meta.completed_ms, duration_us: meta.duration_us };
+        let text =
+            format!("checkpoint {} committed ({:.1} ms, {} partitions, {size} state bytes)", meta.id, meta.duration_us as f64 / 1000.0, meta.offsets.len());
         ctx.store.commit_checkpoint(&Checkpoint { meta, states: b.states }, cfg.retained)?;
         ctx.stats.checkpointed(summary, size);
+        ctx.journal.record(crate::journal::Event::now(crate::journal::EventKind::Checkpoint, "sink", text).stage("sink"));
         Ok(size)
     }
 }

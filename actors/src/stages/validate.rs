@@ -2,7 +2,7 @@
 //! through the registry), applies the field rules, and sends failures to the DLQ with a
 //! reason and the schema subject/version. Counts records per schema version.
 use super::R;
-use crate::pipeline::{NodeCtx, ProcessMsg, Record, ValidateMsg};
+use crate::pipeline::{NodeCtx, ProcessMsg, Record, Rejection, ValidateMsg};
 use crate::quality::dedup::DuplicateDetector;
 use crate::quality::tracker::BatchQuality;
 use crate::validate::{DecodeResult, Parsed, Reject, Scalar, SchemaInfo, SourceDecoder};
@@ -25,6 +25,8 @@ pub struct ValidateState {
     decoders: Vec<SourceDecoder>,
     by_topic: HashMap<String, usize>,
     quality: Option<QualityProbe>,
+    /// Checkpoint the records passing now are committed in.
+    epoch: u64,
 }
 
 /// What Validate measures for data quality: duplicate ids and missing fields.
@@ -99,7 +101,8 @@ impl Actor for Validate {
             }
             QualityProbe { dedup: DuplicateDetector::new(q.dedup_capacity, q.dedup_fp_rate), watched }
         });
-        Ok(ValidateState { ctx, decoders, by_topic, quality })
+        let epoch = ctx.current_epoch();
+        Ok(ValidateState { ctx, decoders, by_topic, quality, epoch })
     }
 
     #[tracing::instrument(name = "stage", skip_all, fields(stage = "validate"))]
@@ -152,7 +155,9 @@ impl Actor for Validate {
                         }
                         Err((r, info)) => {
                             let code = r.code();
-                            ctx.send_to_dlq(&source, &envelope, "validate", &code, &r.to_string(), info.as_ref()).await?;
+                            let detail = r.to_string();
+                            let why = Rejection { stage: "validate", code: &code, detail: &detail, schema: info.as_ref(), epoch: st.epoch };
+                            ctx.send_to_dlq(&source, &envelope, why).await?;
                             if let Some(q) = q {
                                 *q.dlq.entry(code.clone()).or_default() += 1;
                             }
@@ -180,7 +185,10 @@ impl Actor for Validate {
                 metrics::histogram!("vigil_stage_batch_seconds", "stage" => "validate").record(started.elapsed().as_secs_f64());
                 ctx.slots.process.send("process", ProcessMsg::Records { epoch, records })?;
             }
-            ValidateMsg::Barrier(b) => ctx.slots.process.send("process", ProcessMsg::Barrier(b))?,
+            ValidateMsg::Barrier(b) => {
+                st.epoch = b.id + 1;
+                ctx.slots.process.send("process", ProcessMsg::Barrier(b))?
+            }
             ValidateMsg::Panic(m) => panic!("injected panic in validate: {m}"),
         }
         Ok(())
