@@ -278,6 +278,7 @@ impl Node {
         }
         let admin_addr = vigil_runtime::admin::serve(&config.observability.admin_addr, api, Some(routes)).await?;
         let housekeeping = schemas.local.clone().map(|reg| tokio::spawn(registry_housekeeping(reg)));
+        tokio::spawn(journal_housekeeping(Arc::downgrade(&ctx)));
         Ok(Node { ctx, root, metrics_addr, admin_addr, events, embedded, housekeeping })
     }
 
@@ -378,6 +379,20 @@ impl AdminApi for NodeAdmin {
         res.map_err(|e| e.to_string())?;
         self.ctx.journal.record(Event::now(EventKind::Chaos, "chaos", format!("panic injected into {stage}")).stage(stage));
         Ok(())
+    }
+}
+
+/// Forget journal events older than `incidents.journal_retention`, hourly (and at start).
+async fn journal_housekeeping(ctx: std::sync::Weak<NodeCtx>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        // Ends with the node.
+        let Some(ctx) = ctx.upgrade() else { return };
+        let journal = ctx.journal.clone();
+        let before = vigil_runtime::now_ms() - ctx.config.incidents.journal_retention.as_millis() as i64;
+        drop(ctx);
+        let _ = tokio::task::spawn_blocking(move || journal.prune(before)).await;
     }
 }
 

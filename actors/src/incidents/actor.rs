@@ -97,7 +97,6 @@ pub struct IncidentsState {
     book: Book,
     receivers: Receivers,
     ticker: Option<ractor::concurrency::JoinHandle<()>>,
-    last_prune: i64,
 }
 
 impl IncidentsState {
@@ -215,10 +214,6 @@ impl IncidentsState {
                 self.page(p);
             }
         }
-        if now - self.last_prune > 3_600_000 {
-            self.last_prune = now;
-            self.ctx.journal.prune(now - self.ctx.config.incidents.journal_retention.as_millis() as i64);
-        }
         self.export();
     }
 
@@ -252,7 +247,7 @@ impl Actor for Incidents {
         let receivers = Receivers::start(&cfg, ctx.producer.clone(), ctx.external_url());
         let ticker = myself.send_interval(Duration::from_secs(1), || IncidentMsg::Tick);
         ctx.slots.incidents.set(myself);
-        Ok(IncidentsState { ctx, book, receivers, ticker: Some(ticker), last_prune: 0 })
+        Ok(IncidentsState { ctx, book, receivers, ticker: Some(ticker) })
     }
 
     #[tracing::instrument(name = "actor", skip_all, fields(actor = "incidents"))]

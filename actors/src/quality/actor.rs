@@ -76,11 +76,10 @@ pub struct HistoryPoint {
 pub fn read_history(store: &Store, slot: std::time::Duration, from_ms: i64, to_ms: i64) -> vigil_runtime::Result<Vec<HistoryPoint>> {
     let slot_ms = (slot.as_millis() as i64).max(1);
     let mut slots = Vec::new();
-    for (k, v) in store.scan(CF, &[])? {
-        let Ok(start) = <[u8; 8]>::try_from(k.as_slice()).map(i64::from_be_bytes) else { continue };
-        if (from_ms..=to_ms).contains(&start) {
-            slots.push(store::decode::<Slot>("quality slot", &v)?);
-        }
+    // Keys are slot starts as big-endian i64: positive times sort by time.
+    let (from, to) = (from_ms.max(0).to_be_bytes(), to_ms.max(0).saturating_add(1).to_be_bytes());
+    for (_, v) in store.scan_range(CF, &from, &to)? {
+        slots.push(store::decode::<Slot>("quality slot", &v)?);
     }
     let mut t = Tracker::new(slot_ms, slots.len().max(1));
     t.restore(slots);
