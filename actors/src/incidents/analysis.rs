@@ -49,6 +49,9 @@ pub struct Impact {
     pub max_lag: i64,
     /// Supervised restarts (journal).
     pub restarts: u64,
+    /// Event-time span of the records read during the span, ms: the data whose results
+    /// the incident may have affected.
+    pub event_time: Option<(i64, i64)>,
 }
 
 /// An incident with everything derived from it.
@@ -139,6 +142,7 @@ pub fn analyse(inc: &Incident, events: Vec<Event>, history: &[HistoryPoint], loo
             impact.late += s.late;
             impact.duplicates += n(s.duplicates_per_sec);
             impact.max_lag = impact.max_lag.max(s.lag);
+            impact.event_time = crate::quality::tracker::span(impact.event_time, s.event_time);
             if s.records_per_sec > 0.0 {
                 impact.worst_validity = Some(impact.worst_validity.map_or(s.validity_ratio, |w: f64| w.min(s.validity_ratio)));
             }
@@ -226,7 +230,19 @@ pub fn postmortem_markdown(a: &Analysis) -> String {
     }
     let _ = writeln!(md, "- late records: {}; duplicates: {}; lost to retention: {}", im.late, im.duplicates, im.lost_to_retention);
     let _ = writeln!(md, "- most records delayed (consumer lag): {}; supervised restarts: {}", im.max_lag, im.restarts);
-    let _ = writeln!(md, "- outputs affected: window results of the affected sources over the span above (per-key detail arrives with lineage)");
+    match im.event_time {
+        Some((a, b)) => {
+            let _ = writeln!(
+                md,
+                "- event time affected: {} to {} (windows of the affected sources in that range; per-key detail arrives with lineage)",
+                time(a),
+                time(b)
+            );
+        }
+        None => {
+            let _ = writeln!(md, "- event time affected: no valid record was read in the span");
+        }
+    }
     let _ = writeln!(md, "\n## Timeline\n");
     let _ = writeln!(md, "| time (UTC) | kind | where | what | by |\n|---|---|---|---|---|");
     for e in &a.timeline {
@@ -376,6 +392,7 @@ mod tests {
                 validity_ratio: 0.8,
                 dlq_per_sec: BTreeMap::from([("bad_framing".into(), 20.0)]),
                 lag: 42,
+                event_time: Some((19_000, 29_500)),
                 ..SourceQuality::empty("events")
             }],
         }];
@@ -391,7 +408,9 @@ mod tests {
         // The restart at 12 s preceded the first signal (a trigger candidate); the one at 60 s is impact.
         assert_eq!((an.impact.records_read, an.impact.dlq_by_reason["bad_framing"], an.impact.max_lag, an.impact.restarts), (1000, 200, 42, 1));
         let md = postmortem_markdown(&an);
+        assert_eq!(an.impact.event_time, Some((19_000, 29_500)));
         for want in [
+            "event time affected: 1970-01-01T00:00:19.000Z to 1970-01-01T00:00:29.500Z",
             "# Post-mortem: incident #1",
             "Time to detect (first signal → alert firing) | 35.0s",
             "escalated to level 2",

@@ -33,6 +33,8 @@ pub struct BatchQuality {
     pub latency_ms: Vec<f64>,
     /// Consumer lag seen (the slot keeps the highest).
     pub max_lag: i64,
+    /// Event-time span of the valid records, ms (`None`: no valid record).
+    pub event_time: Option<(i64, i64)>,
 }
 
 /// One source's measures over a slot.
@@ -52,6 +54,8 @@ struct Agg {
     latency: QuantileSketch,
     #[serde(default)]
     max_lag: i64,
+    #[serde(default)]
+    event_time: Option<(i64, i64)>,
 }
 
 fn new_sketch() -> QuantileSketch {
@@ -72,6 +76,7 @@ impl Default for Agg {
             duplicates: 0,
             latency: new_sketch(),
             max_lag: 0,
+            event_time: None,
         }
     }
 }
@@ -85,6 +90,7 @@ impl Agg {
         Agg {
             duplicates: b.duplicates,
             max_lag: b.max_lag,
+            event_time: b.event_time,
             latency,
             records: b.records,
             valid: b.valid,
@@ -104,6 +110,7 @@ impl Agg {
         self.late += o.late;
         self.duplicates += o.duplicates;
         self.max_lag = self.max_lag.max(o.max_lag);
+        self.event_time = span(self.event_time, o.event_time);
         for (into, from) in [(&mut self.dlq, &o.dlq), (&mut self.missing, &o.missing), (&mut self.versions, &o.versions)] {
             for (k, n) in from {
                 *into.entry(k.clone()).or_default() += n;
@@ -155,6 +162,9 @@ pub struct SourceQuality {
     pub lag: i64,
     /// Partitions without progress while they have lag (set by the quality actor).
     pub stalled_partitions: u32,
+    /// Event-time span of the valid records, ms.
+    #[serde(default)]
+    pub event_time: Option<(i64, i64)>,
 }
 
 impl SourceQuality {
@@ -176,7 +186,16 @@ impl SourceQuality {
             version_mix: BTreeMap::new(),
             lag: 0,
             stalled_partitions: 0,
+            event_time: None,
         }
+    }
+}
+
+/// The span covering both.
+pub fn span(a: Option<(i64, i64)>, b: Option<(i64, i64)>) -> Option<(i64, i64)> {
+    match (a, b) {
+        (Some((a0, a1)), Some((b0, b1))) => Some((a0.min(b0), a1.max(b1))),
+        (x, None) | (None, x) => x,
     }
 }
 
@@ -198,6 +217,7 @@ fn summarize(total: BTreeMap<String, Agg>, secs: f64) -> Vec<SourceQuality> {
             latency_p99_seconds: a.latency.quantile(0.99).map(|v| v / 1000.0),
             lag: a.max_lag,
             stalled_partitions: 0,
+            event_time: a.event_time,
             version_mix: {
                 let n: u64 = a.versions.values().sum();
                 a.versions.iter().map(|(k, c)| (k.clone(), *c as f64 / n.max(1) as f64)).collect()

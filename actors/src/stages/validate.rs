@@ -137,6 +137,7 @@ impl Actor for Validate {
                         Ok((v, info)) => {
                             if let Some(q) = q {
                                 q.valid += 1;
+                                q.event_time = crate::quality::tracker::span(q.event_time, Some((v.ts, v.ts)));
                                 if valid_seen % stride == 0 {
                                     q.freshness_ms.push((now_ms - v.ts).max(0) as f64);
                                 }
