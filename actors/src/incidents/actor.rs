@@ -96,6 +96,8 @@ pub struct IncidentsState {
     ctx: Arc<NodeCtx>,
     book: Book,
     receivers: Receivers,
+    /// The alerting configuration the receivers were built from (a reload replaces it).
+    receivers_from: Arc<vigil_config::AlertsConfig>,
     ticker: Option<ractor::concurrency::JoinHandle<()>>,
 }
 
@@ -204,6 +206,13 @@ impl IncidentsState {
     }
 
     fn tick(&mut self) {
+        // Alert rules were reloaded: page through the receivers now in force.
+        if let Ok(cfg) = self.ctx.alerts_config.read().map(|g| g.clone()) {
+            if !Arc::ptr_eq(&cfg, &self.receivers_from) && cfg.receivers != self.receivers_from.receivers {
+                self.receivers = Receivers::start(&cfg, self.ctx.producer.clone(), self.ctx.external_url());
+            }
+            self.receivers_from = cfg;
+        }
         let now = vigil_runtime::now_ms();
         let pages = self.book.due(&self.ctx.config.incidents, now);
         if !pages.is_empty() {
@@ -243,11 +252,11 @@ impl Actor for Incidents {
         if open > 0 {
             tracing::info!(open, "restored incidents");
         }
-        let cfg = ctx.alerts_config.read().map(|g| (**g).clone()).unwrap_or_else(|_| ctx.config.alerts.clone());
+        let cfg = ctx.alerts_config.read().map(|g| g.clone()).unwrap_or_else(|_| Arc::new(ctx.config.alerts.clone()));
         let receivers = Receivers::start(&cfg, ctx.producer.clone(), ctx.external_url());
         let ticker = myself.send_interval(Duration::from_secs(1), || IncidentMsg::Tick);
         ctx.slots.incidents.set(myself);
-        Ok(IncidentsState { ctx, book, receivers, ticker: Some(ticker) })
+        Ok(IncidentsState { ctx, book, receivers, receivers_from: cfg, ticker: Some(ticker) })
     }
 
     #[tracing::instrument(name = "actor", skip_all, fields(actor = "incidents"))]
