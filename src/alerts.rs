@@ -7,9 +7,9 @@ use clap::Subcommand;
 use serde_json::{json, Value};
 use std::process::ExitCode;
 use vigil_actors::alerting::actor::{AlertView, RuleView, SilenceView};
-use vigil_actors::alerting::notify::rfc3339;
 use vigil_actors::quality::actor::HistoryPoint;
 use vigil_actors::quality::report::DqReport;
+use vigil_runtime::rfc3339_ms as rfc3339;
 
 #[derive(Subcommand)]
 pub(crate) enum AlertsCmd {
@@ -76,7 +76,7 @@ pub(crate) enum SilenceCmd {
 }
 
 fn state_of(v: &AlertView) -> String {
-    let s = serde_json::to_value(v.alert.state).ok().and_then(|s| s.as_str().map(str::to_string)).unwrap_or_default();
+    let s = vigil_actors::variant_name(&v.alert.state);
     if !v.suppression.silenced_by.is_empty() {
         format!("{s} (silenced)")
     } else if !v.suppression.inhibited_by.is_empty() {
@@ -165,7 +165,7 @@ pub(crate) fn silence(cmd: SilenceCmd) -> Result<ExitCode> {
             } else {
                 println!("{:<16} {:<8} {:<24} {:<12} {:<40} COMMENT", "ID", "STATE", "ENDS (UTC)", "AUTHOR", "MATCHERS");
                 for s in list {
-                    let state = serde_json::to_value(s.state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+                    let state = vigil_actors::variant_name(&s.state);
                     let m: Vec<String> = s.silence.matchers.iter().map(ToString::to_string).collect();
                     println!(
                         "{:<16} {:<8} {:<24} {:<12} {:<40} {}",

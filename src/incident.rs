@@ -7,8 +7,8 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use vigil_actors::alerting::notify::rfc3339;
 use vigil_actors::incidents::analysis::{human, Analysis, Means, Report};
+use vigil_runtime::rfc3339_ms as rfc3339;
 
 #[derive(Args)]
 pub(crate) struct Who {
@@ -214,7 +214,7 @@ pub(crate) fn run(cmd: IncidentCmd) -> Result<ExitCode> {
             );
             println!("timeline:");
             for e in &a.timeline {
-                let kind = serde_json::to_value(e.kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+                let kind = vigil_actors::variant_name(&e.kind);
                 println!("  {}  {:<20} {:<18} {}", rfc3339(e.at_ms), kind, e.subject(), e.text);
             }
         }

@@ -7,9 +7,9 @@ use clap::Subcommand;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use vigil_actors::alerting::notify::rfc3339;
 use vigil_actors::journal::{Event, Journal};
 use vigil_actors::lineage::rest::{parse_kinds, select};
+use vigil_runtime::rfc3339_ms as rfc3339;
 
 #[derive(Subcommand)]
 pub(crate) enum LineageCmd {
@@ -58,7 +58,7 @@ pub(crate) fn run(cmd: LineageCmd) -> Result<ExitCode> {
         println!("no events in the last {since}");
     } else {
         for e in &events {
-            let kind = serde_json::to_value(e.kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+            let kind = vigil_actors::variant_name(&e.kind);
             println!("{}  {:<21} {:<18} {}", rfc3339(e.at_ms), kind, e.subject(), e.text);
         }
     }

@@ -188,13 +188,8 @@ impl StoreTarget {
 /// JSON view of a checkpoint (offsets as a list: JSON map keys must be strings).
 fn checkpoint_json(c: &vigil_runtime::store::CheckpointMeta) -> serde_json::Value {
     let offsets: Vec<_> = c.offsets.iter().map(|(tp, o)| serde_json::json!({"topic": tp.topic, "partition": tp.partition, "offset": o})).collect();
-    serde_json::json!({"id": c.id, "completed_ms": c.completed_ms, "completed": rfc3339_ms(c.completed_ms), "node_id": c.node_id,
+    serde_json::json!({"id": c.id, "completed_ms": c.completed_ms, "completed": vigil_runtime::rfc3339_ms(c.completed_ms), "node_id": c.node_id,
         "duration_us": c.duration_us, "offsets": offsets, "state_bytes": c.state_bytes})
-}
-
-fn rfc3339_ms(ms: i64) -> String {
-    let t = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_millis(t).to_string()
 }
 
 #[derive(Subcommand)]
@@ -394,7 +389,7 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
                     println!(
                         "{:>8}  {:<24}  {:>6.1} ms  {:>10}  {:>11}",
                         c.id,
-                        rfc3339_ms(c.completed_ms),
+                        vigil_runtime::rfc3339_ms(c.completed_ms),
                         c.duration_us as f64 / 1000.0,
                         c.offsets.len(),
                         bytes
@@ -412,7 +407,13 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&checkpoint_json(&cp))?);
             } else {
-                println!("checkpoint {} by node {} at {} ({:.1} ms)", cp.id, cp.node_id, rfc3339_ms(cp.completed_ms), cp.duration_us as f64 / 1000.0);
+                println!(
+                    "checkpoint {} by node {} at {} ({:.1} ms)",
+                    cp.id,
+                    cp.node_id,
+                    vigil_runtime::rfc3339_ms(cp.completed_ms),
+                    cp.duration_us as f64 / 1000.0
+                );
                 println!("source offsets (next to read):");
                 for (tp, off) in &cp.offsets {
                     println!("  {:<32} {off}", tp.to_string());

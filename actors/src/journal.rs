@@ -163,7 +163,7 @@ impl Journal {
     /// what it observes).
     pub fn record(&self, e: Event) {
         tracing::debug!(kind = ?e.kind, subject = %e.subject(), "journal: {}", e.text);
-        metrics::counter!("vigil_journal_events_total", "kind" => serde_json::to_value(e.kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()).increment(1);
+        metrics::counter!("vigil_journal_events_total", "kind" => crate::variant_name(&e.kind)).increment(1);
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         match serde_json::to_vec(&e) {
             Ok(v) => {

@@ -18,6 +18,12 @@ pub mod stages;
 pub mod validate;
 pub mod window;
 
+/// The serialized (snake_case) name of a unit enum variant, e.g. `dlq_burst` — what the
+/// API, the CLI tables and metric labels show.
+pub fn variant_name<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}
+
 /// Errors of the pipeline stages. Each names the stage or checkpoint concerned.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -19,6 +19,11 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
+/// RFC 3339 UTC time with milliseconds of `ms` since the Unix epoch (the epoch for negatives).
+pub fn rfc3339_ms(ms: i64) -> String {
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64)).to_string()
+}
+
 /// Bind `addr` (port 0 picks one) and serve `app` on it in the background.
 ///
 /// # Errors

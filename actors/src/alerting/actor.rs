@@ -200,7 +200,7 @@ impl AlertingState {
             if let Some(a) = self.engine.state.alerts.get(&c.fingerprint) {
                 let labels: Vec<String> = a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 tracing::info!(alertname = %c.rule, from = ?c.from, to = ?c.to, value = a.value, labels = %labels.join(","), "alert state changed");
-                let state = |s: Option<AlertState>| s.map(|s| format!("{s:?}").to_lowercase()).unwrap_or_else(|| "inactive".into());
+                let state = |s: Option<AlertState>| s.map(|s| crate::variant_name(&s)).unwrap_or_else(|| "inactive".into());
                 let mut e = Event::now(EventKind::Alert, "alerting", format!("alert {} {} → {} (value {:.4})", c.rule, state(c.from), state(c.to), a.value))
                     .link("/alerts");
                 e.topic = a.labels.get("source").cloned();

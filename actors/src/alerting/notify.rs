@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use vigil_config::{AlertsConfig, ReceiverKind};
+use vigil_runtime::rfc3339_ms;
 
 /// Receivers an alert is routed to: routes in order, the first match wins unless it says
 /// `continue`; none matched → the default receiver.
@@ -144,18 +145,13 @@ impl Planner {
     }
 }
 
-/// RFC 3339 time of `ms` since epoch.
-pub fn rfc3339(ms: i64) -> String {
-    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64)).to_string()
-}
-
 fn alert_json(a: &Alert, generator_url: &str, ends_at: Option<i64>) -> Value {
     json!({
         "status": if a.state == AlertState::Firing { "firing" } else { "resolved" },
         "labels": a.labels,
         "annotations": a.annotations,
-        "startsAt": rfc3339(a.fired_at_ms.unwrap_or(a.active_at_ms)),
-        "endsAt": ends_at.map(rfc3339).unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
+        "startsAt": rfc3339_ms(a.fired_at_ms.unwrap_or(a.active_at_ms)),
+        "endsAt": ends_at.map(rfc3339_ms).unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
         "generatorURL": generator_url,
         "fingerprint": a.fingerprint,
     })
@@ -200,8 +196,8 @@ pub fn alertmanager_payload(n: &Notification, external_url: &str, now_ms: i64, r
                 AlertState::Firing => now_ms + 4 * resend_ms,
                 _ => a.resolved_at_ms.unwrap_or(now_ms),
             };
-            json!({"labels": a.labels, "annotations": a.annotations, "startsAt": rfc3339(a.fired_at_ms.unwrap_or(a.active_at_ms)),
-                   "endsAt": rfc3339(ends), "generatorURL": gen})
+            json!({"labels": a.labels, "annotations": a.annotations, "startsAt": rfc3339_ms(a.fired_at_ms.unwrap_or(a.active_at_ms)),
+                   "endsAt": rfc3339_ms(ends), "generatorURL": gen})
         })
         .collect();
     Value::Array(list)
@@ -316,8 +312,8 @@ mod tests {
         let n = p.plan(&c, 31_000, &[&r]);
         let am = n.iter().find(|n| n.receiver == "am").unwrap();
         let body = alertmanager_payload(am, "http://node", 31_000, 30_000);
-        assert_eq!(body[0]["endsAt"], rfc3339(5), "resolved: endsAt is the resolve time");
+        assert_eq!(body[0]["endsAt"], rfc3339_ms(5), "resolved: endsAt is the resolve time");
         let body = alertmanager_payload(&first[0], "http://node", 0, 30_000);
-        assert_eq!(body[0]["endsAt"], rfc3339(120_000), "firing: 4 x resend ahead");
+        assert_eq!(body[0]["endsAt"], rfc3339_ms(120_000), "firing: 4 x resend ahead");
     }
 }

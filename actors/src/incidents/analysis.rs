@@ -173,15 +173,11 @@ pub fn human(ms: i64) -> String {
 }
 
 fn time(ms: i64) -> String {
-    crate::alerting::notify::rfc3339(ms)
+    vigil_runtime::rfc3339_ms(ms)
 }
 
 fn opt_human(v: Option<i64>) -> String {
     v.map(human).unwrap_or_else(|| "—".into())
-}
-
-fn kind_name(k: EventKind) -> String {
-    serde_json::to_value(k).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
 }
 
 /// The blameless post-mortem in Markdown.
@@ -246,7 +242,7 @@ pub fn postmortem_markdown(a: &Analysis) -> String {
     let _ = writeln!(md, "\n## Timeline\n");
     let _ = writeln!(md, "| time (UTC) | kind | where | what | by |\n|---|---|---|---|---|");
     for e in &a.timeline {
-        let _ = writeln!(md, "| {} | {} | {} | {} | {} |", time(e.at_ms), kind_name(e.kind), e.subject(), e.text.replace('|', "\\|"), e.source);
+        let _ = writeln!(md, "| {} | {} | {} | {} | {} |", time(e.at_ms), crate::variant_name(&e.kind), e.subject(), e.text.replace('|', "\\|"), e.source);
     }
     let _ = writeln!(md, "\n## Contributing factors\n\n_To be written by the team: what made this possible, what made it worse, what made it better._\n");
     let _ = writeln!(md, "## Lessons learned\n\n_What went well, what went wrong, where we got lucky._\n");
@@ -324,7 +320,7 @@ pub fn report(analyses: &[Analysis], since_ms: i64, until_ms: i64) -> Report {
             severity: a.incident.severity.to_string(),
             state: a.incident.state.as_str().into(),
             opened_at_ms: a.incident.opened_at_ms,
-            cause: a.trigger.as_ref().map(|t| kind_name(t.kind)).unwrap_or_else(|| "unknown".into()),
+            cause: a.trigger.as_ref().map(|t| crate::variant_name(&t.kind)).unwrap_or_else(|| "unknown".into()),
             durations: a.durations.clone(),
         })
         .collect();
