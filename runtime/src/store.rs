@@ -230,6 +230,16 @@ impl Store {
         self.db.get_cf(cf, stage.as_bytes()).map_err(|e| self.err("read state", e))
     }
 
+    /// Read one key of a column family (`None` when absent, or when the family does not
+    /// exist, e.g. in an older read-only store).
+    ///
+    /// # Errors
+    /// [`Error::Store`] on a read failure.
+    pub fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let Some(handle) = self.db.cf_handle(cf) else { return Ok(None) };
+        self.db.get_cf(handle, key).map_err(|e| self.err(&format!("read {cf}"), e))
+    }
+
     /// Read a node-level fact.
     ///
     /// # Errors

@@ -89,14 +89,12 @@ const KEY: &[u8] = b"engine";
 const CF: &str = "alerts";
 
 fn load(store: &Store) -> Persisted {
-    match store.scan(CF, KEY) {
-        Ok(rows) => match rows.into_iter().find(|(k, _)| k == KEY) {
-            Some((_, v)) => serde_json::from_slice(&v).unwrap_or_else(|e| {
-                tracing::error!(error = %e, "stored alert state unreadable; starting without it");
-                Persisted::default()
-            }),
-            None => Persisted::default(),
-        },
+    match store.get(CF, KEY) {
+        Ok(Some(v)) => serde_json::from_slice(&v).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "stored alert state unreadable; starting without it");
+            Persisted::default()
+        }),
+        Ok(None) => Persisted::default(),
         Err(e) => {
             tracing::error!(error = %e, "cannot read stored alert state; starting without it");
             Persisted::default()

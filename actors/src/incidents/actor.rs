@@ -241,8 +241,8 @@ impl Actor for Incidents {
 
     #[tracing::instrument(name = "actor", skip_all, fields(actor = "incidents"))]
     async fn pre_start(&self, myself: ActorRef<IncidentMsg>, ctx: Arc<NodeCtx>) -> R<IncidentsState> {
-        let book: Book = match ctx.store.scan(CF, KEY)?.into_iter().find(|(k, _)| k == KEY) {
-            Some((_, v)) => serde_json::from_slice(&v).unwrap_or_else(|e| {
+        let book: Book = match ctx.store.get(CF, KEY)? {
+            Some(v) => serde_json::from_slice(&v).unwrap_or_else(|e| {
                 tracing::error!(error = %e, "stored incidents unreadable; starting without them");
                 Book::default()
             }),
