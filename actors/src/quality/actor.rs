@@ -127,9 +127,9 @@ impl QualityState {
         for s in &report.sources {
             self.tracker.observe(now, &BatchQuality { source: s.source.clone(), max_lag: s.lag, ..BatchQuality::default() });
         }
-        report.export();
-        self.journal_bursts(&report);
         let samples = report.samples();
+        DqReport::export(&samples);
+        self.journal_bursts(&report);
         self.ctx.dq.send_replace(report);
         if self.ctx.alerting_enabled() {
             // Alerting may be restarting; the next interval evaluates again.

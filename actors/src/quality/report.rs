@@ -106,38 +106,38 @@ impl DqReport {
         out
     }
 
-    /// Set the `vigil_dq_*` gauges.
-    pub fn export(&self) {
-        for s in &self.sources {
-            let src = s.source.clone();
-            metrics::gauge!("vigil_dq_records_per_second", "source" => src.clone()).set(s.records_per_sec);
-            metrics::gauge!("vigil_dq_validity_ratio", "source" => src.clone()).set(s.validity_ratio);
-            for (reason, v) in &s.dlq_per_sec {
-                metrics::gauge!("vigil_dq_dlq_per_second", "source" => src.clone(), "reason" => reason.clone()).set(*v);
-            }
-            for (field, v) in &s.completeness {
-                metrics::gauge!("vigil_dq_completeness_ratio", "source" => src.clone(), "field" => field.clone()).set(*v);
-            }
-            // Separate gauges, not a `quantile` label: that label is reserved for summaries.
-            for (name, v) in [
-                ("vigil_dq_freshness_p50_seconds", s.freshness_p50_seconds),
-                ("vigil_dq_freshness_p99_seconds", s.freshness_p99_seconds),
-                ("vigil_dq_latency_p50_seconds", s.latency_p50_seconds),
-                ("vigil_dq_latency_p99_seconds", s.latency_p99_seconds),
-            ] {
-                if let Some(v) = v {
-                    metrics::gauge!(name, "source" => src.clone()).set(v);
-                }
-            }
-            metrics::gauge!("vigil_dq_lag_records", "source" => src.clone()).set(s.lag as f64);
-            metrics::gauge!("vigil_dq_duplicates_per_second", "source" => src.clone()).set(s.duplicates_per_sec);
-            metrics::gauge!("vigil_dq_late_per_second", "source" => src.clone()).set(s.late_per_sec);
-            metrics::gauge!("vigil_dq_stalled_partitions", "source" => src.clone()).set(f64::from(s.stalled_partitions));
-            for (schema, v) in &s.version_mix {
-                metrics::gauge!("vigil_dq_schema_version_share", "source" => src.clone(), "schema" => schema.clone()).set(*v);
+    /// Set the `vigil_dq_*` gauges from [`Self::samples`]: one gauge per series, with the
+    /// series' labels.
+    pub fn export(samples: &[Sample]) {
+        for s in samples {
+            if let Some(name) = gauge_name(&s.metric) {
+                let labels: Vec<metrics::Label> = s.labels.iter().map(|(k, v)| metrics::Label::new(k.clone(), v.clone())).collect();
+                metrics::gauge!(name, labels).set(s.value);
             }
         }
     }
+}
+
+/// The Prometheus gauge of a rule series; `None` for series exported elsewhere
+/// (`brokers_up` is `vigil_kafka_brokers_up`, set from librdkafka's statistics). Quantiles
+/// are separate gauges, not a `quantile` label: that label is reserved for summaries.
+fn gauge_name(series: &str) -> Option<&'static str> {
+    Some(match series {
+        "records_per_sec" => "vigil_dq_records_per_second",
+        "validity_ratio" => "vigil_dq_validity_ratio",
+        "dlq_per_sec" => "vigil_dq_dlq_per_second",
+        "completeness" => "vigil_dq_completeness_ratio",
+        "freshness_p50_seconds" => "vigil_dq_freshness_p50_seconds",
+        "freshness_p99_seconds" => "vigil_dq_freshness_p99_seconds",
+        "latency_p50_seconds" => "vigil_dq_latency_p50_seconds",
+        "latency_p99_seconds" => "vigil_dq_latency_p99_seconds",
+        "lag" => "vigil_dq_lag_records",
+        "duplicates_per_sec" => "vigil_dq_duplicates_per_second",
+        "late_per_sec" => "vigil_dq_late_per_second",
+        "stalled_partitions" => "vigil_dq_stalled_partitions",
+        "schema_version_share" => "vigil_dq_schema_version_share",
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
