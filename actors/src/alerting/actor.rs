@@ -148,7 +148,8 @@ impl AlertingState {
         v
     }
 
-    fn export(&self, now: i64) {
+    /// Set `vigil_alerts`; `suppressed` holds the fingerprints silenced or inhibited now.
+    fn export(&self, suppressed: &std::collections::BTreeSet<String>) {
         let mut counts: BTreeMap<(&str, String), usize> = BTreeMap::new();
         for sev in ["P1", "P2", "P3", "P4"] {
             for st in ["pending", "firing", "resolved", "suppressed"] {
@@ -158,7 +159,7 @@ impl AlertingState {
         for a in self.engine.state.alerts.values() {
             let sev = a.labels.get("severity").cloned().unwrap_or_default();
             let st = match a.state {
-                AlertState::Firing if self.engine.suppression(a, now).any() => "suppressed",
+                AlertState::Firing if suppressed.contains(&a.fingerprint) => "suppressed",
                 AlertState::Pending => "pending",
                 AlertState::Firing => "firing",
                 AlertState::Resolved => "resolved",
@@ -173,7 +174,9 @@ impl AlertingState {
     fn tick(&mut self) {
         let now = Self::now();
         let engine = &self.engine;
-        let notifiable: Vec<&Alert> = engine.state.alerts.values().filter(|a| a.state != AlertState::Pending && !engine.suppression(a, now).any()).collect();
+        let suppressed: std::collections::BTreeSet<String> =
+            engine.state.alerts.values().filter(|a| engine.suppression(a, now).any()).map(|a| a.fingerprint.clone()).collect();
+        let notifiable: Vec<&Alert> = engine.state.alerts.values().filter(|a| a.state != AlertState::Pending && !suppressed.contains(&a.fingerprint)).collect();
         let before = self.planner.clone();
         let due = self.planner.plan(&self.cfg, now, &notifiable);
         for n in due {
@@ -185,7 +188,7 @@ impl AlertingState {
         let silences = self.engine.state.silences.len();
         self.engine.gc_silences(now, self.cfg.resolved_retention.as_millis() as i64);
         self.dirty |= silences != self.engine.state.silences.len();
-        self.export(now);
+        self.export(&suppressed);
         self.persist();
     }
 

@@ -160,13 +160,7 @@ fn group_of(cfg: &IncidentsConfig, labels: &Labels) -> (String, Labels) {
 }
 
 fn severity_of(labels: &Labels) -> Option<Severity> {
-    match labels.get("severity").map(String::as_str) {
-        Some("P1") => Some(Severity::P1),
-        Some("P2") => Some(Severity::P2),
-        Some("P3") => Some(Severity::P3),
-        Some("P4") => Some(Severity::P4),
-        _ => None,
-    }
+    serde_json::from_value(serde_json::Value::String(labels.get("severity")?.clone())).ok()
 }
 
 /// Errors of operator actions.
