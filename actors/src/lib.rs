@@ -10,6 +10,7 @@ pub mod incidents;
 pub mod journal;
 pub mod lineage;
 pub mod node;
+pub mod outbox;
 pub mod pipeline;
 pub mod quality;
 pub mod rate;

@@ -10,6 +10,7 @@
 //! │  ├─ validate
 //! │  └─ ingest              stopped first on shutdown: takes the final checkpoint
 //! ├─ monitor  one_for_one   temporary: if it gives up, the data path runs on without it
+//! │  ├─ lineage             retention (lineage is written by sink, in the checkpoint)
 //! │  ├─ incidents
 //! │  ├─ alerting
 //! │  └─ quality
@@ -116,6 +117,9 @@ fn init_series(config: &Config) {
         for actor in ["quality", "alerting", "incidents"] {
             metrics::counter!("vigil_actor_restarts_total", "actor" => actor).increment(0);
         }
+    }
+    if config.lineage.enabled {
+        metrics::counter!("vigil_actor_restarts_total", "actor" => "lineage").increment(0);
         for level in ["1", "2"] {
             metrics::counter!("vigil_incident_pages_total", "level" => level).increment(0);
         }
@@ -161,8 +165,11 @@ fn tree_spec(ctx: &Arc<NodeCtx>, events: &broadcast::Sender<TreeEvent>) -> Super
         events: Some(events.clone()),
     };
     let mut children = vec![pipeline.child(Restart::Permanent, ingest_t + t * 4)];
+    let mut kids = Vec::new();
+    if ctx.config.lineage.enabled {
+        kids.push(ChildSpec::worker("lineage", Restart::Permanent, t, crate::lineage::actor::Lineage, args(ctx)));
+    }
     if ctx.config.quality.enabled {
-        let mut kids = Vec::new();
         if ctx.incidents_enabled() {
             kids.push(ChildSpec::worker("incidents", Restart::Permanent, t, Incidents, args(ctx)));
         }
@@ -170,9 +177,12 @@ fn tree_spec(ctx: &Arc<NodeCtx>, events: &broadcast::Sender<TreeEvent>) -> Super
             kids.push(ChildSpec::worker("alerting", Restart::Permanent, t, Alerting, args(ctx)));
         }
         kids.push(ChildSpec::worker("quality", Restart::Permanent, t, Quality, args(ctx)));
+    }
+    if !kids.is_empty() {
+        let n = kids.len() as u32;
         let monitor =
             SupervisorSpec { name: "monitor".into(), strategy: Strategy::OneForOne, intensity, backoff, children: kids, events: Some(events.clone()) };
-        children.push(monitor.child(Restart::Temporary, t * 3));
+        children.push(monitor.child(Restart::Temporary, t * (n + 1)));
     }
     if ctx.config.generator_enabled() {
         children.push(ChildSpec::worker("generator", Restart::Permanent, t, Generator, args(ctx)));
@@ -237,6 +247,7 @@ impl Node {
         };
         let producer = TrackedProducer::new(&bootstrap, &config.kafka)?;
         let (checkpoint_done, _) = watch::channel(last_id);
+        let lineage = crate::lineage::LineageCtx::open(&config, &store, &bootstrap, &config_hash)?;
         let ctx = Arc::new(NodeCtx {
             config: config.clone(),
             bootstrap,
@@ -263,6 +274,7 @@ impl Node {
             bad_ratio: AtomicU64::new(f64::NAN.to_bits()),
             journal,
             config_hash,
+            lineage,
         });
         init_series(&config);
         let (events, _) = broadcast::channel(256);
@@ -321,6 +333,9 @@ impl Node {
         if let Err(e) = ctx.producer.flush(Duration::from_secs(10)).await {
             tracing::warn!(error = %e, "outputs still unacknowledged at exit");
         }
+        if res.is_ok() {
+            ctx.lineage.stopped(&ctx.store, ctx.config.lineage.openlineage.timeout).await;
+        }
         if let Some(h) = housekeeping {
             h.abort();
         }
@@ -374,6 +389,7 @@ impl AdminApi for NodeAdmin {
             "quality" => s.quality.send("quality", QualityMsg::Panic(why)),
             "alerting" => s.alerting.send("alerting", AlertMsg::Panic(why)),
             "incidents" => s.incidents.send("incidents", IncidentMsg::Panic(why)),
+            "lineage" => s.lineage.send("lineage", crate::lineage::actor::LineageMsg::Panic(why)),
             other => return Err(format!("unknown actor `{other}` (one of: {})", crate::pipeline::ACTORS.join(", "))),
         };
         res.map_err(|e| e.to_string())?;

@@ -28,7 +28,7 @@ use vigil_runtime::store::Store;
 pub const STAGES: [&str; 5] = ["ingest", "validate", "process", "sink", "generator"];
 
 /// Every actor a panic can be injected into: the stages and the monitors beside them.
-pub const ACTORS: [&str; 8] = ["ingest", "validate", "process", "sink", "generator", "quality", "alerting", "incidents"];
+pub const ACTORS: [&str; 9] = ["ingest", "validate", "process", "sink", "generator", "quality", "alerting", "incidents", "lineage"];
 
 /// A checkpoint barrier travelling with the data (Chandy–Lamport / Flink ABS). Ingest
 /// injects it with the source offsets; each stateful stage adds its snapshot as it passes;
@@ -43,6 +43,8 @@ pub struct Barrier {
     pub offsets: BTreeMap<TopicPartition, i64>,
     /// Snapshots added by stages.
     pub states: BTreeMap<String, Vec<u8>>,
+    /// Lineage of the epoch this barrier ends, added by Validate and Process.
+    pub lineage: crate::lineage::record::EpochLineage,
 }
 
 /// A validated record on its way to Process (keeps the envelope for the DLQ).
@@ -58,6 +60,8 @@ pub struct Record {
     pub value: f64,
     /// Event time, ms.
     pub ts: i64,
+    /// Schema subject and version it was read with, when registry-framed.
+    pub schema: Option<(Arc<str>, u32)>,
 }
 
 /// Messages into Ingest.
@@ -196,6 +200,8 @@ pub struct Slots {
     pub alerting: Slot<AlertMsg>,
     /// Incidents.
     pub incidents: Slot<IncidentMsg>,
+    /// Lineage.
+    pub lineage: Slot<crate::lineage::actor::LineageMsg>,
 }
 
 /// Why and where a record is dead-lettered.
@@ -262,6 +268,8 @@ pub struct NodeCtx {
     pub journal: Arc<Journal>,
     /// Hash of the configuration in force (`vigil.config` header on outputs).
     pub config_hash: String,
+    /// Lineage size and the OpenLineage run in progress.
+    pub lineage: crate::lineage::LineageCtx,
     /// Malformed-record ratio of the embedded generator set at run time (drills), as f64
     /// bits; NaN: the configured `generator.bad_ratio`.
     pub bad_ratio: AtomicU64,

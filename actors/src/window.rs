@@ -137,25 +137,28 @@ impl WindowState {
         self.activity.retain(|tp, _| self.max_ts.contains_key(tp));
     }
 
-    /// Add one record.
+    /// Add one record; `true` when it opened its window.
     ///
     /// # Errors
     /// [`Late`] if its window has already been emitted.
-    pub fn add(&mut self, tp: &TopicPartition, ts: i64, key: &str, value: f64, now: Instant) -> Result<(), Late> {
+    pub fn add(&mut self, tp: &TopicPartition, ts: i64, key: &str, value: f64, now: Instant) -> Result<bool, Late> {
         self.activity.insert(tp.clone(), Some(now));
         let m = self.max_ts.entry(tp.clone()).or_insert(None);
         *m = Some(m.map_or(ts, |x| x.max(ts)));
-        let start = ts.div_euclid(self.size_ms) * self.size_ms;
+        let start = self.window_start(ts);
         if start.saturating_add(self.size_ms) <= self.closed_until {
             return Err(Late { window_start: start, watermark: self.closed_until });
         }
         match self.open.get_mut(&(start, key.to_string())) {
-            Some(a) => a.add(value),
+            Some(a) => {
+                a.add(value);
+                Ok(false)
+            }
             None => {
                 self.open.insert((start, key.to_string()), Agg::new(value));
+                Ok(true)
             }
         }
-        Ok(())
     }
 
     /// Current watermark, if every active partition has data.
@@ -218,6 +221,11 @@ impl WindowState {
     /// Records held in open windows.
     pub fn open_records(&self) -> u64 {
         self.open.values().map(|a| a.count).sum()
+    }
+
+    /// Start of the window event time `ts` falls in.
+    pub fn window_start(&self, ts: i64) -> i64 {
+        ts.div_euclid(self.size_ms) * self.size_ms
     }
 
     /// Watermark windows have been closed up to (i64::MIN before the first).

@@ -21,8 +21,10 @@ use std::time::Duration;
 
 mod alerts;
 mod incidents;
+mod lineage;
 pub use alerts::*;
 pub use incidents::*;
+pub use lineage::*;
 
 /// One problem found in a configuration, with the field path it is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +87,8 @@ pub struct Config {
     pub alerts: AlertsConfig,
     /// Incidents: opening from alerts, grouping, escalation, the operational journal.
     pub incidents: IncidentsConfig,
+    /// Record-level lineage, its retention, and the OpenLineage export.
+    pub lineage: LineageConfig,
     /// The file this configuration was loaded from, if any (alert rules reload from it).
     #[serde(skip)]
     pub loaded_from: Option<PathBuf>,
@@ -331,6 +335,8 @@ impl Default for WindowConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct PipelineConfig {
+    /// Name of the pipeline: the OpenLineage job is `<node.id>/<name>`. Default `windows`.
+    pub name: String,
     /// Source topics. Default one: `events` (avro, subject `events-value`).
     pub sources: Vec<SourceConfig>,
     /// Validation rules applied to every decoded record. Default: `user` string, `amount`
@@ -364,6 +370,7 @@ pub struct PipelineConfig {
 impl Default for PipelineConfig {
     fn default() -> Self {
         Self {
+            name: "windows".into(),
             sources: vec![SourceConfig::new("events", SourceFormat::Avro)],
             fields: vec![
                 FieldRule::new("user", FieldType::String),
@@ -1043,6 +1050,7 @@ impl Config {
         }
         self.alerts.validate(&mut err);
         self.incidents.validate(&self.alerts, &mut err);
+        self.lineage.validate(&mut err);
         let g = &self.generator;
         if !(0.0..=1.0).contains(&g.bad_ratio) {
             err("generator.bad_ratio", "must be between 0.0 and 1.0");

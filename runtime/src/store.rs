@@ -10,6 +10,8 @@
 //! - `meta`: node-level facts (e.g. `cluster`).
 //! - `schemas`: the built-in schema registry (schemas, subject versions, config, usage,
 //!   audit log), written through [`Store::write_ops`] one atomic batch per change.
+//! - `lineage`: record-level lineage, written in the checkpoint's own batch (the `extra`
+//!   writes of [`Store::commit_checkpoint`]), so it never disagrees with committed outputs.
 use crate::envelope::TopicPartition;
 use crate::{Error, Result};
 use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB};
@@ -18,7 +20,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Column families, created on open.
-pub const COLUMN_FAMILIES: [&str; 9] = ["offsets", "state", "checkpoints", "meta", "schemas", "quality", "alerts", "journal", "incidents"];
+pub const COLUMN_FAMILIES: [&str; 10] = ["offsets", "state", "checkpoints", "meta", "schemas", "quality", "alerts", "journal", "incidents", "lineage"];
 
 /// One write of a [`Store::write_ops`] batch: put a value, or delete the key (`None`).
 pub type Op = (Vec<u8>, Option<Vec<u8>>);
@@ -140,13 +142,21 @@ impl Store {
         self.db.cf_handle(name).ok_or_else(|| Error::Corrupt { what: format!("column family {name}"), reason: "missing".into() })
     }
 
-    /// Commit a checkpoint atomically and prune old checkpoint metadata beyond `retained`.
-    /// Written with `sync` so a completed checkpoint survives power loss.
+    /// Commit a checkpoint atomically, with `extra` writes to other column families in the
+    /// same batch, and prune old checkpoint metadata beyond `retained`. Written with `sync`
+    /// so a completed checkpoint survives power loss.
     ///
     /// # Errors
     /// [`Error::Store`] if the write fails; nothing of the checkpoint is then visible.
-    pub fn commit_checkpoint(&self, cp: &Checkpoint, retained: usize) -> Result<()> {
+    pub fn commit_checkpoint(&self, cp: &Checkpoint, retained: usize, extra: &[(&str, Op)]) -> Result<()> {
         let mut batch = WriteBatch::default();
+        for (cf, (k, v)) in extra {
+            let handle = self.cf(cf)?;
+            match v {
+                Some(v) => batch.put_cf(handle, k, v),
+                None => batch.delete_cf(handle, k),
+            }
+        }
         let offsets = self.cf("offsets")?;
         for (tp, off) in &cp.meta.offsets {
             batch.put_cf(offsets, offset_key(tp), off.to_be_bytes());
@@ -282,9 +292,20 @@ impl Store {
     /// # Errors
     /// [`Error::Store`] on a read failure.
     pub fn scan_range(&self, cf: &str, from: &[u8], to: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.scan_range_limit(cf, from, to, usize::MAX)
+    }
+
+    /// Like [`Store::scan_range`], at most `limit` entries (the first in key order).
+    ///
+    /// # Errors
+    /// [`Error::Store`] on a read failure.
+    pub fn scan_range_limit(&self, cf: &str, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let Some(handle) = self.db.cf_handle(cf) else { return Ok(Vec::new()) };
         let mut out = Vec::new();
         for item in self.db.iterator_cf(handle, IteratorMode::From(from, rocksdb::Direction::Forward)) {
+            if out.len() >= limit {
+                break;
+            }
             let (k, v) = item.map_err(|e| self.err(&format!("scan {cf}"), e))?;
             if k.as_ref() >= to {
                 break;
@@ -292,6 +313,21 @@ impl Store {
             out.push((k.to_vec(), v.to_vec()));
         }
         Ok(out)
+    }
+
+    /// The last entry of `cf` with `from <= key <= at`, if any (a floor lookup).
+    ///
+    /// # Errors
+    /// [`Error::Store`] on a read failure.
+    pub fn floor(&self, cf: &str, from: &[u8], at: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        let Some(handle) = self.db.cf_handle(cf) else { return Ok(None) };
+        match self.db.iterator_cf(handle, IteratorMode::From(at, rocksdb::Direction::Reverse)).next() {
+            Some(item) => {
+                let (k, v) = item.map_err(|e| self.err(&format!("read {cf}"), e))?;
+                Ok((k.as_ref() >= from).then(|| (k.to_vec(), v.to_vec())))
+            }
+            None => Ok(None),
+        }
     }
 
     /// Every key/value of column family `cf` whose key starts with `prefix`, in key order.
@@ -312,13 +348,13 @@ impl Store {
         Ok(out)
     }
 
-    /// Forget all checkpointed offsets, state and checkpoints (fresh start).
+    /// Forget all checkpointed offsets, state, checkpoints and their lineage (fresh start).
     ///
     /// # Errors
     /// [`Error::Store`].
     pub fn reset(&self) -> Result<()> {
         let mut batch = WriteBatch::default();
-        for name in ["offsets", "state", "checkpoints"] {
+        for name in ["offsets", "state", "checkpoints", "lineage"] {
             let cf = self.cf(name)?;
             for item in self.db.iterator_cf(cf, IteratorMode::Start) {
                 let (k, _) = item.map_err(|e| self.err("reset", e))?;
@@ -353,7 +389,7 @@ mod tests {
         let s = Store::open(dir.path()).unwrap();
         assert!(s.latest_checkpoint().unwrap().is_none());
         for id in 1..=5 {
-            s.commit_checkpoint(&cp(id, id as i64 * 10), 3).unwrap();
+            s.commit_checkpoint(&cp(id, id as i64 * 10), 3, &[("lineage", (vec![b'x', id as u8], Some(vec![1])))]).unwrap();
         }
         let ids: Vec<u64> = s.list_checkpoints().unwrap().iter().map(|m| m.id).collect();
         assert_eq!(ids, vec![3, 4, 5]);
@@ -363,6 +399,9 @@ mod tests {
         let ro = Store::open_read_only(dir.path()).unwrap();
         assert_eq!(ro.checkpoint(4).unwrap().unwrap().offsets[&TopicPartition::new("events", 0)], 40);
         assert!(ro.checkpoint(1).unwrap().is_none(), "pruned");
+        assert_eq!(ro.floor("lineage", b"x", &[b'x', 4, 9]).unwrap(), Some((vec![b'x', 4], vec![1])), "extra writes commit with the checkpoint");
+        assert_eq!(ro.floor("lineage", b"y", b"y\xff").unwrap(), None);
+        assert_eq!(ro.scan_range_limit("lineage", b"x", b"y", 2).unwrap().len(), 2);
         drop(ro);
         s.write_ops("schemas", &[(b"a/1".to_vec(), Some(b"x".to_vec())), (b"a/2".to_vec(), Some(b"y".to_vec())), (b"b/1".to_vec(), Some(b"z".to_vec()))])
             .unwrap();

@@ -3,21 +3,16 @@
 //! backoff, and a health flag per receiver — a receiver whose last notification failed
 //! every attempt is *down* and raises `receiver_up < 1`.
 use super::notify::{alertmanager_payload, kafka_records, webhook_payload, Notification};
-use std::collections::{BTreeMap, VecDeque};
+use crate::outbox::{post_json, Outbox, Retry};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::Notify;
 use vigil_config::{AlertsConfig, ReceiverConfig, ReceiverKind};
 use vigil_runtime::kafka::{OutRecord, TrackedProducer};
 
-struct Queue {
-    items: Mutex<VecDeque<Notification>>,
-    wake: Notify,
-}
-
 /// Where notifications leave the node.
 pub struct Receivers {
-    queues: BTreeMap<String, Arc<Queue>>,
+    queues: BTreeMap<String, Arc<Outbox<Notification>>>,
     health: Arc<Mutex<BTreeMap<String, bool>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     max: usize,
@@ -31,8 +26,7 @@ struct Target {
     producer: TrackedProducer,
     external_url: String,
     resend_ms: i64,
-    attempts: u32,
-    backoff: (Duration, Duration),
+    retry: Retry,
     timeout: Duration,
 }
 
@@ -48,10 +42,10 @@ impl Target {
                 }
                 Ok(())
             }
-            ReceiverKind::Webhook => self.post(&self.cfg.url, webhook_payload(n, &self.external_url)).await,
+            ReceiverKind::Webhook => post_json(&self.agent, &self.cfg.url, webhook_payload(n, &self.external_url)).await,
             ReceiverKind::Alertmanager => {
                 let url = format!("{}/api/v2/alerts", self.cfg.url.trim_end_matches('/'));
-                self.post(&url, alertmanager_payload(n, &self.external_url, vigil_runtime::now_ms(), self.resend_ms)).await
+                post_json(&self.agent, &url, alertmanager_payload(n, &self.external_url, vigil_runtime::now_ms(), self.resend_ms)).await
             }
             ReceiverKind::Kafka => {
                 for (key, value) in kafka_records(n, &self.external_url) {
@@ -63,46 +57,13 @@ impl Target {
             }
         }
     }
-
-    async fn post(&self, url: &str, body: serde_json::Value) -> Result<(), String> {
-        let (agent, url2) = (self.agent.clone(), url.to_string());
-        let res = tokio::task::spawn_blocking(move || agent.post(&url2).send_json(&body).map(|r| r.status().as_u16()).map_err(|e| e.to_string()))
-            .await
-            .map_err(|e| e.to_string())?;
-        match res {
-            Ok(code) if (200..300).contains(&code) => Ok(()),
-            Ok(code) => Err(format!("{url} answered HTTP {code}")),
-            Err(e) => Err(format!("{url}: {e}")),
-        }
-    }
-
-    /// Deliver with retries; Err after the last attempt failed.
-    async fn deliver_retrying(&self, n: &Notification) -> Result<u32, String> {
-        let mut delay = self.backoff.0;
-        let mut last = String::new();
-        for attempt in 1..=self.attempts {
-            match self.deliver(n).await {
-                Ok(()) => return Ok(attempt),
-                Err(e) => last = e,
-            }
-            if attempt < self.attempts {
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(self.backoff.1);
-            }
-        }
-        Err(last)
-    }
 }
 
-async fn work(target: Target, q: Arc<Queue>, health: Arc<Mutex<BTreeMap<String, bool>>>) {
+async fn work(target: Target, q: Arc<Outbox<Notification>>, health: Arc<Mutex<BTreeMap<String, bool>>>) {
     let name = target.cfg.name.clone();
     loop {
-        let next = q.items.lock().ok().and_then(|mut g| g.pop_front());
-        let Some(n) = next else {
-            q.wake.notified().await;
-            continue;
-        };
-        let up = match target.deliver_retrying(&n).await {
+        let n = q.next().await;
+        let up = match target.retry.run(|| target.deliver(&n)).await {
             Ok(attempts) => {
                 metrics::counter!("vigil_alert_notifications_total", "receiver" => name.clone(), "outcome" => "sent").increment(1);
                 if attempts > 1 {
@@ -112,7 +73,7 @@ async fn work(target: Target, q: Arc<Queue>, health: Arc<Mutex<BTreeMap<String, 
             }
             Err(e) => {
                 metrics::counter!("vigil_alert_notifications_total", "receiver" => name.clone(), "outcome" => "failed").increment(1);
-                tracing::error!(receiver = %name, attempts = target.attempts, error = %e, "notification failed after every retry; receiver marked down");
+                tracing::error!(receiver = %name, attempts = target.retry.attempts, error = %e, "notification failed after every retry; receiver marked down");
                 false
             }
         };
@@ -126,7 +87,7 @@ async fn work(target: Target, q: Arc<Queue>, health: Arc<Mutex<BTreeMap<String, 
 impl Receivers {
     /// Start one worker per receiver (and `log`).
     pub fn start(cfg: &AlertsConfig, producer: TrackedProducer, external_url: String) -> Self {
-        let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(cfg.request_timeout)).http_status_as_error(false).build().into();
+        let agent = crate::outbox::agent(cfg.request_timeout);
         let mut all = cfg.receivers.clone();
         if !all.iter().any(|r| r.name == "log") {
             all.push(ReceiverConfig { name: "log".into(), kind: ReceiverKind::Log, url: String::new(), topic: String::new() });
@@ -134,15 +95,14 @@ impl Receivers {
         let health = Arc::new(Mutex::new(BTreeMap::new()));
         let (mut queues, mut tasks) = (BTreeMap::new(), Vec::new());
         for r in all {
-            let q = Arc::new(Queue { items: Mutex::new(VecDeque::new()), wake: Notify::new() });
+            let q = Arc::new(Outbox::new(cfg.queue_max));
             let target = Target {
                 cfg: r.clone(),
                 agent: agent.clone(),
                 producer: producer.clone(),
                 external_url: external_url.clone(),
                 resend_ms: cfg.resend_interval.as_millis() as i64,
-                attempts: cfg.retry_attempts.max(1),
-                backoff: (cfg.retry_initial, cfg.retry_max),
+                retry: Retry { attempts: cfg.retry_attempts.max(1), initial: cfg.retry_initial, max: cfg.retry_max },
                 timeout: cfg.request_timeout,
             };
             metrics::counter!("vigil_alert_notifications_total", "receiver" => r.name.clone(), "outcome" => "failed").increment(0);
@@ -161,15 +121,11 @@ impl Receivers {
             return;
         };
         let receiver = n.receiver.clone();
-        if let Ok(mut items) = q.items.lock() {
-            items.push_back(n);
-            while items.len() > self.max {
-                items.pop_front();
-                metrics::counter!("vigil_alert_notifications_total", "receiver" => receiver.clone(), "outcome" => "dropped").increment(1);
-                tracing::warn!(receiver = %receiver, queue_max = self.max, "notification queue full: dropped the oldest");
-            }
+        let dropped = q.push(n);
+        if dropped > 0 {
+            metrics::counter!("vigil_alert_notifications_total", "receiver" => receiver.clone(), "outcome" => "dropped").increment(dropped as u64);
+            tracing::warn!(receiver = %receiver, queue_max = self.max, "notification queue full: dropped the oldest");
         }
-        q.wake.notify_one();
     }
 
     /// Per receiver: whether its last notification got through (true until one fails).

@@ -1,7 +1,12 @@
-//! `GET /lineage/events?since=10m&kind=checkpoint,restart`: the data-flow event log.
+//! Lineage on the admin API:
+//! - `GET /lineage/output/<topic>/<key>@<window_start>`: an output back to its source records;
+//! - `GET /lineage/record/<topic>/<partition>/<offset>`: a source record forward;
+//! - `GET /lineage/status`: what is retained and what retention removed;
+//! - `GET /lineage/events?since=10m&kind=checkpoint,restart`: the data-flow event log.
+use super::trace::{parse_output, parse_position, trace_output, trace_record};
 use crate::journal::{Event, EventKind};
 use crate::pipeline::NodeCtx;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -63,9 +68,58 @@ async fn events(State(ctx): State<Arc<NodeCtx>>, q: Query<EventsQuery>) -> Respo
     }
 }
 
+/// Run a read of the store off the async workers, timing it as a trace of `kind`.
+async fn read_store<T: serde::Serialize + Send + 'static>(
+    kind: &'static str,
+    ctx: &NodeCtx,
+    f: impl FnOnce(&vigil_runtime::store::Store) -> vigil_runtime::Result<T> + Send + 'static,
+) -> Response {
+    let started = std::time::Instant::now();
+    let store = ctx.store.clone();
+    let res = tokio::task::spawn_blocking(move || f(&store)).await;
+    metrics::histogram!("vigil_lineage_trace_seconds", "kind" => kind).record(started.elapsed().as_secs_f64());
+    match res {
+        Ok(Ok(v)) => Json(v).into_response(),
+        Ok(Err(e)) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn output(State(ctx): State<Arc<NodeCtx>>, Path(output): Path<String>) -> Response {
+    let (topic, key, start) = match parse_output(&output) {
+        Ok(o) => o,
+        Err(e) => return err(StatusCode::BAD_REQUEST, e),
+    };
+    let sink = ctx.config.pipeline.sink_topic.clone();
+    if topic != sink {
+        return err(StatusCode::NOT_FOUND, format!("this node writes outputs to `{sink}`, not `{topic}`"));
+    }
+    read_store("output", &ctx, move |s| trace_output(s, &sink, &key, start)).await
+}
+
+async fn record(State(ctx): State<Arc<NodeCtx>>, Path(record): Path<String>) -> Response {
+    let Some((topic, partition, offset)) = parse_position(&record) else {
+        return err(
+            StatusCode::BAD_REQUEST,
+            format!("`{record}` is not a position <topic>/<partition>/<offset>; `vigil lineage trace --record <id>` resolves record ids by reading the source topics"),
+        );
+    };
+    read_store("record", &ctx, move |s| trace_record(s, &topic, partition, offset)).await
+}
+
+async fn status(State(ctx): State<Arc<NodeCtx>>) -> Response {
+    let enabled = ctx.config.lineage.enabled;
+    read_store("status", &ctx, move |s| super::retention::status(s, enabled)).await
+}
+
 /// The routes, to be mounted on the admin listener.
 pub fn router(ctx: Arc<NodeCtx>) -> Router {
-    Router::new().route("/lineage/events", get(events)).with_state(ctx)
+    Router::new()
+        .route("/lineage/events", get(events))
+        .route("/lineage/output/{*output}", get(output))
+        .route("/lineage/record/{*record}", get(record))
+        .route("/lineage/status", get(status))
+        .with_state(ctx)
 }
 
 #[cfg(test)]

@@ -112,6 +112,40 @@ impl RegistryClient {
     }
 }
 
+/// Shows record values for people: Confluent-framed Avro decoded to JSON with its writer
+/// schema (fetched by id from a registry, cached), framed JSON Schema and plain values as
+/// text.
+pub struct PayloadView {
+    client: Option<RegistryClient>,
+    schemas: HashMap<u32, Option<apache_avro::Schema>>,
+}
+
+impl PayloadView {
+    /// A view resolving schema ids at `client`'s registry (none: framed values shown as bytes).
+    pub fn new(client: Option<RegistryClient>) -> Self {
+        Self { client, schemas: HashMap::new() }
+    }
+
+    /// One value as text.
+    pub fn render(&mut self, payload: &[u8]) -> String {
+        let Ok((id, body)) = super::wire::unframe(payload) else { return String::from_utf8_lossy(payload).into_owned() };
+        let client = self.client.as_ref();
+        let schema = self.schemas.entry(id).or_insert_with(|| {
+            let (status, v) = client?.get(&format!("/schemas/ids/{id}")).ok()?;
+            let avro = status == 200 && v.get("schemaType").and_then(Value::as_str).is_none_or(|t| t == "AVRO");
+            avro.then(|| v.get("schema").and_then(Value::as_str).and_then(|s| apache_avro::Schema::parse_str(s).ok())).flatten()
+        });
+        match schema {
+            Some(schema) => match apache_avro::from_avro_datum(schema, &mut &body[..], None).map(Value::try_from) {
+                Ok(Ok(v)) => format!("(schema {id}) {v}"),
+                _ => format!("(schema {id}, undecodable) {} bytes", body.len()),
+            },
+            None if serde_json::from_slice::<Value>(body).is_ok() => format!("(schema {id}) {}", String::from_utf8_lossy(body)),
+            None => format!("(schema {id}) {} bytes", body.len()),
+        }
+    }
+}
+
 /// Percent-encode a path segment (subjects may hold `/` and other reserved characters).
 pub fn encode_segment(s: &str) -> String {
     let mut out = String::new();

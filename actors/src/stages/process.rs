@@ -1,5 +1,6 @@
 //! Process: per-key tumbling windows, snapshotted at each barrier.
 use super::R;
+use crate::lineage::record::{Collector, DeadLetter};
 use crate::pipeline::{NodeCtx, ProcessMsg, Rejection, SinkMsg};
 use crate::window::WindowState;
 use crate::Error;
@@ -19,11 +20,18 @@ pub struct ProcessState {
     ticker: Option<ractor::concurrency::JoinHandle<()>>,
     /// Checkpoint the records passing now are committed in.
     epoch: u64,
+    /// Lineage since the last barrier (when `lineage.enabled`).
+    lineage: Option<Collector>,
 }
 
 impl ProcessState {
     fn close(&mut self) -> Vec<crate::window::WindowResult> {
         let out = self.windows.advance(Instant::now(), self.ctx.config.pipeline.window.idle_timeout);
+        if let Some(c) = &mut self.lineage {
+            for w in &out {
+                c.closed(&w.key, w.window_start, w.count);
+            }
+        }
         metrics::gauge!("vigil_open_windows").set(self.windows.open_windows() as f64);
         if self.windows.closed_until() > i64::MIN {
             metrics::gauge!("vigil_watermark_seconds").set(self.windows.closed_until() as f64 / 1000.0);
@@ -61,7 +69,8 @@ impl Actor for Process {
         let ticker = myself.send_interval(tick, || ProcessMsg::Tick);
         ctx.slots.process.set(myself);
         let epoch = ctx.current_epoch();
-        Ok(ProcessState { ctx, windows, ticker: Some(ticker), epoch })
+        let lineage = ctx.config.lineage.enabled.then(Collector::default);
+        Ok(ProcessState { ctx, windows, ticker: Some(ticker), epoch, lineage })
     }
 
     #[tracing::instrument(name = "stage", skip_all, fields(stage = "process"))]
@@ -75,12 +84,28 @@ impl Actor for Process {
                 let mut late_by_source: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
                 for r in records {
                     match st.windows.add(&r.source, r.ts, &r.key, r.value, now) {
-                        Ok(()) => accepted += 1,
+                        Ok(opened) => {
+                            accepted += 1;
+                            if let Some(c) = &mut st.lineage {
+                                c.add(&r.key, st.windows.window_start(r.ts), opened, &r.source, r.envelope.offset, r.schema.as_ref());
+                            }
+                        }
                         Err(late) => {
                             let detail =
                                 format!("event time {} falls in window starting {} which closed at watermark {}", r.ts, late.window_start, late.watermark);
                             let why = Rejection { stage: "process", code: "late", detail: &detail, schema: None, epoch: st.epoch };
                             st.ctx.send_to_dlq(&r.source, &r.envelope, why).await?;
+                            if let Some(c) = &mut st.lineage {
+                                c.reject(DeadLetter::new(
+                                    &r.source,
+                                    r.envelope.offset,
+                                    &r.envelope.id,
+                                    "process",
+                                    "late",
+                                    &detail,
+                                    st.ctx.config.lineage.detail_max,
+                                ));
+                            }
                             *late_by_source.entry(r.source.topic.clone()).or_default() += 1;
                         }
                     }
@@ -103,6 +128,11 @@ impl Actor for Process {
             ProcessMsg::Barrier(mut b) => {
                 st.epoch = b.id + 1;
                 b.states.insert("process".into(), store::encode("process window state", &st.windows)?);
+                if let Some(c) = &mut st.lineage {
+                    let mut l = c.take();
+                    b.lineage.windows = l.windows;
+                    b.lineage.rejects.append(&mut l.rejects);
+                }
                 st.ctx.slots.sink.send("sink", SinkMsg::Barrier(b))?;
             }
             ProcessMsg::Panic(m) => panic!("injected panic in process: {m}"),

@@ -1,5 +1,6 @@
 //! Sink: writes closed windows (JSON or Confluent-framed Avro) and completes checkpoints.
 use super::R;
+use crate::lineage::record::commit_ops;
 use crate::pipeline::{Barrier, IngestMsg, NodeCtx, SinkMsg};
 use crate::Error;
 use ractor::{Actor, ActorRef};
@@ -8,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use vigil_runtime::kafka::OutRecord;
 use vigil_runtime::stats::{CheckpointSummary, Stage};
-use vigil_runtime::store::{Checkpoint, CheckpointMeta};
+use vigil_runtime::store::{Checkpoint, CheckpointMeta, Op};
 /// Sink: writes closed windows with deterministic keys, returns credits, and completes
 /// checkpoints: flush outputs, then one atomic RocksDB commit.
 #[derive(Clone, Copy)]
@@ -32,6 +33,7 @@ impl Actor for Sink {
         ctx.slots.sink.set(myself);
         let failed_before = ctx.producer.failed();
         let epoch = ctx.current_epoch();
+        ctx.lineage.begin(&ctx.store, ctx.checkpoint_done.borrow().to_owned())?;
         Ok(SinkState { ctx, failed_before, epoch })
     }
 
@@ -86,6 +88,7 @@ impl Sink {
             Ok(size) => size,
             Err(e) => {
                 ctx.stats.checkpoint_failed();
+                ctx.lineage.failed(&format!("checkpoint {id} failed: {e}"));
                 ctx.journal.record(crate::journal::Event::now(crate::journal::EventKind::CheckpointFailure, "sink", "checkpoint failed").stage("sink"));
                 return Err(e);
             }
@@ -105,14 +108,29 @@ impl Sink {
 
     /// Flush outputs, then commit offsets, states and metadata atomically. Returns the
     /// state size in bytes.
-    async fn commit(&self, st: &SinkState, b: Barrier) -> crate::Result<u64> {
+    async fn commit(&self, st: &SinkState, mut b: Barrier) -> crate::Result<u64> {
         let ctx = &st.ctx;
         let cfg = &ctx.config.checkpoint;
         ctx.producer.flush_checked(cfg.flush_timeout, st.failed_before).await?;
+        let completed_ms = vigil_runtime::now_ms();
+        let lineage = if ctx.config.lineage.enabled {
+            let prev = ctx.store.offsets()?;
+            let p = &ctx.config.pipeline;
+            let l = commit_ops(b.id, completed_ms, &ctx.config.node.id, &p.sink_topic, std::mem::take(&mut b.lineage), &prev, &b.offsets)?;
+            let next = ctx.lineage.next_run(b.id, l.ops.is_empty())?;
+            Some((l, next))
+        } else {
+            None
+        };
+        let mut extra: Vec<(&str, Op)> = Vec::new();
+        if let Some((l, next)) = &lineage {
+            extra.extend(l.ops.iter().cloned().map(|op| ("lineage", op)));
+            extra.extend(next.iter().map(|(_, op)| ("lineage", op.clone())));
+        }
         let state_bytes: BTreeMap<String, u64> = b.states.iter().map(|(k, v)| (k.clone(), v.len() as u64)).collect();
         let meta = CheckpointMeta {
             id: b.id,
-            completed_ms: vigil_runtime::now_ms(),
+            completed_ms,
             node_id: ctx.config.node.id.clone(),
             offsets: b.offsets,
             state_bytes,
@@ -122,8 +140,11 @@ impl Sink {
         let summary = CheckpointSummary { id: meta.id, completed_ms: meta.completed_ms, duration_us: meta.duration_us };
         let text =
             format!("checkpoint {} committed ({:.1} ms, {} partitions, {size} state bytes)", meta.id, meta.duration_us as f64 / 1000.0, meta.offsets.len());
-        ctx.store.commit_checkpoint(&Checkpoint { meta, states: b.states }, cfg.retained)?;
+        ctx.store.commit_checkpoint(&Checkpoint { meta, states: b.states }, cfg.retained, &extra)?;
         ctx.stats.checkpointed(summary, size);
+        if let Some((l, next)) = lineage {
+            ctx.lineage.committed(&l.record, l.entries, l.bytes, next.map(|(run, _)| run));
+        }
         ctx.journal.record(crate::journal::Event::now(crate::journal::EventKind::Checkpoint, "sink", text).stage("sink"));
         Ok(size)
     }

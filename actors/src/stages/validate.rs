@@ -2,6 +2,7 @@
 //! through the registry), applies the field rules, and sends failures to the DLQ with a
 //! reason and the schema subject/version. Counts records per schema version.
 use super::R;
+use crate::lineage::record::DeadLetter;
 use crate::pipeline::{NodeCtx, ProcessMsg, Record, Rejection, ValidateMsg};
 use crate::quality::dedup::DuplicateDetector;
 use crate::quality::tracker::BatchQuality;
@@ -27,6 +28,8 @@ pub struct ValidateState {
     quality: Option<QualityProbe>,
     /// Checkpoint the records passing now are committed in.
     epoch: u64,
+    /// Records dead-lettered since the last barrier, for lineage (when `lineage.enabled`).
+    rejects: Vec<DeadLetter>,
 }
 
 /// What Validate measures for data quality: duplicate ids and missing fields.
@@ -102,7 +105,7 @@ impl Actor for Validate {
             QualityProbe { dedup: DuplicateDetector::new(q.dedup_capacity, q.dedup_fp_rate), watched }
         });
         let epoch = ctx.current_epoch();
-        Ok(ValidateState { ctx, decoders, by_topic, quality, epoch })
+        Ok(ValidateState { ctx, decoders, by_topic, quality, epoch, rejects: Vec::new() })
     }
 
     #[tracing::instrument(name = "stage", skip_all, fields(stage = "validate"))]
@@ -135,6 +138,7 @@ impl Actor for Validate {
                     let q = qual.get_mut(qi);
                     match verdict {
                         Ok((v, info)) => {
+                            let schema = info.as_ref().and_then(|i| Some((i.subject.clone(), i.version?)));
                             if let Some(q) = q {
                                 q.valid += 1;
                                 q.event_time = crate::quality::tracker::span(q.event_time, Some((v.ts, v.ts)));
@@ -152,13 +156,24 @@ impl Actor for Validate {
                                 }
                                 *usage.entry((subject, version)).or_default() += 1;
                             }
-                            records.push(Record { source, envelope, key: v.key, value: v.value, ts: v.ts });
+                            records.push(Record { source, envelope, key: v.key, value: v.value, ts: v.ts, schema });
                         }
                         Err((r, info)) => {
                             let code = r.code();
                             let detail = r.to_string();
                             let why = Rejection { stage: "validate", code: &code, detail: &detail, schema: info.as_ref(), epoch: st.epoch };
                             ctx.send_to_dlq(&source, &envelope, why).await?;
+                            if ctx.config.lineage.enabled {
+                                st.rejects.push(DeadLetter::new(
+                                    &source,
+                                    envelope.offset,
+                                    &envelope.id,
+                                    "validate",
+                                    &code,
+                                    &detail,
+                                    ctx.config.lineage.detail_max,
+                                ));
+                            }
                             if let Some(q) = q {
                                 *q.dlq.entry(code.clone()).or_default() += 1;
                             }
@@ -186,8 +201,9 @@ impl Actor for Validate {
                 metrics::histogram!("vigil_stage_batch_seconds", "stage" => "validate").record(started.elapsed().as_secs_f64());
                 ctx.slots.process.send("process", ProcessMsg::Records { epoch, records })?;
             }
-            ValidateMsg::Barrier(b) => {
+            ValidateMsg::Barrier(mut b) => {
                 st.epoch = b.id + 1;
+                b.lineage.rejects.append(&mut st.rejects);
                 ctx.slots.process.send("process", ProcessMsg::Barrier(b))?
             }
             ValidateMsg::Panic(m) => panic!("injected panic in validate: {m}"),
