@@ -1,9 +1,10 @@
 //! `vigil bench`: throughput measured in one process against the in-process mock cluster,
 //! reported as ratios of runs made side by side (these machines are shared and noisy).
 //!
-//! `vigil bench quality`: the same input through the full pipeline with data-quality
-//! measurement and alerting off and on, alternating rounds; reports the median throughput
-//! of each, their ratio, and raw librdkafka consume throughput for scale.
+//! `vigil bench quality|lineage`: the same input through the full pipeline with one feature
+//! (data-quality measurement and alerting, or record-level lineage) off and on, alternating
+//! rounds; reports the median throughput of each, their ratio, and raw librdkafka consume
+//! throughput for scale. The lineage bench also reports the lineage stored per input byte.
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
@@ -18,15 +19,33 @@ use vigil_runtime::kafka::{BatchConsumer, TrackedProducer};
 #[derive(Subcommand)]
 pub(crate) enum BenchCmd {
     /// Cost of data-quality measurement and alerting: pipeline throughput with them off and on.
-    Quality(QualityArgs),
+    Quality(BenchArgs),
+    /// Cost of record-level lineage: throughput with it off and on, and its size per input byte.
+    Lineage(BenchArgs),
+}
+
+/// What a bench switches off and on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Feature {
+    Quality,
+    Lineage,
+}
+
+impl Feature {
+    fn name(self) -> &'static str {
+        match self {
+            Feature::Quality => "quality",
+            Feature::Lineage => "lineage",
+        }
+    }
 }
 
 #[derive(Args)]
-pub(crate) struct QualityArgs {
+pub(crate) struct BenchArgs {
     /// Records per run.
     #[arg(long, default_value_t = 200_000)]
     records: u64,
-    /// Rounds; each runs the pipeline once without and once with quality.
+    /// Rounds; each runs the pipeline once with the feature off and once on.
     #[arg(long, default_value_t = 3)]
     rounds: u32,
     /// Partitions of the source topic (the mock keeps ~5 MiB per partition).
@@ -39,16 +58,18 @@ pub(crate) struct QualityArgs {
 
 const TOPIC: &str = "bench-events";
 
-/// Produce `n` generated JSON records (2% malformed) to the bench topic.
-async fn fill(bootstrap: &str, n: u64) -> Result<()> {
+/// Produce `n` generated JSON records (2% malformed) to the bench topic; returns the bytes
+/// produced (keys, values and headers).
+async fn fill(bootstrap: &str, n: u64) -> Result<u64> {
     let producer = TrackedProducer::new(bootstrap, &vigil_config::KafkaConfig::default())?;
     let mut g = EventGen::new(GenSpec { seed: 7, users: 500, bad_ratio: 0.02, start_ms: vigil_runtime::now_ms() - n as i64, step_ms: 1 });
+    let mut bytes = 0u64;
     for _ in 0..n {
         let r = g.next_record();
-        vigil_actors::stages::produce_generated(&producer, TOPIC, &r, &Wire::Json, Duration::from_secs(30)).await?;
+        bytes += vigil_actors::stages::produce_generated(&producer, TOPIC, &r, &Wire::Json, Duration::from_secs(30)).await? as u64;
     }
     producer.flush_checked(Duration::from_secs(60), 0).await.context("not every bench record was acknowledged")?;
-    Ok(())
+    Ok(bytes)
 }
 
 /// Raw consume: records per second librdkafka alone delivers from the topic.
@@ -73,19 +94,24 @@ async fn raw_consume(bootstrap: &str, n: u64) -> Result<f64> {
     Ok(n as f64 / first.map(|t| t.elapsed().as_secs_f64()).unwrap_or(1.0).max(1e-6))
 }
 
-/// One pipeline run over the topic: records per second from the first record ingested to the
-/// last one processed or dead-lettered.
-async fn pipeline_run(bootstrap: &str, n: u64, quality: bool, round: u32) -> Result<f64> {
-    let dir = std::env::temp_dir().join(format!("vigil-bench-{}-{round}-{quality}", std::process::id()));
+/// One pipeline run over the topic with `feature` on or off: records per second from the
+/// first record ingested to the last one processed or dead-lettered, and the bytes of
+/// lineage stored once the node has stopped (as written, and on disk after compression).
+async fn pipeline_run(bootstrap: &str, n: u64, feature: Feature, on: bool, round: u32) -> Result<(f64, (u64, u64))> {
+    let tag = format!("{}-{round}-{}-{on}", std::process::id(), feature.name());
+    let dir = std::env::temp_dir().join(format!("vigil-bench-{tag}"));
     let _ = std::fs::remove_dir_all(&dir);
     let mut cfg = Config::default();
     cfg.node.data_dir = PathBuf::from(&dir);
     cfg.kafka.bootstrap = bootstrap.to_string();
-    cfg.kafka.group_id = format!("bench-{}-{round}-{quality}", std::process::id());
+    cfg.kafka.group_id = format!("bench-{tag}");
     cfg.generator.enabled = Some(false);
     cfg.observability.metrics_addr = "127.0.0.1:0".into();
     cfg.observability.admin_addr = "127.0.0.1:0".into();
-    cfg.quality.enabled = quality;
+    match feature {
+        Feature::Quality => cfg.quality.enabled = on,
+        Feature::Lineage => cfg.lineage.enabled = on,
+    }
     if let Some(s) = cfg.pipeline.sources.first_mut() {
         s.topic = TOPIC.into();
         s.format = SourceFormat::Json;
@@ -95,7 +121,7 @@ async fn pipeline_run(bootstrap: &str, n: u64, quality: bool, round: u32) -> Res
         bail!("bench configuration: {}", problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "));
     }
     let node = Node::start(cfg).await.context("bench node failed to start")?;
-    let stats = node.ctx.stats.clone();
+    let (stats, ctx) = (node.ctx.stats.clone(), node.ctx.clone());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(node.run_until(async move {
         let _ = stopped.await;
@@ -119,8 +145,10 @@ async fn pipeline_run(bootstrap: &str, n: u64, quality: bool, round: u32) -> Res
     };
     let _ = stop.send(());
     let _ = running.await;
+    let logical = ctx.lineage.bytes.load(std::sync::atomic::Ordering::Relaxed);
+    let disk = ctx.store.disk_bytes("lineage").context("size of the lineage store")?;
     let _ = std::fs::remove_dir_all(&dir);
-    Ok(rate)
+    Ok((rate, (logical, disk)))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -137,26 +165,32 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// `vigil bench ...`
 pub(crate) async fn run(cmd: BenchCmd) -> Result<ExitCode> {
-    let BenchCmd::Quality(a) = cmd;
+    let (feature, a) = match cmd {
+        BenchCmd::Quality(a) => (Feature::Quality, a),
+        BenchCmd::Lineage(a) => (Feature::Lineage, a),
+    };
     if a.records == 0 || a.rounds == 0 || a.partitions == 0 {
         bail!("--records, --rounds and --partitions must be at least 1");
     }
+    let name = feature.name();
     let topics: Vec<String> = [TOPIC, "vigil-output", "vigil-dlq"].iter().map(|s| s.to_string()).collect();
     let broker = EmbeddedBroker::start(a.partitions, &topics, None).context("cannot start the mock cluster")?;
     let bootstrap = broker.bootstrap().to_string();
     eprintln!("bench: producing {} records to {TOPIC} ({} partitions)...", a.records, a.partitions);
-    fill(&bootstrap, a.records).await?;
+    let input_bytes = fill(&bootstrap, a.records).await?;
     let raw = raw_consume(&bootstrap, a.records).await?;
     eprintln!("bench: raw librdkafka consume {raw:.0} records/s");
-    let (mut off, mut on) = (Vec::new(), Vec::new());
+    let (mut off, mut on, mut stored, mut disk) = (Vec::new(), Vec::new(), 0u64, 0u64);
     for round in 0..a.rounds {
         // Alternate which goes first, so drift in machine load hits both alike.
         let order = if round % 2 == 0 { [false, true] } else { [true, false] };
-        for quality in order {
-            let r = pipeline_run(&bootstrap, a.records, quality, round).await?;
-            eprintln!("bench: round {} quality {}: {r:.0} records/s", round + 1, if quality { "on " } else { "off" });
-            if quality {
+        for enabled in order {
+            let (r, (lineage_bytes, lineage_disk)) = pipeline_run(&bootstrap, a.records, feature, enabled, round).await?;
+            eprintln!("bench: round {} {name} {}: {r:.0} records/s", round + 1, if enabled { "on " } else { "off" });
+            if enabled {
                 on.push(r);
+                stored = stored.max(lineage_bytes);
+                disk = disk.max(lineage_disk);
             } else {
                 off.push(r);
             }
@@ -164,20 +198,31 @@ pub(crate) async fn run(cmd: BenchCmd) -> Result<ExitCode> {
     }
     let (m_off, m_on) = (median(off.clone()), median(on.clone()));
     let ratio = if m_off > 0.0 { m_on / m_off } else { 0.0 };
+    let per_input = stored as f64 / input_bytes.max(1) as f64;
+    let disk_per_input = disk as f64 / input_bytes.max(1) as f64;
     if a.json {
-        println!(
-            "{}",
-            serde_json::json!({"bench": "quality", "records": a.records, "rounds": a.rounds, "partitions": a.partitions,
-                "raw_consume_per_sec": raw, "quality_off_per_sec": off, "quality_on_per_sec": on,
-                "median_off_per_sec": m_off, "median_on_per_sec": m_on, "on_over_off": ratio, "overhead": 1.0 - ratio,
-                "off_over_raw": m_off / raw.max(1e-9), "on_over_raw": m_on / raw.max(1e-9)})
-        );
+        let mut v = serde_json::json!({"bench": name, "records": a.records, "rounds": a.rounds, "partitions": a.partitions,
+            "raw_consume_per_sec": raw, "off_per_sec": off, "on_per_sec": on,
+            "median_off_per_sec": m_off, "median_on_per_sec": m_on, "on_over_off": ratio, "overhead": 1.0 - ratio,
+            "off_over_raw": m_off / raw.max(1e-9), "on_over_raw": m_on / raw.max(1e-9)});
+        if feature == Feature::Lineage {
+            v["input_bytes"] = input_bytes.into();
+            v["lineage_bytes"] = stored.into();
+            v["lineage_over_input"] = per_input.into();
+            v["lineage_disk_bytes"] = disk.into();
+            v["lineage_disk_over_input"] = disk_per_input.into();
+        }
+        println!("{v}");
     } else {
         println!("records per run      {}", a.records);
         println!("raw consume          {raw:>10.0} records/s");
-        println!("quality off (median) {m_off:>10.0} records/s  ({:.2} of raw)", m_off / raw.max(1e-9));
-        println!("quality on  (median) {m_on:>10.0} records/s  ({:.2} of raw)", m_on / raw.max(1e-9));
-        println!("on / off             {ratio:>10.3}  (quality costs {:.1}% of throughput)", (1.0 - ratio) * 100.0);
+        println!("{name:<7} off (median) {m_off:>10.0} records/s  ({:.2} of raw)", m_off / raw.max(1e-9));
+        println!("{name:<7} on  (median) {m_on:>10.0} records/s  ({:.2} of raw)", m_on / raw.max(1e-9));
+        println!("on / off             {ratio:>10.3}  ({name} costs {:.1}% of throughput)", (1.0 - ratio) * 100.0);
+        if feature == Feature::Lineage {
+            println!("lineage written      {stored:>10} bytes for {input_bytes} input bytes ({:.2}%)", per_input * 100.0);
+            println!("lineage on disk      {disk:>10} bytes, LZ4-compressed ({:.2}% of input)", disk_per_input * 100.0);
+        }
     }
     // Nodes started in this process keep clients (and their reconnect attempts) until exit;
     // leave the broker up until then instead of making them log connection errors.

@@ -204,7 +204,7 @@ fn view(from: &Source) -> PayloadView {
 }
 
 fn print_output(t: &OutputTrace, fetched: &[Fetched]) {
-    println!("{}: {:?} — {}", t.output, t.status, t.note);
+    println!("{}: {} — {}", t.output, vigil_actors::variant_name(&t.status), t.note);
     if !t.epochs.is_empty() {
         println!("  records added in checkpoints {}", t.epochs.iter().map(u64::to_string).collect::<Vec<_>>().join(", "));
     }

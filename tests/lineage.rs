@@ -160,15 +160,14 @@ fn offsets_of(trace: &Value) -> BTreeSet<(i32, i64)> {
 
 #[test]
 fn outputs_trace_back_and_records_forward_exactly_across_a_sigkill_and_runs_export_as_openlineage() {
-    let python = std::env::var("VIGIL_TEST_PYTHON").expect("VIGIL_TEST_PYTHON is not set: run the suite with ./scripts/test, which installs openlineage-python");
+    let python =
+        std::env::var("VIGIL_TEST_PYTHON").expect("VIGIL_TEST_PYTHON is not set: run the suite with ./scripts/test, which installs openlineage-python");
     let dir = tempfile::tempdir().expect("tempdir");
     let (_broker, bootstrap) = start_broker(PARTITIONS as u32, &["events", "out", "dlq"]);
     let (marquez_url, posted) = marquez();
     let events_file = dir.path().join("openlineage.jsonl");
-    let extra = format!(
-        "[lineage.openlineage]\nfile = \"{}\"\nurl = \"{marquez_url}\"\nbackoff_initial = \"20ms\"\nbackoff_max = \"100ms\"\n",
-        events_file.display()
-    );
+    let extra =
+        format!("[lineage.openlineage]\nfile = \"{}\"\nurl = \"{marquez_url}\"\nbackoff_initial = \"20ms\"\nbackoff_max = \"100ms\"\n", events_file.display());
     let data = dir.path().join("data");
     let cfg = write_config(dir.path(), &NodeCfg { rate: 2_000, batch_max_records: 50, extra: &extra, ..NodeCfg::new(&bootstrap, &data, "lineage") });
     let count = 4_000u64;
@@ -216,10 +215,17 @@ fn outputs_trace_back_and_records_forward_exactly_across_a_sigkill_and_runs_expo
     assert!(invalid.len() > 50 && windows.len() > 300, "{} invalid, {} windows", invalid.len(), windows.len());
 
     // Back: every output window, exactly its records; written in the epoch its header says.
-    let out = read_topic_with(&bootstrap, "out", PARTITIONS, Duration::from_secs(60), |m| m.len() >= windows.len(), |m| {
-        let v: Value = serde_json::from_slice(m.payload().unwrap_or_default()).unwrap_or_default();
-        format!("{}|{}", v["count"], header(m, "vigil.epoch").unwrap_or_default())
-    });
+    let out = read_topic_with(
+        &bootstrap,
+        "out",
+        PARTITIONS,
+        Duration::from_secs(60),
+        |m| m.len() >= windows.len(),
+        |m| {
+            let v: Value = serde_json::from_slice(m.payload().unwrap_or_default()).unwrap_or_default();
+            format!("{}|{}", v["count"], header(m, "vigil.epoch").unwrap_or_default())
+        },
+    );
     assert_eq!(out.keys().cloned().collect::<BTreeSet<_>>(), windows.keys().cloned().collect::<BTreeSet<_>>(), "the outputs are the reference's windows");
     for (key, want) in &windows {
         let t = get_json(&node.admin, &format!("/lineage/output/out/{key}"));
@@ -248,7 +254,14 @@ fn outputs_trace_back_and_records_forward_exactly_across_a_sigkill_and_runs_expo
         assert_eq!(t["dlq"]["id"].as_str(), id.as_deref());
     }
     let (p, o) = invalid[0];
-    let dlq = read_topic_with(&bootstrap, "dlq", PARTITIONS, Duration::from_secs(30), |m| m.len() >= invalid.len() + late.len(), |m| header(m, "vigil.source").unwrap_or_default());
+    let dlq = read_topic_with(
+        &bootstrap,
+        "dlq",
+        PARTITIONS,
+        Duration::from_secs(30),
+        |m| m.len() >= invalid.len() + late.len(),
+        |m| header(m, "vigil.source").unwrap_or_default(),
+    );
     assert!(dlq.values().any(|s| *s == format!("events/{p}/{o}")), "the traced dead letter is in the DLQ topic");
     let m = http_get(&node.metrics, "/metrics").expect("metrics");
     assert!(metric(&m, "vigil_lineage_entries_total").unwrap_or(0.0) >= windows.len() as f64, "{m}");

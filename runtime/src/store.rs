@@ -100,7 +100,14 @@ impl Store {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
-        let cfs = COLUMN_FAMILIES.iter().map(|n| ColumnFamilyDescriptor::new(*n, Options::default()));
+        let cfs = COLUMN_FAMILIES.iter().map(|n| {
+            let mut o = Options::default();
+            if *n == "lineage" {
+                // Window keys and topic names repeat from entry to entry: LZ4 takes most of it.
+                o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            }
+            ColumnFamilyDescriptor::new(*n, o)
+        });
         let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|source| Error::Store { path: path.display().to_string(), op: "open".into(), source })?;
         Ok(Self { db, path: path.to_path_buf() })
     }
@@ -362,6 +369,17 @@ impl Store {
             }
         }
         self.db.write(batch).map_err(|e| self.err("reset", e))
+    }
+
+    /// Bytes column family `cf` occupies on disk once its memtable is flushed (SST files).
+    ///
+    /// # Errors
+    /// [`Error::Store`] if the flush or the property read fails.
+    pub fn disk_bytes(&self, cf: &str) -> Result<u64> {
+        let handle = self.cf(cf)?;
+        self.db.flush_cf(handle).map_err(|e| self.err(&format!("flush {cf}"), e))?;
+        let v = self.db.property_int_value_cf(handle, "rocksdb.total-sst-files-size").map_err(|e| self.err(&format!("size of {cf}"), e))?;
+        Ok(v.unwrap_or(0))
     }
 
     /// Data directory.

@@ -196,9 +196,9 @@ pub struct Exporter {
     accepted: AtomicU64,
     /// Events the worker has finished with (exported or failed).
     finished: Arc<AtomicU64>,
+    /// Transports configured (`file`, `http`).
+    transports: Vec<&'static str>,
 }
-
-const TRANSPORTS: [&str; 2] = ["file", "http"];
 
 fn count(transport: &str, outcome: &'static str, n: u64) {
     metrics::counter!("vigil_lineage_export_total", "transport" => transport.to_string(), "outcome" => outcome).increment(n);
@@ -210,7 +210,8 @@ impl Exporter {
         if !cfg.enabled() {
             return None;
         }
-        for t in TRANSPORTS {
+        let transports: Vec<&'static str> = [cfg.file.is_some().then_some("file"), cfg.url.is_some().then_some("http")].into_iter().flatten().collect();
+        for t in &transports {
             for outcome in ["ok", "failed", "dropped"] {
                 count(t, outcome, 0);
             }
@@ -218,7 +219,7 @@ impl Exporter {
         let queue = Arc::new(Outbox::new(cfg.queue_max));
         let finished = Arc::new(AtomicU64::new(0));
         let task = tokio::spawn(work(cfg.clone(), queue.clone(), finished.clone()));
-        Some(Self { queue, task, accepted: AtomicU64::new(0), finished })
+        Some(Self { queue, task, accepted: AtomicU64::new(0), finished, transports })
     }
 
     /// Queue an event; beyond `queue_max` the oldest waiting one is dropped and counted.
@@ -227,7 +228,7 @@ impl Exporter {
         let dropped = self.queue.push(event) as u64;
         self.accepted.fetch_sub(dropped, Ordering::SeqCst);
         if dropped > 0 {
-            for t in TRANSPORTS {
+            for t in &self.transports {
                 count(t, "dropped", dropped);
             }
             tracing::warn!(dropped, "OpenLineage export queue full: dropped the oldest events");

@@ -150,6 +150,9 @@ impl Collector {
     }
 }
 
+/// One topic's partitions of a segment: `(partition, encoded OffsetSet)`.
+pub type TopicParts = Vec<(i32, Vec<u8>)>;
+
 /// A window's lineage from one epoch, as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Segment {
@@ -157,8 +160,8 @@ pub struct Segment {
     pub opened: bool,
     /// Closed and written in this epoch, with this many records.
     pub closed: Option<u64>,
-    /// `(topic, partition, encoded OffsetSet)`.
-    pub parts: Vec<(String, i32, Vec<u8>)>,
+    /// Per topic, `(partition, encoded OffsetSet)`.
+    pub parts: Vec<(String, TopicParts)>,
     /// `(subject, version, records)`.
     pub schemas: Vec<(String, u32, u64)>,
 }
@@ -232,7 +235,6 @@ pub fn window_prefix(key: &str, start: i64) -> Vec<u8> {
     k.extend_from_slice(key.as_bytes());
     k.push(0);
     k.extend_from_slice(&ord_i64(start));
-    k.push(b'/');
     k
 }
 
@@ -345,15 +347,21 @@ pub fn commit_ops(
     let (mut records, mut windows_closed) = (0u64, 0u64);
     let mut windows = Vec::with_capacity(lineage.windows.len());
     for ((key, start), d) in lineage.windows {
-        let mut parts = Vec::with_capacity(d.parts.len());
+        let mut parts: Vec<(String, TopicParts)> = Vec::new();
         for (tp, set) in &d.parts {
             if let Some(first) = set.iter().next() {
                 note_min(tp, first);
             }
             records += set.len();
-            parts.push((tp.topic.clone(), tp.partition, set.encode()));
+            match parts.iter_mut().find(|(t, _)| *t == tp.topic) {
+                Some((_, v)) => v.push((tp.partition, set.encode())),
+                None => parts.push((tp.topic.clone(), vec![(tp.partition, set.encode())])),
+            }
         }
         parts.sort();
+        for (_, v) in &mut parts {
+            v.sort();
+        }
         windows_closed += u64::from(d.closed.is_some());
         let schemas = d.schemas.into_iter().map(|((s, v), n)| (s.to_string(), v, n)).collect();
         let seg = Segment { opened: d.opened, closed: d.closed, parts, schemas };

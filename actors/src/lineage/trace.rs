@@ -174,8 +174,10 @@ pub fn trace_output(store: &Store, sink_topic: &str, key: &str, start: i64) -> R
         if !s.parts.is_empty() {
             epochs.push(*epoch);
         }
-        for (topic, partition, bytes) in &s.parts {
-            per_tp.entry(TopicPartition::new(topic.clone(), *partition)).or_default().union(&offsets(bytes)?);
+        for (topic, parts) in &s.parts {
+            for (partition, bytes) in parts {
+                per_tp.entry(TopicPartition::new(topic.clone(), *partition)).or_default().union(&offsets(bytes)?);
+            }
         }
         for (subject, version, n) in &s.schemas {
             *schemas.entry((subject.clone(), *version)).or_default() += n;
@@ -261,7 +263,8 @@ pub fn trace_record(store: &Store, topic: &str, partition: i32, offset: i64) -> 
     for (key, start) in &rec.windows {
         let Some(v) = store.get(CF, &segment_key(key, *start, epoch))? else { continue };
         let seg: Segment = decode("lineage segment", &v)?;
-        let Some((_, _, bytes)) = seg.parts.iter().find(|(t, p, _)| t == topic && *p == partition) else { continue };
+        let part = seg.parts.iter().filter(|(t, _)| t == topic).flat_map(|(_, v)| v).find(|(p, _)| *p == partition);
+        let Some((_, bytes)) = part else { continue };
         if !offsets(bytes)?.contains(offset) {
             continue;
         }

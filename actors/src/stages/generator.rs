@@ -34,7 +34,7 @@ pub fn step_ms_for_rate(rate: u32) -> i64 {
 }
 
 /// Produce one generated record to `topic`, encoded as `wire` says, with its id and the
-/// producer id as headers.
+/// producer id as headers. Returns the bytes produced (key, value and headers).
 ///
 /// # Errors
 /// [`vigil_runtime::Error`] if Kafka does not take it within `timeout`.
@@ -44,10 +44,11 @@ pub async fn produce_generated(
     r: &crate::generator::GenRecord,
     wire: &Wire,
     timeout: Duration,
-) -> vigil_runtime::Result<()> {
+) -> vigil_runtime::Result<usize> {
     let headers: [(&str, &[u8]); 2] = [(vigil_runtime::envelope::HEADER_RECORD_ID, r.id.as_bytes()), (HEADER_PRODUCER, PRODUCER_ID.as_bytes())];
     let payload = wire.encode(r);
-    producer.send(&OutRecord { topic, key: r.key.as_bytes(), payload: &payload, headers: &headers }, timeout).await
+    producer.send(&OutRecord { topic, key: r.key.as_bytes(), payload: &payload, headers: &headers }, timeout).await?;
+    Ok(r.key.len() + payload.len() + headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>())
 }
 
 impl Actor for Generator {
