@@ -72,6 +72,11 @@ fn describe() {
     describe_gauge!("vigil_incidents", "Incidents by state (open, acknowledged, mitigated).");
     describe_counter!("vigil_incidents_opened_total", "Incidents opened, by severity.");
     describe_counter!("vigil_incident_pages_total", "Escalation pages sent, by level.");
+    describe_counter!("vigil_lineage_entries_total", "Lineage entries written with checkpoints (window segments and dead letters).");
+    describe_gauge!("vigil_lineage_bytes", "Bytes of lineage retained, as written (before compression).");
+    describe_counter!("vigil_lineage_expired_bytes_total", "Bytes of lineage removed by retention (age or size).");
+    describe_counter!("vigil_lineage_export_total", "OpenLineage events by transport (file, http) and outcome (ok, failed, dropped).");
+    describe_histogram!("vigil_lineage_trace_seconds", "Time to answer a lineage trace on the admin API, by kind (output, record, status).");
     describe_counter!(
         "vigil_schema_registrations_total",
         "Schema registrations by outcome (registered, existing, incompatible, invalid, lint_blocked, error)."
