@@ -148,15 +148,7 @@ fn trace(output: Option<String>, record: Option<String>, fetch: bool, bootstrap:
             None => admin::get(&from.target.addr()?, &format!("/lineage/output/{}", encode_segment(&output)))?,
         };
         let fetched = if fetch { fetch_records(&bootstrap()?, &t.sources, &mut view(from))? } else { Vec::new() };
-        if json {
-            let mut v = serde_json::to_value(&t)?;
-            if fetch {
-                v["fetched"] = serde_json::to_value(&fetched)?;
-            }
-            println!("{}", serde_json::to_string_pretty(&v)?);
-        } else {
-            print_output(&t, &fetched);
-        }
+        show(&t, fetch.then_some(&fetched), json, || print_output(&t))?;
         return Ok(if matches!(t.status, OutputStatus::Unknown) { ExitCode::from(3) } else { ExitCode::SUCCESS });
     }
     let record = record.context("--output or --record")?;
@@ -175,13 +167,7 @@ fn trace(output: Option<String>, record: Option<String>, fetch: bool, bootstrap:
     };
     let one = SourceRecords { topic, partition, records: 1, ranges: vec![(offset, offset)] };
     let fetched = if fetch { fetch_records(&bootstrap()?, &[one], &mut view(from))? } else { Vec::new() };
-    if json {
-        let mut v = serde_json::to_value(&t)?;
-        if fetch {
-            v["fetched"] = serde_json::to_value(&fetched)?;
-        }
-        println!("{}", serde_json::to_string_pretty(&v)?);
-    } else {
+    show(&t, fetch.then_some(&fetched), json, || {
         println!("{}: {}", t.record, t.note);
         if let Some(w) = &t.window {
             println!("  output: {}  written in checkpoint {}", w.output, opt(w.written_in));
@@ -189,8 +175,7 @@ fn trace(output: Option<String>, record: Option<String>, fetch: bool, bootstrap:
         if let Some(d) = &t.dlq {
             println!("  dlq: reason {} (stage {}), id {}: {}", d.code, d.stage, d.id.as_deref().unwrap_or(&t.record), d.detail);
         }
-        print_fetched(&fetched);
-    }
+    })?;
     Ok(if matches!(t.status, RecordStatus::Unknown) { ExitCode::from(3) } else { ExitCode::SUCCESS })
 }
 
@@ -203,7 +188,24 @@ fn view(from: &Source) -> PayloadView {
     PayloadView::new(client)
 }
 
-fn print_output(t: &OutputTrace, fetched: &[Fetched]) {
+/// Print a trace as JSON (with the records read back under `fetched`), or for people.
+fn show<T: serde::Serialize>(t: &T, fetched: Option<&Vec<Fetched>>, json: bool, human: impl FnOnce()) -> Result<()> {
+    if json {
+        let mut v = serde_json::to_value(t)?;
+        if let Some(f) = fetched {
+            v["fetched"] = serde_json::to_value(f)?;
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        human();
+        for f in fetched.into_iter().flatten() {
+            println!("  {}/{}/{} id={} {}", f.topic, f.partition, f.offset, f.id, f.value);
+        }
+    }
+    Ok(())
+}
+
+fn print_output(t: &OutputTrace) {
     println!("{}: {} — {}", t.output, vigil_actors::variant_name(&t.status), t.note);
     if !t.epochs.is_empty() {
         println!("  records added in checkpoints {}", t.epochs.iter().map(u64::to_string).collect::<Vec<_>>().join(", "));
@@ -214,13 +216,6 @@ fn print_output(t: &OutputTrace, fetched: &[Fetched]) {
     for s in &t.sources {
         let runs: Vec<String> = s.ranges.iter().map(|(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") }).collect();
         println!("  {}/{}: {} records at offsets {}", s.topic, s.partition, s.records, runs.join(","));
-    }
-    print_fetched(fetched);
-}
-
-fn print_fetched(fetched: &[Fetched]) {
-    for f in fetched {
-        println!("  {}/{}/{} id={} {}", f.topic, f.partition, f.offset, f.id, f.value);
     }
 }
 

@@ -84,6 +84,9 @@ impl LineageConfig {
             err("lineage.max_bytes", "must be at least 1048576 (1 MiB)");
         }
         let o = &self.openlineage;
+        if o.enabled() && !self.enabled {
+            err("lineage.openlineage", "exporting runs needs lineage.enabled = true (their datasets and counts come from the lineage of each checkpoint)");
+        }
         if let Some(u) = &o.url {
             if !(u.starts_with("http://") || u.starts_with("https://")) {
                 err("lineage.openlineage.url", "must start with http:// or https://");
@@ -101,5 +104,25 @@ impl LineageConfig {
         if o.timeout.is_zero() || o.backoff_initial.is_zero() || o.backoff_max < o.backoff_initial {
             err("lineage.openlineage", "timeout and backoff_initial must be > 0 and backoff_max >= backoff_initial");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn export_needs_lineage_and_limits_are_checked() {
+        let mut c = LineageConfig { enabled: false, max_bytes: 10, ..LineageConfig::default() };
+        c.openlineage.url = Some("marquez:5000".into());
+        let mut errs = Vec::new();
+        c.validate(&mut |p: &str, m: &str| errs.push(format!("{p}: {m}")));
+        assert_eq!(errs.len(), 3, "{errs:?}");
+        assert!(errs[0].starts_with("lineage.max_bytes"));
+        assert!(errs[1].contains("needs lineage.enabled"));
+        assert!(errs[2].starts_with("lineage.openlineage.url"));
+        let mut errs = Vec::new();
+        LineageConfig::default().validate(&mut |p: &str, m: &str| errs.push(format!("{p}: {m}")));
+        assert!(errs.is_empty(), "{errs:?}");
     }
 }

@@ -65,8 +65,12 @@ pub fn expired(store: &Store) -> Result<Expired> {
     }
 }
 
-/// Remove lineage beyond the limits, at most `max_epochs` checkpoints' worth per call.
-/// `total` is the bytes retained before; returns `(epochs, bytes)` removed.
+/// Epochs removed per write.
+const BATCH: usize = 256;
+
+/// Remove lineage beyond the limits, at most `max_epochs` checkpoints' worth per call (in
+/// writes of up to 256 checkpoints). `total` is the bytes retained before; returns
+/// `(epochs, bytes)` removed.
 ///
 /// # Errors
 /// Store failures.
@@ -74,16 +78,17 @@ pub fn expire(store: &Store, cfg: &LineageConfig, now_ms: i64, total: u64, max_e
     let oldest_allowed = now_ms.saturating_sub(cfg.retention.as_millis() as i64);
     let (mut epochs, mut bytes) = (0u64, 0u64);
     let mut exp = expired(store)?;
-    for _ in 0..max_epochs {
-        let first = store.scan_range_limit(CF, b"b/", b"b0", 2)?;
-        let Some((k, v)) = first.first() else { break };
+    let oldest = store.scan_range_limit(CF, b"b/", b"b0", max_epochs.saturating_add(1))?;
+    let mut ops = Vec::new();
+    for (i, (k, v)) in oldest.iter().enumerate().take(max_epochs) {
         let (Some(epoch), Some((completed_ms, size))) = (bytes_key_epoch(k), parse_bytes_value(v)) else { break };
         let too_old = completed_ms < oldest_allowed;
-        let too_big = total.saturating_sub(bytes) > cfg.max_bytes && first.len() > 1;
+        let too_big = total.saturating_sub(bytes) > cfg.max_bytes && i + 1 < oldest.len();
         if !too_old && !too_big {
             break;
         }
-        let mut ops = vec![(bytes_key(epoch), None), (epoch_key(epoch), None)];
+        ops.push((bytes_key(epoch), None));
+        ops.push((epoch_key(epoch), None));
         if let Some(rec) = store.get(CF, &epoch_key(epoch))? {
             let rec: EpochRecord = decode("lineage epoch", &rec)?;
             for c in &rec.consumed {
@@ -101,10 +106,16 @@ pub fn expire(store: &Store, cfg: &LineageConfig, now_ms: i64, total: u64, max_e
         exp.bytes += size;
         exp.through_epoch = epoch;
         exp.at_ms = now_ms;
-        ops.push((EXPIRED_KEY.to_vec(), Some(encode("lineage retention record", &exp)?)));
-        store.write_ops(CF, &ops)?;
         epochs += 1;
         bytes += size;
+        if epochs % BATCH as u64 == 0 {
+            ops.push((EXPIRED_KEY.to_vec(), Some(encode("lineage retention record", &exp)?)));
+            store.write_ops(CF, &std::mem::take(&mut ops))?;
+        }
+    }
+    if !ops.is_empty() {
+        ops.push((EXPIRED_KEY.to_vec(), Some(encode("lineage retention record", &exp)?)));
+        store.write_ops(CF, &ops)?;
     }
     Ok((epochs, bytes))
 }
