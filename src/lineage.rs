@@ -280,7 +280,7 @@ fn events(since: String, kind: Option<String>, limit: usize, from: Source, json:
             let d = humantime::parse_duration(&since).with_context(|| format!("--since `{since}`"))?;
             let store = open_store(&dir)?;
             let now = vigil_runtime::now_ms();
-            select(Journal::new(Arc::new(store)).range(now - d.as_millis() as i64, now + 1)?, &kinds, limit)
+            select(Journal::new(Arc::new(store)).range_with_schemas(now - d.as_millis() as i64, now + 1)?, &kinds, limit)
         }
         None => {
             let kind = kind.unwrap_or_default();

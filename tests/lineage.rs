@@ -333,6 +333,10 @@ fn event_log_shows_start_checkpoints_and_restart_in_order_and_outputs_carry_thei
     assert!(first_cp < chaos && chaos <= restart + 1, "start, checkpoints, then the injected failure and restart: {k:?}");
     assert!(all.windows(2).all(|w| w[0]["at_ms"].as_i64() <= w[1]["at_ms"].as_i64()), "in time order");
     assert!(all.iter().any(|e| e["kind"] == "restart" && e["stage"] == "validate" && e["text"].as_str().unwrap_or("").contains("failed")));
+    assert!(
+        all.iter().any(|e| e["kind"] == "schema" && e["text"].as_str().unwrap_or("").contains("events-value version 1")),
+        "the registry's registration of the source schema is a data-flow event: {k:?}"
+    );
     let config_hash = all[0]["text"].as_str().and_then(|t| t.split("config ").nth(1)).and_then(|t| t.split_whitespace().next()).expect("hash").to_string();
     assert!(vigil_ok(&["lineage", "events", "--since", "10m", "--admin", &admin]).contains("node_start"));
 

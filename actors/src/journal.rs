@@ -183,6 +183,31 @@ impl Journal {
         Ok(self.store.scan_range(CF, &key(from_ms, 0), &key(to_ms, 0))?.into_iter().filter_map(|(_, v)| serde_json::from_slice(&v).ok()).collect())
     }
 
+    /// Like [`Journal::range`], with the schema registry's changes (registrations, lifecycle
+    /// changes, config and deletions, from its audit log in the same store) merged in.
+    ///
+    /// # Errors
+    /// The store cannot be read.
+    pub fn range_with_schemas(&self, from_ms: i64, to_ms: i64) -> vigil_runtime::Result<Vec<Event>> {
+        let mut events = self.range(from_ms, to_ms)?;
+        for (_, v) in self.store.scan("schemas", crate::registry::state::AUDIT_PREFIX)? {
+            let Ok(a) = vigil_runtime::store::decode::<crate::registry::state::AuditEntry>("audit entry", &v) else { continue };
+            if a.time_ms < from_ms || a.time_ms >= to_ms {
+                continue;
+            }
+            let what = match (&a.subject, a.version) {
+                (Some(s), Some(v)) => format!("schema {} {s} version {v}", a.action),
+                (Some(s), None) => format!("schema {} {s}", a.action),
+                _ => format!("schema registry {}", a.action),
+            };
+            let mut e = Event { at_ms: a.time_ms, ..Event::now(EventKind::Schema, &a.actor, what) }.link("/vigil/schemas/audit");
+            e.topic = a.subject.as_deref().and_then(|s| s.strip_suffix("-value").or(s.strip_suffix("-key"))).map(str::to_string);
+            events.push(e);
+        }
+        events.sort_by_key(|e| e.at_ms);
+        Ok(events)
+    }
+
     /// Forget events older than `before_ms`.
     pub fn prune(&self, before_ms: i64) {
         match self.store.scan_range(CF, &key(0, 0), &key(before_ms, 0)) {

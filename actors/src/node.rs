@@ -117,12 +117,12 @@ fn init_series(config: &Config) {
         for actor in ["quality", "alerting", "incidents"] {
             metrics::counter!("vigil_actor_restarts_total", "actor" => actor).increment(0);
         }
-    }
-    if config.lineage.enabled {
-        metrics::counter!("vigil_actor_restarts_total", "actor" => "lineage").increment(0);
         for level in ["1", "2"] {
             metrics::counter!("vigil_incident_pages_total", "level" => level).increment(0);
         }
+    }
+    if config.lineage.enabled {
+        metrics::counter!("vigil_actor_restarts_total", "actor" => "lineage").increment(0);
     }
 }
 

@@ -8,7 +8,6 @@ use super::model::{ActionError, Book, Page};
 use crate::alerting::engine::{Alert, AlertState};
 use crate::alerting::notify::Notification;
 use crate::alerting::receivers::Receivers;
-use crate::journal::{Event, EventKind};
 use crate::pipeline::NodeCtx;
 use crate::stages::R;
 use ractor::{Actor, ActorRef, RpcReplyPort};
@@ -156,25 +155,10 @@ impl IncidentsState {
         let cfg = &self.ctx.config;
         let lookback = cfg.incidents.timeline_lookback.as_millis() as i64;
         let (from, to) = (timeline_from(inc, lookback), timeline_to(inc, now));
-        let mut events = self.ctx.journal.range(from, to).unwrap_or_else(|e| {
+        let events = self.ctx.journal.range_with_schemas(from, to).unwrap_or_else(|e| {
             tracing::warn!(error = %e, "journal unreadable; timeline without it");
             Vec::new()
         });
-        // Schema changes come from the registry's own audit log.
-        if let Some(reg) = &self.ctx.registry {
-            if let Ok(audit) = reg.audit(1000) {
-                events.extend(audit.into_iter().filter(|a| a.time_ms >= from && a.time_ms < to).map(|a| {
-                    let what = match (&a.subject, a.version) {
-                        (Some(s), Some(v)) => format!("schema {} {s} version {v}", a.action),
-                        (Some(s), None) => format!("schema {} {s}", a.action),
-                        _ => format!("schema registry {}", a.action),
-                    };
-                    let mut e = Event { at_ms: a.time_ms, ..Event::now(EventKind::Schema, &a.actor, what) }.link("/vigil/schemas/audit");
-                    e.topic = a.subject.as_deref().and_then(|s| s.strip_suffix("-value").or(s.strip_suffix("-key"))).map(str::to_string);
-                    e
-                }));
-            }
-        }
         let history = crate::quality::actor::read_history(&self.ctx.store, cfg.quality.interval, from, to).unwrap_or_default();
         Ok(analyse(inc, events, &history, lookback, now))
     }

@@ -60,7 +60,7 @@ async fn events(State(ctx): State<Arc<NodeCtx>>, q: Query<EventsQuery>) -> Respo
     };
     let now = vigil_runtime::now_ms();
     let journal = ctx.journal.clone();
-    let res = tokio::task::spawn_blocking(move || journal.range(now - since.as_millis() as i64, now + 1)).await;
+    let res = tokio::task::spawn_blocking(move || journal.range_with_schemas(now - since.as_millis() as i64, now + 1)).await;
     match res {
         Ok(Ok(list)) => Json(select(list, &kinds, q.limit.unwrap_or(10_000))).into_response(),
         Ok(Err(e)) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
