@@ -5,6 +5,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod alerting;
+pub mod analytics;
 pub mod generator;
 pub mod incidents;
 pub mod journal;

@@ -1,0 +1,366 @@
+//! Window metrics and their accumulators: count, sum, min, max, avg, distinct count
+//! (HyperLogLog++, `cardinality-estimator`), percentiles (DDSketch, `sketches-ddsketch`) and
+//! first/last by event time. Every accumulator merges (session windows merge) and
+//! serialises (checkpoints). Pure.
+use cardinality_estimator::CardinalityEstimator;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use sketches_ddsketch::{Config as SketchConfig, DDSketch};
+
+/// Relative accuracy of percentiles: the reported value is within this fraction of a true
+/// value of the requested rank (DDSketch's guarantee).
+pub const PERCENTILE_RELATIVE_ERROR: f64 = 0.01;
+/// Standard error of distinct counts above 64 distinct values (HyperLogLog++ with 2^12
+/// registers: 1.04/√4096); smaller sets are counted exactly.
+pub const DISTINCT_STANDARD_ERROR: f64 = 0.0163;
+
+/// One metric of an aggregation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Metric {
+    /// Records.
+    Count,
+    /// Sum of a numeric field.
+    Sum {
+        /// Field.
+        field: String,
+    },
+    /// Smallest value.
+    Min {
+        /// Field.
+        field: String,
+    },
+    /// Largest value.
+    Max {
+        /// Field.
+        field: String,
+    },
+    /// Mean.
+    Avg {
+        /// Field.
+        field: String,
+    },
+    /// Approximate distinct values of a field (any type).
+    Distinct {
+        /// Field.
+        field: String,
+    },
+    /// Approximate percentile `q` (0..=1) of a numeric field.
+    Percentile {
+        /// Field.
+        field: String,
+        /// Quantile, e.g. 0.99.
+        q: f64,
+    },
+    /// Value of the record with the smallest event time.
+    First {
+        /// Field.
+        field: String,
+    },
+    /// Value of the record with the largest event time.
+    Last {
+        /// Field.
+        field: String,
+    },
+}
+
+impl Metric {
+    /// The field it reads, if any.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Metric::Count => None,
+            Metric::Sum { field }
+            | Metric::Min { field }
+            | Metric::Max { field }
+            | Metric::Avg { field }
+            | Metric::Distinct { field }
+            | Metric::Percentile { field, .. }
+            | Metric::First { field }
+            | Metric::Last { field } => Some(field),
+        }
+    }
+
+    /// Its name in outputs: `count`, `sum_amount`, `p99_amount`, `distinct_user`, ...
+    pub fn name(&self) -> String {
+        match self {
+            Metric::Count => "count".into(),
+            Metric::Percentile { field, q } => format!("p{}_{field}", format_q(*q)),
+            Metric::Sum { field } => format!("sum_{field}"),
+            Metric::Min { field } => format!("min_{field}"),
+            Metric::Max { field } => format!("max_{field}"),
+            Metric::Avg { field } => format!("avg_{field}"),
+            Metric::Distinct { field } => format!("distinct_{field}"),
+            Metric::First { field } => format!("first_{field}"),
+            Metric::Last { field } => format!("last_{field}"),
+        }
+    }
+}
+
+fn format_q(q: f64) -> String {
+    let s = format!("{}", (q * 1000.0).round() / 10.0);
+    s.replace('.', "_")
+}
+
+/// A field value as metrics see it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Val<'a> {
+    /// Absent or null: ignored by every metric but `count`.
+    Missing,
+    /// A number.
+    Num(f64),
+    /// Text (distinct counts; other metrics ignore it).
+    Str(&'a str),
+}
+
+/// The running state of one metric in one window.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Acc {
+    /// Count.
+    Count(u64),
+    /// Sum.
+    Sum(f64),
+    /// Min.
+    Min(Option<f64>),
+    /// Max.
+    Max(Option<f64>),
+    /// Sum and count.
+    Avg(f64, u64),
+    /// HyperLogLog++ (exact for small sets).
+    Distinct(Box<CardinalityEstimator<[u8]>>),
+    /// DDSketch and the quantile.
+    Percentile(Box<Sketch>, f64),
+    /// (event time, value) of the earliest.
+    First(Option<(i64, f64)>),
+    /// (event time, value) of the latest.
+    Last(Option<(i64, f64)>),
+}
+
+/// A DDSketch (the crate's type has no `Debug`).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Sketch(DDSketch);
+
+impl std::fmt::Debug for Sketch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DDSketch({} values)", self.0.count())
+    }
+}
+
+fn sketch() -> Sketch {
+    Sketch(DDSketch::new(SketchConfig::new(PERCENTILE_RELATIVE_ERROR, 2048, 1.0e-9)))
+}
+
+/// Event-time order with the value as tie-break, so results do not depend on arrival order.
+fn earlier(a: (i64, f64), b: (i64, f64)) -> bool {
+    (a.0, a.1).partial_cmp(&(b.0, b.1)).is_some_and(|o| o.is_lt())
+}
+
+/// Keep the earlier (`first`) or later of `slot` and `candidate`.
+fn keep(slot: &mut Option<(i64, f64)>, candidate: (i64, f64), first: bool) {
+    let replace = match *slot {
+        None => true,
+        Some(cur) if first => earlier(candidate, cur),
+        Some(cur) => earlier(cur, candidate),
+    };
+    if replace {
+        *slot = Some(candidate);
+    }
+}
+
+impl Acc {
+    /// An empty accumulator for `m`.
+    pub fn new(m: &Metric) -> Self {
+        match m {
+            Metric::Count => Acc::Count(0),
+            Metric::Sum { .. } => Acc::Sum(0.0),
+            Metric::Min { .. } => Acc::Min(None),
+            Metric::Max { .. } => Acc::Max(None),
+            Metric::Avg { .. } => Acc::Avg(0.0, 0),
+            Metric::Distinct { .. } => Acc::Distinct(Box::new(CardinalityEstimator::new())),
+            Metric::Percentile { q, .. } => Acc::Percentile(Box::new(sketch()), *q),
+            Metric::First { .. } => Acc::First(None),
+            Metric::Last { .. } => Acc::Last(None),
+        }
+    }
+
+    /// Add one record's value (event time `ts`).
+    pub fn add(&mut self, v: Val<'_>, ts: i64) {
+        match (self, v) {
+            (Acc::Count(n), _) => *n += 1,
+            (Acc::Distinct(h), Val::Str(s)) => h.insert(s.as_bytes()),
+            (Acc::Distinct(h), Val::Num(x)) => h.insert(&x.to_bits().to_le_bytes()),
+            (_, Val::Missing | Val::Str(_)) => {}
+            (Acc::Sum(s), Val::Num(x)) => *s += x,
+            (Acc::Min(m), Val::Num(x)) => *m = Some(m.map_or(x, |m| m.min(x))),
+            (Acc::Max(m), Val::Num(x)) => *m = Some(m.map_or(x, |m| m.max(x))),
+            (Acc::Avg(s, n), Val::Num(x)) => {
+                *s += x;
+                *n += 1;
+            }
+            (Acc::Percentile(d, _), Val::Num(x)) => d.0.add(x),
+            (Acc::First(f), Val::Num(x)) => keep(f, (ts, x), true),
+            (Acc::Last(l), Val::Num(x)) => keep(l, (ts, x), false),
+        }
+    }
+
+    /// Fold `other` (the same metric) into this one.
+    pub fn merge(&mut self, other: &Acc) {
+        match (self, other) {
+            (Acc::Count(a), Acc::Count(b)) => *a += b,
+            (Acc::Sum(a), Acc::Sum(b)) => *a += b,
+            (Acc::Min(a), Acc::Min(Some(b))) => *a = Some(a.map_or(*b, |a| a.min(*b))),
+            (Acc::Max(a), Acc::Max(Some(b))) => *a = Some(a.map_or(*b, |a| a.max(*b))),
+            (Acc::Avg(s, n), Acc::Avg(s2, n2)) => {
+                *s += s2;
+                *n += n2;
+            }
+            (Acc::Distinct(a), Acc::Distinct(b)) => a.merge(b),
+            (Acc::Percentile(a, _), Acc::Percentile(b, _)) => {
+                // Same configuration by construction; a mismatch cannot happen.
+                let _ = a.0.merge(&b.0);
+            }
+            (Acc::First(a), Acc::First(Some(b))) => keep(a, *b, true),
+            (Acc::Last(a), Acc::Last(Some(b))) => keep(a, *b, false),
+            _ => {}
+        }
+    }
+
+    /// The metric's value (null when no record had the field).
+    pub fn value(&self) -> Value {
+        match self {
+            Acc::Count(n) => json!(n),
+            Acc::Sum(s) => json!(s),
+            Acc::Min(m) | Acc::Max(m) => json!(m),
+            Acc::Avg(s, n) => {
+                if *n == 0 {
+                    Value::Null
+                } else {
+                    json!(s / *n as f64)
+                }
+            }
+            Acc::Distinct(h) => json!(h.estimate()),
+            Acc::Percentile(d, q) => json!(d.0.quantile(*q).ok().flatten()),
+            Acc::First(f) | Acc::Last(f) => json!(f.map(|(_, v)| v)),
+        }
+    }
+}
+
+/// The metrics of one window, in the aggregation's order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Accs(pub Vec<Acc>);
+
+impl Accs {
+    /// Empty accumulators for `metrics`.
+    pub fn new(metrics: &[Metric]) -> Self {
+        Self(metrics.iter().map(Acc::new).collect())
+    }
+
+    /// Add one record: `vals[i]` is the value of metric `i`'s field.
+    pub fn add(&mut self, vals: &[Val<'_>], ts: i64) {
+        for (a, v) in self.0.iter_mut().zip(vals.iter().chain(std::iter::repeat(&Val::Missing))) {
+            a.add(*v, ts);
+        }
+    }
+
+    /// Fold another window's accumulators in.
+    pub fn merge(&mut self, other: &Accs) {
+        for (a, b) in self.0.iter_mut().zip(&other.0) {
+            a.merge(b);
+        }
+    }
+
+    /// `name → value` per metric.
+    pub fn values(&self, metrics: &[Metric]) -> Map<String, Value> {
+        metrics.iter().zip(&self.0).map(|(m, a)| (m.name(), a.value())).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn all(field: &str) -> Vec<Metric> {
+        let f = || field.to_string();
+        vec![
+            Metric::Count,
+            Metric::Sum { field: f() },
+            Metric::Min { field: f() },
+            Metric::Max { field: f() },
+            Metric::Avg { field: f() },
+            Metric::Percentile { field: f(), q: 0.99 },
+            Metric::First { field: f() },
+            Metric::Last { field: f() },
+        ]
+    }
+
+    #[test]
+    fn names() {
+        let names: Vec<String> = all("amount").iter().map(Metric::name).collect();
+        assert_eq!(names, ["count", "sum_amount", "min_amount", "max_amount", "avg_amount", "p99_amount", "first_amount", "last_amount"]);
+        assert_eq!(Metric::Percentile { field: "x".into(), q: 0.999 }.name(), "p99_9_x");
+        assert_eq!(Metric::Distinct { field: "user".into() }.name(), "distinct_user");
+    }
+
+    proptest! {
+        /// Adding in any split and merging equals adding everything to one accumulator;
+        /// exact metrics equal a direct computation; the percentile is within its relative
+        /// error of a true value of its rank; serialisation round-trips.
+        #[test]
+        fn merge_is_add_and_values_match_a_direct_computation(
+            xs in prop::collection::vec((0i64..1000, 1u32..100_000), 1..300),
+            split in 0usize..300,
+        ) {
+            let m = all("v");
+            let vals: Vec<(i64, f64)> = xs.iter().map(|(t, c)| (*t, f64::from(*c) / 100.0)).collect();
+            let mut one = Accs::new(&m);
+            let (mut a, mut b) = (Accs::new(&m), Accs::new(&m));
+            for (i, (t, v)) in vals.iter().enumerate() {
+                let row = vec![Val::Num(*v); m.len()];
+                one.add(&row, *t);
+                if i < split { a.add(&row, *t) } else { b.add(&row, *t) }
+            }
+            b.merge(&a);
+            let bytes = vigil_runtime::store::encode("accs", &b).unwrap();
+            let b: Accs = vigil_runtime::store::decode("accs", &bytes).unwrap();
+            let (x, y) = (one.values(&m), b.values(&m));
+            for k in ["count", "min_v", "max_v", "first_v", "last_v", "p99_v"] {
+                prop_assert_eq!(&x[k], &y[k], "{}", k);
+            }
+            for k in ["sum_v", "avg_v"] {
+                prop_assert!((x[k].as_f64().unwrap() - y[k].as_f64().unwrap()).abs() < 1e-6);
+            }
+            let mut sorted: Vec<f64> = vals.iter().map(|(_, v)| *v).collect();
+            sorted.sort_by(f64::total_cmp);
+            let n = sorted.len();
+            prop_assert_eq!(x["count"].as_u64(), Some(n as u64));
+            prop_assert_eq!(x["min_v"].as_f64(), Some(sorted[0]));
+            prop_assert_eq!(x["max_v"].as_f64(), Some(sorted[n - 1]));
+            let sum: f64 = sorted.iter().sum();
+            prop_assert!((x["sum_v"].as_f64().unwrap() - sum).abs() < 1e-6 * sum.max(1.0));
+            let first = vals.iter().copied().fold(None, |f: Option<(i64, f64)>, r| if f.is_none_or(|f| earlier(r, f)) { Some(r) } else { f });
+            prop_assert_eq!(x["first_v"].as_f64(), first.map(|f| f.1));
+            let true_p = sorted[((0.99 * (n as f64 - 1.0)) as usize).min(n - 1)];
+            let got = x["p99_v"].as_f64().unwrap();
+            prop_assert!((got - true_p).abs() <= PERCENTILE_RELATIVE_ERROR * true_p.abs() + 1e-9, "p99 {} vs {}", got, true_p);
+        }
+    }
+
+    #[test]
+    fn distinct_counts_are_exact_when_small_and_within_three_standard_errors_when_large() {
+        let m = vec![Metric::Distinct { field: "u".into() }];
+        for n in [0usize, 1, 2, 10, 64, 1_000, 20_000, 100_000] {
+            let (mut a, mut b) = (Accs::new(&m), Accs::new(&m));
+            for i in 0..n {
+                let s = format!("user-{i}");
+                // Each value twice, spread over two accumulators that are then merged.
+                a.add(&[Val::Str(&s)], 0);
+                b.add(&[Val::Str(&s)], 0);
+            }
+            a.merge(&b);
+            let est = a.values(&m)["distinct_u"].as_u64().unwrap() as f64;
+            let bound = if n <= 64 { 0.0 } else { 3.0 * DISTINCT_STANDARD_ERROR * n as f64 };
+            assert!((est - n as f64).abs() <= bound, "{n} distinct estimated as {est}");
+        }
+    }
+}
