@@ -304,6 +304,17 @@ fn init_logging(json: bool) {
     }));
 }
 
+/// Configure fault injection from `FAILPOINTS` (`name=actions;...`, e.g.
+/// `store-commit-checkpoint=3*off->1*return->off`), as the `fail` crate defines it.
+fn setup_failpoints() -> Result<(), String> {
+    let Ok(spec) = std::env::var("FAILPOINTS") else { return Ok(()) };
+    for part in spec.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, actions) = part.split_once('=').ok_or_else(|| format!("FAILPOINTS: `{part}` is not name=actions"))?;
+        fail::cfg(name.trim(), actions.trim()).map_err(|e| format!("FAILPOINTS: {name}: {e}"))?;
+    }
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     // Output piped into `head` or `less` that closes early ends the command quietly, as
     // for any Unix tool, instead of a panic on the broken pipe.
@@ -313,6 +324,10 @@ fn main() -> std::process::ExitCode {
         let _ = nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl);
     }
     let cli = Cli::parse();
+    if let Err(e) = setup_failpoints() {
+        eprintln!("error: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

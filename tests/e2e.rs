@@ -256,3 +256,50 @@ fn embedded_default_runs_every_stage() {
     assert!(p.terminate(Duration::from_secs(60)).success());
     assert!(dir.path().join("vigil-data").is_dir(), "data under ./vigil-data");
 }
+
+/// A checkpoint whose RocksDB write fails (the `store-commit-checkpoint` failpoint, twice) is
+/// counted and journaled with its cause; processing continues without a restart, the next
+/// checkpoint commits, and the outputs and their lineage are still exact.
+#[test]
+fn failed_store_write_fails_the_checkpoint_and_the_next_one_commits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_broker, bootstrap) = start_broker(PARTITIONS as u32, &["events", "out", "dlq"]);
+    let (count, seed, bad_ratio) = (6_000u64, 21u64, 0.02);
+    gen(&bootstrap, "events", count, seed, bad_ratio, START_MS, STEP_MS);
+    send_sentinels(&bootstrap, "events", PARTITIONS, FAR_FUTURE_MS);
+    let (want, _) = expected_windows(seed, count, bad_ratio, START_MS, STEP_MS, WINDOW_MS);
+    let data = dir.path().join("data");
+    let cfg = write_config(dir.path(), &NodeCfg { rate: 3_000, checkpoint_ms: 100, ..NodeCfg::new(&bootstrap, &data, "faults") });
+    // Checkpoints 1-4 commit, 5 and 6 fail their store write, the rest commit.
+    let node = start_node_with_env(&cfg, &[("FAILPOINTS", "store-commit-checkpoint=4*off->2*return(disk full)->off")]);
+    let out = read_topic(&bootstrap, "out", PARTITIONS, Duration::from_secs(120), |m| m.len() >= want.len());
+    assert_windows_equal(&out, &want);
+
+    let m = wait_for("checkpoints after the failures", Duration::from_secs(60), || {
+        let m = http_get(&node.metrics, "/metrics")?;
+        (metric(&m, r#"vigil_checkpoints_total{outcome="ok"}"#)? >= 6.0).then_some(m)
+    });
+    assert_eq!(metric(&m, r#"vigil_checkpoints_total{outcome="failed"}"#), Some(2.0), "{m}");
+    assert_eq!(metric(&m, r#"vigil_actor_restarts_total{actor="pipeline"}"#), Some(0.0), "processing continued without a restart");
+    assert_eq!(metric(&m, r#"vigil_actor_restarts_total{actor="sink"}"#), Some(0.0));
+    assert!(metric(&m, "vigil_checkpoint_last_success_timestamp_seconds").unwrap_or(0.0) > 1.7e9);
+    let failures: Vec<serde_json::Value> =
+        serde_json::from_str(&vigil_ok(&["lineage", "events", "--since", "10m", "--kind", "checkpoint_failure", "--json", "--admin", &node.admin]))
+            .expect("json");
+    assert_eq!(failures.len(), 2, "{failures:?}");
+    assert!(failures.iter().all(|e| e["text"].as_str().unwrap_or("").contains("injected fault (disk full)")), "{failures:?}");
+    let ids: Vec<u64> = (5..=6).collect();
+    assert!(failures.iter().zip(&ids).all(|(e, id)| e["text"].as_str().unwrap_or("").starts_with(&format!("checkpoint {id} failed"))), "{failures:?}");
+
+    // The failed checkpoints' lineage was committed with the next one: every window still
+    // traces back to exactly its count of records.
+    let ends: BTreeMap<String, i64> = (0..PARTITIONS).map(|p| (format!("events/{p}"), watermarks(&bootstrap, "events", p).1)).collect();
+    wait_for("a checkpoint covering the input", Duration::from_secs(60), || {
+        let st: serde_json::Value = serde_json::from_str(&http_get(&node.admin, "/lineage/status")?).ok()?;
+        (serde_json::from_value::<BTreeMap<String, i64>>(st["sources"].clone()).ok()? == ends).then_some(())
+    });
+    for (key, (n, ..)) in &want {
+        let t: serde_json::Value = serde_json::from_str(&http_get(&node.admin, &format!("/lineage/output/out/{key}")).expect("trace")).expect("json");
+        assert_eq!((t["status"].as_str(), t["records"].as_u64()), (Some("written"), Some(*n)), "{key}: {t}");
+    }
+}

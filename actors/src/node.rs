@@ -106,6 +106,9 @@ impl SchemaSetup {
 /// a 0 instead of an absent series.
 fn init_series(config: &Config) {
     metrics::counter!("vigil_checkpoint_failures_total").increment(0);
+    for outcome in ["ok", "failed"] {
+        metrics::counter!("vigil_checkpoints_total", "outcome" => outcome).increment(0);
+    }
     for actor in crate::pipeline::STAGES.iter().chain(["pipeline"].iter()) {
         metrics::counter!("vigil_actor_restarts_total", "actor" => *actor).increment(0);
     }

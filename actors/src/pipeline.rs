@@ -73,6 +73,12 @@ pub enum IngestMsg {
         /// Stall the check belongs to.
         stall: u64,
     },
+    /// Checkpoint `id` was not committed (its store write failed): inject the next one as
+    /// usual; it covers this one's work.
+    CheckpointFailed {
+        /// Checkpoint id.
+        id: u64,
+    },
     /// One batch of the given Ingest incarnation has left the pipeline.
     Credit {
         /// Ingest incarnation the credit belongs to.

@@ -35,6 +35,14 @@ pub enum Error {
         /// Topic name.
         topic: String,
     },
+    /// A fault injected by a failpoint (tests and drills).
+    #[error("store: {op}: injected fault ({reason})")]
+    Injected {
+        /// What was being done.
+        op: String,
+        /// The failpoint's argument, if any.
+        reason: String,
+    },
     /// RocksDB failed.
     #[error("store at {path}: {op}: {source}")]
     Store {

@@ -35,7 +35,10 @@ fn describe() {
     describe_counter!("vigil_records_lost_to_retention_total", "Records the log start offset moved past before Vigil read them.");
     describe_counter!("vigil_actor_restarts_total", "Restarts of each supervised actor.");
     describe_counter!("vigil_delivery_failures_total", "Output records Kafka failed to acknowledge.");
-    describe_counter!("vigil_checkpoints_total", "Completed checkpoints.");
+    describe_counter!("vigil_checkpoints_total", "Checkpoints by outcome (ok, failed).");
+    describe_gauge!("vigil_checkpoint_last_success_timestamp_seconds", Unit::Seconds, "Completion time of the last committed checkpoint.");
+    describe_gauge!("vigil_checkpoint_bytes", Unit::Bytes, "Bytes the last checkpoint wrote: stage state plus lineage.");
+    describe_gauge!("vigil_watermark_lag_seconds", Unit::Seconds, "Wall-clock time minus Process's event-time watermark.");
     describe_counter!("vigil_checkpoint_failures_total", "Checkpoints that failed (outputs not acknowledged or store write failed).");
     describe_histogram!("vigil_checkpoint_duration_seconds", Unit::Seconds, "Barrier injection to atomic commit.");
     describe_histogram!("vigil_stage_batch_seconds", Unit::Seconds, "Time a stage spends on one batch.");

@@ -152,7 +152,8 @@ impl NodeStats {
 
     /// Record a completed checkpoint (and its metrics) whose stage state is `size_bytes`.
     pub fn checkpointed(&self, s: CheckpointSummary, size_bytes: u64) {
-        metrics::counter!("vigil_checkpoints_total").increment(1);
+        metrics::counter!("vigil_checkpoints_total", "outcome" => "ok").increment(1);
+        metrics::gauge!("vigil_checkpoint_last_success_timestamp_seconds").set(s.completed_ms as f64 / 1000.0);
         metrics::histogram!("vigil_checkpoint_duration_seconds").record(s.duration_us as f64 / 1e6);
         metrics::gauge!("vigil_checkpoint_size_bytes").set(size_bytes as f64);
         metrics::gauge!("vigil_last_checkpoint_id").set(s.id as f64);
@@ -163,6 +164,7 @@ impl NodeStats {
 
     /// Record a checkpoint that failed (outputs unacknowledged or store write failed).
     pub fn checkpoint_failed(&self) {
+        metrics::counter!("vigil_checkpoints_total", "outcome" => "failed").increment(1);
         metrics::counter!("vigil_checkpoint_failures_total").increment(1);
     }
 

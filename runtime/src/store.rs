@@ -156,6 +156,10 @@ impl Store {
     /// # Errors
     /// [`Error::Store`] if the write fails; nothing of the checkpoint is then visible.
     pub fn commit_checkpoint(&self, cp: &Checkpoint, retained: usize, extra: &[(&str, Op)]) -> Result<()> {
+        fail::fail_point!("store-commit-checkpoint", |arg| Err(Error::Injected {
+            op: format!("commit checkpoint {}", cp.meta.id),
+            reason: arg.unwrap_or_else(|| "failpoint store-commit-checkpoint".into())
+        }));
         let mut batch = WriteBatch::default();
         for (cf, (k, v)) in extra {
             let handle = self.cf(cf)?;

@@ -238,8 +238,13 @@ impl NodeProc {
 }
 
 pub fn start_node(config: &Path) -> NodeProc {
+    start_node_with_env(config, &[])
+}
+
+/// [`start_node`] with extra environment variables (e.g. `FAILPOINTS`).
+pub fn start_node_with_env(config: &Path, envs: &[(&str, &str)]) -> NodeProc {
     let cfg = config.to_str().expect("utf-8 path");
-    let mut proc = Proc::spawn("node", &["run", "--config", cfg, "--json"], &[]);
+    let mut proc = Proc::spawn("node", &["run", "--config", cfg, "--json"], envs);
     let line = proc.wait_line("started event", Duration::from_secs(60), |l| l.contains("\"event\":\"started\""));
     let v: serde_json::Value = serde_json::from_str(&line).expect("started json");
     let metrics = v["metrics"].as_str().expect("metrics").trim_start_matches("http://").trim_end_matches("/metrics").to_string();

@@ -115,11 +115,17 @@ impl LineageCtx {
         self.emit(&next, Transition::Start, None, None);
     }
 
-    /// The checkpoint in progress failed: its run FAILs.
-    pub fn failed(&self, error: &str) {
-        let run = self.run.lock().ok().and_then(|mut g| g.take());
+    /// The checkpoint in progress failed: its run FAILs. When processing continues
+    /// (`retry_after`: the checkpoint that failed), a new run starts at once for the retry;
+    /// otherwise the pipeline restarts and [`LineageCtx::begin`] starts one.
+    pub fn failed(&self, error: &str, retry_after: Option<u64>) {
+        let next = retry_after.filter(|_| self.exporter.is_some()).map(Run::new);
+        let run = self.run.lock().ok().and_then(|mut g| std::mem::replace(&mut *g, next.clone()));
         if let Some(run) = run {
             self.emit(&run, Transition::Fail, None, Some(error));
+        }
+        if let Some(next) = next {
+            self.emit(&next, Transition::Start, None, None);
         }
     }
 

@@ -82,6 +82,28 @@ pub struct EpochLineage {
     pub rejects: Vec<DeadLetter>,
 }
 
+impl EpochLineage {
+    /// Fold a later epoch's lineage into this one (a checkpoint whose store write failed
+    /// is committed with the next one).
+    pub fn absorb(&mut self, later: EpochLineage) {
+        for (w, d) in later.windows {
+            let mine = self.windows.entry(w).or_default();
+            for (tp, set) in d.parts {
+                match mine.parts.iter_mut().find(|(t, _)| *t == tp) {
+                    Some((_, s)) => s.union(&set),
+                    None => mine.parts.push((tp, set)),
+                }
+            }
+            for (k, n) in d.schemas {
+                *mine.schemas.entry(k).or_default() += n;
+            }
+            mine.opened |= d.opened;
+            mine.closed = d.closed.or(mine.closed);
+        }
+        self.rejects.extend(later.rejects);
+    }
+}
+
 /// Process's per-epoch bookkeeping: one lookup per record, no allocation for a window
 /// and partition already seen in the epoch.
 #[derive(Debug, Default)]
@@ -421,6 +443,15 @@ mod tests {
         assert_eq!(a.schemas[&("t-value".into(), 2)], 2);
         assert_eq!(l.rejects[0].id, None, "a positional id is not stored twice");
         assert_eq!(l.rejects[0].detail, "expected v", "detail is truncated");
+
+        let mut again = Collector::default();
+        again.add("a", 0, false, &tp(1), 10, None);
+        again.add("c", 20, true, &tp(0), 11, None);
+        let mut merged = l.clone();
+        merged.absorb(again.take());
+        let a2 = &merged.windows[&("a".to_string(), 0)];
+        assert_eq!(a2.parts.iter().map(|(t, s)| (t.partition, s.len())).collect::<Vec<_>>(), vec![(0, 2), (1, 2)]);
+        assert!(a2.opened && a2.closed == Some(3) && merged.windows.len() == 3 && merged.rejects.len() == 1);
 
         let prev = BTreeMap::from([(tp(0), 5)]);
         let next = BTreeMap::from([(tp(0), 8), (tp(1), 10), (tp(2), 4)]);

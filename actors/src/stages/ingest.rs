@@ -176,6 +176,12 @@ impl Actor for Ingest {
                 st.report();
                 myself.send_message(IngestMsg::Poll)?;
             }
+            IngestMsg::CheckpointFailed { id } => {
+                if st.inflight.as_ref().is_some_and(|(i, _, _)| *i == id) {
+                    st.inflight = None;
+                    st.last_checkpoint = Instant::now();
+                }
+            }
             IngestMsg::CheckStall { stall } => {
                 if st.starved && stall == st.stalls {
                     st.consumer.pause()?;

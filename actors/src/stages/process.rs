@@ -35,6 +35,7 @@ impl ProcessState {
         metrics::gauge!("vigil_open_windows").set(self.windows.open_windows() as f64);
         if self.windows.closed_until() > i64::MIN {
             metrics::gauge!("vigil_watermark_seconds").set(self.windows.closed_until() as f64 / 1000.0);
+            metrics::gauge!("vigil_watermark_lag_seconds").set((vigil_runtime::now_ms() - self.windows.closed_until()) as f64 / 1000.0);
         }
         out
     }

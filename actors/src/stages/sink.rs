@@ -1,6 +1,6 @@
 //! Sink: writes closed windows (JSON or Confluent-framed Avro) and completes checkpoints.
 use super::R;
-use crate::lineage::record::commit_ops;
+use crate::lineage::record::{commit_ops, EpochLineage};
 use crate::pipeline::{Barrier, IngestMsg, NodeCtx, SinkMsg};
 use crate::Error;
 use ractor::{Actor, ActorRef};
@@ -21,6 +21,17 @@ pub struct SinkState {
     failed_before: u64,
     /// Checkpoint the outputs written now are committed in.
     epoch: u64,
+    /// Lineage of checkpoints whose store write failed, committed with the next one.
+    carry: EpochLineage,
+}
+
+/// How a checkpoint attempt failed.
+enum CommitError {
+    /// Outputs were not acknowledged: what they hold is in doubt, the pipeline must rewind.
+    Rewind(Error),
+    /// The store write failed after the outputs were safe: processing continues and the next
+    /// checkpoint retries, committing this one's lineage with its own.
+    Store(Error, EpochLineage),
 }
 
 impl Actor for Sink {
@@ -34,7 +45,7 @@ impl Actor for Sink {
         let failed_before = ctx.producer.failed();
         let epoch = ctx.current_epoch();
         ctx.lineage.begin(&ctx.store, ctx.checkpoint_done.borrow().to_owned())?;
-        Ok(SinkState { ctx, failed_before, epoch })
+        Ok(SinkState { ctx, failed_before, epoch, carry: EpochLineage::default() })
     }
 
     #[tracing::instrument(name = "stage", skip_all, fields(stage = "sink"))]
@@ -86,11 +97,25 @@ impl Sink {
         let id = b.id;
         let size = match self.commit(st, b).await {
             Ok(size) => size,
-            Err(e) => {
+            Err(CommitError::Rewind(e)) => {
                 ctx.stats.checkpoint_failed();
-                ctx.lineage.failed(&format!("checkpoint {id} failed: {e}"));
-                ctx.journal.record(crate::journal::Event::now(crate::journal::EventKind::CheckpointFailure, "sink", "checkpoint failed").stage("sink"));
+                ctx.lineage.failed(&format!("checkpoint {id} failed: {e}"), None);
+                let text = format!("checkpoint {id} failed: {e}; the pipeline rewinds to the last checkpoint");
+                ctx.journal.record(crate::journal::Event::now(crate::journal::EventKind::CheckpointFailure, "sink", text).stage("sink"));
                 return Err(e);
+            }
+            Err(CommitError::Store(e, lineage)) => {
+                ctx.stats.checkpoint_failed();
+                tracing::error!(checkpoint = id, error = %e, "checkpoint not committed: the store write failed; processing continues and the next checkpoint retries");
+                ctx.lineage.failed(&format!("checkpoint {id} failed: {e}"), Some(id));
+                let text = format!("checkpoint {id} failed: {e}; processing continues, the next checkpoint retries");
+                ctx.journal.record(crate::journal::Event::now(crate::journal::EventKind::CheckpointFailure, "sink", text).stage("sink"));
+                st.carry = lineage;
+                st.failed_before = ctx.producer.failed();
+                st.epoch = id + 1;
+                // Ingest may be restarting; its successor injects barriers afresh.
+                let _ = ctx.slots.ingest.send("ingest", IngestMsg::CheckpointFailed { id });
+                return Ok(());
             }
         };
         ctx.checkpoint_done.send_if_modified(|d| {
@@ -106,18 +131,22 @@ impl Sink {
         Ok(())
     }
 
-    /// Flush outputs, then commit offsets, states and metadata atomically. Returns the
-    /// state size in bytes.
-    async fn commit(&self, st: &SinkState, mut b: Barrier) -> crate::Result<u64> {
-        let ctx = &st.ctx;
+    /// Flush outputs, then commit offsets, states, lineage and metadata atomically. Returns
+    /// the state size in bytes.
+    async fn commit(&self, st: &mut SinkState, mut b: Barrier) -> Result<u64, CommitError> {
+        let ctx = st.ctx.clone();
         let cfg = &ctx.config.checkpoint;
-        ctx.producer.flush_checked(cfg.flush_timeout, st.failed_before).await?;
+        ctx.producer.flush_checked(cfg.flush_timeout, st.failed_before).await.map_err(|e| CommitError::Rewind(e.into()))?;
         let completed_ms = vigil_runtime::now_ms();
+        let mut epoch_lineage = std::mem::take(&mut st.carry);
+        epoch_lineage.absorb(std::mem::take(&mut b.lineage));
+        let keep = epoch_lineage.clone();
+        let store_failed = |e: Error| CommitError::Store(e, keep.clone());
         let lineage = if ctx.config.lineage.enabled {
-            let prev = ctx.store.offsets()?;
+            let prev = ctx.store.offsets().map_err(|e| store_failed(e.into()))?;
             let p = &ctx.config.pipeline;
-            let l = commit_ops(b.id, completed_ms, &ctx.config.node.id, &p.sink_topic, std::mem::take(&mut b.lineage), &prev, &b.offsets)?;
-            let next = ctx.lineage.next_run(b.id, l.ops.is_empty())?;
+            let l = commit_ops(b.id, completed_ms, &ctx.config.node.id, &p.sink_topic, epoch_lineage, &prev, &b.offsets).map_err(|e| store_failed(e.into()))?;
+            let next = ctx.lineage.next_run(b.id, l.ops.is_empty()).map_err(|e| store_failed(e.into()))?;
             Some((l, next))
         } else {
             None
@@ -140,8 +169,10 @@ impl Sink {
         let summary = CheckpointSummary { id: meta.id, completed_ms: meta.completed_ms, duration_us: meta.duration_us };
         let text =
             format!("checkpoint {} committed ({:.1} ms, {} partitions, {size} state bytes)", meta.id, meta.duration_us as f64 / 1000.0, meta.offsets.len());
-        ctx.store.commit_checkpoint(&Checkpoint { meta, states: b.states }, cfg.retained, &extra)?;
+        ctx.store.commit_checkpoint(&Checkpoint { meta, states: b.states }, cfg.retained, &extra).map_err(|e| store_failed(e.into()))?;
         ctx.stats.checkpointed(summary, size);
+        let lineage_bytes = lineage.as_ref().map_or(0, |(l, _)| l.bytes);
+        metrics::gauge!("vigil_checkpoint_bytes").set((size + lineage_bytes) as f64);
         if let Some((l, next)) = lineage {
             ctx.lineage.committed(&l.record, l.entries, l.bytes, next.map(|(run, _)| run));
         }
