@@ -303,3 +303,41 @@ fn failed_store_write_fails_the_checkpoint_and_the_next_one_commits() {
         assert_eq!((t["status"].as_str(), t["records"].as_u64()), (Some("written"), Some(*n)), "{key}: {t}");
     }
 }
+
+/// A node refuses to resume from a checkpoint taken against another cluster — naming the
+/// mismatch and what to do — and resumes when `checkpoint.allow_cluster_change` says so.
+#[test]
+fn resume_refuses_a_checkpoint_of_another_cluster() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    {
+        let (_a, bootstrap_a) = start_broker(2, &["events", "out", "dlq"]);
+        gen(&bootstrap_a, "events", 200, 1, 0.0, START_MS, STEP_MS);
+        let cfg = write_config(dir.path(), &NodeCfg::new(&bootstrap_a, &data, "cluster-a"));
+        let mut node = start_node(&cfg);
+        wait_for("a checkpoint of everything", Duration::from_secs(60), || {
+            status(&node.admin).filter(|s| s["ingested"].as_u64() == Some(200) && s["last_checkpoint"]["id"].as_u64().unwrap_or(0) >= 1)
+        });
+        assert!(node.proc.terminate(Duration::from_secs(60)).success());
+    }
+    let (_b, bootstrap_b) = start_broker(1, &["events", "out", "dlq"]);
+    let cfg = write_config(dir.path(), &NodeCfg::new(&bootstrap_b, &data, "cluster-b"));
+    let mut child = std::process::Command::new(BIN)
+        .args(["run", "--config", cfg.to_str().expect("utf-8")])
+        .env("VIGIL_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let exited = wait_for("the node to refuse", Duration::from_secs(60), || child.try_wait().ok().flatten());
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err).expect("stderr");
+    assert!(!exited.success(), "{err}");
+    assert!(err.contains("cannot resume from the checkpoint"), "{err}");
+    assert!(err.contains("it was taken against Kafka cluster mockCluster"), "names both clusters: {err}");
+    assert!(err.contains("partition events/1 of the checkpoint does not exist"), "{err}");
+    assert!(err.contains("allow_cluster_change"), "says how to override: {err}");
+
+    let mut p = Proc::spawn("node", &["run", "--config", cfg.to_str().expect("utf-8"), "--json"], &[("VIGIL_CHECKPOINT__ALLOW_CLUSTER_CHANGE", "true")]);
+    p.wait_line("started event", Duration::from_secs(60), |l| l.contains("\"event\":\"started\""));
+}

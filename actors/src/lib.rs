@@ -64,6 +64,9 @@ pub enum Error {
     /// The schema registry could not be asked or written (not a record's fault).
     #[error("schema registry: {0}")]
     Registry(String),
+    /// The checkpoint does not belong to the cluster or topics the node would resume on.
+    #[error("cannot resume from the checkpoint: {0}")]
+    Resume(String),
     /// The configuration cannot be used as written.
     #[error("{path}: {message}")]
     Config {

@@ -223,6 +223,9 @@ impl Node {
             tracing::info!(checkpoint = cp.id, partitions = cp.offsets.len(), "restoring from checkpoint");
         }
         let last_id = latest.as_ref().map(|c| c.id).unwrap_or(0);
+        if embedded.is_none() {
+            check_resume(&config, &bootstrap, &store, latest.as_ref()).await?;
+        }
         let journal = Arc::new(Journal::new(store.clone()));
         let config_hash = config_hash(&config);
         let from = config.loaded_from.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "defaults".into());
@@ -399,6 +402,62 @@ impl AdminApi for NodeAdmin {
         self.ctx.journal.record(Event::now(EventKind::Chaos, "chaos", format!("panic injected into {stage}")).stage(stage));
         Ok(())
     }
+}
+
+/// Before resuming from `latest`, check it against the cluster: the same cluster id as at
+/// the last start, and every checkpointed topic and partition still there. Records the
+/// cluster id for the next start. A cluster that cannot be asked is not checked.
+async fn check_resume(config: &Config, bootstrap: &str, store: &Store, latest: Option<&vigil_runtime::store::CheckpointMeta>) -> Result<()> {
+    let mut topics: Vec<String> = config.pipeline.sources.iter().map(|s| s.topic.clone()).collect();
+    if let Some(cp) = latest {
+        topics.extend(cp.offsets.keys().map(|tp| tp.topic.clone()));
+    }
+    topics.sort();
+    topics.dedup();
+    let (b, k, t) = (bootstrap.to_string(), config.kafka.clone(), topics.clone());
+    let facts = match tokio::task::spawn_blocking(move || vigil_runtime::kafka::cluster_facts(&b, &k, &t, Duration::from_secs(10))).await {
+        Ok(Ok(f)) => f,
+        // Kafka unreachable is not a wrong cluster: Ingest reports it (and retries) as usual.
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot check the checkpoint against the cluster now");
+            return Ok(());
+        }
+        Err(e) => return Err(Error::Resume(format!("metadata lookup failed: {e}"))),
+    };
+    let stored = store.meta("cluster")?.map(|v| String::from_utf8_lossy(&v).to_string());
+    if let Some(cp) = latest {
+        let mut problems = Vec::new();
+        if let (Some(was), Some(now)) = (&stored, &facts.cluster_id) {
+            if was != now {
+                problems.push(format!("it was taken against Kafka cluster {was}, but {bootstrap} is cluster {now}"));
+            }
+        }
+        for tp in cp.offsets.keys() {
+            match facts.partitions.get(&tp.topic) {
+                None => problems.push(format!("topic `{}` of the checkpoint does not exist on {bootstrap}", tp.topic)),
+                Some(n) if tp.partition as usize >= *n => {
+                    problems.push(format!("partition {tp} of the checkpoint does not exist (the topic has {n} partitions now)"))
+                }
+                Some(_) => {}
+            }
+        }
+        problems.dedup();
+        if !problems.is_empty() {
+            let dir = config.node.data_dir.display();
+            if !config.checkpoint.allow_cluster_change {
+                return Err(Error::Resume(format!(
+                    "checkpoint {} in {dir}: {}. Its offsets mean nothing there: point kafka.bootstrap at the original cluster, start with an empty node.data_dir, or set checkpoint.allow_cluster_change = true to resume anyway",
+                    cp.id,
+                    problems.join("; ")
+                )));
+            }
+            tracing::warn!(checkpoint = cp.id, problems = %problems.join("; "), "resuming from a checkpoint of another cluster (checkpoint.allow_cluster_change)");
+        }
+    }
+    if let Some(id) = &facts.cluster_id {
+        store.put_meta("cluster", id.as_bytes())?;
+    }
+    Ok(())
 }
 
 /// Forget journal events older than `incidents.journal_retention`, hourly (and at start).

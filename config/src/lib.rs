@@ -403,11 +403,14 @@ pub struct CheckpointConfig {
     /// Default `30s`.
     #[serde(with = "humantime_serde")]
     pub flush_timeout: Duration,
+    /// Resume from a checkpoint taken against another Kafka cluster (its offsets are then
+    /// applied to this one as they are). Default false: the node refuses to start.
+    pub allow_cluster_change: bool,
 }
 
 impl Default for CheckpointConfig {
     fn default() -> Self {
-        Self { interval: Duration::from_secs(2), retained: 10, flush_timeout: Duration::from_secs(30) }
+        Self { interval: Duration::from_secs(2), retained: 10, flush_timeout: Duration::from_secs(30), allow_cluster_change: false }
     }
 }
 

@@ -550,3 +550,30 @@ impl PartitionReader {
         Err(Error::KafkaTimeout { op: format!("read {tp} from offset {start}"), timeout })
     }
 }
+
+/// What a checkpoint must agree with before a node resumes from it: the cluster's id (if the
+/// broker reports one) and each topic's partition count (absent: the topic does not exist).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterFacts {
+    /// Cluster id.
+    pub cluster_id: Option<String>,
+    /// Partitions per topic asked about.
+    pub partitions: BTreeMap<String, usize>,
+}
+
+/// Ask the cluster at `bootstrap` for its id and the partition counts of `topics`.
+///
+/// # Errors
+/// [`Error::Kafka`] if the client cannot be created or metadata cannot be fetched.
+pub fn cluster_facts(bootstrap: &str, kafka: &KafkaConfig, topics: &[String], timeout: Duration) -> Result<ClusterFacts> {
+    let c: rdkafka::consumer::BaseConsumer = client_config(bootstrap, kafka).create().map_err(|e| Error::kafka("create metadata client", e))?;
+    let cluster_id = c.client().fetch_cluster_id(timeout);
+    let mut partitions = BTreeMap::new();
+    for t in topics {
+        let md = c.fetch_metadata(Some(t), timeout).map_err(|e| Error::kafka(format!("metadata of {t}"), e))?;
+        if let Some(topic) = md.topics().iter().find(|m| m.name() == t && m.error().is_none() && !m.partitions().is_empty()) {
+            partitions.insert(t.clone(), topic.partitions().len());
+        }
+    }
+    Ok(ClusterFacts { cluster_id, partitions })
+}
