@@ -165,6 +165,9 @@ fn sigkill_mid_run_loses_nothing() {
     let node = start_node(&cfg);
     let out = read_topic(&bootstrap, "out-crash", PARTITIONS, Duration::from_secs(180), |m| m.len() >= want.len());
     assert_eq!(out, ref_out, "windows after two SIGKILLs equal the uninterrupted run");
+    let m = http_get(&node.metrics, "/metrics").expect("metrics");
+    assert!(metric(&m, "vigil_restore_keys_total").unwrap_or(0.0) > 0.0, "the restart restored open windows: {m}");
+    assert!(metric(&m, "vigil_restore_duration_seconds").is_some());
     let dlq = read_topic(&bootstrap, "dlq-crash", PARTITIONS, Duration::from_secs(60), |m| m.len() as u64 >= bad);
     assert_eq!(dlq.len() as u64, bad, "every malformed record is in the DLQ exactly once by key");
     drop(node);

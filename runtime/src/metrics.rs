@@ -38,6 +38,8 @@ fn describe() {
     describe_counter!("vigil_checkpoints_total", "Checkpoints by outcome (ok, failed).");
     describe_gauge!("vigil_checkpoint_last_success_timestamp_seconds", Unit::Seconds, "Completion time of the last committed checkpoint.");
     describe_gauge!("vigil_checkpoint_bytes", Unit::Bytes, "Bytes the last checkpoint wrote: stage state plus lineage.");
+    describe_gauge!("vigil_restore_duration_seconds", Unit::Seconds, "Time the last restore of window state from the checkpoint took.");
+    describe_counter!("vigil_restore_keys_total", "Open windows restored from checkpoints (all restores).");
     describe_gauge!("vigil_watermark_lag_seconds", Unit::Seconds, "Wall-clock time minus Process's event-time watermark.");
     describe_counter!("vigil_checkpoint_failures_total", "Checkpoints that failed (outputs not acknowledged or store write failed).");
     describe_histogram!("vigil_checkpoint_duration_seconds", Unit::Seconds, "Barrier injection to atomic commit.");

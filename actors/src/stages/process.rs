@@ -50,6 +50,7 @@ impl Actor for Process {
     async fn pre_start(&self, myself: ActorRef<ProcessMsg>, ctx: Arc<NodeCtx>) -> R<ProcessState> {
         let w = &ctx.config.pipeline.window;
         let fresh = WindowState::new(w.size, w.allowed_lateness);
+        let restore_started = Instant::now();
         let windows = match ctx.store.state("process")? {
             Some(bytes) => {
                 let restored: WindowState = store::decode("process window state", &bytes)?;
@@ -61,7 +62,10 @@ impl Actor for Process {
                                 .into(),
                     }));
                 }
-                tracing::info!(open_windows = restored.open_windows(), "process restored window state");
+                let took = restore_started.elapsed();
+                metrics::gauge!("vigil_restore_duration_seconds").set(took.as_secs_f64());
+                metrics::counter!("vigil_restore_keys_total").increment(restored.open_windows() as u64);
+                tracing::info!(open_windows = restored.open_windows(), bytes = bytes.len(), ms = took.as_millis() as u64, "process restored window state");
                 restored
             }
             None => fresh,
