@@ -235,8 +235,8 @@ pub struct Expired {
     pub through_epoch: u64,
     /// When the newest removal happened, ms.
     pub at_ms: i64,
-    /// Per partition: lineage of offsets below this is gone.
-    pub retained_from: BTreeMap<TopicPartition, i64>,
+    /// Per partition (`topic/partition`): lineage of offsets below this is gone.
+    pub retained_from: BTreeMap<String, i64>,
     /// Windows starting at or before this had segments removed.
     pub horizon_start: Option<i64>,
 }

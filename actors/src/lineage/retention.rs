@@ -93,7 +93,7 @@ pub fn expire(store: &Store, cfg: &LineageConfig, now_ms: i64, total: u64, max_e
             let rec: EpochRecord = decode("lineage epoch", &rec)?;
             for c in &rec.consumed {
                 ops.push((offsets_key(&c.topic, c.partition, c.from), None));
-                let tp = TopicPartition::new(c.topic.clone(), c.partition);
+                let tp = TopicPartition::new(c.topic.clone(), c.partition).to_string();
                 let from = exp.retained_from.entry(tp).or_insert(c.to);
                 *from = (*from).max(c.to);
             }

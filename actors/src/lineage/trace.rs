@@ -238,7 +238,7 @@ pub fn trace_record(store: &Store, topic: &str, partition: i32, offset: i64) -> 
     let Some((_, epoch, _)) = found else {
         let committed = store.offsets()?.get(&tp).copied();
         let exp = expired(store)?;
-        (t.status, t.note) = match (committed, exp.retained_from.get(&tp)) {
+        (t.status, t.note) = match (committed, exp.retained_from.get(&tp.to_string())) {
             (_, Some(from)) if offset < *from => (RecordStatus::Expired, format!("lineage of {tp} below offset {from} was removed by retention")),
             (Some(c), _) if offset >= c => (RecordStatus::Pending, format!("not yet checkpointed: {tp} is committed up to offset {c}")),
             (None, _) => (RecordStatus::Pending, format!("no checkpoint has covered {tp} yet")),
@@ -340,6 +340,8 @@ mod tests {
         assert_eq!((a.status, a.complete, a.records), (OutputStatus::Written, false, 1));
         assert_eq!(trace_output(&store, "out", "b", 0).unwrap().status, OutputStatus::Expired);
         assert_eq!(retention::totals(&store).unwrap().0, 1, "the newest checkpoint's lineage stays");
+        let st = serde_json::to_value(retention::status(&store, true).unwrap()).expect("status as JSON");
+        assert_eq!(st["expired"]["retained_from"]["src/0"], 3, "{st}");
     }
 
     #[test]
