@@ -14,7 +14,7 @@ mod common;
 
 use common::*;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -33,12 +33,7 @@ type SourceRecord = (i32, i64, Vec<u8>, Option<String>);
 
 /// Read every record of `topic` up to the partitions' current ends.
 fn read_source(bootstrap: &str, topic: &str) -> Vec<SourceRecord> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", format!("lineage-ref-{}", std::process::id()))
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
+    let c = reader(bootstrap, "lineage-ref");
     let mut out = Vec::new();
     for p in 0..PARTITIONS {
         let (_, high) = watermarks(bootstrap, topic, p);

@@ -341,6 +341,16 @@ pub fn read_topic(
     read_topic_with(bootstrap, topic, partitions, timeout, done, |m| m.payload().map(|v| String::from_utf8_lossy(v).to_string()).unwrap_or_default())
 }
 
+/// A consumer of its own group that commits nothing (for reading topics back).
+pub fn reader(bootstrap: &str, group: &str) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("{group}-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer")
+}
+
 /// Like [`read_topic`], keeping `extract(message)` per key instead of the value.
 pub fn read_topic_with(
     bootstrap: &str,
@@ -350,12 +360,7 @@ pub fn read_topic_with(
     done: impl Fn(&BTreeMap<String, String>) -> bool,
     extract: impl Fn(&rdkafka::message::BorrowedMessage<'_>) -> String,
 ) -> BTreeMap<String, String> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", format!("reader-{topic}-{}", std::process::id()))
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
+    let c = reader(bootstrap, &format!("reader-{topic}"));
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition_offset(topic, p, Offset::Beginning).expect("tpl");

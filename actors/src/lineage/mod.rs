@@ -116,7 +116,7 @@ impl LineageCtx {
     }
 
     /// The checkpoint in progress failed: its run FAILs. When processing continues
-    /// (`retry_after`: the checkpoint that failed), a new run starts at once for the retry;
+    /// (`retry_after`: the last committed checkpoint), a new run starts at once for the retry;
     /// otherwise the pipeline restarts and [`LineageCtx::begin`] starts one.
     pub fn failed(&self, error: &str, retry_after: Option<u64>) {
         let next = retry_after.filter(|_| self.exporter.is_some()).map(Run::new);

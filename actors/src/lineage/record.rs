@@ -356,7 +356,7 @@ pub fn commit_ops(
     completed_ms: i64,
     node: &str,
     sink_topic: &str,
-    lineage: EpochLineage,
+    lineage: &EpochLineage,
     prev: &BTreeMap<TopicPartition, i64>,
     next: &BTreeMap<TopicPartition, i64>,
 ) -> vigil_runtime::Result<CommitOps> {
@@ -368,7 +368,7 @@ pub fn commit_ops(
     };
     let (mut records, mut windows_closed) = (0u64, 0u64);
     let mut windows = Vec::with_capacity(lineage.windows.len());
-    for ((key, start), d) in lineage.windows {
+    for ((key, start), d) in &lineage.windows {
         let mut parts: Vec<(String, TopicParts)> = Vec::new();
         for (tp, set) in &d.parts {
             if let Some(first) = set.iter().next() {
@@ -385,12 +385,12 @@ pub fn commit_ops(
             v.sort();
         }
         windows_closed += u64::from(d.closed.is_some());
-        let schemas = d.schemas.into_iter().map(|((s, v), n)| (s.to_string(), v, n)).collect();
+        let schemas = d.schemas.iter().map(|((s, v), n)| (s.to_string(), *v, *n)).collect();
         let seg = Segment { opened: d.opened, closed: d.closed, parts, schemas };
-        ops.push((segment_key(&key, start, epoch), Some(vigil_runtime::store::encode("lineage segment", &seg)?)));
-        windows.push((key, start));
+        ops.push((segment_key(key, *start, epoch), Some(vigil_runtime::store::encode("lineage segment", &seg)?)));
+        windows.push((key.clone(), *start));
     }
-    let mut rejects = lineage.rejects;
+    let mut rejects = lineage.rejects.clone();
     for r in &rejects {
         note_min(&TopicPartition::new(r.topic.clone(), r.partition), r.offset);
     }
@@ -455,7 +455,7 @@ mod tests {
 
         let prev = BTreeMap::from([(tp(0), 5)]);
         let next = BTreeMap::from([(tp(0), 8), (tp(1), 10), (tp(2), 4)]);
-        let c = commit_ops(7, 1000, "n", "out", l, &prev, &next).unwrap();
+        let c = commit_ops(7, 1000, "n", "out", &l, &prev, &next).unwrap();
         assert_eq!(c.entries, 3);
         assert_eq!(c.record.records, 4);
         assert_eq!(c.record.windows_closed, 1);

@@ -292,7 +292,7 @@ mod tests {
     fn commit(store: &Store, id: u64, ms: i64, c: &mut Collector, offsets: &[(i32, i64)]) {
         let next: BTreeMap<TopicPartition, i64> = offsets.iter().map(|(p, o)| (TopicPartition::new("src", *p), *o)).collect();
         let prev = store.offsets().unwrap();
-        let ops = commit_ops(id, ms, "n", "out", c.take(), &prev, &next).unwrap();
+        let ops = commit_ops(id, ms, "n", "out", &c.take(), &prev, &next).unwrap();
         let extra: Vec<(&str, _)> = ops.ops.into_iter().map(|o| ("lineage", o)).collect();
         let meta = CheckpointMeta { id, completed_ms: ms, node_id: "n".into(), offsets: next, state_bytes: BTreeMap::new(), duration_us: 0 };
         store.commit_checkpoint(&Checkpoint { meta, states: BTreeMap::new() }, 3, &extra).unwrap();

@@ -107,7 +107,8 @@ impl Sink {
             Err(CommitError::Store(e, lineage)) => {
                 ctx.stats.checkpoint_failed();
                 tracing::error!(checkpoint = id, error = %e, "checkpoint not committed: the store write failed; processing continues and the next checkpoint retries");
-                ctx.lineage.failed(&format!("checkpoint {id} failed: {e}"), Some(id));
+                let last_committed = *ctx.checkpoint_done.borrow();
+                ctx.lineage.failed(&format!("checkpoint {id} failed: {e}"), Some(last_committed));
                 let text = format!("checkpoint {id} failed: {e}; processing continues, the next checkpoint retries");
                 ctx.journal.record(crate::journal::Event::now(crate::journal::EventKind::CheckpointFailure, "sink", text).stage("sink"));
                 st.carry = lineage;
@@ -135,26 +136,33 @@ impl Sink {
     /// the state size in bytes.
     async fn commit(&self, st: &mut SinkState, mut b: Barrier) -> Result<u64, CommitError> {
         let ctx = st.ctx.clone();
-        let cfg = &ctx.config.checkpoint;
-        ctx.producer.flush_checked(cfg.flush_timeout, st.failed_before).await.map_err(|e| CommitError::Rewind(e.into()))?;
+        ctx.producer.flush_checked(ctx.config.checkpoint.flush_timeout, st.failed_before).await.map_err(|e| CommitError::Rewind(e.into()))?;
+        let mut lineage = std::mem::take(&mut st.carry);
+        lineage.absorb(std::mem::take(&mut b.lineage));
+        match Self::write(&ctx, b, &lineage) {
+            Ok(size) => Ok(size),
+            // The outputs are safe; this epoch's lineage goes with the next checkpoint.
+            Err(e) => Err(CommitError::Store(e, lineage)),
+        }
+    }
+
+    /// The store part of a checkpoint: one atomic write of offsets, states, `lineage` and
+    /// metadata. Returns the state size in bytes.
+    fn write(ctx: &NodeCtx, b: Barrier, lineage: &EpochLineage) -> crate::Result<u64> {
         let completed_ms = vigil_runtime::now_ms();
-        let mut epoch_lineage = std::mem::take(&mut st.carry);
-        epoch_lineage.absorb(std::mem::take(&mut b.lineage));
-        let keep = epoch_lineage.clone();
-        let store_failed = |e: Error| CommitError::Store(e, keep.clone());
-        let lineage = if ctx.config.lineage.enabled {
-            let prev = ctx.store.offsets().map_err(|e| store_failed(e.into()))?;
-            let p = &ctx.config.pipeline;
-            let l = commit_ops(b.id, completed_ms, &ctx.config.node.id, &p.sink_topic, epoch_lineage, &prev, &b.offsets).map_err(|e| store_failed(e.into()))?;
-            let next = ctx.lineage.next_run(b.id, l.ops.is_empty()).map_err(|e| store_failed(e.into()))?;
-            Some((l, next))
-        } else {
-            None
-        };
+        let mut committed = None;
         let mut extra: Vec<(&str, Op)> = Vec::new();
-        if let Some((l, next)) = &lineage {
-            extra.extend(l.ops.iter().cloned().map(|op| ("lineage", op)));
-            extra.extend(next.iter().map(|(_, op)| ("lineage", op.clone())));
+        if ctx.config.lineage.enabled {
+            let prev = ctx.store.offsets()?;
+            let p = &ctx.config.pipeline;
+            let mut l = commit_ops(b.id, completed_ms, &ctx.config.node.id, &p.sink_topic, lineage, &prev, &b.offsets)?;
+            let next = ctx.lineage.next_run(b.id, l.ops.is_empty())?;
+            extra.extend(l.ops.drain(..).map(|op| ("lineage", op)));
+            let next = next.map(|(run, op)| {
+                extra.push(("lineage", op));
+                run
+            });
+            committed = Some((l, next));
         }
         let state_bytes: BTreeMap<String, u64> = b.states.iter().map(|(k, v)| (k.clone(), v.len() as u64)).collect();
         let meta = CheckpointMeta {
@@ -169,12 +177,12 @@ impl Sink {
         let summary = CheckpointSummary { id: meta.id, completed_ms: meta.completed_ms, duration_us: meta.duration_us };
         let text =
             format!("checkpoint {} committed ({:.1} ms, {} partitions, {size} state bytes)", meta.id, meta.duration_us as f64 / 1000.0, meta.offsets.len());
-        ctx.store.commit_checkpoint(&Checkpoint { meta, states: b.states }, cfg.retained, &extra).map_err(|e| store_failed(e.into()))?;
+        ctx.store.commit_checkpoint(&Checkpoint { meta, states: b.states }, ctx.config.checkpoint.retained, &extra)?;
         ctx.stats.checkpointed(summary, size);
-        let lineage_bytes = lineage.as_ref().map_or(0, |(l, _)| l.bytes);
+        let lineage_bytes = committed.as_ref().map_or(0, |(l, _)| l.bytes);
         metrics::gauge!("vigil_checkpoint_bytes").set((size + lineage_bytes) as f64);
-        if let Some((l, next)) = lineage {
-            ctx.lineage.committed(&l.record, l.entries, l.bytes, next.map(|(run, _)| run));
+        if let Some((l, next)) = committed {
+            ctx.lineage.committed(&l.record, l.entries, l.bytes, next);
         }
         ctx.journal.record(crate::journal::Event::now(crate::journal::EventKind::Checkpoint, "sink", text).stage("sink"));
         Ok(size)
