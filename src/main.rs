@@ -478,31 +478,39 @@ fn status_line(s: &StatusSnapshot, rate: Option<f64>) -> String {
     format!("in {}{rate}  valid {}  windowed {}  out {} windows  dlq {}  lag {}  {cp}{lost}", s.ingested, s.validated, s.processed, s.windows_out, s.dlq, s.lag)
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or Ctrl-C. The handlers are installed when this is called, not
+/// when it is first awaited: a signal that arrives in between (say, right after a node has
+/// reported itself started) is kept, not fatal.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
+    let handlers = {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
+        (signal(SignalKind::terminate()).ok(), signal(SignalKind::interrupt()).ok())
+    };
+    async move {
+        #[cfg(unix)]
+        match handlers {
+            (Some(mut term), Some(mut int)) => {
                 tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {},
                     _ = term.recv() => {},
+                    _ = int.recv() => {},
                 }
             }
-            Err(_) => {
+            _ => {
                 let _ = tokio::signal::ctrl_c().await;
             }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
 async fn run(config: Option<PathBuf>, json: bool) -> Result<std::process::ExitCode> {
     let cfg = load_config(config.as_deref())?;
     init_logging(cfg.observability.log_format == vigil_config::LogFormat::Json);
+    let shutdown = shutdown_signal();
     let node = Node::start(cfg.clone()).await.context("node failed to start")?;
     let o = &cfg;
     if json {
@@ -584,7 +592,7 @@ async fn run(config: Option<PathBuf>, json: bool) -> Result<std::process::ExitCo
         }
     });
     let reloader = cfg.loaded_from.clone().map(|path| tokio::spawn(reload_on_sighup(node.admin_addr, path)));
-    let res = node.run_until(shutdown_signal()).await;
+    let res = node.run_until(shutdown).await;
     printer.abort();
     if let Some(r) = reloader {
         r.abort();
@@ -628,11 +636,12 @@ async fn broker(partitions: u32, port: u16, topics: Vec<String>) -> Result<std::
         bail!("--partitions must be at least 1");
     }
     let listen: SocketAddr = ([127, 0, 0, 1], port).into();
+    let shutdown = shutdown_signal();
     let b = EmbeddedBroker::start(partitions, &topics, Some(listen)).context("cannot start the mock cluster")?;
     println!("bootstrap: {}", b.bootstrap());
     println!("topics: {} ({} partitions each); the mock keeps ~5 MiB per partition", topics.join(","), partitions);
     let _ = std::io::stdout().flush();
-    shutdown_signal().await;
+    shutdown.await;
     drop(b);
     Ok(std::process::ExitCode::SUCCESS)
 }
