@@ -5,6 +5,9 @@
 //! (data-quality measurement and alerting, or record-level lineage) off and on, alternating
 //! rounds; reports the median throughput of each, their ratio, and raw librdkafka consume
 //! throughput for scale. The lineage bench also reports the lineage stored per input byte.
+//!
+//! `vigil bench state`: what an incremental checkpoint writes after a fraction of the open
+//! windows changed, against the full state, and how long a restore of that state takes.
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
@@ -22,6 +25,47 @@ pub(crate) enum BenchCmd {
     Quality(BenchArgs),
     /// Cost of record-level lineage: throughput with it off and on, and its size per input byte.
     Lineage(BenchArgs),
+    /// Incremental checkpoints: bytes a checkpoint writes after a fraction of the open windows
+    /// changed, against the full state's, and the time to restore that state.
+    State(StateArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct StateArgs {
+    /// Open windows.
+    #[arg(long, default_value_t = 1_000_000)]
+    windows: u64,
+    /// Fraction of them changed between the two checkpoints.
+    #[arg(long, default_value_t = 0.01)]
+    changed: f64,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn state_bench(a: &StateArgs) -> Result<ExitCode> {
+    if a.windows == 0 || !(a.changed > 0.0 && a.changed <= 1.0) {
+        bail!("--windows must be at least 1 and --changed in (0, 1]");
+    }
+    let dir = std::env::temp_dir().join(format!("vigil-bench-state-{}", std::process::id()));
+    eprintln!("bench: {} open windows in {} ...", a.windows, dir.display());
+    let result = vigil_actors::analytics::cost::measure(&dir, a.windows, a.changed);
+    let _ = std::fs::remove_dir_all(&dir);
+    let c = result?;
+    if a.json {
+        println!("{}", serde_json::to_string(&c)?);
+    } else {
+        println!("open windows             {:>12}", c.windows);
+        println!("full checkpoint          {:>12} bytes in {:.2}s", c.full_bytes, c.full_checkpoint_secs);
+        println!("after {:>6} changed      {:>12} bytes in {:.3}s  ({:.2}% of full)", c.changed, c.delta_bytes, c.delta_checkpoint_secs, c.ratio * 100.0);
+        println!(
+            "restore                  {:>12} windows in {:.2}s ({:.0} windows/s)",
+            c.restored,
+            c.restore_secs,
+            c.restored as f64 / c.restore_secs.max(1e-9)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// What a bench switches off and on.
@@ -168,6 +212,7 @@ pub(crate) async fn run(cmd: BenchCmd) -> Result<ExitCode> {
     let (feature, a) = match cmd {
         BenchCmd::Quality(a) => (Feature::Quality, a),
         BenchCmd::Lineage(a) => (Feature::Lineage, a),
+        BenchCmd::State(a) => return tokio::task::block_in_place(|| state_bench(&a)),
     };
     if a.records == 0 || a.rounds == 0 || a.partitions == 0 {
         bail!("--records, --rounds and --partitions must be at least 1");

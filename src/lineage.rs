@@ -38,7 +38,7 @@ pub(crate) enum LineageCmd {
     /// forward to the window it counted in or the DLQ entry it became.
     #[command(group(clap::ArgGroup::new("what").required(true).args(["output", "record"])))]
     Trace {
-        /// Output `<sink topic>/<key>@<window_start>`, e.g. `vigil-output/user-007@1700000000000`.
+        /// Output `<topic>/<aggregation>/<key>@<window_start>`, e.g. `vigil-output/spend_per_user/user-007@1700000000000`.
         #[arg(long)]
         output: Option<String>,
         /// Source record: `<topic>/<partition>/<offset>`, or its `vigil.id` (found by reading
@@ -169,7 +169,7 @@ fn trace(output: Option<String>, record: Option<String>, fetch: bool, bootstrap:
     let fetched = if fetch { fetch_records(&bootstrap()?, &[one], &mut view(from))? } else { Vec::new() };
     show(&t, fetch.then_some(&fetched), json, || {
         println!("{}: {}", t.record, t.note);
-        if let Some(w) = &t.window {
+        for w in &t.windows {
             println!("  output: {}  written in checkpoint {}", w.output, opt(w.written_in));
         }
         if let Some(d) = &t.dlq {

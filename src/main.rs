@@ -535,13 +535,24 @@ async fn run(config: Option<PathBuf>, json: bool) -> Result<std::process::ExitCo
             .map(|s| if s.format.framed() { format!("{} ({}, {})", s.topic, s.format, s.subject()) } else { format!("{} (json)", s.topic) })
             .collect();
         println!(
-            "  pipeline   {} -> validate -> {} windows by `{}` -> {} (dlq: {})",
+            "  pipeline   {} -> validate -> {} aggregations -> {} (dlq: {})",
             topics.join(","),
-            humantime::format_duration(o.pipeline.window.size),
-            o.pipeline.window.key_field,
+            o.pipeline.aggregations.len(),
             o.pipeline.sink_topic,
             o.pipeline.dlq_topic
         );
+        for a in &o.pipeline.aggregations {
+            let window = match a.window {
+                vigil_config::WindowSpec::Tumbling { size } => format!("tumbling {}", humantime::format_duration(size)),
+                vigil_config::WindowSpec::Hopping { size, slide } => {
+                    format!("hopping {} every {}", humantime::format_duration(size), humantime::format_duration(slide))
+                }
+                vigil_config::WindowSpec::Session { gap } => format!("sessions, gap {}", humantime::format_duration(gap)),
+            };
+            let metrics: Vec<String> = a.metrics.iter().map(ToString::to_string).collect();
+            let group = if a.group_by.is_empty() { "everything".to_string() } else { a.group_by.join(", ") };
+            println!("    {:<20} {window} by {group}: {}", a.name, metrics.join(", "));
+        }
         println!("  data       {}", o.node.data_dir.display());
         if o.schema_registry.external() {
             println!("  registry   {} (external)", o.schema_registry.url);

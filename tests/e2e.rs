@@ -11,11 +11,6 @@ const START_MS: i64 = 1_700_000_000_000;
 const STEP_MS: i64 = 7;
 const FAR_FUTURE_MS: i64 = 1_900_000_000_000;
 
-fn parse_window(v: &str) -> (u64, f64, f64, f64) {
-    let j: serde_json::Value = serde_json::from_str(v).expect("window json");
-    (j["count"].as_u64().expect("count"), j["sum"].as_f64().expect("sum"), j["min"].as_f64().expect("min"), j["max"].as_f64().expect("max"))
-}
-
 fn assert_windows_equal(got: &BTreeMap<String, String>, want: &BTreeMap<String, (u64, f64, f64, f64)>) {
     assert_eq!(got.len(), want.len(), "number of windows");
     for (k, w) in want {

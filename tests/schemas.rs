@@ -121,7 +121,7 @@ fn avro_records_are_validated_and_every_failure_reaches_the_dlq_with_its_reason(
             None => {
                 good += 1;
                 let start = r.ts.div_euclid(WINDOW_MS) * WINDOW_MS;
-                let e = want.entry(format!("{}@{start}", r.event.user)).or_default();
+                let e = want.entry(out_key(&r.event.user, start)).or_default();
                 e.0 += 1;
                 e.1 += r.event.amount;
             }
@@ -134,8 +134,8 @@ fn avro_records_are_validated_and_every_failure_reaches_the_dlq_with_its_reason(
     assert_eq!(got.len(), want.len(), "number of windows");
     for (k, (n, sum)) in &want {
         let w: serde_json::Value = serde_json::from_str(got.get(k).unwrap_or_else(|| panic!("missing window {k}"))).expect("window json");
-        assert_eq!(w["count"].as_u64(), Some(*n), "count of {k}");
-        assert!((w["sum"].as_f64().expect("sum") - sum).abs() < 1e-6, "sum of {k}");
+        assert_eq!(w["metrics"]["count"].as_u64(), Some(*n), "count of {k}");
+        assert!((w["metrics"]["sum_amount"].as_f64().expect("sum") - sum).abs() < 1e-6, "sum of {k}");
     }
     let dlq = read_topic_with(
         &bootstrap,

@@ -217,6 +217,18 @@ pub struct EventGen {
     next: u64,
 }
 
+/// Length of the event-time slots in which users are active or not.
+const ACTIVITY_SLOT_MS: i64 = 30_000;
+
+/// Whether user `u` is active in activity slot `slot` (about one in three).
+fn active(seed: u64, u: u32, slot: u64) -> bool {
+    let mut x = seed ^ u64::from(u).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ slot.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+    x ^= x >> 33;
+    x % 3 == 0
+}
+
 const COUNTRIES: [&str; 6] = ["DE", "FR", "US", "BR", "JP", "IN"];
 const PAGES: [&str; 5] = ["/", "/search", "/product", "/cart", "/checkout"];
 
@@ -250,8 +262,19 @@ impl EventGen {
     pub fn next_record(&mut self) -> GenRecord {
         let i = self.next;
         self.next += 1;
-        let user = format!("user-{:03}", self.rng.random_range(0..self.spec.users.max(1)));
         let ts = self.spec.start_ms + i as i64 * self.spec.step_ms;
+        // Users come and go: in each 30 s slot of event time about a third are active, so
+        // session windows open and close. A few draws find one (or settle for the last).
+        let slot = (ts - self.spec.start_ms).div_euclid(ACTIVITY_SLOT_MS) as u64;
+        let users = self.spec.users.max(1);
+        let mut u = self.rng.random_range(0..users);
+        for _ in 0..8 {
+            if active(self.spec.seed, u, slot) {
+                break;
+            }
+            u = self.rng.random_range(0..users);
+        }
+        let user = format!("user-{u:03}");
         let id = format!("e-{}-{}", self.spec.seed, i);
         let payment = self.rng.random_bool(0.6);
         let cents: u32 = self.rng.random_range(100..50_000);
@@ -326,7 +349,12 @@ mod tests {
         assert!((100..300).contains(&bad), "bad ratio off: {bad}");
         let rules = Rules::compile(&p.fields).unwrap();
         for r in recs {
-            assert_eq!(validate_json(&r.payload, &rules, &p.window).is_err(), r.bad, "{}", String::from_utf8_lossy(&r.payload));
+            assert_eq!(
+                validate_json(&r.payload, &rules, &crate::analytics::spec::Analytics::compile(&p)).is_err(),
+                r.bad,
+                "{}",
+                String::from_utf8_lossy(&r.payload)
+            );
         }
     }
 
@@ -349,7 +377,7 @@ mod tests {
             let mut seen = std::collections::BTreeSet::new();
             for r in EventGen::new(spec(5)).take(1000) {
                 let got = match d.decode(&wire.encode(&r), &reg).unwrap() {
-                    Ok((rec, _)) => rules.apply(&rec, &p.window).err().map(|e| e.code()),
+                    Ok((rec, _)) => rules.apply(&rec, &crate::analytics::spec::Analytics::compile(&p)).err().map(|e| e.code()),
                     Err((e, _)) => Some(e.code()),
                 };
                 assert_eq!(got.as_deref(), wire.expected_reason(&r), "{wire:?} record {}", r.id);

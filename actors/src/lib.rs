@@ -18,7 +18,6 @@ pub mod rate;
 pub mod registry;
 pub mod stages;
 pub mod validate;
-pub mod window;
 
 /// The serialized (snake_case) name of a unit enum variant, e.g. `dlq_burst` — what the
 /// API, the CLI tables and metric labels show.

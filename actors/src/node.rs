@@ -31,6 +31,7 @@ use crate::Error;
 use crate::Result;
 use futures::future::BoxFuture;
 use ractor::ActorRef;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -242,15 +243,16 @@ impl Node {
         let rules = Rules::compile(&config.pipeline.fields).map_err(|(path, message)| Error::Config { path, message })?;
         let schemas = SchemaSetup::open(&config, &store)?;
         let generator_wire = if config.generator_enabled() { schemas.generator_wire(&config)? } else { Wire::Json };
-        let sink_schema = match config.pipeline.sink_format {
-            SinkFormat::Avro => {
-                let subject = format!("{}-value", config.pipeline.sink_topic);
-                let id = schemas.register(&subject, SchemaType::Avro, crate::window::WINDOW_AVRO_SCHEMA)?;
-                let schema = apache_avro::Schema::parse_str(crate::window::WINDOW_AVRO_SCHEMA).map_err(|e| Error::Encode(e.to_string()))?;
-                Some((id, schema))
+        let analytics = crate::analytics::spec::Analytics::compile(&config.pipeline);
+        let mut sink_schemas = BTreeMap::new();
+        for (topic, format) in analytics.topics() {
+            if format == SinkFormat::Avro && !sink_schemas.contains_key(topic) {
+                let schema_text = crate::analytics::output::OUTPUT_AVRO_SCHEMA;
+                let id = schemas.register(&format!("{topic}-value"), SchemaType::Avro, schema_text)?;
+                let schema = apache_avro::Schema::parse_str(schema_text).map_err(|e| Error::Encode(e.to_string()))?;
+                sink_schemas.insert(topic.to_string(), (id, schema));
             }
-            SinkFormat::Json => None,
-        };
+        }
         let producer = TrackedProducer::new(&bootstrap, &config.kafka)?;
         let (checkpoint_done, _) = watch::channel(last_id);
         let lineage = crate::lineage::LineageCtx::open(&config, &store, &bootstrap, &config_hash)?;
@@ -272,7 +274,8 @@ impl Node {
             resolver_blocks: schemas.local.is_none(),
             rules,
             generator_wire,
-            sink_schema,
+            sink_schemas,
+            analytics,
             quality_queue: std::sync::atomic::AtomicUsize::new(0),
             quality_dropped: AtomicU64::new(0),
             dq: watch::channel(crate::quality::report::DqReport::default()).0,

@@ -10,7 +10,6 @@ use crate::quality::tracker::BatchQuality;
 use crate::registry::resolver::Resolver;
 use crate::registry::Registry;
 use crate::validate::{Rules, SchemaInfo};
-use crate::window::WindowResult;
 use ractor::ActorRef;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -43,6 +42,8 @@ pub struct Barrier {
     pub offsets: BTreeMap<TopicPartition, i64>,
     /// Snapshots added by stages.
     pub states: BTreeMap<String, Vec<u8>>,
+    /// Window state changed in this epoch (column family `windows`): puts and deletes.
+    pub window_ops: Vec<vigil_runtime::store::Op>,
     /// Lineage of the epoch this barrier ends, added by Validate and Process.
     pub lineage: crate::lineage::record::EpochLineage,
 }
@@ -54,12 +55,10 @@ pub struct Record {
     pub source: TopicPartition,
     /// Original record.
     pub envelope: Envelope,
-    /// Window key.
-    pub key: String,
-    /// Value.
-    pub value: f64,
     /// Event time, ms.
     pub ts: i64,
+    /// Values of the fields the aggregations read ([`crate::analytics::spec::Analytics::fields`]).
+    pub fields: Vec<crate::analytics::spec::FieldVal>,
     /// Schema subject and version it was read with, when registry-framed.
     pub schema: Option<(Arc<str>, u32)>,
 }
@@ -130,8 +129,8 @@ pub enum SinkMsg {
     Windows {
         /// Ingest incarnation to credit, if this came from a batch.
         credit: Option<u64>,
-        /// Windows.
-        windows: Vec<WindowResult>,
+        /// Emissions of the aggregations.
+        windows: Vec<crate::analytics::output::Output>,
     },
     /// Checkpoint barrier.
     Barrier(Barrier),
@@ -222,6 +221,10 @@ pub struct Rejection<'a> {
     pub schema: Option<&'a SchemaInfo>,
     /// Checkpoint it is committed in.
     pub epoch: u64,
+    /// Topic instead of the DLQ (late records with `pipeline.late_topic`).
+    pub to: Option<&'a str>,
+    /// More headers.
+    pub extra: &'a [(&'a str, &'a [u8])],
 }
 
 /// Everything the stages of one node share. Lives as long as the node; actors come and go.
@@ -260,8 +263,10 @@ pub struct NodeCtx {
     pub rules: Rules,
     /// How the embedded generator encodes its records (first source's format).
     pub generator_wire: Wire,
-    /// Schema id and Avro schema of window results when `pipeline.sink_format = "avro"`.
-    pub sink_schema: Option<(u32, apache_avro::Schema)>,
+    /// Schema id and Avro schema of results per output topic written as Avro.
+    pub sink_schemas: BTreeMap<String, (u32, apache_avro::Schema)>,
+    /// The aggregations, compiled.
+    pub analytics: crate::analytics::spec::Analytics,
     /// Batch reports sent to the Quality actor and not yet taken (bounded by `quality.queue_max`).
     pub quality_queue: AtomicUsize,
     /// Batch reports dropped because the Quality actor was full or restarting.
@@ -356,7 +361,7 @@ impl NodeCtx {
     /// # Errors
     /// [`crate::Error::Runtime`] if Kafka does not take it.
     pub async fn send_to_dlq(&self, source: &TopicPartition, env: &Envelope, why: Rejection<'_>) -> crate::Result<()> {
-        let Rejection { stage, code, detail, schema, epoch } = why;
+        let Rejection { stage, code, detail, schema, epoch, to, extra } = why;
         let position = format!("{}/{}/{}", source.topic, source.partition, env.offset);
         let mut headers: Vec<(&str, &[u8])> = env.headers.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
         headers.push(("vigil.dlq.reason", code.as_bytes()));
@@ -368,6 +373,7 @@ impl NodeCtx {
         headers.push(("vigil.epoch", epoch.as_bytes()));
         headers.push(("vigil.config", self.config_hash.as_bytes()));
         headers.push(("vigil.version", env!("CARGO_PKG_VERSION").as_bytes()));
+        headers.extend_from_slice(extra);
         let (id, version) = (schema.and_then(|s| s.id).map(|i| i.to_string()), schema.and_then(|s| s.version).map(|v| v.to_string()));
         if let Some(s) = schema {
             headers.push(("vigil.schema.subject", s.subject.as_bytes()));
@@ -378,9 +384,11 @@ impl NodeCtx {
         if let Some(v) = &version {
             headers.push(("vigil.schema.version", v.as_bytes()));
         }
-        let rec = OutRecord { topic: &self.config.pipeline.dlq_topic, key: env.id.as_bytes(), payload: &env.payload, headers: &headers };
+        let rec = OutRecord { topic: to.unwrap_or(&self.config.pipeline.dlq_topic), key: env.id.as_bytes(), payload: &env.payload, headers: &headers };
         self.producer.send(&rec, self.send_timeout()).await?;
-        self.stats.add(Stage::Dlq, 1);
+        if to.is_none() {
+            self.stats.add(Stage::Dlq, 1);
+        }
         Ok(())
     }
 }

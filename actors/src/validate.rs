@@ -4,10 +4,11 @@
 //!    a payload that decodes against the writer schema and resolves to the reader (latest
 //!    active) schema. A record is decoded once; Avro stays in its decoded form.
 //! 2. **Rules** ([`Rules`]): `[[pipeline.fields]]` — required, type, range, allowed values,
-//!    pattern, max length — on the decoded record, then the window key, value and event
-//!    time are extracted whatever the format.
+//!    pattern, max length — on the decoded record, then the event time and the fields the
+//!    aggregations read are extracted whatever the format.
 //!
 //! Every failure is a [`Reject`] with a machine-readable reason for the DLQ.
+use crate::analytics::spec::{Analytics, FieldVal};
 use crate::registry::resolver::{ResolveError, Resolver};
 use crate::registry::state::{Lifecycle, Resolution, Unresolved};
 use crate::registry::wire;
@@ -15,17 +16,15 @@ use apache_avro::types::Value as Avro;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
-use vigil_config::{FieldRule, FieldType, SourceConfig, SourceFormat, WindowConfig};
+use vigil_config::{FieldRule, FieldType, SourceConfig, SourceFormat};
 
-/// A record that passed validation, reduced to what windows need.
+/// A record that passed validation, reduced to what the aggregations need.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Parsed {
-    /// Window key.
-    pub key: String,
-    /// Aggregated value.
-    pub value: f64,
     /// Event time, ms since epoch.
     pub ts: i64,
+    /// Values of [`Analytics::fields`], in order.
+    pub fields: Vec<FieldVal>,
 }
 
 /// Why a record was rejected; [`Reject::code`] is the machine-readable DLQ reason.
@@ -262,11 +261,12 @@ impl Rules {
         Ok(Rules { rules: out })
     }
 
-    /// Apply the rules, then extract the window fields.
+    /// Apply the rules, then extract the event time and the aggregations' fields.
     ///
     /// # Errors
-    /// The first [`Reject`] found, checking rules in order, then the window fields.
-    pub fn apply(&self, rec: &Decoded, window: &WindowConfig) -> Result<Parsed, Reject> {
+    /// The first [`Reject`] found, checking rules in order, then the event time (required,
+    /// an integer). Aggregation fields may be absent; arrays and objects count as absent.
+    pub fn apply(&self, rec: &Decoded, an: &Analytics) -> Result<Parsed, Reject> {
         for (r, re) in &self.rules {
             let v = match rec.get(&r.name) {
                 None | Some(Scalar::Null) if r.required => return Err(Reject::MissingField(r.name.clone())),
@@ -278,19 +278,23 @@ impl Rules {
             }
             check_values(r, re.as_ref(), &v)?;
         }
-        let get = |f: &str| rec.get(f).filter(|v| *v != Scalar::Null).ok_or_else(|| Reject::MissingField(f.to_string()));
-        let key = get(&window.key_field)?;
-        let key = match key {
-            Scalar::Str(_) | Scalar::Int(_) | Scalar::Float(_) | Scalar::Bool(_) => key.text().unwrap_or_default(),
-            other => return Err(wrong(&window.key_field, "string", &other)),
+        let ts = match rec.get(&an.time_field) {
+            None | Some(Scalar::Null) => return Err(Reject::MissingField(an.time_field.clone())),
+            Some(Scalar::Int(i)) => i,
+            Some(other) => return Err(wrong(&an.time_field, "integer", &other)),
         };
-        let value = get(&window.value_field)?;
-        let value = value.as_f64().ok_or_else(|| wrong(&window.value_field, "number", &value))?;
-        let ts = match get(&window.time_field)? {
-            Scalar::Int(i) => i,
-            other => return Err(wrong(&window.time_field, "integer", &other)),
-        };
-        Ok(Parsed { key, value, ts })
+        let fields = an
+            .fields
+            .iter()
+            .map(|f| match rec.get(f) {
+                Some(Scalar::Str(s)) => FieldVal::Str(s.to_string()),
+                Some(Scalar::Int(i)) => FieldVal::Num(i as f64),
+                Some(Scalar::Float(x)) => FieldVal::Num(x),
+                Some(Scalar::Bool(b)) => FieldVal::Bool(b),
+                None | Some(Scalar::Null | Scalar::Other(_)) => FieldVal::Missing,
+            })
+            .collect();
+        Ok(Parsed { ts, fields })
     }
 }
 
@@ -475,8 +479,8 @@ fn decode_plain_json(payload: &[u8]) -> Result<Decoded, Reject> {
 ///
 /// # Errors
 /// The first [`Reject`].
-pub fn validate_json(payload: &[u8], rules: &Rules, window: &WindowConfig) -> Result<Parsed, Reject> {
-    rules.apply(&decode_plain_json(payload)?, window)
+pub fn validate_json(payload: &[u8], rules: &Rules, an: &Analytics) -> Result<Parsed, Reject> {
+    rules.apply(&decode_plain_json(payload)?, an)
 }
 
 #[cfg(test)]
@@ -487,12 +491,22 @@ mod tests {
 
     fn check(s: &str) -> Result<Parsed, Reject> {
         let p = PipelineConfig::default();
-        validate_json(s.as_bytes(), &Rules::compile(&p.fields).unwrap(), &p.window)
+        validate_json(s.as_bytes(), &Rules::compile(&p.fields).unwrap(), &Analytics::compile(&p))
+    }
+
+    /// (user, amount, ts) of a parsed record of the default pipeline.
+    fn uat(p: Parsed) -> (String, f64, i64) {
+        let an = Analytics::compile(&PipelineConfig::default());
+        let get = |f: &str| an.fields.iter().position(|x| x == f).map(|i| p.fields[i].clone());
+        match (get("user"), get("amount")) {
+            (Some(FieldVal::Str(u)), Some(FieldVal::Num(a))) => (u, a, p.ts),
+            other => panic!("unexpected fields {other:?}"),
+        }
     }
 
     #[test]
     fn accepts_a_good_record() {
-        assert_eq!(check(r#"{"user":"u1","amount":2.5,"ts":1000}"#), Ok(Parsed { key: "u1".into(), value: 2.5, ts: 1000 }));
+        assert_eq!(check(r#"{"user":"u1","amount":2.5,"ts":1000}"#).map(uat), Ok(("u1".into(), 2.5, 1000)));
     }
 
     #[test]
@@ -516,9 +530,9 @@ mod tests {
             FieldRule { max: Some(100.0), rule: Some("amount_cap".into()), ..FieldRule::new("amount", FieldType::Number) },
         ];
         let rules = Rules::compile(&rules).unwrap();
-        let w = WindowConfig::default();
+        let w = Analytics::compile(&PipelineConfig::default());
         let run = |s: &str| validate_json(s.as_bytes(), &rules, &w).map_err(|r| r.code());
-        assert_eq!(run(r#"{"currency":"EUR","user":"user-1","amount":5,"ts":1}"#).map(|p| p.key), Ok("user-1".into()));
+        assert_eq!(run(r#"{"currency":"EUR","user":"user-1","amount":5,"ts":1}"#).map(|p| uat(p).0), Ok("user-1".into()));
         assert_eq!(run(r#"{"currency":"GBP","user":"user-1","amount":5,"ts":1}"#), Err("rule:currency.one_of".into()));
         assert_eq!(run(r#"{"currency":"EUR","user":"bob","amount":5,"ts":1}"#), Err("rule:user.pattern".into()));
         assert_eq!(run(r#"{"currency":"EUR","user":"user-123456789","amount":5,"ts":1}"#), Err("rule:user.max_length".into()));
@@ -548,7 +562,7 @@ mod tests {
         let source = SourceConfig::new("events", SourceFormat::Avro);
         let mut d = SourceDecoder::new(&source);
         let rules = Rules::compile(&vigil_config::PipelineConfig::default().fields).unwrap();
-        let w = WindowConfig::default();
+        let w = Analytics::compile(&PipelineConfig::default());
         let mut run = |bytes: &[u8]| -> Result<Parsed, String> {
             match d.decode(bytes, &reg).unwrap() {
                 Ok((rec, info)) => {
@@ -559,7 +573,7 @@ mod tests {
             }
         };
         let good = wire::frame(v1, &avro_record(&s1, "u1", 2.5, 1000, None));
-        assert_eq!(run(&good), Ok(Parsed { key: "u1".into(), value: 2.5, ts: 1000 }));
+        assert_eq!(run(&good).map(uat), Ok(("u1".into(), 2.5, 1000)));
         assert_eq!(run(br#"{"user":"u1"}"#), Err("bad_framing".into()));
         assert_eq!(run(&wire::frame(4242, b"x")), Err("unknown_schema".into()));
         assert_eq!(run(&wire::frame(other, b"\x02a")), Err("wrong_subject".into()));
@@ -571,10 +585,10 @@ mod tests {
         // Evolve: v1 data is resolved to v2 (default filled in); v2 data reads directly.
         let v2 = reg.register("t", "events-value", Registry::parse(None, AVRO_V2).unwrap()).unwrap().id;
         let s2 = apache_avro::Schema::parse_str(AVRO_V2).unwrap();
-        assert_eq!(run(&good).map(|p| p.value), Ok(2.5));
-        assert_eq!(run(&wire::frame(v2, &avro_record(&s2, "u2", 1.0, 5, Some("FR")))).map(|p| p.key), Ok("u2".into()));
+        assert_eq!(run(&good).map(|p| uat(p).1), Ok(2.5));
+        assert_eq!(run(&wire::frame(v2, &avro_record(&s2, "u2", 1.0, 5, Some("FR")))).map(|p| uat(p).0), Ok("u2".into()));
         reg.set_lifecycle("t", "events-value", crate::registry::state::VersionSel::Number(1), Lifecycle::Deprecated).unwrap();
-        assert_eq!(run(&good).map(|p| p.key), Ok("u1".into()), "deprecated versions are still accepted");
+        assert_eq!(run(&good).map(|p| uat(p).0), Ok("u1".into()), "deprecated versions are still accepted");
         let info = d2(&reg, &good);
         assert!(info.deprecated && info.version == Some(1), "{info:?}");
         reg.set_lifecycle("t", "events-value", crate::registry::state::VersionSel::Number(1), Lifecycle::Archived).unwrap();

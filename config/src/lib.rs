@@ -20,9 +20,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod alerts;
+mod analytics;
 mod incidents;
 mod lineage;
 pub use alerts::*;
+pub use analytics::*;
 pub use incidents::*;
 pub use lineage::*;
 
@@ -295,42 +297,6 @@ fn default_true() -> bool {
     true
 }
 
-/// `[pipeline.window]`: per-key tumbling event-time windows.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct WindowConfig {
-    /// Window length. Default `10s`.
-    #[serde(with = "humantime_serde")]
-    pub size: Duration,
-    /// Field whose value keys the windows. Default `user`.
-    pub key_field: String,
-    /// Numeric field aggregated as count/sum/min/max. Default `amount`.
-    pub value_field: String,
-    /// Event-time field, epoch milliseconds. Default `ts`.
-    pub time_field: String,
-    /// How far event time may run backwards within a partition before a record is late.
-    /// Windows close this much later; late records go to the DLQ. Default `2s`.
-    #[serde(with = "humantime_serde")]
-    pub allowed_lateness: Duration,
-    /// A partition that delivers nothing for this long stops holding back the watermark.
-    /// Default `10s`.
-    #[serde(with = "humantime_serde")]
-    pub idle_timeout: Duration,
-}
-
-impl Default for WindowConfig {
-    fn default() -> Self {
-        Self {
-            size: Duration::from_secs(10),
-            key_field: "user".into(),
-            value_field: "amount".into(),
-            time_field: "ts".into(),
-            allowed_lateness: Duration::from_secs(2),
-            idle_timeout: Duration::from_secs(10),
-        }
-    }
-}
-
 /// `[pipeline]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -342,14 +308,24 @@ pub struct PipelineConfig {
     /// Validation rules applied to every decoded record. Default: `user` string, `amount`
     /// number ≥ 0, `ts` integer, all required.
     pub fields: Vec<FieldRule>,
-    /// Window settings.
-    pub window: WindowConfig,
-    /// Topic closed windows are written to. Default `vigil-output`.
+    /// Event time and watermarks, shared by every aggregation.
+    pub event_time: EventTimeConfig,
+    /// Named windowed aggregations. Default: three (tumbling, hopping, session) over the
+    /// generated events.
+    pub aggregations: Vec<AggregationConfig>,
+    /// The old single-window form; only kept to explain its replacement.
+    #[serde(default, skip_serializing)]
+    pub window: Option<toml::Value>,
+    /// Default output topic of aggregations. Default `vigil-output`.
     pub sink_topic: String,
-    /// Dead-letter topic for invalid and late records. Default `vigil-dlq`.
+    /// Dead-letter topic for invalid records (and late ones, unless `late_topic` is set).
+    /// Default `vigil-dlq`.
     pub dlq_topic: String,
-    /// Format of window results: `json` (default) or `avro` (Confluent framing, schema
-    /// registered under `<sink_topic>-value` at start).
+    /// Topic for records later than an aggregation's allowed lateness. Default: none, they
+    /// go to `dlq_topic` with reason `late`.
+    pub late_topic: Option<String>,
+    /// Default format of aggregation results: `json` (default) or `avro` (Confluent
+    /// framing, schema registered under `<topic>-value` at start).
     pub sink_format: SinkFormat,
     /// Most records one poll hands downstream. Default 500; larger batches amortise
     /// per-message overhead, smaller ones lower latency.
@@ -377,9 +353,12 @@ impl Default for PipelineConfig {
                 FieldRule { min: Some(0.0), ..FieldRule::new("amount", FieldType::Number) },
                 FieldRule::new("ts", FieldType::Integer),
             ],
-            window: WindowConfig::default(),
+            event_time: EventTimeConfig::default(),
+            aggregations: default_aggregations(),
+            window: None,
             sink_topic: "vigil-output".into(),
             dlq_topic: "vigil-dlq".into(),
+            late_topic: None,
             sink_format: SinkFormat::Json,
             batch_max_records: 500,
             inflight_batches_max: 8,
@@ -946,20 +925,7 @@ impl Config {
                 err(&format!("pipeline.fields[{i}].rule"), "must be a non-empty name without spaces");
             }
         }
-        let w = &p.window;
-        if w.size.is_zero() {
-            err("pipeline.window.size", "must be greater than 0");
-        }
-        for (path, name) in
-            [("pipeline.window.key_field", &w.key_field), ("pipeline.window.value_field", &w.value_field), ("pipeline.window.time_field", &w.time_field)]
-        {
-            if name.trim().is_empty() {
-                err(path, "must not be empty");
-            }
-        }
-        if w.idle_timeout.is_zero() {
-            err("pipeline.window.idle_timeout", "must be greater than 0");
-        }
+        p.validate_analytics(&mut err);
         if p.batch_max_records == 0 || p.batch_max_records > 100_000 {
             err("pipeline.batch_max_records", "must be between 1 and 100000");
         }

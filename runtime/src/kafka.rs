@@ -431,13 +431,29 @@ impl TrackedProducer {
     /// # Errors
     /// [`Error::KafkaTimeout`] if the queue stays full, [`Error::Kafka`] otherwise.
     pub async fn send(&self, rec: &OutRecord<'_>, timeout: Duration) -> Result<()> {
+        self.send_payload(rec, Some(rec.payload), timeout).await
+    }
+
+    /// Like [`TrackedProducer::send`], with a null value (a tombstone: compaction and
+    /// upserting readers delete the key); `rec.payload` is ignored.
+    ///
+    /// # Errors
+    /// As [`TrackedProducer::send`].
+    pub async fn send_tombstone(&self, rec: &OutRecord<'_>, timeout: Duration) -> Result<()> {
+        self.send_payload(rec, None, timeout).await
+    }
+
+    async fn send_payload(&self, rec: &OutRecord<'_>, payload: Option<&[u8]>, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
             let mut headers = OwnedHeaders::new_with_capacity(rec.headers.len());
             for (k, v) in rec.headers {
                 headers = headers.insert(Header { key: k, value: Some(*v) });
             }
-            let record = BaseRecord::to(rec.topic).key(rec.key).payload(rec.payload).headers(headers);
+            let mut record = BaseRecord::to(rec.topic).key(rec.key).headers(headers);
+            if let Some(p) = payload {
+                record = record.payload(p);
+            }
             match self.inner.send(record) {
                 Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {

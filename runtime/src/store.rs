@@ -12,6 +12,9 @@
 //!   audit log), written through [`Store::write_ops`] one atomic batch per change.
 //! - `lineage`: record-level lineage, written in the checkpoint's own batch (the `extra`
 //!   writes of [`Store::commit_checkpoint`]), so it never disagrees with committed outputs.
+//! - `windows`: open windows, one key per aggregation/group/window, written incrementally in
+//!   the checkpoint's batch (puts for windows changed since the last one, deletes for those
+//!   closed), so a checkpoint costs what changed, not the whole state.
 use crate::envelope::TopicPartition;
 use crate::{Error, Result};
 use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB};
@@ -20,7 +23,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Column families, created on open.
-pub const COLUMN_FAMILIES: [&str; 10] = ["offsets", "state", "checkpoints", "meta", "schemas", "quality", "alerts", "journal", "incidents", "lineage"];
+pub const COLUMN_FAMILIES: [&str; 11] =
+    ["offsets", "state", "checkpoints", "meta", "schemas", "quality", "alerts", "journal", "incidents", "lineage", "windows"];
 
 /// One write of a [`Store::write_ops`] batch: put a value, or delete the key (`None`).
 pub type Op = (Vec<u8>, Option<Vec<u8>>);
@@ -102,7 +106,7 @@ impl Store {
         opts.create_missing_column_families(true);
         let cfs = COLUMN_FAMILIES.iter().map(|n| {
             let mut o = Options::default();
-            if *n == "lineage" {
+            if *n == "lineage" || *n == "windows" {
                 // Window keys and topic names repeat from entry to entry: LZ4 takes most of it.
                 o.set_compression_type(rocksdb::DBCompressionType::Lz4);
             }
@@ -341,6 +345,25 @@ impl Store {
         }
     }
 
+    /// Call `f` with every key/value of column family `cf` whose key starts with `prefix`,
+    /// in key order, without holding them all in memory; returns how many there were.
+    ///
+    /// # Errors
+    /// [`Error::Store`] if reading fails, or the first error of `f`.
+    pub fn for_each(&self, cf: &str, prefix: &[u8], mut f: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<u64> {
+        let Some(handle) = self.db.cf_handle(cf) else { return Ok(0) };
+        let mut n = 0;
+        for item in self.db.iterator_cf(handle, IteratorMode::From(prefix, rocksdb::Direction::Forward)) {
+            let (k, v) = item.map_err(|e| self.err(&format!("scan {cf}"), e))?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            f(&k, &v)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// Every key/value of column family `cf` whose key starts with `prefix`, in key order.
     /// A store without that column family (read-only open of an older store) reads as empty.
     ///
@@ -365,7 +388,7 @@ impl Store {
     /// [`Error::Store`].
     pub fn reset(&self) -> Result<()> {
         let mut batch = WriteBatch::default();
-        for name in ["offsets", "state", "checkpoints", "lineage"] {
+        for name in ["offsets", "state", "checkpoints", "lineage", "windows"] {
             let cf = self.cf(name)?;
             for item in self.db.iterator_cf(cf, IteratorMode::Start) {
                 let (k, _) = item.map_err(|e| self.err("reset", e))?;

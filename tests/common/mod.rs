@@ -134,6 +134,27 @@ pub struct NodeCfg<'a> {
     pub sink_format: &'a str,
     /// Extra TOML appended to the file (more sources, rules).
     pub extra: &'a str,
+    /// `[pipeline]` keys and tables replacing the default event time and aggregation
+    /// (one tumbling `w` of `window_ms` by user); may start with keys such as `late_topic`.
+    pub analytics: &'a str,
+}
+
+/// Event time without out-of-orderness and one tumbling aggregation [`AGG`] of `window_ms`
+/// by user with count, sum, min and max of `amount`.
+pub fn default_analytics(window_ms: u64) -> String {
+    format!(
+        r#"
+[pipeline.event_time]
+out_of_orderness = "0s"
+idle_timeout = "30s"
+
+[[pipeline.aggregations]]
+name = "{AGG}"
+group_by = ["user"]
+window = {{ kind = "tumbling", size = "{window_ms}ms" }}
+metrics = ["count", "sum(amount)", "min(amount)", "max(amount)"]
+"#
+    )
 }
 
 impl<'a> NodeCfg<'a> {
@@ -154,6 +175,7 @@ impl<'a> NodeCfg<'a> {
             format: "json",
             sink_format: "json",
             extra: "",
+            analytics: "",
         }
     }
 }
@@ -177,15 +199,10 @@ batch_max_records = {batch}
 inflight_batches_max = 4
 max_records_per_sec = {rate}
 sink_format = "{sink_format}"
-
+{analytics}
 [[pipeline.sources]]
 topic = "{source}"
 format = "{format}"
-
-[pipeline.window]
-size = "{window}ms"
-allowed_lateness = "0s"
-idle_timeout = "30s"
 
 [checkpoint]
 interval = "{cp}ms"
@@ -211,7 +228,7 @@ enabled = false
         dlq = c.dlq,
         batch = c.batch_max_records,
         source = c.source,
-        window = c.window_ms,
+        analytics = if c.analytics.is_empty() { default_analytics(c.window_ms) } else { c.analytics.to_string() },
         cp = c.checkpoint_ms,
         rate = c.rate,
         format = c.format,
@@ -390,11 +407,32 @@ pub fn watermarks(bootstrap: &str, topic: &str, partition: i32) -> (i64, i64) {
     c.fetch_watermarks(topic, partition, Duration::from_secs(10)).expect("watermarks")
 }
 
-/// `user@window_start` → (count, sum, min, max).
+/// Name of the tumbling aggregation [`write_config`] configures.
+pub const AGG: &str = "w";
+
+/// Output key of window `start` of `user` in aggregation [`AGG`].
+pub fn out_key(user: &str, start: i64) -> String {
+    format!("{AGG}/{user}@{start}")
+}
+
+/// (count, sum, min, max) of an output of [`AGG`].
+pub fn parse_window(v: &str) -> (u64, f64, f64, f64) {
+    let j: serde_json::Value = serde_json::from_str(v).unwrap_or_else(|e| panic!("window json {v:?}: {e}"));
+    let m = &j["metrics"];
+    assert_eq!(j["records"], m["count"], "{v}");
+    (
+        m["count"].as_u64().expect("count"),
+        m["sum_amount"].as_f64().expect("sum"),
+        m["min_amount"].as_f64().expect("min"),
+        m["max_amount"].as_f64().expect("max"),
+    )
+}
+
+/// `w/user@window_start` → (count, sum, min, max).
 pub type ExpectedWindows = BTreeMap<String, (u64, f64, f64, f64)>;
 
 /// Expected windows of a generated stream, computed independently of the pipeline:
-/// key `user@window_start` → (count, sum, min, max).
+/// key `w/user@window_start` → (count, sum, min, max).
 pub fn expected_windows(seed: u64, count: u64, bad_ratio: f64, start_ms: i64, step_ms: i64, window_ms: i64) -> (ExpectedWindows, u64) {
     use vigil_actors::generator::{EventGen, GenSpec};
     let g = EventGen::new(GenSpec { seed, users: 20, bad_ratio, start_ms, step_ms });
@@ -406,7 +444,7 @@ pub fn expected_windows(seed: u64, count: u64, bad_ratio: f64, start_ms: i64, st
         match parsed {
             Some((user, amount, ts)) if v.as_ref().is_some_and(|v| v["amount"].is_number()) => {
                 let start = ts.div_euclid(window_ms) * window_ms;
-                let e = out.entry(format!("{user}@{start}")).or_insert((0, 0.0, f64::INFINITY, f64::NEG_INFINITY));
+                let e = out.entry(out_key(&user, start)).or_insert((0, 0.0, f64::INFINITY, f64::NEG_INFINITY));
                 e.0 += 1;
                 e.1 += amount;
                 e.2 = e.2.min(amount);

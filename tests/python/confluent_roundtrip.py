@@ -66,7 +66,7 @@ def produce(topic, serializer, value, key):
 
 def model(rec):
     start = rec["ts"] // WINDOW_MS * WINDOW_MS
-    k = f"{rec['user']}@{start}"
+    k = f"w/{rec['user']}@{start}"
     c, s, lo, hi = expected.get(k, (0, 0.0, float("inf"), float("-inf")))
     expected[k] = (c + 1, s + rec["amount"], min(lo, rec["amount"]), max(hi, rec["amount"]))
 
@@ -130,6 +130,7 @@ for k, (c, s, lo, hi) in expected.items():
     w = got.get(k)
     if w is None:
         fail(f"missing window {k}")
-    if w["count"] != c or abs(w["sum"] - s) > 1e-6 or w["min"] != lo or w["max"] != hi:
+    m = w["metrics"]
+    if w["aggregation"] != "w" or w["revision"] != 0 or w["records"] != c or m["count"] != c or abs(m["sum_amount"] - s) > 1e-6 or m["min_amount"] != lo or m["max_amount"] != hi:
         fail(f"window {k}: got {w}, expected count={c} sum={s} min={lo} max={hi}")
 print(json.dumps({"ok": True, "produced": produced, "windows": len(got), "incompatible": incompatible}))

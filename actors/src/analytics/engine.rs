@@ -10,7 +10,7 @@
 //! session's output key is retracted (a tombstone) if it had fired.
 use super::metrics::{Accs, Metric, Val};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// How records are grouped in time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,13 +66,23 @@ pub struct WindowAcc {
     pub end: i64,
     /// Metrics so far.
     pub accs: Accs,
+    /// Records added.
+    pub records: u64,
     /// Revision of the last emission; `None` before the window fired.
     pub revision: Option<u32>,
     /// Changed since the last emission.
     pub dirty: bool,
     /// Merged into an earlier session: emit a retraction, then forget it.
-    #[serde(default)]
     pub retracted: bool,
+    /// Queued in the changes of the next checkpoint.
+    #[serde(skip)]
+    queued: bool,
+}
+
+impl WindowAcc {
+    fn new(end: i64, accs: Accs) -> Self {
+        Self { end, accs, records: 0, revision: None, dirty: true, retracted: false, queued: false }
+    }
 }
 
 /// What an aggregation emits.
@@ -88,6 +98,8 @@ pub struct Emit {
     pub revision: u32,
     /// Metric values; `None` retracts the output (a merged-away session).
     pub values: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Records in the window (0 for a retraction).
+    pub count: u64,
 }
 
 /// A record no live window would take.
@@ -97,38 +109,82 @@ pub struct Late {
     pub watermark: i64,
 }
 
-/// What an aggregation checkpoints: per key, its windows by start, and its watermark.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct AggState {
-    windows: HashMap<String, BTreeMap<i64, WindowAcc>>,
-    /// Watermark of the last advance.
-    watermark: Option<i64>,
+/// A window a record went into, as [`Aggregation::add`] reports it (for lineage).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Touched {
+    /// The record was added to the window starting at `start`; `opened` if it created it.
+    Window {
+        /// Window start.
+        start: i64,
+        /// The record opened the window.
+        opened: bool,
+    },
+    /// The session starting at `from` was merged into the one starting at `into`.
+    Merged {
+        /// Start of the absorbed session.
+        from: i64,
+        /// Start of the session it became part of.
+        into: i64,
+    },
 }
 
+/// A window changed since the last checkpoint: its new state, or `None` if it is gone.
+pub type Change = (String, i64, Option<Vec<u8>>);
+
 /// One aggregation: its definition (from configuration) and its state.
+///
+/// Every window has one timer: its end until it fires, then its end plus the allowed
+/// lateness, when it is forgotten. [`Aggregation::advance`] pops due timers, so its cost
+/// follows what fires, not how many windows are open. Windows changed since the last
+/// [`Aggregation::take_changes`] are tracked for incremental checkpoints.
 #[derive(Debug, Clone)]
 pub struct Aggregation {
     kind: WindowKind,
     lateness_ms: i64,
     metrics: Vec<Metric>,
     windows: HashMap<String, BTreeMap<i64, WindowAcc>>,
+    /// (deadline, key, start) of every window.
+    timers: BTreeSet<(i64, String, i64)>,
+    /// Fired windows updated since (or retracted): emitted by the next advance.
+    pending: Vec<(String, i64)>,
+    /// Windows changed since the last checkpoint.
+    changes: Vec<(String, i64)>,
     watermark: i64,
 }
 
 impl Aggregation {
     /// Empty state.
     pub fn new(kind: WindowKind, lateness_ms: i64, metrics: Vec<Metric>) -> Self {
-        Self::restore(kind, lateness_ms, metrics, AggState::default())
+        Self {
+            kind,
+            lateness_ms: lateness_ms.max(0),
+            metrics,
+            windows: HashMap::new(),
+            timers: BTreeSet::new(),
+            pending: Vec::new(),
+            changes: Vec::new(),
+            watermark: i64::MIN,
+        }
     }
 
-    /// Continue from a checkpointed state.
-    pub fn restore(kind: WindowKind, lateness_ms: i64, metrics: Vec<Metric>, state: AggState) -> Self {
-        Self { kind, lateness_ms: lateness_ms.max(0), metrics, windows: state.windows, watermark: state.watermark.unwrap_or(i64::MIN) }
-    }
-
-    /// The state to checkpoint.
-    pub fn snapshot(&self) -> AggState {
-        AggState { windows: self.windows.clone(), watermark: (self.watermark > i64::MIN).then_some(self.watermark) }
+    /// Continue from checkpointed windows `(key, start, window)` and watermark.
+    pub fn restore(
+        kind: WindowKind,
+        lateness_ms: i64,
+        metrics: Vec<Metric>,
+        watermark: Option<i64>,
+        windows: impl IntoIterator<Item = (String, i64, WindowAcc)>,
+    ) -> Self {
+        let mut a = Self::new(kind, lateness_ms, metrics);
+        a.watermark = watermark.unwrap_or(i64::MIN);
+        for (key, start, w) in windows {
+            a.timers.insert((a.deadline(&w), key.clone(), start));
+            if w.retracted || (w.dirty && w.revision.is_some()) {
+                a.pending.push((key.clone(), start));
+            }
+            a.windows.entry(key).or_default().insert(start, w);
+        }
+        a
     }
 
     /// The metrics, in output order.
@@ -136,78 +192,163 @@ impl Aggregation {
         &self.metrics
     }
 
+    /// Watermark of the last advance (`None` before the first).
+    pub fn watermark(&self) -> Option<i64> {
+        (self.watermark > i64::MIN).then_some(self.watermark)
+    }
+
     fn live(&self, end: i64) -> bool {
         end.saturating_add(self.lateness_ms) > self.watermark
     }
 
-    /// Add a record of `key` at event time `ts` with metric values `vals`.
+    /// When `w` next needs attention: its end until it fired, then the end of its lateness.
+    fn deadline(&self, w: &WindowAcc) -> i64 {
+        if w.revision.is_none() && !w.retracted {
+            w.end
+        } else {
+            w.end.saturating_add(self.lateness_ms)
+        }
+    }
+
+    fn queue(changes: &mut Vec<(String, i64)>, w: &mut WindowAcc, key: &str, start: i64) {
+        if !w.queued {
+            w.queued = true;
+            changes.push((key.to_string(), start));
+        }
+    }
+
+    /// Add a record of `key` at event time `ts` with metric values `vals`; `touched` hears
+    /// of every window it went into.
     ///
     /// # Errors
     /// [`Late`] when none of its windows is live any more.
-    pub fn add(&mut self, key: &str, ts: i64, vals: &[Val<'_>]) -> Result<(), Late> {
+    pub fn add(&mut self, key: &str, ts: i64, vals: &[Val<'_>], mut touched: impl FnMut(Touched)) -> Result<(), Late> {
         match self.kind {
-            WindowKind::Session { gap_ms } => self.add_session(key, ts, gap_ms, vals),
+            WindowKind::Session { gap_ms } => self.add_session(key, ts, gap_ms, vals, &mut touched),
             kind => {
-                let live: Vec<(i64, i64)> = kind.assign(ts).into_iter().filter(|(_, e)| self.live(*e)).collect();
-                if live.is_empty() {
-                    return Err(Late { watermark: self.watermark });
+                let mut any = false;
+                for (start, end) in kind.assign(ts) {
+                    if !self.live(end) {
+                        continue;
+                    }
+                    any = true;
+                    let per_key = match self.windows.get_mut(key) {
+                        Some(w) => w,
+                        None => self.windows.entry(key.to_string()).or_default(),
+                    };
+                    let opened = match per_key.get_mut(&start) {
+                        Some(w) => {
+                            w.accs.add(vals, ts);
+                            w.records += 1;
+                            if !w.dirty && w.revision.is_some() {
+                                self.pending.push((key.to_string(), start));
+                            }
+                            w.dirty = true;
+                            Self::queue(&mut self.changes, w, key, start);
+                            false
+                        }
+                        None => {
+                            let mut w = WindowAcc::new(end, Accs::new(&self.metrics));
+                            w.accs.add(vals, ts);
+                            w.records = 1;
+                            Self::queue(&mut self.changes, &mut w, key, start);
+                            per_key.insert(start, w);
+                            self.timers.insert((end, key.to_string(), start));
+                            true
+                        }
+                    };
+                    touched(Touched::Window { start, opened });
                 }
-                let metrics = &self.metrics;
-                let per_key = match self.windows.get_mut(key) {
-                    Some(w) => w,
-                    None => self.windows.entry(key.to_string()).or_default(),
-                };
-                for (start, end) in live {
-                    let w = per_key.entry(start).or_insert_with(|| WindowAcc { end, accs: Accs::new(metrics), revision: None, dirty: false, retracted: false });
-                    w.accs.add(vals, ts);
-                    w.dirty = true;
+                if any {
+                    Ok(())
+                } else {
+                    Err(Late { watermark: self.watermark })
                 }
-                Ok(())
             }
         }
     }
 
-    fn add_session(&mut self, key: &str, ts: i64, gap: i64, vals: &[Val<'_>]) -> Result<(), Late> {
+    fn add_session(&mut self, key: &str, ts: i64, gap: i64, vals: &[Val<'_>], touched: &mut impl FnMut(Touched)) -> Result<(), Late> {
         let (mut start, mut end) = (ts, ts.saturating_add(gap));
-        let watermark = self.watermark;
-        let lateness = self.lateness_ms;
-        let per_key = self.windows.entry(key.to_string()).or_default();
-        // Live sessions [s, e) overlapping [ts, ts + gap).
-        let hits: Vec<i64> =
-            per_key.range(..end).filter(|(_, w)| !w.retracted && w.end > start && w.end.saturating_add(lateness) > watermark).map(|(s, _)| *s).collect();
-        if hits.is_empty() && end.saturating_add(lateness) <= watermark {
-            if per_key.is_empty() {
-                self.windows.remove(key);
+        let (watermark, lateness) = (self.watermark, self.lateness_ms);
+        let hits: Vec<i64> = match self.windows.get(key) {
+            // Live sessions [s, e) overlapping [ts, ts + gap).
+            Some(per_key) => {
+                per_key.range(..end).filter(|(_, w)| !w.retracted && w.end > start && w.end.saturating_add(lateness) > watermark).map(|(s, _)| *s).collect()
             }
+            None => Vec::new(),
+        };
+        if hits.is_empty() && end.saturating_add(lateness) <= watermark {
             return Err(Late { watermark });
         }
-        let mut acc = WindowAcc { end, accs: Accs::new(&self.metrics), revision: None, dirty: true, retracted: false };
+        let mut acc = WindowAcc::new(end, Accs::new(&self.metrics));
         acc.accs.add(vals, ts);
+        acc.records = 1;
         let mut retract = Vec::new();
-        for s in hits {
-            let Some(w) = per_key.remove(&s) else { continue };
+        let mut opened = true;
+        for s in &hits {
+            let Some(w) = self.windows.get_mut(key).and_then(|p| p.remove(s)) else { continue };
+            self.timers.remove(&(self.deadline(&w), key.to_string(), *s));
             acc.accs.merge(&w.accs);
+            acc.records += w.records;
             acc.revision = acc.revision.max(w.revision);
             end = end.max(w.end);
             if w.revision.is_some() {
-                retract.push((s, w.end, w.revision.unwrap_or(0)));
+                retract.push((*s, w.end, w.revision.unwrap_or(0)));
+            } else if !w.queued {
+                self.changes.push((key.to_string(), *s));
             }
-            start = start.min(s);
+            start = start.min(*s);
+            opened = false;
         }
         acc.end = end;
+        let per_key = self.windows.entry(key.to_string()).or_default();
         // The merged session keeps the earliest start; fired sessions starting later are
         // retracted (kept as markers until the next advance emits the retraction).
         for (s, e, r) in retract {
             if s != start {
-                per_key.insert(s, WindowAcc { end: e, accs: Accs(Vec::new()), revision: Some(r), dirty: true, retracted: true });
+                let mut marker = WindowAcc { end: e, accs: Accs(Vec::new()), records: 0, revision: Some(r), dirty: true, retracted: true, queued: false };
+                Self::queue(&mut self.changes, &mut marker, key, s);
+                per_key.insert(s, marker);
+                self.timers.insert((e.saturating_add(lateness), key.to_string(), s));
+                self.pending.push((key.to_string(), s));
+            } else {
+                self.changes.push((key.to_string(), s));
             }
         }
-        if let Some(marker) = per_key.get(&start).filter(|w| w.retracted) {
-            // Its output key is reused: continue its revisions.
+        if let Some(marker) = per_key.remove(&start) {
+            // A retraction marker whose output key is reused: continue its revisions.
             acc.revision = acc.revision.max(marker.revision);
+            self.timers.remove(&(marker.end.saturating_add(lateness), key.to_string(), start));
         }
+        for s in &hits {
+            if *s != start {
+                touched(Touched::Merged { from: *s, into: start });
+            }
+        }
+        touched(Touched::Window { start, opened });
+        Self::queue(&mut self.changes, &mut acc, key, start);
+        if acc.revision.is_some() {
+            self.pending.push((key.to_string(), start));
+        }
+        let deadline = if acc.revision.is_none() { acc.end } else { acc.end.saturating_add(lateness) };
+        self.timers.insert((deadline, key.to_string(), start));
         per_key.insert(start, acc);
         Ok(())
+    }
+
+    /// Emit `w` if it is due: fired and changed, or a retraction.
+    fn emit(metrics: &[Metric], wm: i64, key: &str, start: i64, w: &mut WindowAcc, out: &mut Vec<Emit>) -> bool {
+        if w.dirty && (w.end <= wm || w.retracted) {
+            let revision = w.revision.map_or(0, |r| r + 1);
+            let values = (!w.retracted).then(|| w.accs.values(metrics));
+            let count = w.records;
+            out.push(Emit { key: key.to_string(), start, end: w.end, revision, values, count });
+            w.revision = Some(revision);
+            w.dirty = false;
+            return true;
+        }
+        false
     }
 
     /// Advance to `watermark`: emit windows that fire or changed, and forget those past
@@ -216,27 +357,77 @@ impl Aggregation {
         self.watermark = self.watermark.max(watermark);
         let (wm, lateness) = (self.watermark, self.lateness_ms);
         let mut out = Vec::new();
-        self.windows.retain(|key, per_key| {
-            per_key.retain(|start, w| {
-                let tombstone = w.retracted;
-                if w.dirty && (w.end <= wm || tombstone) {
-                    let revision = w.revision.map_or(0, |r| r + 1);
-                    let values = (!tombstone).then(|| w.accs.values(&self.metrics));
-                    out.push(Emit { key: key.clone(), start: *start, end: w.end, revision, values });
-                    w.revision = Some(revision);
-                    w.dirty = false;
+        for (key, start) in std::mem::take(&mut self.pending) {
+            let Some(per_key) = self.windows.get_mut(&key) else { continue };
+            let Some(w) = per_key.get_mut(&start) else { continue };
+            if Self::emit(&self.metrics, wm, &key, start, w, &mut out) {
+                Self::queue(&mut self.changes, w, &key, start);
+            }
+            if w.retracted {
+                let end = w.end;
+                let queued = w.queued;
+                per_key.remove(&start);
+                self.timers.remove(&(end.saturating_add(lateness), key.clone(), start));
+                if !queued {
+                    self.changes.push((key.clone(), start));
                 }
-                !tombstone && w.end.saturating_add(lateness) > wm
-            });
-            !per_key.is_empty()
-        });
+                if per_key.is_empty() {
+                    self.windows.remove(&key);
+                }
+            }
+        }
+        while let Some(first) = self.timers.first() {
+            if first.0 > wm {
+                break;
+            }
+            let Some((_, key, start)) = self.timers.pop_first() else { break };
+            let Some(per_key) = self.windows.get_mut(&key) else { continue };
+            let Some(w) = per_key.get_mut(&start) else { continue };
+            if Self::emit(&self.metrics, wm, &key, start, w, &mut out) {
+                Self::queue(&mut self.changes, w, &key, start);
+            }
+            let purge_at = w.end.saturating_add(lateness);
+            if w.retracted || purge_at <= wm {
+                let queued = w.queued;
+                per_key.remove(&start);
+                if !queued {
+                    self.changes.push((key.clone(), start));
+                }
+                if per_key.is_empty() {
+                    self.windows.remove(&key);
+                }
+            } else {
+                self.timers.insert((purge_at, key, start));
+            }
+        }
         out.sort_by(|a, b| (a.end, &a.key, a.start).cmp(&(b.end, &b.key, b.start)));
         out
     }
 
+    /// Windows changed since the last call, encoded, and forget them: what an incremental
+    /// checkpoint writes (a put per changed window, a delete per forgotten one).
+    ///
+    /// # Errors
+    /// A window that cannot be encoded.
+    pub fn take_changes(&mut self) -> vigil_runtime::Result<Vec<Change>> {
+        let mut out = Vec::with_capacity(self.changes.len());
+        for (key, start) in std::mem::take(&mut self.changes) {
+            match self.windows.get_mut(&key).and_then(|p| p.get_mut(&start)) {
+                Some(w) if w.queued => {
+                    w.queued = false;
+                    out.push((key, start, Some(vigil_runtime::store::encode("window", &*w)?)));
+                }
+                // Queued twice (removed and opened again): the first entry wrote it.
+                Some(_) => {}
+                None => out.push((key, start, None)),
+            }
+        }
+        Ok(out)
+    }
+
     /// Windows held.
     pub fn open_windows(&self) -> usize {
-        self.windows.values().map(BTreeMap::len).sum()
+        self.timers.len()
     }
 }
 
@@ -267,16 +458,16 @@ mod tests {
     #[test]
     fn tumbling_fires_updates_with_revisions_and_then_rejects_late() {
         let mut a = Aggregation::new(WindowKind::Tumbling { size_ms: 10 }, 5, metrics());
-        a.add("k", 1, &[Val::Missing, Val::Num(1.0), Val::Num(1.0), Val::Num(1.0)]).unwrap();
+        a.add("k", 1, &[Val::Missing, Val::Num(1.0), Val::Num(1.0), Val::Num(1.0)], |_| {}).unwrap();
         assert!(a.advance(9).is_empty());
         let e = a.advance(10);
         assert_eq!((e.len(), e[0].revision, e[0].values.as_ref().unwrap()["count"].as_u64()), (1, 0, Some(1)));
-        a.add("k", 2, &[Val::Missing, Val::Num(2.0), Val::Num(2.0), Val::Num(2.0)]).unwrap();
+        a.add("k", 2, &[Val::Missing, Val::Num(2.0), Val::Num(2.0), Val::Num(2.0)], |_| {}).unwrap();
         let e = a.advance(12);
         assert_eq!((e[0].revision, e[0].values.as_ref().unwrap()["sum_v"].as_f64()), (1, Some(3.0)));
         assert!(a.advance(14).is_empty(), "no change, no emission");
         a.advance(15);
-        assert_eq!(a.add("k", 3, &[]), Err(Late { watermark: 15 }));
+        assert_eq!(a.add("k", 3, &[], |_| {}), Err(Late { watermark: 15 }));
         assert_eq!(a.open_windows(), 0);
     }
 
@@ -290,12 +481,14 @@ mod tests {
     #[test]
     fn a_late_but_allowed_record_bridging_two_sessions_merges_them_and_retracts_one() {
         let mut a = Aggregation::new(WindowKind::Session { gap_ms: 10 }, 100, metrics());
-        a.add("k", 0, &[Val::Missing, Val::Num(1.0)]).unwrap();
-        a.add("k", 15, &[Val::Missing, Val::Num(2.0)]).unwrap();
+        a.add("k", 0, &[Val::Missing, Val::Num(1.0)], |_| {}).unwrap();
+        a.add("k", 15, &[Val::Missing, Val::Num(2.0)], |_| {}).unwrap();
         let e = a.advance(30);
         assert_eq!(e.iter().map(|e| (e.start, e.end, e.revision)).collect::<Vec<_>>(), vec![(0, 10, 0), (15, 25, 0)]);
         // Within the gap of both: they become one session [0, 25).
-        a.add("k", 8, &[Val::Missing, Val::Num(4.0)]).unwrap();
+        let mut touched = Vec::new();
+        a.add("k", 8, &[Val::Missing, Val::Num(4.0)], |t| touched.push(t)).unwrap();
+        assert_eq!(touched, vec![Touched::Merged { from: 15, into: 0 }, Touched::Window { start: 0, opened: false }]);
         let e = a.advance(31);
         assert_eq!(e.len(), 2, "{e:?}");
         let merged = e.iter().find(|e| e.start == 0).unwrap();
@@ -389,6 +582,23 @@ mod tests {
         }
     }
 
+    /// Apply the changes since the last checkpoint to `store`, then check it holds exactly
+    /// the aggregation's windows (incremental equals full).
+    fn checkpoint(a: &mut Aggregation, store: &mut BTreeMap<(String, i64), Vec<u8>>) -> Result<(), TestCaseError> {
+        for (k, s, v) in a.take_changes().map_err(|e| TestCaseError::fail(e.to_string()))? {
+            match v {
+                Some(v) => store.insert((k, s), v),
+                None => store.remove(&(k, s)),
+            };
+        }
+        let full: BTreeMap<(String, i64), Vec<u8>> =
+            a.windows.iter().flat_map(|(k, p)| p.iter().map(move |(s, w)| ((k.clone(), *s), vigil_runtime::store::encode("window", w).unwrap()))).collect();
+        prop_assert_eq!(store.keys().collect::<Vec<_>>(), full.keys().collect::<Vec<_>>(), "incremental state has the same windows");
+        prop_assert!(store == &full, "incremental state equals the full state");
+        prop_assert_eq!(a.timers.len(), full.len(), "one timer per window");
+        Ok(())
+    }
+
     fn kinds() -> impl Strategy<Value = WindowKind> {
         prop_oneof![
             (1i64..30).prop_map(|size_ms| WindowKind::Tumbling { size_ms }),
@@ -411,12 +621,16 @@ mod tests {
             let mut a = Aggregation::new(kind, lateness, metrics());
             let mut m = Model { kind, lateness, wm: i64::MIN, windows: Vec::new(), late: 0 };
             let mut out = BTreeMap::new();
+            let mut store = BTreeMap::new();
             let (mut wm, mut late, mut n) = (i64::MIN, 0usize, 0usize);
             for (i, (k, ts, jump, v, adv)) in steps.iter().enumerate() {
+                if i % 5 == 0 || i == snapshot_at {
+                    checkpoint(&mut a, &mut store)?;
+                }
                 if i == snapshot_at {
-                    let bytes = vigil_runtime::store::encode("agg", &a.snapshot()).unwrap();
-                    let state = vigil_runtime::store::decode("agg", &bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
-                    a = Aggregation::restore(kind, lateness, metrics(), state);
+                    // A crash right after the checkpoint: resume from what it wrote.
+                    let windows = store.iter().map(|((k, s), v)| (k.clone(), *s, vigil_runtime::store::decode("window", v).unwrap()));
+                    a = Aggregation::restore(kind, lateness, metrics(), a.watermark(), windows.collect::<Vec<_>>());
                 }
                 if *adv {
                     wm = wm.max(ts + jump);
@@ -426,7 +640,7 @@ mod tests {
                     let r = Rec { key: format!("k{k}"), ts: *ts, v: f64::from(*v) };
                     n += 1;
                     let val = Val::Num(r.v);
-                    if a.add(&r.key, r.ts, &[Val::Missing, val, val, val]).is_err() {
+                    if a.add(&r.key, r.ts, &[Val::Missing, val, val, val], |_| {}).is_err() {
                         late += 1;
                     }
                     m.add(r);

@@ -14,92 +14,7 @@ pub const PERCENTILE_RELATIVE_ERROR: f64 = 0.01;
 /// registers: 1.04/√4096); smaller sets are counted exactly.
 pub const DISTINCT_STANDARD_ERROR: f64 = 0.0163;
 
-/// One metric of an aggregation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Metric {
-    /// Records.
-    Count,
-    /// Sum of a numeric field.
-    Sum {
-        /// Field.
-        field: String,
-    },
-    /// Smallest value.
-    Min {
-        /// Field.
-        field: String,
-    },
-    /// Largest value.
-    Max {
-        /// Field.
-        field: String,
-    },
-    /// Mean.
-    Avg {
-        /// Field.
-        field: String,
-    },
-    /// Approximate distinct values of a field (any type).
-    Distinct {
-        /// Field.
-        field: String,
-    },
-    /// Approximate percentile `q` (0..=1) of a numeric field.
-    Percentile {
-        /// Field.
-        field: String,
-        /// Quantile, e.g. 0.99.
-        q: f64,
-    },
-    /// Value of the record with the smallest event time.
-    First {
-        /// Field.
-        field: String,
-    },
-    /// Value of the record with the largest event time.
-    Last {
-        /// Field.
-        field: String,
-    },
-}
-
-impl Metric {
-    /// The field it reads, if any.
-    pub fn field(&self) -> Option<&str> {
-        match self {
-            Metric::Count => None,
-            Metric::Sum { field }
-            | Metric::Min { field }
-            | Metric::Max { field }
-            | Metric::Avg { field }
-            | Metric::Distinct { field }
-            | Metric::Percentile { field, .. }
-            | Metric::First { field }
-            | Metric::Last { field } => Some(field),
-        }
-    }
-
-    /// Its name in outputs: `count`, `sum_amount`, `p99_amount`, `distinct_user`, ...
-    pub fn name(&self) -> String {
-        match self {
-            Metric::Count => "count".into(),
-            Metric::Percentile { field, q } => format!("p{}_{field}", format_q(*q)),
-            Metric::Sum { field } => format!("sum_{field}"),
-            Metric::Min { field } => format!("min_{field}"),
-            Metric::Max { field } => format!("max_{field}"),
-            Metric::Avg { field } => format!("avg_{field}"),
-            Metric::Distinct { field } => format!("distinct_{field}"),
-            Metric::First { field } => format!("first_{field}"),
-            Metric::Last { field } => format!("last_{field}"),
-        }
-    }
-}
-
-fn format_q(q: f64) -> String {
-    let s = format!("{}", (q * 1000.0).round() / 10.0);
-    s.replace('.', "_")
-}
+pub use vigil_config::Metric;
 
 /// A field value as metrics see it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -130,9 +45,9 @@ pub enum Acc {
     /// DDSketch and the quantile.
     Percentile(Box<Sketch>, f64),
     /// (event time, value) of the earliest.
-    First(Option<(i64, f64)>),
+    First(Option<(i64, Pick)>),
     /// (event time, value) of the latest.
-    Last(Option<(i64, f64)>),
+    Last(Option<(i64, Pick)>),
 }
 
 /// A DDSketch (the crate's type has no `Debug`).
@@ -150,20 +65,54 @@ fn sketch() -> Sketch {
     Sketch(DDSketch::new(SketchConfig::new(PERCENTILE_RELATIVE_ERROR, 2048, 1.0e-9)))
 }
 
+/// A value `first`/`last` keep: a number or text.
+#[derive(Debug, Clone, PartialEq, PartialOrd, Serialize, Deserialize)]
+pub enum Pick {
+    /// A number.
+    Num(f64),
+    /// Text.
+    Str(String),
+}
+
+impl Pick {
+    fn json(&self) -> Value {
+        match self {
+            Pick::Num(x) => json!(x),
+            Pick::Str(s) => json!(s),
+        }
+    }
+}
+
 /// Event-time order with the value as tie-break, so results do not depend on arrival order.
-fn earlier(a: (i64, f64), b: (i64, f64)) -> bool {
-    (a.0, a.1).partial_cmp(&(b.0, b.1)).is_some_and(|o| o.is_lt())
+fn earlier(a: (i64, &Pick), b: (i64, &Pick)) -> bool {
+    a.partial_cmp(&b).is_some_and(|o| o.is_lt())
 }
 
 /// Keep the earlier (`first`) or later of `slot` and `candidate`.
-fn keep(slot: &mut Option<(i64, f64)>, candidate: (i64, f64), first: bool) {
-    let replace = match *slot {
+fn keep(slot: &mut Option<(i64, Pick)>, ts: i64, v: Val<'_>, first: bool) {
+    let candidate = match v {
+        Val::Num(x) => Pick::Num(x),
+        Val::Str(s) => Pick::Str(s.to_string()),
+        Val::Missing => return,
+    };
+    let replace = match slot {
         None => true,
-        Some(cur) if first => earlier(candidate, cur),
-        Some(cur) => earlier(cur, candidate),
+        Some((t, cur)) if first => earlier((ts, &candidate), (*t, cur)),
+        Some((t, cur)) => earlier((*t, cur), (ts, &candidate)),
     };
     if replace {
-        *slot = Some(candidate);
+        *slot = Some((ts, candidate));
+    }
+}
+
+fn keep_pick(slot: &mut Option<(i64, Pick)>, other: &(i64, Pick), first: bool) {
+    let replace = match slot {
+        None => true,
+        Some((t, cur)) if first => earlier((other.0, &other.1), (*t, cur)),
+        Some((t, cur)) => earlier((*t, cur), (other.0, &other.1)),
+    };
+    if replace {
+        *slot = Some(other.clone());
     }
 }
 
@@ -189,6 +138,8 @@ impl Acc {
             (Acc::Count(n), _) => *n += 1,
             (Acc::Distinct(h), Val::Str(s)) => h.insert(s.as_bytes()),
             (Acc::Distinct(h), Val::Num(x)) => h.insert(&x.to_bits().to_le_bytes()),
+            (Acc::First(f), v) => keep(f, ts, v, true),
+            (Acc::Last(l), v) => keep(l, ts, v, false),
             (_, Val::Missing | Val::Str(_)) => {}
             (Acc::Sum(s), Val::Num(x)) => *s += x,
             (Acc::Min(m), Val::Num(x)) => *m = Some(m.map_or(x, |m| m.min(x))),
@@ -198,8 +149,6 @@ impl Acc {
                 *n += 1;
             }
             (Acc::Percentile(d, _), Val::Num(x)) => d.0.add(x),
-            (Acc::First(f), Val::Num(x)) => keep(f, (ts, x), true),
-            (Acc::Last(l), Val::Num(x)) => keep(l, (ts, x), false),
         }
     }
 
@@ -219,8 +168,8 @@ impl Acc {
                 // Same configuration by construction; a mismatch cannot happen.
                 let _ = a.0.merge(&b.0);
             }
-            (Acc::First(a), Acc::First(Some(b))) => keep(a, *b, true),
-            (Acc::Last(a), Acc::Last(Some(b))) => keep(a, *b, false),
+            (Acc::First(a), Acc::First(Some(b))) => keep_pick(a, b, true),
+            (Acc::Last(a), Acc::Last(Some(b))) => keep_pick(a, b, false),
             _ => {}
         }
     }
@@ -240,7 +189,7 @@ impl Acc {
             }
             Acc::Distinct(h) => json!(h.estimate()),
             Acc::Percentile(d, q) => json!(d.0.quantile(*q).ok().flatten()),
-            Acc::First(f) | Acc::Last(f) => json!(f.map(|(_, v)| v)),
+            Acc::First(f) | Acc::Last(f) => f.as_ref().map_or(Value::Null, |(_, v)| v.json()),
         }
     }
 }
@@ -338,7 +287,7 @@ mod tests {
             prop_assert_eq!(x["max_v"].as_f64(), Some(sorted[n - 1]));
             let sum: f64 = sorted.iter().sum();
             prop_assert!((x["sum_v"].as_f64().unwrap() - sum).abs() < 1e-6 * sum.max(1.0));
-            let first = vals.iter().copied().fold(None, |f: Option<(i64, f64)>, r| if f.is_none_or(|f| earlier(r, f)) { Some(r) } else { f });
+            let first = vals.iter().copied().fold(None, |f: Option<(i64, f64)>, r| if f.is_none_or(|f| (r.0, r.1) < (f.0, f.1)) { Some(r) } else { f });
             prop_assert_eq!(x["first_v"].as_f64(), first.map(|f| f.1));
             let true_p = sorted[((0.99 * (n as f64 - 1.0)) as usize).min(n - 1)];
             let got = x["p99_v"].as_f64().unwrap();

@@ -1,6 +1,11 @@
-//! Real-time analytics: named aggregations over event-time windows. So far the pure core —
-//! window kinds, allowed lateness with revisions, session merges ([`engine`]) and the metrics
-//! with their sketches ([`metrics`]) — checked against a reference model; wiring into the
-//! pipeline, configuration and incremental checkpoints follow.
+//! Real-time analytics: named aggregations over event-time windows — window kinds, allowed
+//! lateness with revisions, session merges and incremental checkpoints ([`engine`]), the
+//! metrics with their sketches ([`metrics`]), filters and group keys ([`spec`]), per-partition
+//! watermarks ([`watermark`]) and the output records ([`output`]).
+pub mod cost;
 pub mod engine;
 pub mod metrics;
+pub mod output;
+pub mod spec;
+pub mod state;
+pub mod watermark;

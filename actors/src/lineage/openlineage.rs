@@ -60,19 +60,35 @@ pub struct Job {
 }
 
 /// Fields of window results, as the sink writes them.
-const OUTPUT_FIELDS: [(&str, &str); 7] =
-    [("key", "string"), ("window_start", "long"), ("window_end", "long"), ("count", "long"), ("sum", "double"), ("min", "double"), ("max", "double")];
+const OUTPUT_FIELDS: [(&str, &str); 8] = [
+    ("aggregation", "string"),
+    ("key", "string"),
+    ("group", "map"),
+    ("window_start", "long"),
+    ("window_end", "long"),
+    ("revision", "int"),
+    ("records", "long"),
+    ("metrics", "map"),
+];
 
 impl Job {
     /// The job of a node.
     pub fn new(config: &Config, bootstrap: &str, config_hash: &str) -> Self {
         let first = bootstrap.split(',').next().unwrap_or("").trim();
-        let w = &config.pipeline.window;
-        let mut fields: Vec<(String, String)> =
-            vec![(w.key_field.clone(), "string".into()), (w.value_field.clone(), "double".into()), (w.time_field.clone(), "long".into())];
-        for f in &config.pipeline.fields {
+        let p = &config.pipeline;
+        let mut fields: Vec<(String, String)> = vec![(p.event_time.field.clone(), "long".into())];
+        for f in &p.fields {
             if !fields.iter().any(|(n, _)| *n == f.name) {
                 fields.push((f.name.clone(), crate::variant_name(&f.kind)));
+            }
+        }
+        // Fields only the aggregations read: numeric when a numeric metric reads them.
+        for a in &p.aggregations {
+            for f in a.fields() {
+                if !fields.iter().any(|(n, _)| *n == f) {
+                    let numeric = a.metrics.iter().any(|m| m.field() == Some(f.as_str()) && !matches!(m, vigil_config::Metric::Distinct { .. }));
+                    fields.push((f, if numeric { "double" } else { "string" }.into()));
+                }
             }
         }
         Self {
@@ -304,6 +320,7 @@ mod tests {
             records: 20,
             windows_closed: 3,
             rejects: vec![],
+            outputs: vec![],
         };
         let ev = run_event(&job, &run, Transition::Complete, rec.completed_ms, Some(&rec), None);
         assert_eq!(ev["eventType"], "COMPLETE");

@@ -222,6 +222,16 @@ pub struct EpochRecord {
     pub windows_closed: u64,
     /// Records dead-lettered, by `(topic, partition, offset)`.
     pub rejects: Vec<DeadLetter>,
+    /// Aggregations writing elsewhere than `sink_topic`: `(name, topic)`.
+    pub outputs: Vec<(String, String)>,
+}
+
+impl EpochRecord {
+    /// The topic the output of window key `<aggregation>/<group>` goes to.
+    pub fn output_topic(&self, key: &str) -> &str {
+        let agg = key.split_once('/').map_or(key, |(a, _)| a);
+        self.outputs.iter().find(|(a, _)| a == agg).map_or(self.sink_topic.as_str(), |(_, t)| t.as_str())
+    }
 }
 
 /// What retention has removed so far.
@@ -351,11 +361,13 @@ pub struct CommitOps {
 ///
 /// # Errors
 /// Encoding failures.
+#[allow(clippy::too_many_arguments)]
 pub fn commit_ops(
     epoch: u64,
     completed_ms: i64,
     node: &str,
     sink_topic: &str,
+    outputs: &[(String, String)],
     lineage: &EpochLineage,
     prev: &BTreeMap<TopicPartition, i64>,
     next: &BTreeMap<TopicPartition, i64>,
@@ -406,7 +418,18 @@ pub fn commit_ops(
         }
     }
     let empty = consumed.is_empty() && windows.is_empty() && rejects.is_empty();
-    let record = EpochRecord { epoch, completed_ms, node: node.into(), sink_topic: sink_topic.into(), consumed, windows, records, windows_closed, rejects };
+    let record = EpochRecord {
+        epoch,
+        completed_ms,
+        node: node.into(),
+        sink_topic: sink_topic.into(),
+        consumed,
+        windows,
+        records,
+        windows_closed,
+        rejects,
+        outputs: outputs.to_vec(),
+    };
     if empty {
         // An idle checkpoint leaves no trace.
         return Ok(CommitOps { ops: Vec::new(), entries: 0, bytes: 0, record });
@@ -455,7 +478,7 @@ mod tests {
 
         let prev = BTreeMap::from([(tp(0), 5)]);
         let next = BTreeMap::from([(tp(0), 8), (tp(1), 10), (tp(2), 4)]);
-        let c = commit_ops(7, 1000, "n", "out", &l, &prev, &next).unwrap();
+        let c = commit_ops(7, 1000, "n", "out", &[], &l, &prev, &next).unwrap();
         assert_eq!(c.entries, 3);
         assert_eq!(c.record.records, 4);
         assert_eq!(c.record.windows_closed, 1);

@@ -90,11 +90,18 @@ async fn output(State(ctx): State<Arc<NodeCtx>>, Path(output): Path<String>) -> 
         Ok(o) => o,
         Err(e) => return err(StatusCode::BAD_REQUEST, e),
     };
-    let sink = ctx.config.pipeline.sink_topic.clone();
-    if topic != sink {
-        return err(StatusCode::NOT_FOUND, format!("this node writes outputs to `{sink}`, not `{topic}`"));
+    let agg = key.split_once('/').map_or(key.as_str(), |(a, _)| a);
+    let Some(spec) = ctx.analytics.aggs.iter().find(|a| &*a.name == agg) else {
+        let names: Vec<&str> = ctx.analytics.aggs.iter().map(|a| &*a.name).collect();
+        return err(
+            StatusCode::NOT_FOUND,
+            format!("no aggregation `{agg}` on this node (it has {}); outputs are <topic>/<aggregation>/<key>@<start>", names.join(", ")),
+        );
+    };
+    if topic != spec.topic {
+        return err(StatusCode::NOT_FOUND, format!("aggregation `{agg}` writes to `{}`, not `{topic}`", spec.topic));
     }
-    read_store("output", &ctx, move |s| trace_output(s, &sink, &key, start)).await
+    read_store("output", &ctx, move |s| trace_output(s, &topic, &key, start)).await
 }
 
 async fn record(State(ctx): State<Arc<NodeCtx>>, Path(record): Path<String>) -> Response {

@@ -54,7 +54,7 @@ pub enum OutputStatus {
 /// Where an output came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutputTrace {
-    /// `<sink topic>/<key>@<window_start>`.
+    /// `<topic>/<aggregation>/<key>@<window_start>`.
     pub output: String,
     /// Window key.
     pub key: String,
@@ -97,7 +97,7 @@ pub enum RecordStatus {
 /// The output window a record went into.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WindowRef {
-    /// `<sink topic>/<key>@<window_start>`.
+    /// `<topic>/<aggregation>/<key>@<window_start>`.
     pub output: String,
     /// Key.
     pub key: String,
@@ -116,20 +116,26 @@ pub struct RecordTrace {
     pub status: RecordStatus,
     /// Checkpoint that committed its processing.
     pub epoch: Option<u64>,
-    /// The window it counted in.
+    /// The first window it counted in.
     pub window: Option<WindowRef>,
+    /// Every window it counted in (several aggregations; hopping windows overlap).
+    #[serde(default)]
+    pub windows: Vec<WindowRef>,
     /// The DLQ entry it became (reason, stage, detail, its `vigil.id`).
     pub dlq: Option<DeadLetter>,
     /// Explanation for a person.
     pub note: String,
 }
 
-/// Parse `<topic>/<key>@<window_start>` (the key may contain `/` and `@`).
+/// Parse `<topic>/<aggregation>/<key>@<window_start>` (the key may contain `/` and `@`); the
+/// key returned is `<aggregation>/<key>`, the window's lineage key.
 ///
 /// # Errors
 /// What is missing.
 pub fn parse_output(s: &str) -> std::result::Result<(String, String, i64), String> {
-    let (topic, rest) = s.split_once('/').ok_or_else(|| format!("`{s}`: expected <topic>/<key>@<window_start>, e.g. vigil-output/user-007@1700000000000"))?;
+    let (topic, rest) = s
+        .split_once('/')
+        .ok_or_else(|| format!("`{s}`: expected <topic>/<aggregation>/<key>@<window_start>, e.g. vigil-output/spend_per_user/user-007@1700000000000"))?;
     let (key, start) = rest.rsplit_once('@').ok_or_else(|| format!("`{s}`: the output key needs @<window_start>"))?;
     let start = start.parse::<i64>().map_err(|_| format!("`{s}`: window start `{start}` is not a number of milliseconds"))?;
     Ok((topic.to_string(), key.to_string(), start))
@@ -231,7 +237,7 @@ pub fn trace_output(store: &Store, sink_topic: &str, key: &str, start: i64) -> R
 pub fn trace_record(store: &Store, topic: &str, partition: i32, offset: i64) -> Result<RecordTrace> {
     let record = format!("{topic}/{partition}/{offset}");
     let tp = TopicPartition::new(topic, partition);
-    let mut t = RecordTrace { record, status: RecordStatus::Unknown, epoch: None, window: None, dlq: None, note: String::new() };
+    let mut t = RecordTrace { record, status: RecordStatus::Unknown, epoch: None, window: None, windows: Vec::new(), dlq: None, note: String::new() };
     let prefix = offsets_prefix(topic, partition);
     let found =
         store.floor(CF, &prefix, &offsets_key(topic, partition, offset))?.and_then(|(k, v)| parse_offsets_entry(&k, &v)).filter(|(_, _, to)| offset < *to);
@@ -258,7 +264,6 @@ pub fn trace_record(store: &Store, topic: &str, partition: i32, offset: i64) -> 
         t.status = RecordStatus::Dlq;
         t.note = format!("sent to the DLQ by {} ({}): {}; committed in checkpoint {epoch}", r.stage, r.code, r.detail);
         t.dlq = Some(r);
-        return Ok(t);
     }
     for (key, start) in &rec.windows {
         let Some(v) = store.get(CF, &segment_key(key, *start, epoch))? else { continue };
@@ -269,13 +274,24 @@ pub fn trace_record(store: &Store, topic: &str, partition: i32, offset: i64) -> 
             continue;
         }
         let written_in = segments(store, key, *start)?.into_iter().find(|(_, s)| s.closed.is_some()).map(|(e, _)| e);
-        let output = format!("{}/{key}@{start}", rec.sink_topic);
-        t.status = RecordStatus::Window;
-        t.note = match written_in {
-            Some(w) => format!("counted in {output}, written in checkpoint {w}"),
-            None => format!("counted in {output}, which is still open"),
+        let output = format!("{}/{key}@{start}", rec.output_topic(key));
+        t.windows.push(WindowRef { output, key: key.clone(), window_start: *start, written_in });
+    }
+    if let Some(first) = t.windows.first().cloned() {
+        let counted = match (&first.written_in, t.windows.len()) {
+            (Some(w), 1) => format!("counted in {}, written in checkpoint {w}", first.output),
+            (None, 1) => format!("counted in {}, which is still open", first.output),
+            (_, n) => format!("counted in {n} windows ({} first)", first.output),
         };
-        t.window = Some(WindowRef { output, key: key.clone(), window_start: *start, written_in });
+        t.note = match &t.dlq {
+            Some(d) => format!("{counted}; late for other aggregations: {}", d.detail),
+            None => counted,
+        };
+        t.status = RecordStatus::Window;
+        t.window = Some(first);
+        return Ok(t);
+    }
+    if t.dlq.is_some() {
         return Ok(t);
     }
     t.note = format!("read in checkpoint {epoch} but in none of its windows or dead letters");
@@ -292,7 +308,7 @@ mod tests {
     fn commit(store: &Store, id: u64, ms: i64, c: &mut Collector, offsets: &[(i32, i64)]) {
         let next: BTreeMap<TopicPartition, i64> = offsets.iter().map(|(p, o)| (TopicPartition::new("src", *p), *o)).collect();
         let prev = store.offsets().unwrap();
-        let ops = commit_ops(id, ms, "n", "out", &c.take(), &prev, &next).unwrap();
+        let ops = commit_ops(id, ms, "n", "out", &[], &c.take(), &prev, &next).unwrap();
         let extra: Vec<(&str, _)> = ops.ops.into_iter().map(|o| ("lineage", o)).collect();
         let meta = CheckpointMeta { id, completed_ms: ms, node_id: "n".into(), offsets: next, state_bytes: BTreeMap::new(), duration_us: 0 };
         store.commit_checkpoint(&Checkpoint { meta, states: BTreeMap::new() }, 3, &extra).unwrap();
@@ -346,7 +362,7 @@ mod tests {
 
     #[test]
     fn parses_outputs_and_positions() {
-        assert_eq!(parse_output("vigil-output/user-007@1700000000000").unwrap(), ("vigil-output".into(), "user-007".into(), 1_700_000_000_000));
+        assert_eq!(parse_output("vigil-output/a/user-007@1700000000000").unwrap(), ("vigil-output".into(), "a/user-007".into(), 1_700_000_000_000));
         assert_eq!(parse_output("o/a/b@c@-5").unwrap(), ("o".into(), "a/b@c".into(), -5));
         assert!(parse_output("o/user").unwrap_err().contains("@<window_start>"));
         assert_eq!(parse_position("events/3/42"), Some(("events".into(), 3, 42)));

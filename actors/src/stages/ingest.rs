@@ -55,7 +55,8 @@ impl IngestState {
     fn inject_barrier(&mut self) -> crate::Result<u64> {
         let id = self.ctx.allocate_checkpoint();
         let offsets = self.consumer.positions();
-        let barrier = Barrier { id, injected: Instant::now(), offsets: offsets.clone(), states: BTreeMap::new(), lineage: Default::default() };
+        let barrier =
+            Barrier { id, injected: Instant::now(), offsets: offsets.clone(), states: BTreeMap::new(), window_ops: Vec::new(), lineage: Default::default() };
         self.ctx.slots.validate.send("validate", crate::pipeline::ValidateMsg::Barrier(barrier))?;
         self.inflight = Some((id, Instant::now(), offsets));
         self.last_checkpoint = Instant::now();

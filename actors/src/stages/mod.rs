@@ -1,6 +1,6 @@
 //! The actor shells of the pipeline stages, one file each. Each is thin: it moves batches,
 //! barriers and credits, and calls the pure logic in [`crate::validate`],
-//! [`crate::window`] and [`crate::generator`].
+//! [`crate::analytics`] and [`crate::generator`].
 mod generator;
 mod ingest;
 mod process;

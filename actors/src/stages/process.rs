@@ -1,43 +1,170 @@
-//! Process: per-key tumbling windows, snapshotted at each barrier.
+//! Process: runs every configured aggregation over the validated records with per-partition
+//! watermarks, routes records too late for an aggregation to the late output, and adds the
+//! windows changed since the last barrier to it (incremental checkpoints).
 use super::R;
+use crate::analytics::engine::{Aggregation, Touched};
+use crate::analytics::metrics::Val;
+use crate::analytics::output::{lineage_key, Output};
+use crate::analytics::state::{self, ProcessMeta};
+use crate::analytics::watermark::Watermarks;
 use crate::lineage::record::{Collector, DeadLetter};
-use crate::pipeline::{NodeCtx, ProcessMsg, Rejection, SinkMsg};
-use crate::window::WindowState;
+use crate::pipeline::{NodeCtx, ProcessMsg, Record, Rejection, SinkMsg};
 use crate::Error;
 use ractor::{Actor, ActorRef};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vigil_runtime::stats::Stage;
 use vigil_runtime::store;
-/// Process: per-key tumbling windows; restores its state from the last checkpoint.
+
+/// Process: the aggregations; restores their windows from the last checkpoint.
 #[derive(Clone, Copy)]
 pub struct Process;
+
+/// Per-aggregation record counts since the last report.
+#[derive(Default, Clone, Copy)]
+struct Counts {
+    counted: u64,
+    filtered: u64,
+    late: u64,
+}
 
 /// Process's state.
 pub struct ProcessState {
     ctx: Arc<NodeCtx>,
-    windows: WindowState,
+    aggs: Vec<Aggregation>,
+    watermarks: Watermarks,
     ticker: Option<ractor::concurrency::JoinHandle<()>>,
     /// Checkpoint the records passing now are committed in.
     epoch: u64,
     /// Lineage since the last barrier (when `lineage.enabled`).
     lineage: Option<Collector>,
+    /// Deletes of windows of aggregations no longer configured, for the next checkpoint.
+    stale: Vec<store::Op>,
 }
 
 impl ProcessState {
-    fn close(&mut self) -> Vec<crate::window::WindowResult> {
-        let out = self.windows.advance(Instant::now(), self.ctx.config.pipeline.window.idle_timeout);
-        if let Some(c) = &mut self.lineage {
-            for w in &out {
-                c.closed(&w.key, w.window_start, w.count);
+    /// Advance every aggregation to the current watermark; returns what they emit.
+    fn close(&mut self) -> Vec<Output> {
+        let now = Instant::now();
+        let wm = self.watermarks.current(now, self.ctx.config.pipeline.event_time.idle_timeout);
+        let mut out = Vec::new();
+        let an = &self.ctx.analytics;
+        for (i, (agg, spec)) in self.aggs.iter_mut().zip(&an.aggs).enumerate() {
+            if let Some(wm) = wm {
+                for emit in agg.advance(wm) {
+                    if let (Some(c), Some(_)) = (&mut self.lineage, &emit.values) {
+                        c.closed(&lineage_key(&spec.name, &emit.key), emit.start, emit.count);
+                    }
+                    out.push(Output { agg: i, emit });
+                }
             }
+            metrics::gauge!("vigil_open_windows", "aggregation" => spec.name.to_string()).set(agg.open_windows() as f64);
         }
-        metrics::gauge!("vigil_open_windows").set(self.windows.open_windows() as f64);
-        if self.windows.closed_until() > i64::MIN {
-            metrics::gauge!("vigil_watermark_seconds").set(self.windows.closed_until() as f64 / 1000.0);
-            metrics::gauge!("vigil_watermark_lag_seconds").set((vigil_runtime::now_ms() - self.windows.closed_until()) as f64 / 1000.0);
+        if let Some(wm) = wm {
+            metrics::gauge!("vigil_watermark_seconds").set(wm as f64 / 1000.0);
+            metrics::gauge!("vigil_watermark_lag_seconds").set((vigil_runtime::now_ms() - wm) as f64 / 1000.0);
         }
         out
+    }
+
+    /// Run one batch through the aggregations; late records go to the late output.
+    async fn process(&mut self, records: &[Record]) -> crate::Result<u64> {
+        let ctx = self.ctx.clone();
+        let an = &ctx.analytics;
+        let now = Instant::now();
+        let mut counts = vec![Counts::default(); an.aggs.len()];
+        let (mut key, mut lkey) = (String::new(), String::new());
+        let mut vals: Vec<Val<'_>> = Vec::new();
+        let mut late_in: Vec<usize> = Vec::new();
+        let mut late_by_source: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+        let mut accepted = 0u64;
+        for r in records {
+            self.watermarks.observe(&r.source, r.ts, now);
+            late_in.clear();
+            let mut late_wm = i64::MIN;
+            for (i, (agg, spec)) in self.aggs.iter_mut().zip(&an.aggs).enumerate() {
+                if !spec.accepts(&r.fields) {
+                    counts[i].filtered += 1;
+                    continue;
+                }
+                spec.key_into(&r.fields, &mut key);
+                spec.values_into(&r.fields, &mut vals);
+                let lineage = &mut self.lineage;
+                if lineage.is_some() {
+                    lkey.clear();
+                    lkey.push_str(&spec.name);
+                    lkey.push('/');
+                    lkey.push_str(&key);
+                }
+                let added = agg.add(&key, r.ts, &vals, |t| {
+                    if let (Some(c), Touched::Window { start, opened }) = (lineage.as_mut(), t) {
+                        c.add(&lkey, start, opened, &r.source, r.envelope.offset, r.schema.as_ref());
+                    }
+                });
+                match added {
+                    Ok(()) => counts[i].counted += 1,
+                    Err(late) => {
+                        counts[i].late += 1;
+                        late_wm = late_wm.max(late.watermark);
+                        late_in.push(i);
+                    }
+                }
+            }
+            if late_in.is_empty() {
+                accepted += 1;
+                continue;
+            }
+            let names: Vec<&str> = late_in.iter().map(|i| &*an.aggs[*i].name).collect();
+            let names = names.join(",");
+            let detail = format!("event time {} is later than allowed for aggregation(s) {names}: their windows closed at watermark {late_wm}", r.ts);
+            let extra: [(&str, &[u8]); 1] = [("vigil.late.aggregations", names.as_bytes())];
+            let why = Rejection {
+                stage: "process",
+                code: "late",
+                detail: &detail,
+                schema: None,
+                epoch: self.epoch,
+                to: ctx.config.pipeline.late_topic.as_deref(),
+                extra: &extra,
+            };
+            ctx.send_to_dlq(&r.source, &r.envelope, why).await?;
+            if let Some(c) = &mut self.lineage {
+                c.reject(DeadLetter::new(&r.source, r.envelope.offset, &r.envelope.id, "process", "late", &detail, ctx.config.lineage.detail_max));
+            }
+            *late_by_source.entry(r.source.topic.clone()).or_default() += 1;
+        }
+        for (spec, c) in an.aggs.iter().zip(&counts) {
+            let name = spec.name.to_string();
+            for (outcome, n) in [("counted", c.counted), ("filtered", c.filtered), ("late", c.late)] {
+                if n > 0 {
+                    metrics::counter!("vigil_aggregation_records_total", "aggregation" => name.clone(), "outcome" => outcome).increment(n);
+                }
+            }
+            if c.late > 0 {
+                metrics::counter!("vigil_late_records_total", "aggregation" => name).increment(c.late);
+            }
+        }
+        for (source, n) in late_by_source {
+            let dlq = std::collections::BTreeMap::from([("late".to_string(), n)]);
+            ctx.report_quality(crate::quality::tracker::BatchQuality { source, late: n, dlq, ..Default::default() });
+        }
+        Ok(accepted)
+    }
+
+    /// Add the windows changed since the last barrier, and the meta record, to `b`.
+    fn snapshot(&mut self, b: &mut crate::pipeline::Barrier) -> crate::Result<()> {
+        let an = &self.ctx.analytics;
+        let mut ops = std::mem::take(&mut self.stale);
+        let mut meta = ProcessMeta { watermarks: self.watermarks.clone(), aggs: Vec::with_capacity(an.aggs.len()) };
+        for (agg, spec) in self.aggs.iter_mut().zip(&an.aggs) {
+            for (key, start, value) in agg.take_changes()? {
+                ops.push((state::window_key(&spec.name, &key, start), value));
+            }
+            meta.aggs.push((spec.name.to_string(), spec.fingerprint.clone(), agg.watermark()));
+        }
+        b.states.insert("process".into(), store::encode("process state", &meta)?);
+        b.window_ops = ops;
+        Ok(())
     }
 }
 
@@ -48,78 +175,34 @@ impl Actor for Process {
 
     #[tracing::instrument(name = "stage", skip_all, fields(stage = "process"))]
     async fn pre_start(&self, myself: ActorRef<ProcessMsg>, ctx: Arc<NodeCtx>) -> R<ProcessState> {
-        let w = &ctx.config.pipeline.window;
-        let fresh = WindowState::new(w.size, w.allowed_lateness);
-        let restore_started = Instant::now();
-        let windows = match ctx.store.state("process")? {
-            Some(bytes) => {
-                let restored: WindowState = store::decode("process window state", &bytes)?;
-                if !restored.same_shape(&fresh) {
-                    return Err(Box::new(Error::IncompatibleState {
-                        stage: "process",
-                        reason:
-                            "checkpointed window size or lateness differs from pipeline.window; restore the old values or start with an empty node.data_dir"
-                                .into(),
-                    }));
-                }
-                let took = restore_started.elapsed();
-                metrics::gauge!("vigil_restore_duration_seconds").set(took.as_secs_f64());
-                metrics::counter!("vigil_restore_keys_total").increment(restored.open_windows() as u64);
-                tracing::info!(open_windows = restored.open_windows(), bytes = bytes.len(), ms = took.as_millis() as u64, "process restored window state");
-                restored
-            }
-            None => fresh,
-        };
-        let tick = (w.idle_timeout / 2).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let et = &ctx.config.pipeline.event_time;
+        let started = Instant::now();
+        let restored = state::restore(&ctx.store, &ctx.analytics, et.out_of_orderness, |n| {
+            tracing::info!(windows = n, secs = started.elapsed().as_secs_f64(), "restoring window state");
+        })?;
+        let restored = restored.map_err(|reason| Box::new(Error::IncompatibleState { stage: "process", reason }))?;
+        let took = started.elapsed();
+        metrics::gauge!("vigil_restore_duration_seconds").set(took.as_secs_f64());
+        metrics::counter!("vigil_restore_keys_total").increment(restored.windows);
+        if restored.windows > 0 {
+            tracing::info!(windows = restored.windows, bytes = restored.bytes, ms = took.as_millis() as u64, "process restored window state");
+        }
+        let tick = (et.idle_timeout / 2).clamp(Duration::from_millis(50), Duration::from_secs(1));
         let ticker = myself.send_interval(tick, || ProcessMsg::Tick);
         ctx.slots.process.set(myself);
         let epoch = ctx.current_epoch();
         let lineage = ctx.config.lineage.enabled.then(Collector::default);
-        Ok(ProcessState { ctx, windows, ticker: Some(ticker), epoch, lineage })
+        Ok(ProcessState { ctx, aggs: restored.aggs, watermarks: restored.watermarks, ticker: Some(ticker), epoch, lineage, stale: restored.stale })
     }
 
     #[tracing::instrument(name = "stage", skip_all, fields(stage = "process"))]
     async fn handle(&self, _myself: ActorRef<ProcessMsg>, msg: ProcessMsg, st: &mut ProcessState) -> R<()> {
         match msg {
-            ProcessMsg::Assign(tps) => st.windows.assign(&tps, Instant::now()),
+            ProcessMsg::Assign(tps) => st.watermarks.assign(&tps, Instant::now()),
             ProcessMsg::Records { epoch, records } => {
                 let started = Instant::now();
-                let now = Instant::now();
-                let mut accepted = 0u64;
-                let mut late_by_source: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
-                for r in records {
-                    match st.windows.add(&r.source, r.ts, &r.key, r.value, now) {
-                        Ok(opened) => {
-                            accepted += 1;
-                            if let Some(c) = &mut st.lineage {
-                                c.add(&r.key, st.windows.window_start(r.ts), opened, &r.source, r.envelope.offset, r.schema.as_ref());
-                            }
-                        }
-                        Err(late) => {
-                            let detail =
-                                format!("event time {} falls in window starting {} which closed at watermark {}", r.ts, late.window_start, late.watermark);
-                            let why = Rejection { stage: "process", code: "late", detail: &detail, schema: None, epoch: st.epoch };
-                            st.ctx.send_to_dlq(&r.source, &r.envelope, why).await?;
-                            if let Some(c) = &mut st.lineage {
-                                c.reject(DeadLetter::new(
-                                    &r.source,
-                                    r.envelope.offset,
-                                    &r.envelope.id,
-                                    "process",
-                                    "late",
-                                    &detail,
-                                    st.ctx.config.lineage.detail_max,
-                                ));
-                            }
-                            *late_by_source.entry(r.source.topic.clone()).or_default() += 1;
-                        }
-                    }
-                }
+                let accepted = st.process(&records).await?;
                 st.ctx.stats.add(Stage::Process, accepted);
-                for (source, n) in late_by_source {
-                    let dlq = std::collections::BTreeMap::from([("late".to_string(), n)]);
-                    st.ctx.report_quality(crate::quality::tracker::BatchQuality { source, late: n, dlq, ..Default::default() });
-                }
                 let windows = st.close();
                 metrics::histogram!("vigil_stage_batch_seconds", "stage" => "process").record(started.elapsed().as_secs_f64());
                 st.ctx.slots.sink.send("sink", SinkMsg::Windows { credit: Some(epoch), windows })?;
@@ -132,7 +215,7 @@ impl Actor for Process {
             }
             ProcessMsg::Barrier(mut b) => {
                 st.epoch = b.id + 1;
-                b.states.insert("process".into(), store::encode("process window state", &st.windows)?);
+                st.snapshot(&mut b)?;
                 if let Some(c) = &mut st.lineage {
                     let mut l = c.take();
                     b.lineage.windows = l.windows;

@@ -1,5 +1,6 @@
 //! Sink: writes closed windows (JSON or Confluent-framed Avro) and completes checkpoints.
 use super::R;
+use crate::analytics::output::{output_key, to_avro, to_json, Output};
 use crate::lineage::record::{commit_ops, EpochLineage};
 use crate::pipeline::{Barrier, IngestMsg, NodeCtx, SinkMsg};
 use crate::Error;
@@ -7,6 +8,7 @@ use ractor::{Actor, ActorRef};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
+use vigil_config::SinkFormat;
 use vigil_runtime::kafka::OutRecord;
 use vigil_runtime::stats::{CheckpointSummary, Stage};
 use vigil_runtime::store::{Checkpoint, CheckpointMeta, Op};
@@ -23,6 +25,9 @@ pub struct SinkState {
     epoch: u64,
     /// Lineage of checkpoints whose store write failed, committed with the next one.
     carry: EpochLineage,
+    /// Window changes of checkpoints whose store write failed, written before the next
+    /// one's (later writes of a key win within a batch).
+    carry_ops: Vec<Op>,
 }
 
 /// How a checkpoint attempt failed.
@@ -30,8 +35,8 @@ enum CommitError {
     /// Outputs were not acknowledged: what they hold is in doubt, the pipeline must rewind.
     Rewind(Error),
     /// The store write failed after the outputs were safe: processing continues and the next
-    /// checkpoint retries, committing this one's lineage with its own.
-    Store(Error, EpochLineage),
+    /// checkpoint retries, committing this one's lineage and window changes with its own.
+    Store(Error, EpochLineage, Vec<Op>),
 }
 
 impl Actor for Sink {
@@ -45,7 +50,7 @@ impl Actor for Sink {
         let failed_before = ctx.producer.failed();
         let epoch = ctx.current_epoch();
         ctx.lineage.begin(&ctx.store, ctx.checkpoint_done.borrow().to_owned())?;
-        Ok(SinkState { ctx, failed_before, epoch, carry: EpochLineage::default() })
+        Ok(SinkState { ctx, failed_before, epoch, carry: EpochLineage::default(), carry_ops: Vec::new() })
     }
 
     #[tracing::instrument(name = "stage", skip_all, fields(stage = "sink"))]
@@ -54,27 +59,39 @@ impl Actor for Sink {
         match msg {
             SinkMsg::Windows { credit, windows } => {
                 let started = Instant::now();
-                let topic = &ctx.config.pipeline.sink_topic;
                 let node = ctx.config.node.id.as_bytes();
                 let epoch = st.epoch.to_string();
                 let mut records = 0u64;
-                for w in &windows {
-                    let key = w.output_key();
-                    let payload = match &ctx.sink_schema {
-                        Some((id, schema)) => {
-                            let datum = apache_avro::to_avro_datum(schema, w.to_avro()).map_err(|e| Error::Encode(e.to_string()))?;
-                            crate::registry::wire::frame(*id, &datum)
+                for Output { agg, emit } in &windows {
+                    let Some(spec) = ctx.analytics.aggs.get(*agg) else { continue };
+                    let key = output_key(&spec.name, &emit.key, emit.start);
+                    let topic = spec.topic.as_str();
+                    let payload = match (ctx.sink_schemas.get(topic).filter(|_| spec.format == SinkFormat::Avro), to_avro(spec, emit)) {
+                        (_, None) => None,
+                        (Some((id, schema)), Some(datum)) => {
+                            let datum = apache_avro::to_avro_datum(schema, datum).map_err(|e| Error::Encode(e.to_string()))?;
+                            Some(crate::registry::wire::frame(*id, &datum))
                         }
-                        None => serde_json::to_vec(w).map_err(|e| Error::Encode(e.to_string()))?,
+                        (None, Some(_)) => to_json(spec, emit).map(|v| serde_json::to_vec(&v)).transpose().map_err(|e| Error::Encode(e.to_string()))?,
                     };
-                    let headers: [(&str, &[u8]); 4] = [
+                    let revision = emit.revision.to_string();
+                    let headers: [(&str, &[u8]); 6] = [
                         ("vigil.node", node),
                         ("vigil.epoch", epoch.as_bytes()),
                         ("vigil.config", ctx.config_hash.as_bytes()),
                         ("vigil.version", env!("CARGO_PKG_VERSION").as_bytes()),
+                        ("vigil.aggregation", spec.name.as_bytes()),
+                        ("vigil.revision", revision.as_bytes()),
                     ];
-                    ctx.producer.send(&OutRecord { topic, key: key.as_bytes(), payload: &payload, headers: &headers }, ctx.send_timeout()).await?;
-                    records += w.count;
+                    let out = OutRecord { topic, key: key.as_bytes(), payload: payload.as_deref().unwrap_or_default(), headers: &headers };
+                    if payload.is_some() {
+                        ctx.producer.send(&out, ctx.send_timeout()).await?;
+                        if emit.revision == 0 {
+                            records += emit.count;
+                        }
+                    } else {
+                        ctx.producer.send_tombstone(&out, ctx.send_timeout()).await?;
+                    }
                 }
                 ctx.stats.add(Stage::Sink, windows.len() as u64);
                 ctx.stats.add_window_records(records);
@@ -104,7 +121,7 @@ impl Sink {
                 ctx.journal.record(crate::journal::Event::now(crate::journal::EventKind::CheckpointFailure, "sink", text).stage("sink"));
                 return Err(e);
             }
-            Err(CommitError::Store(e, lineage)) => {
+            Err(CommitError::Store(e, lineage, ops)) => {
                 ctx.stats.checkpoint_failed();
                 tracing::error!(checkpoint = id, error = %e, "checkpoint not committed: the store write failed; processing continues and the next checkpoint retries");
                 let last_committed = *ctx.checkpoint_done.borrow();
@@ -112,6 +129,7 @@ impl Sink {
                 let text = format!("checkpoint {id} failed: {e}; processing continues, the next checkpoint retries");
                 ctx.journal.record(crate::journal::Event::now(crate::journal::EventKind::CheckpointFailure, "sink", text).stage("sink"));
                 st.carry = lineage;
+                st.carry_ops = ops;
                 st.failed_before = ctx.producer.failed();
                 st.epoch = id + 1;
                 // Ingest may be restarting; its successor injects barriers afresh.
@@ -139,23 +157,27 @@ impl Sink {
         ctx.producer.flush_checked(ctx.config.checkpoint.flush_timeout, st.failed_before).await.map_err(|e| CommitError::Rewind(e.into()))?;
         let mut lineage = std::mem::take(&mut st.carry);
         lineage.absorb(std::mem::take(&mut b.lineage));
-        match Self::write(&ctx, b, &lineage) {
+        let mut ops = std::mem::take(&mut st.carry_ops);
+        ops.append(&mut b.window_ops);
+        match Self::write(&ctx, b, &lineage, &mut ops) {
             Ok(size) => Ok(size),
-            // The outputs are safe; this epoch's lineage goes with the next checkpoint.
-            Err(e) => Err(CommitError::Store(e, lineage)),
+            // The outputs are safe; this epoch's lineage and window changes go with the next checkpoint.
+            Err(e) => Err(CommitError::Store(e, lineage, ops)),
         }
     }
 
     /// The store part of a checkpoint: one atomic write of offsets, states, `lineage` and
     /// metadata. Returns the state size in bytes.
-    fn write(ctx: &NodeCtx, b: Barrier, lineage: &EpochLineage) -> crate::Result<u64> {
+    fn write(ctx: &NodeCtx, b: Barrier, lineage: &EpochLineage, window_ops: &mut Vec<Op>) -> crate::Result<u64> {
         let completed_ms = vigil_runtime::now_ms();
         let mut committed = None;
         let mut extra: Vec<(&str, Op)> = Vec::new();
         if ctx.config.lineage.enabled {
             let prev = ctx.store.offsets()?;
             let p = &ctx.config.pipeline;
-            let mut l = commit_ops(b.id, completed_ms, &ctx.config.node.id, &p.sink_topic, lineage, &prev, &b.offsets)?;
+            let outputs: Vec<(String, String)> =
+                ctx.analytics.aggs.iter().filter(|a| a.topic != p.sink_topic).map(|a| (a.name.to_string(), a.topic.clone())).collect();
+            let mut l = commit_ops(b.id, completed_ms, &ctx.config.node.id, &p.sink_topic, &outputs, lineage, &prev, &b.offsets)?;
             let next = ctx.lineage.next_run(b.id, l.ops.is_empty())?;
             extra.extend(l.ops.drain(..).map(|op| ("lineage", op)));
             let next = next.map(|(run, op)| {
@@ -164,7 +186,10 @@ impl Sink {
             });
             committed = Some((l, next));
         }
-        let state_bytes: BTreeMap<String, u64> = b.states.iter().map(|(k, v)| (k.clone(), v.len() as u64)).collect();
+        let mut state_bytes: BTreeMap<String, u64> = b.states.iter().map(|(k, v)| (k.clone(), v.len() as u64)).collect();
+        let windows_written: u64 = window_ops.iter().map(|(k, v)| (k.len() + v.as_ref().map_or(0, Vec::len)) as u64).sum();
+        state_bytes.insert("windows".into(), windows_written);
+        let (puts, deletes) = window_ops.iter().fold((0u64, 0u64), |(p, d), (_, v)| if v.is_some() { (p + 1, d) } else { (p, d + 1) });
         let meta = CheckpointMeta {
             id: b.id,
             completed_ms,
@@ -177,7 +202,18 @@ impl Sink {
         let summary = CheckpointSummary { id: meta.id, completed_ms: meta.completed_ms, duration_us: meta.duration_us };
         let text =
             format!("checkpoint {} committed ({:.1} ms, {} partitions, {size} state bytes)", meta.id, meta.duration_us as f64 / 1000.0, meta.offsets.len());
-        ctx.store.commit_checkpoint(&Checkpoint { meta, states: b.states }, ctx.config.checkpoint.retained, &extra)?;
+        // Window changes go first: a failed write hands them back intact for the next attempt.
+        let first_extra = extra.len();
+        extra.extend(window_ops.drain(..).map(|op| (crate::analytics::state::CF, op)));
+        extra.rotate_left(first_extra);
+        let result = ctx.store.commit_checkpoint(&Checkpoint { meta, states: b.states }, ctx.config.checkpoint.retained, &extra);
+        if let Err(e) = result {
+            let n = extra.len() - first_extra;
+            window_ops.extend(extra.drain(..n).map(|(_, op)| op));
+            return Err(e.into());
+        }
+        metrics::counter!("vigil_checkpoint_window_writes_total", "op" => "put").increment(puts);
+        metrics::counter!("vigil_checkpoint_window_writes_total", "op" => "delete").increment(deletes);
         ctx.stats.checkpointed(summary, size);
         let lineage_bytes = committed.as_ref().map_or(0, |(l, _)| l.bytes);
         metrics::gauge!("vigil_checkpoint_bytes").set((size + lineage_bytes) as f64);

@@ -35,7 +35,7 @@ pub struct ValidateState {
 /// What Validate measures for data quality: duplicate ids and missing fields.
 struct QualityProbe {
     dedup: DuplicateDetector,
-    /// Fields whose completeness is measured: the rule fields, then the window fields.
+    /// Fields whose completeness is measured: the rule fields, the event time, then the fields aggregations read.
     watched: Vec<String>,
 }
 
@@ -49,7 +49,6 @@ impl ValidateState {
     /// Reports `qual` is indexed by: one per source, one for unconfigured topics.
     fn judge(&mut self, batches: Vec<PartitionBatch>, qual: &mut [BatchQuality]) -> crate::Result<Vec<Judged>> {
         let ctx = self.ctx.clone();
-        let window = &ctx.config.pipeline.window;
         let mut out = Vec::with_capacity(batches.iter().map(|b| b.records.len()).sum());
         for pb in batches {
             let idx = self.by_topic.get(&pb.source.topic).copied();
@@ -71,7 +70,7 @@ impl ValidateState {
                         }
                     }
                 }
-                let verdict = decoded.and_then(|(rec, info)| match ctx.rules.apply(&rec, window) {
+                let verdict = decoded.and_then(|(rec, info)| match ctx.rules.apply(&rec, &ctx.analytics) {
                     Ok(p) => Ok((p, info)),
                     Err(r) => Err((r, info)),
                 });
@@ -95,9 +94,9 @@ impl Actor for Validate {
         let by_topic = sources.iter().enumerate().map(|(i, s)| (s.topic.clone(), i)).collect();
         let q = &ctx.config.quality;
         let quality = q.enabled.then(|| {
-            let w = &ctx.config.pipeline.window;
+            let an = &ctx.analytics;
             let mut watched: Vec<String> = ctx.config.pipeline.fields.iter().map(|f| f.name.clone()).collect();
-            for f in [&w.key_field, &w.value_field, &w.time_field] {
+            for f in std::iter::once(&an.time_field).chain(&an.fields) {
                 if !watched.contains(f) {
                     watched.push(f.clone());
                 }
@@ -156,12 +155,13 @@ impl Actor for Validate {
                                 }
                                 *usage.entry((subject, version)).or_default() += 1;
                             }
-                            records.push(Record { source, envelope, key: v.key, value: v.value, ts: v.ts, schema });
+                            records.push(Record { source, envelope, ts: v.ts, fields: v.fields, schema });
                         }
                         Err((r, info)) => {
                             let code = r.code();
                             let detail = r.to_string();
-                            let why = Rejection { stage: "validate", code: &code, detail: &detail, schema: info.as_ref(), epoch: st.epoch };
+                            let why =
+                                Rejection { stage: "validate", code: &code, detail: &detail, schema: info.as_ref(), epoch: st.epoch, to: None, extra: &[] };
                             ctx.send_to_dlq(&source, &envelope, why).await?;
                             if ctx.config.lineage.enabled {
                                 st.rejects.push(DeadLetter::new(

@@ -1,0 +1,140 @@
+//! Process's checkpointed state: a small meta record (watermarks per partition, and per
+//! aggregation its definition's fingerprint and watermark) in the `state` column family,
+//! and the open windows in the `windows` column family, one key per
+//! `aggregation / group key / window start`, written incrementally. Restore reads both back.
+use super::engine::{Aggregation, WindowAcc};
+use super::spec::Analytics;
+use super::watermark::Watermarks;
+use crate::lineage::record::ord_i64;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use vigil_runtime::store::{decode, Op, Store};
+
+/// Column family of open windows.
+pub const CF: &str = "windows";
+
+/// What Process checkpoints besides the windows.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ProcessMeta {
+    /// Largest event time per partition.
+    pub watermarks: Watermarks,
+    /// Per aggregation: name, fingerprint of its definition, watermark.
+    pub aggs: Vec<(String, String, Option<i64>)>,
+}
+
+/// Key prefix of one aggregation's windows.
+pub fn agg_prefix(agg: &str) -> Vec<u8> {
+    let mut k = agg.as_bytes().to_vec();
+    k.push(0);
+    k
+}
+
+/// Key of one window: `agg \0 len(key) key start`, ordered by group then start.
+pub fn window_key(agg: &str, key: &str, start: i64) -> Vec<u8> {
+    let mut k = agg_prefix(agg);
+    k.extend_from_slice(&(key.len() as u32).to_be_bytes());
+    k.extend_from_slice(key.as_bytes());
+    k.extend_from_slice(&ord_i64(start));
+    k
+}
+
+/// `(group key, start)` of a window key under `prefix`.
+pub fn parse_window_key(prefix: &[u8], k: &[u8]) -> Option<(String, i64)> {
+    let rest = k.strip_prefix(prefix)?;
+    let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+    let key = std::str::from_utf8(rest.get(4..4 + len)?).ok()?.to_string();
+    let start: [u8; 8] = rest.get(4 + len..12 + len)?.try_into().ok()?;
+    Some((key, (u64::from_be_bytes(start) ^ (1 << 63)) as i64))
+}
+
+/// What a restore found.
+pub struct Restored {
+    /// One per configured aggregation, in order.
+    pub aggs: Vec<Aggregation>,
+    /// Partition watermarks.
+    pub watermarks: Watermarks,
+    /// Deletes for the windows of aggregations no longer configured (written with the next
+    /// checkpoint).
+    pub stale: Vec<Op>,
+    /// Windows restored.
+    pub windows: u64,
+    /// Bytes read.
+    pub bytes: u64,
+}
+
+/// Why a checkpoint cannot be restored into the configured aggregations.
+pub type Refusal = String;
+
+/// Read Process's state back: the meta record and every window. `progress(windows)` is
+/// called every 100,000 windows.
+///
+/// # Errors
+/// A store error, or a [`Refusal`] when an aggregation's definition changed.
+pub fn restore(store: &Store, an: &Analytics, out_of_orderness: Duration, mut progress: impl FnMut(u64)) -> crate::Result<Result<Restored, Refusal>> {
+    let meta: ProcessMeta = match store.state("process")? {
+        Some(bytes) => match decode::<ProcessMeta>("process state", &bytes) {
+            Ok(m) => m,
+            Err(_) => {
+                return Ok(Err("the checkpoint holds window state of an older Vigil (the single [pipeline.window]); it cannot be read as \
+                               aggregations: start with an empty node.data_dir (or `vigil checkpoint reset`)"
+                    .into()))
+            }
+        },
+        None => ProcessMeta::default(),
+    };
+    let mut aggs = Vec::with_capacity(an.aggs.len());
+    let (mut windows, mut bytes) = (0u64, 0u64);
+    for spec in &an.aggs {
+        let (watermark, prior) = match meta.aggs.iter().find(|(n, ..)| **n == *spec.name) {
+            Some((_, fp, _)) if *fp != spec.fingerprint => {
+                return Ok(Err(format!(
+                    "aggregation `{}` changed since the checkpoint (was {fp}, now {}); its windows cannot be carried over: \
+                     give the changed aggregation a new name, or start with an empty node.data_dir",
+                    spec.name, spec.fingerprint
+                )))
+            }
+            Some((_, _, wm)) => (*wm, true),
+            None => (None, false),
+        };
+        let mut entries: Vec<(String, i64, WindowAcc)> = Vec::new();
+        if prior {
+            let prefix = agg_prefix(&spec.name);
+            store.for_each(CF, &prefix, |k, v| {
+                let (key, start) = parse_window_key(&prefix, k)
+                    .ok_or_else(|| vigil_runtime::Error::Corrupt { what: format!("window key of `{}`", spec.name), reason: format!("{k:?}") })?;
+                entries.push((key, start, decode("window", v)?));
+                windows += 1;
+                bytes += (k.len() + v.len()) as u64;
+                if windows % 100_000 == 0 {
+                    progress(windows);
+                }
+                Ok(())
+            })?;
+        }
+        aggs.push(Aggregation::restore(spec.kind, spec.lateness_ms, spec.metrics.clone(), watermark, entries));
+    }
+    let mut stale = Vec::new();
+    for (name, ..) in meta.aggs.iter().filter(|(n, ..)| !an.aggs.iter().any(|a| *a.name == **n)) {
+        tracing::warn!(aggregation = %name, "aggregation no longer configured: its checkpointed windows are dropped");
+        store.for_each(CF, &agg_prefix(name), |k, _| {
+            stale.push((k.to_vec(), None));
+            Ok(())
+        })?;
+    }
+    Ok(Ok(Restored { aggs, watermarks: meta.watermarks.restored(out_of_orderness), stale, windows, bytes }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_keys_roundtrip_and_order_by_start() {
+        let p = agg_prefix("a");
+        for (key, start) in [("k", 5), ("", -3), ("x|y\0z", i64::MIN), ("k", i64::MAX)] {
+            assert_eq!(parse_window_key(&p, &window_key("a", key, start)), Some((key.to_string(), start)));
+        }
+        assert!(window_key("a", "k", -1) < window_key("a", "k", 0));
+        assert!(parse_window_key(&agg_prefix("b"), &window_key("a", "k", 0)).is_none());
+    }
+}
