@@ -419,8 +419,19 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
                 Some(id) => s.checkpoint(id)?.with_context(|| format!("checkpoint {id} is not retained (see `vigil checkpoint list`)"))?,
                 None => s.latest_checkpoint()?.context("no checkpoints yet")?,
             };
+            // The open windows as of the latest checkpoint, per aggregation: (windows, bytes).
+            let mut windows: std::collections::BTreeMap<String, (u64, u64)> = std::collections::BTreeMap::new();
+            s.for_each(vigil_actors::analytics::state::CF, b"", |k, v| {
+                let agg = k.split(|b| *b == 0).next().map(|a| String::from_utf8_lossy(a).to_string()).unwrap_or_default();
+                let e = windows.entry(agg).or_default();
+                e.0 += 1;
+                e.1 += (k.len() + v.len()) as u64;
+                Ok(())
+            })?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&checkpoint_json(&cp))?);
+                let mut v = checkpoint_json(&cp);
+                v["open_windows"] = windows.iter().map(|(a, (n, b))| (a.clone(), serde_json::json!({"windows": n, "bytes": b}))).collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 println!(
                     "checkpoint {} by node {} at {} ({:.1} ms)",
@@ -433,9 +444,17 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
                 for (tp, off) in &cp.offsets {
                     println!("  {:<32} {off}", tp.to_string());
                 }
-                println!("stage state:");
+                println!("written by this checkpoint:");
                 for (stage, bytes) in &cp.state_bytes {
-                    println!("  {stage:<32} {bytes} bytes");
+                    let what = if stage == "windows" { "windows (changes since the previous checkpoint)" } else { stage.as_str() };
+                    println!("  {what:<48} {bytes} bytes");
+                }
+                println!("open windows (latest checkpoint):");
+                if windows.is_empty() {
+                    println!("  none");
+                }
+                for (agg, (n, bytes)) in &windows {
+                    println!("  {agg:<32} {n} windows, {bytes} bytes");
                 }
             }
             Ok(ExitCode::SUCCESS)

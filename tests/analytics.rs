@@ -165,7 +165,7 @@ fn produce(bootstrap: &str, records: &[(i32, String, Vec<u8>)]) {
 }
 
 /// Everything in `topic` up to its current end: key → last value (a tombstone removes the
-/// key, as compaction would), and the values of `header` per message.
+/// key, as compaction would), and the values of `header` per message (`tombstone` for one).
 fn read_all(bootstrap: &str, topic: &str, header_name: &str) -> (BTreeMap<String, String>, Vec<String>) {
     let c = reader(bootstrap, &format!("all-{topic}"));
     let mut tpl = rdkafka::TopicPartitionList::new();
@@ -188,21 +188,25 @@ fn read_all(bootstrap: &str, topic: &str, header_name: &str) -> (BTreeMap<String
         }
         let k = m.key().map(|k| String::from_utf8_lossy(k).to_string()).unwrap_or_default();
         match m.payload() {
-            Some(v) => map.insert(k, String::from_utf8_lossy(v).to_string()),
-            None => map.remove(&k),
-        };
-        headers.push(header(&m, header_name).unwrap_or_default());
+            Some(v) => {
+                map.insert(k, String::from_utf8_lossy(v).to_string());
+                headers.push(header(&m, header_name).unwrap_or_default());
+            }
+            None => {
+                map.remove(&k);
+                headers.push("tombstone".into());
+            }
+        }
     }
     (map, headers)
 }
 
 /// Wait until the node has read everything and two more checkpoints committed (so every
-/// output of the input is acknowledged), then stop it.
-fn run_to_end(mut node: NodeProc, total: i64) {
+/// output of the input is acknowledged and its lineage committed).
+fn run_to_end(node: &NodeProc, total: i64) {
     let s = wait_for("everything read", Duration::from_secs(300), || status(&node.admin).filter(|s| s["position"].as_i64() == Some(total)));
     let id = s["last_checkpoint"]["id"].as_u64().unwrap_or(0);
     wait_for("two more checkpoints", Duration::from_secs(60), || status(&node.admin).filter(|s| s["last_checkpoint"]["id"].as_u64().unwrap_or(0) >= id + 2));
-    assert!(node.proc.terminate(Duration::from_secs(60)).success());
 }
 
 /// Sum of `records` over the final outputs of one aggregation.
@@ -245,8 +249,25 @@ fn twenty_sigkills_across_every_window_kind_converge_on_the_uninterrupted_output
             ..NodeCfg::new(&bootstrap, &dir.path().join("ref"), "ref")
         },
     );
-    run_to_end(start_node(&ref_cfg), total);
-    let (want, _) = read_all(&bootstrap, "out-ref", "vigil.revision");
+    let mut reference = start_node(&ref_cfg);
+    run_to_end(&reference, total);
+    let (want, revisions) = read_all(&bootstrap, "out-ref", "vigil.revision");
+    let retracted = revisions.iter().filter(|h| *h == "tombstone").count();
+    assert!(retracted > 0, "allowed-late records bridged fired sessions, which were retracted");
+    // Lineage: every session (merged ones included) and a sample of the other windows trace
+    // back to exactly as many source records as the output counted.
+    let mut traced = 0;
+    for (i, (k, v)) in want.iter().enumerate() {
+        if !(k.starts_with("sessions/") || i % 25 == 0) {
+            continue;
+        }
+        let j: serde_json::Value = serde_json::from_str(v).expect("json");
+        let t: serde_json::Value = serde_json::from_str(&http_get(&reference.admin, &format!("/lineage/output/out-ref/{k}")).expect("trace")).expect("json");
+        assert_eq!((t["status"].as_str(), &t["records"]), (Some("written"), &j["records"]), "{k}: {t}");
+        traced += 1;
+    }
+    assert!(traced > 500, "{traced} traced");
+    assert!(reference.proc.terminate(Duration::from_secs(60)).success());
     let (late_ref, late_aggs) = read_all(&bootstrap, "late-ref", "vigil.late.aggregations");
     let (dlq_ref, _) = read_all(&bootstrap, "dlq-ref", "vigil.dlq.reason");
 
@@ -299,7 +320,9 @@ fn twenty_sigkills_across_every_window_kind_converge_on_the_uninterrupted_output
         assert!(position < total, "kill {} must land mid-run (seed {seed})", n + 1);
     }
     assert!(restored_any, "restarts restored open windows (seed {seed})");
-    run_to_end(start_node(&cfg), total);
+    let mut last = start_node(&cfg);
+    run_to_end(&last, total);
+    assert!(last.proc.terminate(Duration::from_secs(60)).success());
     let (got, _) = read_all(&bootstrap, "out-crash", "vigil.revision");
     let (late_got, _) = read_all(&bootstrap, "late-crash", "vigil.late.aggregations");
     let (dlq_got, _) = read_all(&bootstrap, "dlq-crash", "vigil.dlq.reason");

@@ -76,6 +76,9 @@ fn pipeline_outputs_exact_windows_dlq_and_metrics() {
     assert!(list.status.success(), "{}", String::from_utf8_lossy(&list.stderr));
     let list: serde_json::Value = serde_json::from_slice(&list.stdout).expect("json");
     assert!(!list.as_array().expect("array").is_empty());
+    let inspect: serde_json::Value =
+        serde_json::from_str(&vigil_ok(&["checkpoint", "inspect", "--json", "--data-dir", data.to_str().expect("path")])).expect("json");
+    assert!(inspect["open_windows"][AGG]["windows"].as_u64().unwrap_or(0) >= 1, "the sentinels' window is open: {inspect}");
     let exit = node.proc.terminate(Duration::from_secs(60));
     assert!(exit.success(), "graceful stop exits 0, got {exit}");
     node.proc.wait_line("clean stop message", Duration::from_secs(5), |l| l.contains("stopped cleanly"));

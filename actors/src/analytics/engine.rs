@@ -10,7 +10,8 @@
 //! session's output key is retracted (a tombstone) if it had fired.
 use super::metrics::{Accs, Metric, Val};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 /// How records are grouped in time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,6 +129,46 @@ pub enum Touched {
     },
 }
 
+/// The windows of one group key by start: a small sorted vector (a key holds one or a few
+/// windows; a map per key would cost a node allocation each).
+#[derive(Debug, Clone, Default)]
+pub struct KeyWindows(Vec<(i64, WindowAcc)>);
+
+impl KeyWindows {
+    fn pos(&self, start: i64) -> Result<usize, usize> {
+        self.0.binary_search_by_key(&start, |(s, _)| *s)
+    }
+
+    fn get_mut(&mut self, start: &i64) -> Option<&mut WindowAcc> {
+        self.pos(*start).ok().map(|i| &mut self.0[i].1)
+    }
+
+    fn insert(&mut self, start: i64, w: WindowAcc) {
+        match self.pos(start) {
+            Ok(i) => self.0[i].1 = w,
+            Err(i) => self.0.insert(i, (start, w)),
+        }
+    }
+
+    fn remove(&mut self, start: &i64) -> Option<WindowAcc> {
+        self.pos(*start).ok().map(|i| self.0.remove(i).1)
+    }
+
+    /// Windows starting before `end`.
+    fn before(&self, end: i64) -> impl Iterator<Item = (&i64, &WindowAcc)> {
+        self.0.iter().take_while(move |(s, _)| *s < end).map(|(s, w)| (s, w))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The windows, by start.
+    pub fn iter(&self) -> impl Iterator<Item = (&i64, &WindowAcc)> {
+        self.0.iter().map(|(s, w)| (s, w))
+    }
+}
+
 /// A window changed since the last checkpoint: its new state, or `None` if it is gone.
 pub type Change = (String, i64, Option<Vec<u8>>);
 
@@ -142,13 +183,13 @@ pub struct Aggregation {
     kind: WindowKind,
     lateness_ms: i64,
     metrics: Vec<Metric>,
-    windows: HashMap<String, BTreeMap<i64, WindowAcc>>,
+    windows: HashMap<Arc<str>, KeyWindows>,
     /// (deadline, key, start) of every window.
-    timers: BTreeSet<(i64, String, i64)>,
+    timers: BTreeSet<(i64, Arc<str>, i64)>,
     /// Fired windows updated since (or retracted): emitted by the next advance.
-    pending: Vec<(String, i64)>,
+    pending: Vec<(Arc<str>, i64)>,
     /// Windows changed since the last checkpoint.
-    changes: Vec<(String, i64)>,
+    changes: Vec<(Arc<str>, i64)>,
     watermark: i64,
 }
 
@@ -178,6 +219,7 @@ impl Aggregation {
         let mut a = Self::new(kind, lateness_ms, metrics);
         a.watermark = watermark.unwrap_or(i64::MIN);
         for (key, start, w) in windows {
+            let key: Arc<str> = key.into();
             a.timers.insert((a.deadline(&w), key.clone(), start));
             if w.retracted || (w.dirty && w.revision.is_some()) {
                 a.pending.push((key.clone(), start));
@@ -210,10 +252,18 @@ impl Aggregation {
         }
     }
 
-    fn queue(changes: &mut Vec<(String, i64)>, w: &mut WindowAcc, key: &str, start: i64) {
+    fn queue(changes: &mut Vec<(Arc<str>, i64)>, w: &mut WindowAcc, key: &Arc<str>, start: i64) {
         if !w.queued {
             w.queued = true;
-            changes.push((key.to_string(), start));
+            changes.push((key.clone(), start));
+        }
+    }
+
+    /// The shared key of `key` (one allocation per group, shared by its timers and queues).
+    fn intern(&self, key: &str) -> Arc<str> {
+        match self.windows.get_key_value(key) {
+            Some((k, _)) => k.clone(),
+            None => key.into(),
         }
     }
 
@@ -223,6 +273,7 @@ impl Aggregation {
     /// # Errors
     /// [`Late`] when none of its windows is live any more.
     pub fn add(&mut self, key: &str, ts: i64, vals: &[Val<'_>], mut touched: impl FnMut(Touched)) -> Result<(), Late> {
+        let key = &self.intern(key);
         match self.kind {
             WindowKind::Session { gap_ms } => self.add_session(key, ts, gap_ms, vals, &mut touched),
             kind => {
@@ -232,16 +283,13 @@ impl Aggregation {
                         continue;
                     }
                     any = true;
-                    let per_key = match self.windows.get_mut(key) {
-                        Some(w) => w,
-                        None => self.windows.entry(key.to_string()).or_default(),
-                    };
+                    let per_key = self.windows.entry(key.clone()).or_default();
                     let opened = match per_key.get_mut(&start) {
                         Some(w) => {
                             w.accs.add(vals, ts);
                             w.records += 1;
                             if !w.dirty && w.revision.is_some() {
-                                self.pending.push((key.to_string(), start));
+                                self.pending.push((key.clone(), start));
                             }
                             w.dirty = true;
                             Self::queue(&mut self.changes, w, key, start);
@@ -253,7 +301,7 @@ impl Aggregation {
                             w.records = 1;
                             Self::queue(&mut self.changes, &mut w, key, start);
                             per_key.insert(start, w);
-                            self.timers.insert((end, key.to_string(), start));
+                            self.timers.insert((end, key.clone(), start));
                             true
                         }
                     };
@@ -262,19 +310,22 @@ impl Aggregation {
                 if any {
                     Ok(())
                 } else {
+                    if self.windows.get(key).is_some_and(KeyWindows::is_empty) {
+                        self.windows.remove(key);
+                    }
                     Err(Late { watermark: self.watermark })
                 }
             }
         }
     }
 
-    fn add_session(&mut self, key: &str, ts: i64, gap: i64, vals: &[Val<'_>], touched: &mut impl FnMut(Touched)) -> Result<(), Late> {
+    fn add_session(&mut self, key: &Arc<str>, ts: i64, gap: i64, vals: &[Val<'_>], touched: &mut impl FnMut(Touched)) -> Result<(), Late> {
         let (mut start, mut end) = (ts, ts.saturating_add(gap));
         let (watermark, lateness) = (self.watermark, self.lateness_ms);
         let hits: Vec<i64> = match self.windows.get(key) {
             // Live sessions [s, e) overlapping [ts, ts + gap).
             Some(per_key) => {
-                per_key.range(..end).filter(|(_, w)| !w.retracted && w.end > start && w.end.saturating_add(lateness) > watermark).map(|(s, _)| *s).collect()
+                per_key.before(end).filter(|(_, w)| !w.retracted && w.end > start && w.end.saturating_add(lateness) > watermark).map(|(s, _)| *s).collect()
             }
             None => Vec::new(),
         };
@@ -288,7 +339,7 @@ impl Aggregation {
         let mut opened = true;
         for s in &hits {
             let Some(w) = self.windows.get_mut(key).and_then(|p| p.remove(s)) else { continue };
-            self.timers.remove(&(self.deadline(&w), key.to_string(), *s));
+            self.timers.remove(&(self.deadline(&w), key.clone(), *s));
             acc.accs.merge(&w.accs);
             acc.records += w.records;
             acc.revision = acc.revision.max(w.revision);
@@ -296,13 +347,13 @@ impl Aggregation {
             if w.revision.is_some() {
                 retract.push((*s, w.end, w.revision.unwrap_or(0)));
             } else if !w.queued {
-                self.changes.push((key.to_string(), *s));
+                self.changes.push((key.clone(), *s));
             }
             start = start.min(*s);
             opened = false;
         }
         acc.end = end;
-        let per_key = self.windows.entry(key.to_string()).or_default();
+        let per_key = self.windows.entry(key.clone()).or_default();
         // The merged session keeps the earliest start; fired sessions starting later are
         // retracted (kept as markers until the next advance emits the retraction).
         for (s, e, r) in retract {
@@ -310,16 +361,16 @@ impl Aggregation {
                 let mut marker = WindowAcc { end: e, accs: Accs(Vec::new()), records: 0, revision: Some(r), dirty: true, retracted: true, queued: false };
                 Self::queue(&mut self.changes, &mut marker, key, s);
                 per_key.insert(s, marker);
-                self.timers.insert((e.saturating_add(lateness), key.to_string(), s));
-                self.pending.push((key.to_string(), s));
+                self.timers.insert((e.saturating_add(lateness), key.clone(), s));
+                self.pending.push((key.clone(), s));
             } else {
-                self.changes.push((key.to_string(), s));
+                self.changes.push((key.clone(), s));
             }
         }
         if let Some(marker) = per_key.remove(&start) {
             // A retraction marker whose output key is reused: continue its revisions.
             acc.revision = acc.revision.max(marker.revision);
-            self.timers.remove(&(marker.end.saturating_add(lateness), key.to_string(), start));
+            self.timers.remove(&(marker.end.saturating_add(lateness), key.clone(), start));
         }
         for s in &hits {
             if *s != start {
@@ -329,10 +380,10 @@ impl Aggregation {
         touched(Touched::Window { start, opened });
         Self::queue(&mut self.changes, &mut acc, key, start);
         if acc.revision.is_some() {
-            self.pending.push((key.to_string(), start));
+            self.pending.push((key.clone(), start));
         }
         let deadline = if acc.revision.is_none() { acc.end } else { acc.end.saturating_add(lateness) };
-        self.timers.insert((deadline, key.to_string(), start));
+        self.timers.insert((deadline, key.clone(), start));
         per_key.insert(start, acc);
         Ok(())
     }
@@ -415,11 +466,11 @@ impl Aggregation {
             match self.windows.get_mut(&key).and_then(|p| p.get_mut(&start)) {
                 Some(w) if w.queued => {
                     w.queued = false;
-                    out.push((key, start, Some(vigil_runtime::store::encode("window", &*w)?)));
+                    out.push((key.to_string(), start, Some(vigil_runtime::store::encode("window", &*w)?)));
                 }
                 // Queued twice (removed and opened again): the first entry wrote it.
                 Some(_) => {}
-                None => out.push((key, start, None)),
+                None => out.push((key.to_string(), start, None)),
             }
         }
         Ok(out)
@@ -436,6 +487,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::Value;
+    use std::collections::BTreeMap;
 
     fn metrics() -> Vec<Metric> {
         vec![Metric::Count, Metric::Sum { field: "v".into() }, Metric::Min { field: "v".into() }, Metric::Last { field: "v".into() }]
@@ -592,7 +644,7 @@ mod tests {
             };
         }
         let full: BTreeMap<(String, i64), Vec<u8>> =
-            a.windows.iter().flat_map(|(k, p)| p.iter().map(move |(s, w)| ((k.clone(), *s), vigil_runtime::store::encode("window", w).unwrap()))).collect();
+            a.windows.iter().flat_map(|(k, p)| p.iter().map(move |(s, w)| ((k.to_string(), *s), vigil_runtime::store::encode("window", w).unwrap()))).collect();
         prop_assert_eq!(store.keys().collect::<Vec<_>>(), full.keys().collect::<Vec<_>>(), "incremental state has the same windows");
         prop_assert!(store == &full, "incremental state equals the full state");
         prop_assert_eq!(a.timers.len(), full.len(), "one timer per window");

@@ -42,8 +42,8 @@ pub enum Acc {
     Avg(f64, u64),
     /// HyperLogLog++ (exact for small sets).
     Distinct(Box<CardinalityEstimator<[u8]>>),
-    /// DDSketch and the quantile.
-    Percentile(Box<Sketch>, f64),
+    /// The values (exact while few) or their DDSketch, and the quantile.
+    Percentile(Box<Pct>, f64),
     /// (event time, value) of the earliest.
     First(Option<(i64, Pick)>),
     /// (event time, value) of the latest.
@@ -63,6 +63,67 @@ impl std::fmt::Debug for Sketch {
 
 fn sketch() -> Sketch {
     Sketch(DDSketch::new(SketchConfig::new(PERCENTILE_RELATIVE_ERROR, 2048, 1.0e-9)))
+}
+
+/// Values a percentile keeps exactly before it switches to a sketch. A DDSketch of a few
+/// widely spread values costs hundreds of bytes (one bin per 2 % of range); most windows
+/// of a fine-grained group key hold only a few values.
+pub const PERCENTILE_EXACT_MAX: usize = 32;
+
+/// State of a percentile: the values while there are at most [`PERCENTILE_EXACT_MAX`]
+/// (exact), then a DDSketch (within [`PERCENTILE_RELATIVE_ERROR`]). Both depend only on
+/// the values added, not their order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Pct {
+    /// The values.
+    Exact(Vec<f64>),
+    /// Their sketch.
+    Sketch(Sketch),
+}
+
+impl Pct {
+    fn add(&mut self, x: f64) {
+        match self {
+            Pct::Exact(v) => {
+                v.push(x);
+                if v.len() > PERCENTILE_EXACT_MAX {
+                    let mut s = sketch();
+                    v.iter().for_each(|y| s.0.add(*y));
+                    *self = Pct::Sketch(s);
+                }
+            }
+            Pct::Sketch(s) => s.0.add(x),
+        }
+    }
+
+    fn merge(&mut self, other: &Pct) {
+        match (&mut *self, other) {
+            (_, Pct::Exact(v)) => v.iter().for_each(|x| self.add(*x)),
+            (Pct::Sketch(a), Pct::Sketch(b)) => {
+                // Same configuration by construction; a mismatch cannot happen.
+                let _ = a.0.merge(&b.0);
+            }
+            (Pct::Exact(v), Pct::Sketch(b)) => {
+                let mut s = b.clone();
+                v.iter().for_each(|x| s.0.add(*x));
+                *self = Pct::Sketch(s);
+            }
+        }
+    }
+
+    /// The value of rank `floor(q * (n - 1))` (DDSketch's definition); `None` when empty.
+    fn quantile(&self, q: f64) -> Option<f64> {
+        match self {
+            Pct::Exact(v) if v.is_empty() => None,
+            Pct::Exact(v) => {
+                let mut sorted = v.clone();
+                sorted.sort_by(f64::total_cmp);
+                let rank = (q * (sorted.len() - 1) as f64) as usize;
+                sorted.get(rank.min(sorted.len() - 1)).copied()
+            }
+            Pct::Sketch(s) => s.0.quantile(q).ok().flatten(),
+        }
+    }
 }
 
 /// A value `first`/`last` keep: a number or text.
@@ -126,7 +187,7 @@ impl Acc {
             Metric::Max { .. } => Acc::Max(None),
             Metric::Avg { .. } => Acc::Avg(0.0, 0),
             Metric::Distinct { .. } => Acc::Distinct(Box::new(CardinalityEstimator::new())),
-            Metric::Percentile { q, .. } => Acc::Percentile(Box::new(sketch()), *q),
+            Metric::Percentile { q, .. } => Acc::Percentile(Box::new(Pct::Exact(Vec::new())), *q),
             Metric::First { .. } => Acc::First(None),
             Metric::Last { .. } => Acc::Last(None),
         }
@@ -148,7 +209,7 @@ impl Acc {
                 *s += x;
                 *n += 1;
             }
-            (Acc::Percentile(d, _), Val::Num(x)) => d.0.add(x),
+            (Acc::Percentile(d, _), Val::Num(x)) => d.add(x),
         }
     }
 
@@ -164,10 +225,7 @@ impl Acc {
                 *n += n2;
             }
             (Acc::Distinct(a), Acc::Distinct(b)) => a.merge(b),
-            (Acc::Percentile(a, _), Acc::Percentile(b, _)) => {
-                // Same configuration by construction; a mismatch cannot happen.
-                let _ = a.0.merge(&b.0);
-            }
+            (Acc::Percentile(a, _), Acc::Percentile(b, _)) => a.merge(b),
             (Acc::First(a), Acc::First(Some(b))) => keep_pick(a, b, true),
             (Acc::Last(a), Acc::Last(Some(b))) => keep_pick(a, b, false),
             _ => {}
@@ -188,7 +246,7 @@ impl Acc {
                 }
             }
             Acc::Distinct(h) => json!(h.estimate()),
-            Acc::Percentile(d, q) => json!(d.0.quantile(*q).ok().flatten()),
+            Acc::Percentile(d, q) => json!(d.quantile(*q)),
             Acc::First(f) | Acc::Last(f) => f.as_ref().map_or(Value::Null, |(_, v)| v.json()),
         }
     }

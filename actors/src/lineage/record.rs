@@ -71,6 +71,8 @@ pub struct WindowDelta {
     pub opened: bool,
     /// The window was closed and written in this epoch, with this many records.
     pub closed: Option<u64>,
+    /// The session was merged into the one of the same key starting here.
+    pub merged_into: Option<i64>,
 }
 
 /// The lineage of one epoch, carried by its barrier from Validate through Process to Sink.
@@ -99,6 +101,7 @@ impl EpochLineage {
             }
             mine.opened |= d.opened;
             mine.closed = d.closed.or(mine.closed);
+            mine.merged_into = d.merged_into.or(mine.merged_into);
         }
         self.rejects.extend(later.rejects);
     }
@@ -148,11 +151,28 @@ impl Collector {
 
     /// Record that window (`key`, `start`) was closed with `count` records.
     pub fn closed(&mut self, key: &str, start: i64, count: u64) {
-        let per_key = self.windows.entry(key.to_string()).or_default();
-        match per_key.iter_mut().find(|(s, _)| *s == start) {
-            Some((_, d)) => d.closed = Some(count),
-            None => per_key.push((start, WindowDelta { closed: Some(count), ..WindowDelta::default() })),
+        self.delta(key, start).closed = Some(count);
+    }
+
+    /// Record that session (`key`, `from`) was merged into (`key`, `into`): its records
+    /// count in that one's output from now on.
+    pub fn merged(&mut self, key: &str, from: i64, into: i64) {
+        self.delta(key, from).merged_into = Some(into);
+    }
+
+    fn delta(&mut self, key: &str, start: i64) -> &mut WindowDelta {
+        if !self.windows.contains_key(key) {
+            self.windows.insert(key.to_string(), Vec::new());
         }
+        let Some(per_key) = self.windows.get_mut(key) else { unreachable!("inserted above") };
+        let i = match per_key.iter().position(|(s, _)| *s == start) {
+            Some(i) => i,
+            None => {
+                per_key.push((start, WindowDelta::default()));
+                per_key.len() - 1
+            }
+        };
+        &mut per_key[i].1
     }
 
     /// Record a dead-lettered record.
@@ -186,6 +206,8 @@ pub struct Segment {
     pub parts: Vec<(String, TopicParts)>,
     /// `(subject, version, records)`.
     pub schemas: Vec<(String, u32, u64)>,
+    /// The session was merged into the one of the same key starting here (in this epoch).
+    pub merged_into: Option<i64>,
 }
 
 /// A source partition's range consumed in one epoch: offsets `from..to`.
@@ -268,6 +290,42 @@ pub fn window_prefix(key: &str, start: i64) -> Vec<u8> {
     k.push(0);
     k.extend_from_slice(&ord_i64(start));
     k
+}
+
+/// Prefix of every segment of every window of `key`.
+pub fn key_prefix(key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 3);
+    k.extend_from_slice(b"w/");
+    k.extend_from_slice(key.as_bytes());
+    k.push(0);
+    k
+}
+
+/// The window start of a segment key.
+pub fn segment_start(k: &[u8]) -> Option<i64> {
+    un_ord_i64(k.get(k.len().checked_sub(16)?..k.len().checked_sub(8)?)?)
+}
+
+/// Prefix of the merge edges into session (`key`, `into`).
+pub fn merge_prefix(key: &str, into: i64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 12);
+    k.extend_from_slice(b"s/");
+    k.extend_from_slice(key.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&ord_i64(into));
+    k
+}
+
+/// Key of the edge "session (`key`, `from`) was merged into (`key`, `into`)".
+pub fn merge_key(key: &str, into: i64, from: i64) -> Vec<u8> {
+    let mut k = merge_prefix(key, into);
+    k.extend_from_slice(&ord_i64(from));
+    k
+}
+
+/// The merged session's start of a merge key.
+pub fn merge_from(k: &[u8]) -> Option<i64> {
+    un_ord_i64(k.get(k.len().checked_sub(8)?..)?)
 }
 
 /// Key of the segment of window (`key`, `start`) in `epoch`.
@@ -398,8 +456,11 @@ pub fn commit_ops(
         }
         windows_closed += u64::from(d.closed.is_some());
         let schemas = d.schemas.iter().map(|((s, v), n)| (s.to_string(), *v, *n)).collect();
-        let seg = Segment { opened: d.opened, closed: d.closed, parts, schemas };
+        let seg = Segment { opened: d.opened, closed: d.closed, parts, schemas, merged_into: d.merged_into };
         ops.push((segment_key(key, *start, epoch), Some(vigil_runtime::store::encode("lineage segment", &seg)?)));
+        if let Some(into) = d.merged_into {
+            ops.push((merge_key(key, into, *start), Some(Vec::new())));
+        }
         windows.push((key.clone(), *start));
     }
     let mut rejects = lineage.rejects.clone();

@@ -3,7 +3,10 @@
 //! it became. Reads only; works on a running node's store or a stopped one opened
 //! read-only.
 use super::offsets::OffsetSet;
-use super::record::{epoch_key, offsets_key, offsets_prefix, parse_offsets_entry, segment_epoch, segment_key, window_prefix, DeadLetter, EpochRecord, Segment};
+use super::record::{
+    epoch_key, merge_from, merge_prefix, offsets_key, offsets_prefix, parse_offsets_entry, segment_epoch, segment_key, window_prefix, DeadLetter, EpochRecord,
+    Segment,
+};
 use super::retention::expired;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -167,7 +170,23 @@ fn offsets(bytes: &[u8]) -> Result<OffsetSet> {
 /// # Errors
 /// Store failures or corrupt entries.
 pub fn trace_output(store: &Store, sink_topic: &str, key: &str, start: i64) -> Result<OutputTrace> {
-    let segs = segments(store, key, start)?;
+    let mut segs = segments(store, key, start)?;
+    // Sessions merged into this one (transitively) contributed their records too.
+    let mut todo = vec![start];
+    let mut seen = std::collections::BTreeSet::from([start]);
+    while let Some(into) = todo.pop() {
+        for (k, _) in store.scan(CF, &merge_prefix(key, into))? {
+            if let Some(from) = merge_from(&k).filter(|f| seen.insert(*f)) {
+                segs.extend(segments(store, key, from)?.into_iter().map(|(e, mut s)| {
+                    // Its own close (before the merge) is not this output's.
+                    s.closed = None;
+                    s.opened = false;
+                    (e, s)
+                }));
+                todo.push(from);
+            }
+        }
+    }
     let mut per_tp: BTreeMap<TopicPartition, OffsetSet> = BTreeMap::new();
     let mut schemas: BTreeMap<(String, u32), u64> = BTreeMap::new();
     let (mut written_in, mut opened) = (None, false);
@@ -273,9 +292,19 @@ pub fn trace_record(store: &Store, topic: &str, partition: i32, offset: i64) -> 
         if !offsets(bytes)?.contains(offset) {
             continue;
         }
-        let written_in = segments(store, key, *start)?.into_iter().find(|(_, s)| s.closed.is_some()).map(|(e, _)| e);
+        // A session merged into an earlier one counts in that one's output.
+        let mut start = *start;
+        let mut segs = segments(store, key, start)?;
+        for _ in 0..64 {
+            let Some(into) = segs.iter().find_map(|(_, s)| s.merged_into) else { break };
+            start = into;
+            segs = segments(store, key, start)?;
+        }
+        let written_in = segs.iter().filter(|(_, s)| s.closed.is_some()).map(|(e, _)| *e).next_back();
         let output = format!("{}/{key}@{start}", rec.output_topic(key));
-        t.windows.push(WindowRef { output, key: key.clone(), window_start: *start, written_in });
+        if !t.windows.iter().any(|w| w.output == output) {
+            t.windows.push(WindowRef { output, key: key.clone(), window_start: start, written_in });
+        }
     }
     if let Some(first) = t.windows.first().cloned() {
         let counted = match (&first.written_in, t.windows.len()) {

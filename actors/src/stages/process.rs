@@ -96,10 +96,10 @@ impl ProcessState {
                     lkey.push('/');
                     lkey.push_str(&key);
                 }
-                let added = agg.add(&key, r.ts, &vals, |t| {
-                    if let (Some(c), Touched::Window { start, opened }) = (lineage.as_mut(), t) {
-                        c.add(&lkey, start, opened, &r.source, r.envelope.offset, r.schema.as_ref());
-                    }
+                let added = agg.add(&key, r.ts, &vals, |t| match (lineage.as_mut(), t) {
+                    (Some(c), Touched::Window { start, opened }) => c.add(&lkey, start, opened, &r.source, r.envelope.offset, r.schema.as_ref()),
+                    (Some(c), Touched::Merged { from, into }) => c.merged(&lkey, from, into),
+                    (None, _) => {}
                 });
                 match added {
                     Ok(()) => counts[i].counted += 1,
