@@ -217,6 +217,25 @@ fn config_check_reports_every_mistake_with_paths() {
     for p in ["pipeline.sources[0].topic: must not be empty", "checkpoint.interval:", "observability.metrics_adr: unknown key"] {
         assert!(text.contains(p), "missing `{p}` in:\n{text}");
     }
+    // Aggregations: each mistake with its path; the replaced [pipeline.window] with its migration.
+    let f = dir.path().join("bad-analytics.toml");
+    std::fs::write(
+        &f,
+        "[[pipeline.aggregations]]\nname = \"a\"\nfilter = \"amount >\"\nwindow = { kind = \"hopping\", size = \"10s\", slide = \"3s\" }\nmetrics = [\"count\", \"median(x)\"]\n[pipeline.window]\nsize = \"1s\"\n",
+    )
+    .expect("write");
+    let out = std::process::Command::new(BIN).args(["config", "check", f.to_str().expect("path")]).output().expect("run");
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for p in [
+        "pipeline.aggregations[0].filter: expected a literal",
+        "pipeline.aggregations[0].metrics[1]: `median(x)`: unknown metric `median`",
+        "pipeline.aggregations[0].window.slide: must divide size",
+        "pipeline.window: replaced by [pipeline.event_time]",
+        "docs/analytics.md#migrating-from-pipelinewindow",
+    ] {
+        assert!(text.contains(p), "missing `{p}` in:\n{text}");
+    }
     let def = std::process::Command::new(BIN).args(["config", "default"]).output().expect("run");
     let good = dir.path().join("good.toml");
     std::fs::write(&good, &def.stdout).expect("write");

@@ -1077,7 +1077,11 @@ fn deserialize_collecting(mut value: toml::Value) -> (Config, Vec<FieldError>) {
             Err(e) => {
                 let path = e.path().to_string();
                 // toml's messages span lines (`...\nin `path``); `config check` prints one per line.
-                let msg = e.inner().to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+                let mut msg = e.inner().to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+                // toml appends the (index-less) path, which the error already names.
+                if let Some(i) = msg.rfind(" in `").filter(|_| msg.ends_with('`')) {
+                    msg.truncate(i);
+                }
                 // serde's deny_unknown_fields reports unknown keys in nested tables as errors.
                 let (path, msg) = match msg.strip_prefix("unknown field `") {
                     Some(rest) => {

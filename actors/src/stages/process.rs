@@ -177,13 +177,16 @@ impl Actor for Process {
     async fn pre_start(&self, myself: ActorRef<ProcessMsg>, ctx: Arc<NodeCtx>) -> R<ProcessState> {
         let et = &ctx.config.pipeline.event_time;
         let started = Instant::now();
+        let mut reported = 0;
         let restored = state::restore(&ctx.store, &ctx.analytics, et.out_of_orderness, |n| {
+            metrics::counter!("vigil_restore_keys_total").increment(n - reported);
+            reported = n;
             tracing::info!(windows = n, secs = started.elapsed().as_secs_f64(), "restoring window state");
         })?;
         let restored = restored.map_err(|reason| Box::new(Error::IncompatibleState { stage: "process", reason }))?;
         let took = started.elapsed();
         metrics::gauge!("vigil_restore_duration_seconds").set(took.as_secs_f64());
-        metrics::counter!("vigil_restore_keys_total").increment(restored.windows);
+        metrics::counter!("vigil_restore_keys_total").increment(restored.windows - reported);
         if restored.windows > 0 {
             tracing::info!(windows = restored.windows, bytes = restored.bytes, ms = took.as_millis() as u64, "process restored window state");
         }
