@@ -39,24 +39,22 @@ pub enum WindowKind {
 impl WindowKind {
     /// Windows `[start, end)` of a fixed kind containing `ts`, oldest first (none for sessions).
     pub fn assign(&self, ts: i64) -> Vec<(i64, i64)> {
-        match *self {
-            WindowKind::Tumbling { size_ms } => {
-                let s = ts.div_euclid(size_ms) * size_ms;
-                vec![(s, s + size_ms)]
-            }
-            WindowKind::Hopping { size_ms, slide_ms } => {
-                let last = ts.div_euclid(slide_ms) * slide_ms;
-                let mut out = Vec::new();
-                let mut s = last;
-                while s > ts - size_ms {
-                    out.push((s, s + size_ms));
-                    s -= slide_ms;
-                }
-                out.reverse();
-                out
-            }
-            WindowKind::Session { .. } => Vec::new(),
-        }
+        self.windows_of(ts).collect()
+    }
+
+    /// [`WindowKind::assign`] without allocating.
+    pub fn windows_of(&self, ts: i64) -> impl Iterator<Item = (i64, i64)> {
+        let (size, slide, n) = match *self {
+            WindowKind::Tumbling { size_ms } => (size_ms, size_ms, 1),
+            // Starts s = k·slide with ts - size < s <= ts: exactly size / slide of them.
+            WindowKind::Hopping { size_ms, slide_ms } => (size_ms, slide_ms, size_ms / slide_ms),
+            WindowKind::Session { .. } => (1, 1, 0),
+        };
+        let last = ts.div_euclid(slide) * slide;
+        (0..n).rev().map(move |i| {
+            let s = last - i * slide;
+            (s, s + size)
+        })
     }
 }
 
@@ -239,10 +237,6 @@ impl Aggregation {
         (self.watermark > i64::MIN).then_some(self.watermark)
     }
 
-    fn live(&self, end: i64) -> bool {
-        end.saturating_add(self.lateness_ms) > self.watermark
-    }
-
     /// When `w` next needs attention: its end until it fired, then the end of its lateness.
     fn deadline(&self, w: &WindowAcc) -> i64 {
         if w.revision.is_none() && !w.retracted {
@@ -277,13 +271,14 @@ impl Aggregation {
         match self.kind {
             WindowKind::Session { gap_ms } => self.add_session(key, ts, gap_ms, vals, &mut touched),
             kind => {
-                let mut any = false;
-                for (start, end) in kind.assign(ts) {
-                    if !self.live(end) {
-                        continue;
-                    }
-                    any = true;
-                    let per_key = self.windows.entry(key.clone()).or_default();
+                let (watermark, lateness) = (self.watermark, self.lateness_ms);
+                let live = move |(_, end): &(i64, i64)| end.saturating_add(lateness) > watermark;
+                // Later windows end later: if the last is not live, none is.
+                if !kind.windows_of(ts).last().is_some_and(|w| live(&w)) {
+                    return Err(Late { watermark });
+                }
+                let per_key = self.windows.entry(key.clone()).or_default();
+                for (start, end) in kind.windows_of(ts).filter(live) {
                     let opened = match per_key.get_mut(&start) {
                         Some(w) => {
                             w.accs.add(vals, ts);
@@ -307,14 +302,7 @@ impl Aggregation {
                     };
                     touched(Touched::Window { start, opened });
                 }
-                if any {
-                    Ok(())
-                } else {
-                    if self.windows.get(key).is_some_and(KeyWindows::is_empty) {
-                        self.windows.remove(key);
-                    }
-                    Err(Late { watermark: self.watermark })
-                }
+                Ok(())
             }
         }
     }

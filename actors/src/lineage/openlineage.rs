@@ -321,6 +321,7 @@ mod tests {
             windows_closed: 3,
             rejects: vec![],
             outputs: vec![],
+            merges: vec![],
         };
         let ev = run_event(&job, &run, Transition::Complete, rec.completed_ms, Some(&rec), None);
         assert_eq!(ev["eventType"], "COMPLETE");

@@ -246,6 +246,8 @@ pub struct EpochRecord {
     pub rejects: Vec<DeadLetter>,
     /// Aggregations writing elsewhere than `sink_topic`: `(name, topic)`.
     pub outputs: Vec<(String, String)>,
+    /// Sessions merged in this epoch: `(key, from, into)` (their merge edges).
+    pub merges: Vec<(String, i64, i64)>,
 }
 
 impl EpochRecord {
@@ -438,6 +440,7 @@ pub fn commit_ops(
     };
     let (mut records, mut windows_closed) = (0u64, 0u64);
     let mut windows = Vec::with_capacity(lineage.windows.len());
+    let mut merges = Vec::new();
     for ((key, start), d) in &lineage.windows {
         let mut parts: Vec<(String, TopicParts)> = Vec::new();
         for (tp, set) in &d.parts {
@@ -460,6 +463,7 @@ pub fn commit_ops(
         ops.push((segment_key(key, *start, epoch), Some(vigil_runtime::store::encode("lineage segment", &seg)?)));
         if let Some(into) = d.merged_into {
             ops.push((merge_key(key, into, *start), Some(Vec::new())));
+            merges.push((key.clone(), *start, into));
         }
         windows.push((key.clone(), *start));
     }
@@ -490,6 +494,7 @@ pub fn commit_ops(
         windows_closed,
         rejects,
         outputs: outputs.to_vec(),
+        merges,
     };
     if empty {
         // An idle checkpoint leaves no trace.

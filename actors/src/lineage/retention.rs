@@ -1,7 +1,7 @@
 //! Lineage retention: the oldest checkpoints' lineage is removed once older than
 //! `lineage.retention` or while the total exceeds `lineage.max_bytes` (the newest checkpoint's
 //! is always kept). What was removed is remembered ([`Expired`]) so traces into it say so.
-use super::record::{bytes_key, bytes_key_epoch, epoch_key, offsets_key, parse_bytes_value, segment_key, EpochRecord, Expired, EXPIRED_KEY};
+use super::record::{bytes_key, bytes_key_epoch, epoch_key, merge_key, offsets_key, parse_bytes_value, segment_key, EpochRecord, Expired, EXPIRED_KEY};
 use vigil_config::LineageConfig;
 use vigil_runtime::envelope::TopicPartition;
 use vigil_runtime::store::{decode, encode, Store};
@@ -96,6 +96,9 @@ pub fn expire(store: &Store, cfg: &LineageConfig, now_ms: i64, total: u64, max_e
                 let tp = TopicPartition::new(c.topic.clone(), c.partition).to_string();
                 let from = exp.retained_from.entry(tp).or_insert(c.to);
                 *from = (*from).max(c.to);
+            }
+            for (key, from, into) in &rec.merges {
+                ops.push((merge_key(key, *into, *from), None));
             }
             for (key, start) in &rec.windows {
                 ops.push((segment_key(key, *start, epoch), None));
