@@ -6,6 +6,11 @@
 //! rounds; reports the median throughput of each, their ratio, and raw librdkafka consume
 //! throughput for scale. The lineage bench also reports the lineage stored per input byte.
 //!
+//! `vigil bench` (no subcommand): one dataset, then each mode on it — `raw` (a plain
+//! librdkafka consumer, the ceiling), `pipeline` (the node with only its final checkpoint),
+//! `pipeline_checkpoint` (every second), `pipeline_lineage`, `pipeline_quality` — with
+//! records/s, the ratio to `raw`, peak RSS and CPU seconds per million records.
+//!
 //! `vigil bench state`: what an incremental checkpoint writes after a fraction of the open
 //! windows changed, against the full state, and how long a restore of that state takes.
 use anyhow::{bail, Context, Result};
@@ -18,6 +23,28 @@ use vigil_actors::node::Node;
 use vigil_config::{Config, SourceFormat};
 use vigil_runtime::embedded::EmbeddedBroker;
 use vigil_runtime::kafka::{BatchConsumer, TrackedProducer};
+
+/// `vigil bench` without a subcommand: every mode on one dataset.
+#[derive(Args)]
+pub(crate) struct ModesArgs {
+    /// Records produced once and read by every mode.
+    #[arg(long, default_value_t = 2_000_000)]
+    records: u64,
+    /// Partitions of the bench topic (the mock keeps ~5 MiB per partition; the bench refuses
+    /// a dataset that would not fit).
+    #[arg(long, default_value_t = 16)]
+    partitions: u32,
+    /// Modes, comma-separated: raw, pipeline, pipeline_checkpoint, pipeline_lineage,
+    /// pipeline_quality.
+    #[arg(long, value_delimiter = ',', default_value = "raw,pipeline,pipeline_checkpoint")]
+    modes: Vec<String>,
+    /// CI-sized run: 200,000 records over 16 partitions (under a minute).
+    #[arg(long)]
+    quick: bool,
+    /// Print exactly one JSON object.
+    #[arg(long)]
+    json: bool,
+}
 
 #[derive(Subcommand)]
 pub(crate) enum BenchCmd {
@@ -143,6 +170,23 @@ async fn raw_consume(bootstrap: &str, n: u64) -> Result<f64> {
 /// lineage stored once the node has stopped (as written, and on disk after compression).
 async fn pipeline_run(bootstrap: &str, n: u64, feature: Feature, on: bool, round: u32) -> Result<(f64, (u64, u64))> {
     let tag = format!("{}-{round}-{}-{on}", std::process::id(), feature.name());
+    measure_pipeline(bootstrap, n, &tag, |cfg| match feature {
+        Feature::Quality => cfg.quality.enabled = on,
+        Feature::Lineage => cfg.lineage.enabled = on,
+    })
+    .await
+}
+
+/// One run of mode `mode` (see [`configure_mode`]): records per second.
+async fn pipeline_mode(bootstrap: &str, n: u64, mode: &str) -> Result<f64> {
+    let tag = format!("{}-{mode}", std::process::id());
+    Ok(measure_pipeline(bootstrap, n, &tag, |cfg| configure_mode(cfg, mode)).await?.0)
+}
+
+/// Run a node over the bench topic, configured by `configure`, until every record is
+/// processed or dead-lettered: records per second from the first record ingested, and the
+/// lineage bytes stored (as written, and on disk).
+async fn measure_pipeline(bootstrap: &str, n: u64, tag: &str, configure: impl FnOnce(&mut Config)) -> Result<(f64, (u64, u64))> {
     let dir = std::env::temp_dir().join(format!("vigil-bench-{tag}"));
     let _ = std::fs::remove_dir_all(&dir);
     let mut cfg = Config::default();
@@ -152,10 +196,7 @@ async fn pipeline_run(bootstrap: &str, n: u64, feature: Feature, on: bool, round
     cfg.generator.enabled = Some(false);
     cfg.observability.metrics_addr = "127.0.0.1:0".into();
     cfg.observability.admin_addr = "127.0.0.1:0".into();
-    match feature {
-        Feature::Quality => cfg.quality.enabled = on,
-        Feature::Lineage => cfg.lineage.enabled = on,
-    }
+    configure(&mut cfg);
     if let Some(s) = cfg.pipeline.sources.first_mut() {
         s.topic = TOPIC.into();
         s.format = SourceFormat::Json;
@@ -204,6 +245,152 @@ fn median(mut v: Vec<f64>) -> f64 {
         v[n / 2]
     } else {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// The pipeline modes: what each switches on over the bare pipeline (quality, lineage,
+/// alerts and incidents off; checkpoints every hour, i.e. only the final one).
+const MODES: [&str; 5] = ["raw", "pipeline", "pipeline_checkpoint", "pipeline_lineage", "pipeline_quality"];
+
+fn configure_mode(cfg: &mut Config, mode: &str) {
+    cfg.quality.enabled = mode == "pipeline_quality";
+    cfg.alerts.enabled = false;
+    cfg.incidents.enabled = false;
+    cfg.lineage.enabled = mode == "pipeline_lineage";
+    cfg.checkpoint.interval = if mode == "pipeline" { Duration::from_secs(3600) } else { Duration::from_secs(1) };
+}
+
+/// Resource use of this process: CPU seconds (user + system) so far and peak RSS bytes.
+fn usage() -> (f64, u64) {
+    let cpu = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
+        .map(|u| {
+            let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+            t(u.user_time()) + t(u.system_time())
+        })
+        .unwrap_or(0.0);
+    let hwm = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|k| k.parse::<u64>().ok()))
+        .unwrap_or(0);
+    (cpu, hwm * 1024)
+}
+
+/// Reset the peak RSS to the current RSS (Linux `clear_refs` 5), so each mode reports its own.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Raw librdkafka consume of the whole topic (a plain consumer, payloads only touched): the
+/// ceiling. Records per second from the first record to the last.
+fn raw_librdkafka(bootstrap: &str, n: u64, partitions: u32) -> Result<f64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    let c: BaseConsumer = rdkafka::config::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("bench-raw-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions as i32 {
+        tpl.add_partition_offset(TOPIC, p, rdkafka::Offset::Beginning)?;
+    }
+    c.assign(&tpl)?;
+    let (mut got, mut bytes, mut first) = (0u64, 0usize, None);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while got < n {
+        if Instant::now() > deadline {
+            bail!("raw consume read {got} of {n} records in 600 s");
+        }
+        if let Some(m) = c.poll(Duration::from_millis(100)) {
+            let m = m?;
+            bytes += m.payload().map_or(0, <[u8]>::len);
+            first.get_or_insert_with(Instant::now);
+            got += 1;
+        }
+    }
+    std::hint::black_box(bytes);
+    Ok(n as f64 / first.map(|t| t.elapsed().as_secs_f64()).unwrap_or(1.0).max(1e-6))
+}
+
+/// Every mode on one dataset, side by side.
+async fn modes(a: ModesArgs) -> Result<ExitCode> {
+    let (records, partitions) = if a.quick { (200_000, 16) } else { (a.records, a.partitions) };
+    if records == 0 || partitions == 0 {
+        bail!("--records and --partitions must be at least 1");
+    }
+    for m in &a.modes {
+        if !MODES.contains(&m.as_str()) {
+            bail!("unknown mode `{m}`; modes: {}", MODES.join(", "));
+        }
+    }
+    // The mock cluster keeps ~5 MiB per partition: refuse a dataset it would cut.
+    let mut sample = EventGen::new(GenSpec { seed: 7, users: 500, bad_ratio: 0.02, start_ms: 0, step_ms: 1 });
+    let avg = (0..1000).map(|_| sample.next_record().payload.len() as u64 + 60).sum::<u64>() / 1000;
+    let per_partition = records * avg / u64::from(partitions);
+    if per_partition > 4 * 1024 * 1024 {
+        bail!(
+            "{records} records of ~{avg} bytes over {partitions} partitions is ~{} MiB per partition; the mock cluster keeps ~5 MiB: use more --partitions",
+            per_partition / (1024 * 1024)
+        );
+    }
+    let topics: Vec<String> = [TOPIC, "vigil-output", "vigil-dlq"].iter().map(|s| s.to_string()).collect();
+    let broker = EmbeddedBroker::start(partitions, &topics, None).context("cannot start the mock cluster")?;
+    let bootstrap = broker.bootstrap().to_string();
+    eprintln!("bench: producing {records} records (~{avg} bytes) to {TOPIC} ({partitions} partitions)...");
+    fill(&bootstrap, records).await?;
+    let mut results = Vec::new();
+    let mut raw_rate = None;
+    for mode in &a.modes {
+        eprintln!("bench: {mode} ...");
+        reset_peak_rss();
+        let (cpu0, _) = usage();
+        let rate = if mode == "raw" {
+            let b = bootstrap.clone();
+            let r = tokio::task::spawn_blocking(move || raw_librdkafka(&b, records, partitions)).await??;
+            raw_rate = Some(r);
+            r
+        } else {
+            pipeline_mode(&bootstrap, records, mode).await?
+        };
+        let (cpu1, peak) = usage();
+        let ratio = raw_rate.map(|r| rate / r.max(1e-9));
+        eprintln!("bench: {mode}: {rate:.0} records/s{}", ratio.map(|r| format!(" ({r:.2} of raw)")).unwrap_or_default());
+        results.push(serde_json::json!({
+            "mode": mode, "records_per_sec": rate, "ratio_to_raw": ratio,
+            "p50_ms": null, "p99_ms": null,
+            "peak_rss_bytes": peak, "cpu_s_per_million": (cpu1 - cpu0) / records as f64 * 1e6,
+        }));
+    }
+    let machine = serde_json::json!({
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "os": std::env::consts::OS, "arch": std::env::consts::ARCH,
+    });
+    if a.json {
+        println!("{}", serde_json::json!({"results": results, "records": records, "partitions": partitions, "machine": machine}));
+    } else {
+        println!("{records} records over {partitions} partitions, {} cores", machine["cores"]);
+        println!("{:<22} {:>12} {:>9} {:>10} {:>12}", "MODE", "RECORDS/S", "OF RAW", "PEAK RSS", "CPU S / 1M");
+        for r in &results {
+            println!(
+                "{:<22} {:>12.0} {:>9} {:>8} MiB {:>12.2}",
+                r["mode"].as_str().unwrap_or(""),
+                r["records_per_sec"].as_f64().unwrap_or(0.0),
+                r["ratio_to_raw"].as_f64().map(|x| format!("{x:.2}")).unwrap_or_else(|| "-".into()),
+                r["peak_rss_bytes"].as_u64().unwrap_or(0) / (1024 * 1024),
+                r["cpu_s_per_million"].as_f64().unwrap_or(0.0),
+            );
+        }
+    }
+    std::mem::forget(broker);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vigil bench` (every mode) or `vigil bench <subcommand>`.
+pub(crate) async fn run_bench(cmd: Option<BenchCmd>, args: ModesArgs) -> Result<ExitCode> {
+    match cmd {
+        Some(c) => run(c).await,
+        None => modes(args).await,
     }
 }
 

@@ -111,10 +111,14 @@ enum Cmd {
         #[command(subcommand)]
         cmd: lineage::LineageCmd,
     },
-    /// Throughput measurements as same-run ratios (e.g. `vigil bench quality`).
+    /// Throughput measurements as same-run ratios: `vigil bench` runs every mode (raw
+    /// librdkafka, pipeline, with checkpoints...) on one dataset; subcommands measure one feature.
+    #[command(args_conflicts_with_subcommands = true)]
     Bench {
         #[command(subcommand)]
-        cmd: bench::BenchCmd,
+        cmd: Option<bench::BenchCmd>,
+        #[command(flatten)]
+        args: bench::ModesArgs,
     },
     /// The current data-quality table per source and field (or its history).
     Dq {
@@ -465,9 +469,9 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
         Cmd::Dq { target, history, json } => alerts::dq(&target, history.as_deref(), json),
         Cmd::Incident { cmd } => incident::run(cmd),
         Cmd::Lineage { cmd } => lineage::run(cmd),
-        Cmd::Bench { cmd } => {
+        Cmd::Bench { cmd, args } => {
             init_logging(false);
-            bench::run(cmd).await
+            bench::run_bench(cmd, args).await
         }
         Cmd::Chaos { cmd: ChaosCmd::BadData { ratio, target } } => {
             let addr = target.addr()?;

@@ -187,6 +187,8 @@ impl Actor for Process {
         let took = started.elapsed();
         metrics::gauge!("vigil_restore_duration_seconds").set(took.as_secs_f64());
         metrics::counter!("vigil_restore_keys_total").increment(restored.windows - reported);
+        let watermarks: Vec<Option<i64>> = restored.aggs.iter().map(Aggregation::watermark).collect();
+        tracing::debug!(?watermarks, partitions = ?restored.watermarks.current(Instant::now(), et.idle_timeout), "restored watermarks");
         if restored.windows > 0 {
             tracing::info!(windows = restored.windows, bytes = restored.bytes, ms = took.as_millis() as u64, "process restored window state");
         }
