@@ -234,33 +234,17 @@ fn twenty_sigkills_across_every_window_kind_converge_on_the_uninterrupted_output
     let total = records.len() as i64;
     assert!(model.late > 300 && model.allowed_late > 1000 && model.out_of_order > 5000 && model.invalid > 1000, "{model:?}");
 
-    // Uninterrupted reference.
-    let ref_an = analytics("late-ref");
-    let ref_cfg = write_config(
-        dir.path(),
-        &NodeCfg {
-            sink: "out-ref",
-            dlq: "dlq-ref",
-            batch_max_records: 200,
-            checkpoint_ms: 100,
-            analytics: &ref_an,
-            ..NodeCfg::new(&bootstrap, &dir.path().join("ref"), "ref")
-        },
-    );
-    // The crashing run's node.
-    let crash_an = analytics("late-crash");
-    let cfg = write_config(
-        dir.path(),
-        &NodeCfg {
-            sink: "out-crash",
-            dlq: "dlq-crash",
-            batch_max_records: 200,
-            checkpoint_ms: 100,
-            rate: 25_000,
-            analytics: &crash_an,
-            ..NodeCfg::new(&bootstrap, &dir.path().join("crash"), "crash")
-        },
-    );
+    // The uninterrupted reference, and the run that is killed (rate-limited so kills land
+    // mid-run); each with its own outputs, late topic and DLQ.
+    let config = |run: &str, rate: u32| {
+        let an = analytics(&format!("late-{run}"));
+        let (sink, dlq) = (format!("out-{run}"), format!("dlq-{run}"));
+        let data = dir.path().join(run);
+        let base = NodeCfg::new(&bootstrap, &data, run);
+        write_config(dir.path(), &NodeCfg { sink: &sink, dlq: &dlq, batch_max_records: 200, checkpoint_ms: 100, rate, analytics: &an, ..base })
+    };
+    let ref_cfg = config("ref", 0);
+    let cfg = config("crash", 25_000);
 
     // A watermark needs data from every partition, and librdkafka may read one partition far
     // ahead of another: both nodes first read a primer (every partition's first records) and

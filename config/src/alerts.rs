@@ -125,18 +125,7 @@ impl fmt::Display for Matcher {
     }
 }
 
-impl TryFrom<String> for Matcher {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        s.parse()
-    }
-}
-
-impl From<Matcher> for String {
-    fn from(m: Matcher) -> String {
-        m.to_string()
-    }
-}
+crate::serde_via_string!(Matcher);
 
 impl Serialize for Matcher {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {

@@ -197,19 +197,7 @@ fn format_q(q: f64) -> String {
     s.replace('.', "_")
 }
 
-impl TryFrom<String> for Metric {
-    type Error = String;
-
-    fn try_from(s: String) -> Result<Self, String> {
-        s.parse()
-    }
-}
-
-impl From<Metric> for String {
-    fn from(m: Metric) -> String {
-        m.to_string()
-    }
-}
+crate::serde_via_string!(Metric);
 
 impl fmt::Display for Metric {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -19,6 +19,27 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// `TryFrom<String>` (by `FromStr`) and `Into<String>` (by `Display`) for a type that
+/// serialises as its text form (`#[serde(try_from = "String", into = "String")]`).
+macro_rules! serde_via_string {
+    ($t:ty) => {
+        impl TryFrom<String> for $t {
+            type Error = String;
+
+            fn try_from(s: String) -> std::result::Result<Self, String> {
+                s.parse()
+            }
+        }
+
+        impl From<$t> for String {
+            fn from(v: $t) -> String {
+                v.to_string()
+            }
+        }
+    };
+}
+pub(crate) use serde_via_string;
+
 mod alerts;
 mod analytics;
 mod incidents;
