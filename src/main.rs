@@ -426,8 +426,8 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
             // The open windows as of the latest checkpoint, per aggregation: (windows, bytes).
             let mut windows: std::collections::BTreeMap<String, (u64, u64)> = std::collections::BTreeMap::new();
             s.for_each(vigil_actors::analytics::state::CF, b"", |k, v| {
-                let agg = k.split(|b| *b == 0).next().map(|a| String::from_utf8_lossy(a).to_string()).unwrap_or_default();
-                let e = windows.entry(agg).or_default();
+                let agg = vigil_actors::analytics::state::window_key_aggregation(k).unwrap_or_default();
+                let e = windows.entry(agg.to_string()).or_default();
                 e.0 += 1;
                 e.1 += (k.len() + v.len()) as u64;
                 Ok(())

@@ -153,23 +153,27 @@ impl Store {
         self.db.cf_handle(name).ok_or_else(|| Error::Corrupt { what: format!("column family {name}"), reason: "missing".into() })
     }
 
-    /// Commit a checkpoint atomically, with `extra` writes to other column families in the
-    /// same batch, and prune old checkpoint metadata beyond `retained`. Written with `sync`
-    /// so a completed checkpoint survives power loss.
+    /// Commit a checkpoint atomically, with `extra` writes to other column families (per
+    /// column family, its ops in order: a later write of a key wins) in the same batch, and
+    /// prune old checkpoint metadata beyond `retained`. Written with `sync` so a completed
+    /// checkpoint survives power loss. The ops are only read: after a failure the caller
+    /// still has them for the next attempt.
     ///
     /// # Errors
     /// [`Error::Store`] if the write fails; nothing of the checkpoint is then visible.
-    pub fn commit_checkpoint(&self, cp: &Checkpoint, retained: usize, extra: &[(&str, Op)]) -> Result<()> {
+    pub fn commit_checkpoint(&self, cp: &Checkpoint, retained: usize, extra: &[(&str, &[Op])]) -> Result<()> {
         fail::fail_point!("store-commit-checkpoint", |arg| Err(Error::Injected {
             op: format!("commit checkpoint {}", cp.meta.id),
             reason: arg.unwrap_or_else(|| "failpoint store-commit-checkpoint".into())
         }));
         let mut batch = WriteBatch::default();
-        for (cf, (k, v)) in extra {
+        for (cf, ops) in extra {
             let handle = self.cf(cf)?;
-            match v {
-                Some(v) => batch.put_cf(handle, k, v),
-                None => batch.delete_cf(handle, k),
+            for (k, v) in *ops {
+                match v {
+                    Some(v) => batch.put_cf(handle, k, v),
+                    None => batch.delete_cf(handle, k),
+                }
             }
         }
         let offsets = self.cf("offsets")?;
@@ -434,7 +438,7 @@ mod tests {
         let s = Store::open(dir.path()).unwrap();
         assert!(s.latest_checkpoint().unwrap().is_none());
         for id in 1..=5 {
-            s.commit_checkpoint(&cp(id, id as i64 * 10), 3, &[("lineage", (vec![b'x', id as u8], Some(vec![1])))]).unwrap();
+            s.commit_checkpoint(&cp(id, id as i64 * 10), 3, &[("lineage", &[(vec![b'x', id as u8], Some(vec![1]))])]).unwrap();
         }
         let ids: Vec<u64> = s.list_checkpoints().unwrap().iter().map(|m| m.id).collect();
         assert_eq!(ids, vec![3, 4, 5]);

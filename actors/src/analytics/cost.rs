@@ -4,12 +4,12 @@
 use super::engine::Aggregation;
 use super::metrics::Val;
 use super::spec::Analytics;
-use super::state::{self, ProcessMeta};
+use super::state;
 use super::watermark::Watermarks;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-use vigil_runtime::store::{encode, Checkpoint, CheckpointMeta, Op, Store};
+use vigil_runtime::store::{Checkpoint, CheckpointMeta, Op, Store};
 
 /// The aggregation measured: one hour tumbling windows per user with exact metrics and both
 /// sketches, so a window's size is that of a realistic one.
@@ -44,12 +44,12 @@ pub struct StateCost {
     pub restored: u64,
 }
 
-fn checkpoint(store: &Store, id: u64, agg: &mut Aggregation, name: &str, fingerprint: &str) -> crate::Result<(u64, Duration)> {
+fn checkpoint(store: &Store, id: u64, an: &Analytics, agg: &mut Aggregation) -> crate::Result<(u64, Duration)> {
     let started = Instant::now();
-    let ops: Vec<(&str, Op)> = agg.take_changes()?.into_iter().map(|(key, start, v)| (state::CF, (state::window_key(name, &key, start), v))).collect();
-    let bytes = ops.iter().map(|(_, (k, v))| (k.len() + v.as_ref().map_or(0, Vec::len)) as u64).sum();
-    let meta = ProcessMeta { watermarks: Watermarks::default(), aggs: vec![(name.to_string(), fingerprint.to_string(), agg.watermark())] };
-    let states = BTreeMap::from([("process".to_string(), encode("process state", &meta)?)]);
+    let mut ops: Vec<Op> = Vec::new();
+    let meta = state::snapshot(an, std::slice::from_mut(agg), &Watermarks::default(), &mut ops)?;
+    let bytes = ops.iter().map(|(k, v)| (k.len() + v.as_ref().map_or(0, Vec::len)) as u64).sum();
+    let states = BTreeMap::from([("process".to_string(), meta)]);
     let cp = Checkpoint {
         meta: CheckpointMeta {
             id,
@@ -61,7 +61,7 @@ fn checkpoint(store: &Store, id: u64, agg: &mut Aggregation, name: &str, fingerp
         },
         states,
     };
-    store.commit_checkpoint(&cp, 2, &ops)?;
+    store.commit_checkpoint(&cp, 2, &[(state::CF, &ops)])?;
     Ok((bytes, started.elapsed()))
 }
 
@@ -90,14 +90,14 @@ pub fn measure(dir: &std::path::Path, windows: u64, changed_fraction: f64) -> cr
             add(&mut agg, i, j);
         }
     }
-    let (full_bytes, full) = checkpoint(&store, 1, &mut agg, &spec.name, &spec.fingerprint)?;
+    let (full_bytes, full) = checkpoint(&store, 1, &an, &mut agg)?;
     let step = (1.0 / changed_fraction.clamp(1e-6, 1.0)).round().max(1.0) as u64;
     let mut changed = 0;
     for i in (0..windows).step_by(step as usize) {
         add(&mut agg, i, 3);
         changed += 1;
     }
-    let (delta_bytes, delta) = checkpoint(&store, 2, &mut agg, &spec.name, &spec.fingerprint)?;
+    let (delta_bytes, delta) = checkpoint(&store, 2, &an, &mut agg)?;
     let started = Instant::now();
     let restored = match state::restore(&store, &an, Duration::ZERO, |_| {})? {
         Ok(r) => r,

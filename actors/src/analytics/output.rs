@@ -34,7 +34,22 @@ pub fn output_key(agg: &str, key: &str, start: i64) -> String {
 
 /// Lineage key of a window: the output key without `@<start>`.
 pub fn lineage_key(agg: &str, key: &str) -> String {
-    format!("{agg}/{key}")
+    let mut out = String::with_capacity(agg.len() + key.len() + 1);
+    lineage_key_into(agg, key, &mut out);
+    out
+}
+
+/// [`lineage_key`] into a reused buffer (cleared first).
+pub fn lineage_key_into(agg: &str, key: &str, out: &mut String) {
+    out.clear();
+    out.push_str(agg);
+    out.push('/');
+    out.push_str(key);
+}
+
+/// The aggregation of a lineage key (`<aggregation>/<group key>`).
+pub fn aggregation_of(lineage_key: &str) -> &str {
+    lineage_key.split_once('/').map_or(lineage_key, |(a, _)| a)
 }
 
 /// The JSON value of an emission; `None` for a retraction (a tombstone).
@@ -104,6 +119,7 @@ mod tests {
         let back = apache_avro::from_avro_datum(&schema, &mut datum.as_slice(), None).unwrap();
         assert!(matches!(back, Avro::Record(_)));
         assert_eq!(output_key("a", "k|x", 5), "a/k|x@5");
+        assert_eq!(aggregation_of(&lineage_key("a", "k/x")), "a");
         assert!(to_json(spec, &Emit { values: None, ..e }).is_none(), "a retraction is a tombstone");
     }
 }

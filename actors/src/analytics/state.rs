@@ -8,7 +8,7 @@ use super::watermark::Watermarks;
 use crate::lineage::record::ord_i64;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
-use vigil_runtime::store::{decode, Op, Store};
+use vigil_runtime::store::{decode, encode, Op, Store};
 
 /// Column family of open windows.
 pub const CF: &str = "windows";
@@ -36,6 +36,27 @@ pub fn window_key(agg: &str, key: &str, start: i64) -> Vec<u8> {
     k.extend_from_slice(key.as_bytes());
     k.extend_from_slice(&ord_i64(start));
     k
+}
+
+/// The aggregation a window key belongs to.
+pub fn window_key_aggregation(k: &[u8]) -> Option<&str> {
+    std::str::from_utf8(k.split(|b| *b == 0).next()?).ok()
+}
+
+/// What a checkpoint writes for Process: appends to `ops` a put per window changed since
+/// the last snapshot and a delete per window forgotten, and returns the encoded meta record.
+///
+/// # Errors
+/// A window or the meta record that cannot be encoded.
+pub fn snapshot(an: &Analytics, aggs: &mut [Aggregation], watermarks: &Watermarks, ops: &mut Vec<Op>) -> crate::Result<Vec<u8>> {
+    let mut meta = ProcessMeta { watermarks: watermarks.clone(), aggs: Vec::with_capacity(an.aggs.len()) };
+    for (agg, spec) in aggs.iter_mut().zip(&an.aggs) {
+        for (key, start, value) in agg.take_changes()? {
+            ops.push((window_key(&spec.name, &key, start), value));
+        }
+        meta.aggs.push((spec.name.to_string(), spec.fingerprint.clone(), agg.watermark()));
+    }
+    Ok(encode("process state", &meta)?)
 }
 
 /// `(group key, start)` of a window key under `prefix`.
@@ -136,5 +157,6 @@ mod tests {
         }
         assert!(window_key("a", "k", -1) < window_key("a", "k", 0));
         assert!(parse_window_key(&agg_prefix("b"), &window_key("a", "k", 0)).is_none());
+        assert_eq!(window_key_aggregation(&window_key("a-1", "k\0x", 3)), Some("a-1"));
     }
 }

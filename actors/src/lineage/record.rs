@@ -253,7 +253,7 @@ pub struct EpochRecord {
 impl EpochRecord {
     /// The topic the output of window key `<aggregation>/<group>` goes to.
     pub fn output_topic(&self, key: &str) -> &str {
-        let agg = key.split_once('/').map_or(key, |(a, _)| a);
+        let agg = crate::analytics::output::aggregation_of(key);
         self.outputs.iter().find(|(a, _)| a == agg).map_or(self.sink_topic.as_str(), |(_, t)| t.as_str())
     }
 }
@@ -284,38 +284,24 @@ fn un_ord_i64(b: &[u8]) -> Option<i64> {
     Some((u64::from_be_bytes(b.try_into().ok()?) ^ (1 << 63)) as i64)
 }
 
-/// Prefix of every segment of window (`key`, `start`).
-pub fn window_prefix(key: &str, start: i64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(key.len() + 12);
-    k.extend_from_slice(b"w/");
+/// `<tag><key>\0<start>`: the layout of window-addressed entries (segments, merge edges).
+fn window_entry(tag: &[u8], key: &str, start: i64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(tag.len() + key.len() + 17);
+    k.extend_from_slice(tag);
     k.extend_from_slice(key.as_bytes());
     k.push(0);
     k.extend_from_slice(&ord_i64(start));
     k
 }
 
-/// Prefix of every segment of every window of `key`.
-pub fn key_prefix(key: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(key.len() + 3);
-    k.extend_from_slice(b"w/");
-    k.extend_from_slice(key.as_bytes());
-    k.push(0);
-    k
-}
-
-/// The window start of a segment key.
-pub fn segment_start(k: &[u8]) -> Option<i64> {
-    un_ord_i64(k.get(k.len().checked_sub(16)?..k.len().checked_sub(8)?)?)
+/// Prefix of every segment of window (`key`, `start`).
+pub fn window_prefix(key: &str, start: i64) -> Vec<u8> {
+    window_entry(b"w/", key, start)
 }
 
 /// Prefix of the merge edges into session (`key`, `into`).
 pub fn merge_prefix(key: &str, into: i64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(key.len() + 12);
-    k.extend_from_slice(b"s/");
-    k.extend_from_slice(key.as_bytes());
-    k.push(0);
-    k.extend_from_slice(&ord_i64(into));
-    k
+    window_entry(b"s/", key, into)
 }
 
 /// Key of the edge "session (`key`, `from`) was merged into (`key`, `into`)".

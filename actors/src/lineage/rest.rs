@@ -90,7 +90,7 @@ async fn output(State(ctx): State<Arc<NodeCtx>>, Path(output): Path<String>) -> 
         Ok(o) => o,
         Err(e) => return err(StatusCode::BAD_REQUEST, e),
     };
-    let agg = key.split_once('/').map_or(key.as_str(), |(a, _)| a);
+    let agg = crate::analytics::output::aggregation_of(&key);
     let Some(spec) = ctx.analytics.aggs.iter().find(|a| &*a.name == agg) else {
         let names: Vec<&str> = ctx.analytics.aggs.iter().map(|a| &*a.name).collect();
         return err(

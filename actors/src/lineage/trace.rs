@@ -165,11 +165,11 @@ fn offsets(bytes: &[u8]) -> Result<OffsetSet> {
     OffsetSet::decode(bytes).map_err(|e| vigil_runtime::Error::Corrupt { what: "lineage offsets".into(), reason: e.to_string() })
 }
 
-/// Trace output window (`key`, `start`) written to `sink_topic` back to its source records.
+/// Trace output window (`key`, `start`) written to `topic` back to its source records.
 ///
 /// # Errors
 /// Store failures or corrupt entries.
-pub fn trace_output(store: &Store, sink_topic: &str, key: &str, start: i64) -> Result<OutputTrace> {
+pub fn trace_output(store: &Store, topic: &str, key: &str, start: i64) -> Result<OutputTrace> {
     let mut segs = segments(store, key, start)?;
     // Sessions merged into this one (transitively) contributed their records too.
     let mut todo = vec![start];
@@ -235,7 +235,7 @@ pub fn trace_output(store: &Store, sink_topic: &str, key: &str, start: i64) -> R
     };
     let schemas = schemas.into_iter().map(|((subject, version), records)| SchemaCount { subject, version, records }).collect();
     Ok(OutputTrace {
-        output: format!("{sink_topic}/{key}@{start}"),
+        output: format!("{topic}/{key}@{start}"),
         key: key.into(),
         window_start: start,
         status,
@@ -338,9 +338,8 @@ mod tests {
         let next: BTreeMap<TopicPartition, i64> = offsets.iter().map(|(p, o)| (TopicPartition::new("src", *p), *o)).collect();
         let prev = store.offsets().unwrap();
         let ops = commit_ops(id, ms, "n", "out", &[], &c.take(), &prev, &next).unwrap();
-        let extra: Vec<(&str, _)> = ops.ops.into_iter().map(|o| ("lineage", o)).collect();
         let meta = CheckpointMeta { id, completed_ms: ms, node_id: "n".into(), offsets: next, state_bytes: BTreeMap::new(), duration_us: 0 };
-        store.commit_checkpoint(&Checkpoint { meta, states: BTreeMap::new() }, 3, &extra).unwrap();
+        store.commit_checkpoint(&Checkpoint { meta, states: BTreeMap::new() }, 3, &[("lineage", &ops.ops)]).unwrap();
     }
 
     #[test]

@@ -4,8 +4,8 @@
 use super::R;
 use crate::analytics::engine::{Aggregation, Touched};
 use crate::analytics::metrics::Val;
-use crate::analytics::output::{lineage_key, Output};
-use crate::analytics::state::{self, ProcessMeta};
+use crate::analytics::output::{lineage_key, lineage_key_into, Output};
+use crate::analytics::state;
 use crate::analytics::watermark::Watermarks;
 use crate::lineage::record::{Collector, DeadLetter};
 use crate::pipeline::{NodeCtx, ProcessMsg, Record, Rejection, SinkMsg};
@@ -91,10 +91,7 @@ impl ProcessState {
                 spec.values_into(&r.fields, &mut vals);
                 let lineage = &mut self.lineage;
                 if lineage.is_some() {
-                    lkey.clear();
-                    lkey.push_str(&spec.name);
-                    lkey.push('/');
-                    lkey.push_str(&key);
+                    lineage_key_into(&spec.name, &key, &mut lkey);
                 }
                 let added = agg.add(&key, r.ts, &vals, |t| match (lineage.as_mut(), t) {
                     (Some(c), Touched::Window { start, opened }) => c.add(&lkey, start, opened, &r.source, r.envelope.offset, r.schema.as_ref()),
@@ -153,16 +150,9 @@ impl ProcessState {
 
     /// Add the windows changed since the last barrier, and the meta record, to `b`.
     fn snapshot(&mut self, b: &mut crate::pipeline::Barrier) -> crate::Result<()> {
-        let an = &self.ctx.analytics;
         let mut ops = std::mem::take(&mut self.stale);
-        let mut meta = ProcessMeta { watermarks: self.watermarks.clone(), aggs: Vec::with_capacity(an.aggs.len()) };
-        for (agg, spec) in self.aggs.iter_mut().zip(&an.aggs) {
-            for (key, start, value) in agg.take_changes()? {
-                ops.push((state::window_key(&spec.name, &key, start), value));
-            }
-            meta.aggs.push((spec.name.to_string(), spec.fingerprint.clone(), agg.watermark()));
-        }
-        b.states.insert("process".into(), store::encode("process state", &meta)?);
+        let meta = state::snapshot(&self.ctx.analytics, &mut self.aggs, &self.watermarks, &mut ops)?;
+        b.states.insert("process".into(), meta);
         b.window_ops = ops;
         Ok(())
     }

@@ -66,13 +66,16 @@ impl Actor for Sink {
                     let Some(spec) = ctx.analytics.aggs.get(*agg) else { continue };
                     let key = output_key(&spec.name, &emit.key, emit.start);
                     let topic = spec.topic.as_str();
-                    let payload = match (ctx.sink_schemas.get(topic).filter(|_| spec.format == SinkFormat::Avro), to_avro(spec, emit)) {
-                        (_, None) => None,
-                        (Some((id, schema)), Some(datum)) => {
-                            let datum = apache_avro::to_avro_datum(schema, datum).map_err(|e| Error::Encode(e.to_string()))?;
-                            Some(crate::registry::wire::frame(*id, &datum))
-                        }
-                        (None, Some(_)) => to_json(spec, emit).map(|v| serde_json::to_vec(&v)).transpose().map_err(|e| Error::Encode(e.to_string()))?,
+                    // A retraction (no values) is a tombstone, whatever the format.
+                    let payload = match ctx.sink_schemas.get(topic).filter(|_| spec.format == SinkFormat::Avro) {
+                        Some((id, schema)) => match to_avro(spec, emit) {
+                            Some(datum) => {
+                                let datum = apache_avro::to_avro_datum(schema, datum).map_err(|e| Error::Encode(e.to_string()))?;
+                                Some(crate::registry::wire::frame(*id, &datum))
+                            }
+                            None => None,
+                        },
+                        None => to_json(spec, emit).map(|v| serde_json::to_vec(&v)).transpose().map_err(|e| Error::Encode(e.to_string()))?,
                     };
                     let revision = emit.revision.to_string();
                     let headers: [(&str, &[u8]); 6] = [
@@ -159,7 +162,7 @@ impl Sink {
         lineage.absorb(std::mem::take(&mut b.lineage));
         let mut ops = std::mem::take(&mut st.carry_ops);
         ops.append(&mut b.window_ops);
-        match Self::write(&ctx, b, &lineage, &mut ops) {
+        match Self::write(&ctx, b, &lineage, &ops) {
             Ok(size) => Ok(size),
             // The outputs are safe; this epoch's lineage and window changes go with the next checkpoint.
             Err(e) => Err(CommitError::Store(e, lineage, ops)),
@@ -168,10 +171,10 @@ impl Sink {
 
     /// The store part of a checkpoint: one atomic write of offsets, states, `lineage` and
     /// metadata. Returns the state size in bytes.
-    fn write(ctx: &NodeCtx, b: Barrier, lineage: &EpochLineage, window_ops: &mut Vec<Op>) -> crate::Result<u64> {
+    fn write(ctx: &NodeCtx, b: Barrier, lineage: &EpochLineage, window_ops: &[Op]) -> crate::Result<u64> {
         let completed_ms = vigil_runtime::now_ms();
         let mut committed = None;
-        let mut extra: Vec<(&str, Op)> = Vec::new();
+        let mut lineage_ops: Vec<Op> = Vec::new();
         if ctx.config.lineage.enabled {
             let prev = ctx.store.offsets()?;
             let p = &ctx.config.pipeline;
@@ -179,9 +182,9 @@ impl Sink {
                 ctx.analytics.aggs.iter().filter(|a| a.topic != p.sink_topic).map(|a| (a.name.to_string(), a.topic.clone())).collect();
             let mut l = commit_ops(b.id, completed_ms, &ctx.config.node.id, &p.sink_topic, &outputs, lineage, &prev, &b.offsets)?;
             let next = ctx.lineage.next_run(b.id, l.ops.is_empty())?;
-            extra.extend(l.ops.drain(..).map(|op| ("lineage", op)));
+            lineage_ops.append(&mut l.ops);
             let next = next.map(|(run, op)| {
-                extra.push(("lineage", op));
+                lineage_ops.push(op);
                 run
             });
             committed = Some((l, next));
@@ -202,16 +205,8 @@ impl Sink {
         let summary = CheckpointSummary { id: meta.id, completed_ms: meta.completed_ms, duration_us: meta.duration_us };
         let text =
             format!("checkpoint {} committed ({:.1} ms, {} partitions, {size} state bytes)", meta.id, meta.duration_us as f64 / 1000.0, meta.offsets.len());
-        // Window changes go first: a failed write hands them back intact for the next attempt.
-        let first_extra = extra.len();
-        extra.extend(window_ops.drain(..).map(|op| (crate::analytics::state::CF, op)));
-        extra.rotate_left(first_extra);
-        let result = ctx.store.commit_checkpoint(&Checkpoint { meta, states: b.states }, ctx.config.checkpoint.retained, &extra);
-        if let Err(e) = result {
-            let n = extra.len() - first_extra;
-            window_ops.extend(extra.drain(..n).map(|(_, op)| op));
-            return Err(e.into());
-        }
+        let extra: [(&str, &[Op]); 2] = [(crate::analytics::state::CF, window_ops), ("lineage", &lineage_ops)];
+        ctx.store.commit_checkpoint(&Checkpoint { meta, states: b.states }, ctx.config.checkpoint.retained, &extra)?;
         metrics::counter!("vigil_checkpoint_window_writes_total", "op" => "put").increment(puts);
         metrics::counter!("vigil_checkpoint_window_writes_total", "op" => "delete").increment(deletes);
         ctx.stats.checkpointed(summary, size);
