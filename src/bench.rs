@@ -156,7 +156,7 @@ async fn raw_consume(bootstrap: &str, n: u64) -> Result<f64> {
             bail!("raw consume read {got} of {n} records in 300 s");
         }
         let (batches, _) = c.poll(10_000, Duration::from_millis(100)).await?;
-        let k: usize = batches.iter().map(|b| b.records.len()).sum();
+        let k: usize = batches.iter().map(|b| b.len()).sum();
         if k > 0 && first.is_none() {
             first = Some(Instant::now());
         }

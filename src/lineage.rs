@@ -239,8 +239,8 @@ fn fetch_records(bootstrap: &str, parts: &[SourceRecords], view: &mut PayloadVie
         let tp = TopicPartition::new(topic.clone(), *partition);
         for (first, last) in ranges {
             r.scan(&tp, *first, Some(*last), READ_TIMEOUT, |e| {
-                let value = view.render(&e.payload).chars().take(300).collect();
-                out.push(Fetched { topic: topic.clone(), partition: *partition, offset: e.offset, id: e.id.clone(), value });
+                let value = view.render(e.payload()).chars().take(300).collect();
+                out.push(Fetched { topic: topic.clone(), partition: *partition, offset: e.offset(), id: e.id().into_owned(), value });
                 false
             })?;
         }
@@ -257,8 +257,8 @@ fn find_id(bootstrap: &str, sources: &[String], id: &str) -> Result<Option<(Stri
         eprintln!("looking for vigil.id `{id}` in {tp} ...");
         let mut found = None;
         r.scan(&tp, 0, None, READ_TIMEOUT, |e| {
-            if e.id == id {
-                found = Some(e.offset);
+            if e.id() == id {
+                found = Some(e.offset());
             }
             found.is_some()
         })?;

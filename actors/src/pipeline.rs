@@ -17,7 +17,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use vigil_config::{AlertsConfig, Config};
-use vigil_runtime::envelope::{Envelope, PartitionBatch, TopicPartition};
+use vigil_runtime::envelope::{EnvelopeRef, PartitionBatch, TopicPartition};
 use vigil_runtime::kafka::{OutRecord, TrackedProducer};
 use vigil_runtime::stats::{NodeStats, Stage};
 use vigil_runtime::store::Store;
@@ -48,19 +48,44 @@ pub struct Barrier {
     pub lineage: crate::lineage::record::EpochLineage,
 }
 
-/// A validated record on its way to Process (keeps the envelope for the DLQ).
+/// A validated record on its way to Process: where it sits in its batch (the original stays
+/// there for the DLQ), its event time and schema; its fields are row `i` of the batch's
+/// [`Valid::fields`] for the `i`-th record.
 #[derive(Debug, Clone)]
 pub struct Record {
-    /// Source partition.
-    pub source: TopicPartition,
-    /// Original record.
-    pub envelope: Envelope,
+    /// Index of its partition batch in [`Valid::batches`].
+    pub batch: u32,
+    /// Index within that batch.
+    pub index: u32,
     /// Event time, ms.
     pub ts: i64,
-    /// Values of the fields the aggregations read ([`crate::analytics::spec::Analytics::fields`]).
-    pub fields: Vec<crate::analytics::spec::FieldVal>,
     /// Schema subject and version it was read with, when registry-framed.
     pub schema: Option<(Arc<str>, u32)>,
+}
+
+/// The records of one Ingest batch that passed validation, with the batches they live in.
+#[derive(Debug, Clone, Default)]
+pub struct Valid {
+    /// The partition batches as read (invalid records stay in them, unreferenced).
+    pub batches: Vec<PartitionBatch>,
+    /// Valid records, in batch order.
+    pub records: Vec<Record>,
+    /// Their fields ([`crate::analytics::spec::Analytics::fields`]), one row per record.
+    pub fields: crate::analytics::spec::FieldTable,
+}
+
+impl Valid {
+    /// The original of `r`.
+    pub fn envelope(&self, r: &Record) -> Option<EnvelopeRef<'_>> {
+        self.batches.get(r.batch as usize).and_then(|b| b.get(r.index as usize))
+    }
+
+    /// Bytes of memory held (batches and field table).
+    pub fn memory_bytes(&self) -> usize {
+        self.batches.iter().map(PartitionBatch::memory_bytes).sum::<usize>()
+            + self.records.capacity() * std::mem::size_of::<Record>()
+            + self.fields.memory_bytes()
+    }
 }
 
 /// Messages into Ingest.
@@ -113,7 +138,7 @@ pub enum ProcessMsg {
         /// Ingest incarnation (for the credit).
         epoch: u64,
         /// Records.
-        records: Vec<Record>,
+        valid: Valid,
     },
     /// Re-evaluate idle partitions and the watermark.
     Tick,
@@ -360,10 +385,11 @@ impl NodeCtx {
     ///
     /// # Errors
     /// [`crate::Error::Runtime`] if Kafka does not take it.
-    pub async fn send_to_dlq(&self, source: &TopicPartition, env: &Envelope, why: Rejection<'_>) -> crate::Result<()> {
+    pub async fn send_to_dlq(&self, env: EnvelopeRef<'_>, why: Rejection<'_>) -> crate::Result<()> {
         let Rejection { stage, code, detail, schema, epoch, to, extra } = why;
-        let position = format!("{}/{}/{}", source.topic, source.partition, env.offset);
-        let mut headers: Vec<(&str, &[u8])> = env.headers.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+        let source = env.source();
+        let position = format!("{}/{}/{}", source.topic, source.partition, env.offset());
+        let mut headers: Vec<(&str, &[u8])> = env.headers().collect();
         headers.push(("vigil.dlq.reason", code.as_bytes()));
         headers.push(("vigil.dlq.detail", detail.as_bytes()));
         headers.push(("vigil.dlq.stage", stage.as_bytes()));
@@ -384,7 +410,8 @@ impl NodeCtx {
         if let Some(v) = &version {
             headers.push(("vigil.schema.version", v.as_bytes()));
         }
-        let rec = OutRecord { topic: to.unwrap_or(&self.config.pipeline.dlq_topic), key: env.id.as_bytes(), payload: &env.payload, headers: &headers };
+        let id = env.id();
+        let rec = OutRecord { topic: to.unwrap_or(&self.config.pipeline.dlq_topic), key: id.as_bytes(), payload: env.payload(), headers: &headers };
         self.producer.send(&rec, self.send_timeout()).await?;
         if to.is_none() {
             self.stats.add(Stage::Dlq, 1);

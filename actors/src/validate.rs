@@ -8,23 +8,27 @@
 //!    aggregations read are extracted whatever the format.
 //!
 //! Every failure is a [`Reject`] with a machine-readable reason for the DLQ.
-use crate::analytics::spec::{Analytics, FieldVal};
+use crate::analytics::spec::{Analytics, FieldTable, FieldVal};
 use crate::registry::resolver::{ResolveError, Resolver};
 use crate::registry::state::{Lifecycle, Resolution, Unresolved};
 use crate::registry::wire;
 use apache_avro::types::Value as Avro;
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
+use smallvec::SmallVec;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use vigil_config::{FieldRule, FieldType, SourceConfig, SourceFormat};
 
-/// A record that passed validation, reduced to what the aggregations need.
+/// A record that passed validation, reduced to what the aggregations need (tests and tools;
+/// the pipeline appends to one [`FieldTable`] per batch with [`Rules::apply_into`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Parsed {
     /// Event time, ms since epoch.
     pub ts: i64,
-    /// Values of [`Analytics::fields`], in order.
-    pub fields: Vec<FieldVal>,
+    /// Values of [`Analytics::fields`], in order: row 0.
+    pub fields: FieldTable,
 }
 
 /// Why a record was rejected; [`Reject::code`] is the machine-readable DLQ reason.
@@ -134,12 +138,175 @@ pub struct SchemaInfo {
 }
 
 /// A decoded record: a JSON object or an Avro record's fields.
+// One lives on the stack per record being judged; boxing the large variant would allocate.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
-pub enum Decoded {
-    /// JSON object.
+pub enum Decoded<'a> {
+    /// JSON object (JSON Schema sources: the validator needs the whole value).
     Json(Map<String, Value>),
     /// Avro record fields, in schema order.
     Avro(Vec<(String, Avro)>),
+    /// A plain JSON object's top-level fields, borrowed from the payload where they have no
+    /// escapes; nested values are only checked, not kept.
+    Fields(JsonFields<'a>),
+}
+
+/// Top-level fields of a plain JSON object, in document order.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct JsonFields<'a>(SmallVec<[(Cow<'a, str>, JsonScalar<'a>); 12]>);
+
+/// A top-level JSON value as rules see it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JsonScalar<'a> {
+    /// `null`.
+    Null,
+    /// `true` / `false`.
+    Bool(bool),
+    /// A number that fits an `i64`.
+    Int(i64),
+    /// Any other number.
+    Float(f64),
+    /// A string (owned only when it had escapes).
+    Str(Cow<'a, str>),
+    /// An array or object, by type name.
+    Other(&'static str),
+}
+
+impl<'de> Deserialize<'de> for JsonScalar<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ScalarVisitor)
+    }
+}
+
+struct ScalarVisitor;
+
+impl<'de> Visitor<'de> for ScalarVisitor {
+    type Value = JsonScalar<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(JsonScalar::Null)
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<Self::Value, E> {
+        Ok(JsonScalar::Bool(b))
+    }
+    fn visit_i64<E>(self, i: i64) -> Result<Self::Value, E> {
+        Ok(JsonScalar::Int(i))
+    }
+    fn visit_u64<E>(self, u: u64) -> Result<Self::Value, E> {
+        Ok(i64::try_from(u).map_or(JsonScalar::Float(u as f64), JsonScalar::Int))
+    }
+    fn visit_f64<E>(self, x: f64) -> Result<Self::Value, E> {
+        Ok(JsonScalar::Float(x))
+    }
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+        Ok(JsonScalar::Str(Cow::Borrowed(s)))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(JsonScalar::Str(Cow::Owned(s.to_owned())))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(JsonScalar::Other("array"))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(JsonScalar::Other("object"))
+    }
+}
+
+/// A JSON object key, borrowed unless it had escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(s.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// The top level of a plain JSON record: `None` when it is not an object.
+struct Top<'a>(Option<JsonFields<'a>>);
+
+impl<'de> Deserialize<'de> for Top<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Top<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = JsonFields::default();
+                while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
+                    let v = map.next_value::<JsonScalar<'de>>()?;
+                    out.0.push((k, v));
+                }
+                Ok(Top(Some(out)))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Top(None))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Top(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Top(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Top(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Top(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Top(None))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(Top(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'a> JsonFields<'a> {
+    /// Parse a plain JSON record; the whole payload must be valid JSON.
+    ///
+    /// # Errors
+    /// [`Reject::InvalidJson`] or [`Reject::NotAnObject`].
+    pub fn parse(payload: &'a [u8]) -> Result<Self, Reject> {
+        let mut de = serde_json::Deserializer::from_slice(payload);
+        let top = Top::deserialize(&mut de).and_then(|t| de.end().map(|()| t)).map_err(|e| Reject::InvalidJson(e.to_string()))?;
+        top.0.ok_or(Reject::NotAnObject)
+    }
+
+    /// A field; with duplicate keys the last wins (as in `serde_json`).
+    fn get(&self, field: &str) -> Option<Scalar<'_>> {
+        self.0.iter().rev().find(|(k, _)| k == field).map(|(_, v)| match v {
+            JsonScalar::Null => Scalar::Null,
+            JsonScalar::Bool(b) => Scalar::Bool(*b),
+            JsonScalar::Int(i) => Scalar::Int(*i),
+            JsonScalar::Float(x) => Scalar::Float(*x),
+            JsonScalar::Str(s) => Scalar::Str(s),
+            JsonScalar::Other(t) => Scalar::Other(t),
+        })
+    }
 }
 
 /// A field value as rules see it.
@@ -228,12 +395,13 @@ fn avro_scalar(v: &Avro) -> Scalar<'_> {
     }
 }
 
-impl Decoded {
+impl Decoded<'_> {
     /// A top-level field; `None` when absent.
     pub fn get(&self, field: &str) -> Option<Scalar<'_>> {
         match self {
             Decoded::Json(m) => m.get(field).map(json_scalar),
             Decoded::Avro(fields) => fields.iter().find(|(k, _)| k == field).map(|(_, v)| avro_scalar(v)),
+            Decoded::Fields(f) => f.get(field),
         }
     }
 }
@@ -261,12 +429,23 @@ impl Rules {
         Ok(Rules { rules: out })
     }
 
-    /// Apply the rules, then extract the event time and the aggregations' fields.
+    /// [`Self::apply_into`] a table of its own.
+    ///
+    /// # Errors
+    /// As [`Self::apply_into`].
+    pub fn apply(&self, rec: &Decoded<'_>, an: &Analytics) -> Result<Parsed, Reject> {
+        let mut fields = FieldTable::new(an.fields.len());
+        let ts = self.apply_into(rec, an, &mut fields)?;
+        Ok(Parsed { ts, fields })
+    }
+
+    /// Apply the rules, then append the aggregations' fields to `table` (only when the record
+    /// passes) and return the event time.
     ///
     /// # Errors
     /// The first [`Reject`] found, checking rules in order, then the event time (required,
     /// an integer). Aggregation fields may be absent; arrays and objects count as absent.
-    pub fn apply(&self, rec: &Decoded, an: &Analytics) -> Result<Parsed, Reject> {
+    pub fn apply_into(&self, rec: &Decoded<'_>, an: &Analytics, table: &mut FieldTable) -> Result<i64, Reject> {
         for (r, re) in &self.rules {
             let v = match rec.get(&r.name) {
                 None | Some(Scalar::Null) if r.required => return Err(Reject::MissingField(r.name.clone())),
@@ -283,18 +462,14 @@ impl Rules {
             Some(Scalar::Int(i)) => i,
             Some(other) => return Err(wrong(&an.time_field, "integer", &other)),
         };
-        let fields = an
-            .fields
-            .iter()
-            .map(|f| match rec.get(f) {
-                Some(Scalar::Str(s)) => FieldVal::Str(s.to_string()),
-                Some(Scalar::Int(i)) => FieldVal::Num(i as f64),
-                Some(Scalar::Float(x)) => FieldVal::Num(x),
-                Some(Scalar::Bool(b)) => FieldVal::Bool(b),
-                None | Some(Scalar::Null | Scalar::Other(_)) => FieldVal::Missing,
-            })
-            .collect();
-        Ok(Parsed { ts, fields })
+        table.push_row(an.fields.iter().map(|f| match rec.get(f) {
+            Some(Scalar::Str(s)) => FieldVal::Str(s),
+            Some(Scalar::Int(i)) => FieldVal::Num(i as f64),
+            Some(Scalar::Float(x)) => FieldVal::Num(x),
+            Some(Scalar::Bool(b)) => FieldVal::Bool(b),
+            None | Some(Scalar::Null | Scalar::Other(_)) => FieldVal::Missing,
+        }));
+        Ok(ts)
     }
 }
 
@@ -342,7 +517,7 @@ fn check_values(r: &FieldRule, re: Option<&regex::Regex>, v: &Scalar<'_>) -> Res
 }
 
 /// Outcome of decoding one record.
-pub type DecodeResult = Result<(Decoded, Option<SchemaInfo>), (Reject, Option<SchemaInfo>)>;
+pub type DecodeResult<'a> = Result<(Decoded<'a>, Option<SchemaInfo>), (Reject, Option<SchemaInfo>)>;
 
 /// Decodes the records of one source, caching schema resolutions by id.
 pub struct SourceDecoder {
@@ -389,9 +564,9 @@ impl SourceDecoder {
     /// # Errors
     /// The outer `Err` means the registry could not be asked (not the record's fault: the
     /// stage should fail and retry); the inner result is the record's verdict.
-    pub fn decode(&mut self, payload: &[u8], resolver: &dyn Resolver) -> Result<DecodeResult, String> {
+    pub fn decode<'a>(&mut self, payload: &'a [u8], resolver: &dyn Resolver) -> Result<DecodeResult<'a>, String> {
         if self.format == SourceFormat::Json {
-            return Ok(decode_plain_json(payload).map(|d| (d, None)).map_err(|r| (r, None)));
+            return Ok(JsonFields::parse(payload).map(|d| (Decoded::Fields(d), None)).map_err(|r| (r, None)));
         }
         let subject = self.subject.clone();
         let (id, body) = match wire::unframe(payload) {
@@ -443,7 +618,7 @@ enum AvroFailure {
 
 /// Decode an Avro datum with the writer schema, resolve it to the reader schema, and
 /// require that every byte was used.
-fn decode_avro(writer: &apache_avro::Schema, reader: Option<&apache_avro::Schema>, body: &[u8]) -> Result<Decoded, AvroFailure> {
+fn decode_avro<'a>(writer: &apache_avro::Schema, reader: Option<&apache_avro::Schema>, body: &[u8]) -> Result<Decoded<'a>, AvroFailure> {
     let mut rest = body;
     let value = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| apache_avro::from_avro_datum(writer, &mut rest, None)))
         .map_err(|_| AvroFailure::Decode("the Avro decoder failed on this input".into()))?
@@ -463,16 +638,11 @@ fn decode_avro(writer: &apache_avro::Schema, reader: Option<&apache_avro::Schema
     }
 }
 
-fn json_object(v: Value) -> Result<Decoded, Reject> {
+fn json_object<'a>(v: Value) -> Result<Decoded<'a>, Reject> {
     match v {
         Value::Object(m) => Ok(Decoded::Json(m)),
         _ => Err(Reject::NotAnObject),
     }
-}
-
-/// Decode a plain JSON record (format `json`).
-fn decode_plain_json(payload: &[u8]) -> Result<Decoded, Reject> {
-    json_object(serde_json::from_slice(payload).map_err(|e| Reject::InvalidJson(e.to_string()))?)
 }
 
 /// Validate a plain JSON record (format `json`) with the given rules.
@@ -480,7 +650,7 @@ fn decode_plain_json(payload: &[u8]) -> Result<Decoded, Reject> {
 /// # Errors
 /// The first [`Reject`].
 pub fn validate_json(payload: &[u8], rules: &Rules, an: &Analytics) -> Result<Parsed, Reject> {
-    rules.apply(&decode_plain_json(payload)?, an)
+    rules.apply(&Decoded::Fields(JsonFields::parse(payload)?), an)
 }
 
 #[cfg(test)]
@@ -497,9 +667,10 @@ mod tests {
     /// (user, amount, ts) of a parsed record of the default pipeline.
     fn uat(p: Parsed) -> (String, f64, i64) {
         let an = Analytics::compile(&PipelineConfig::default());
-        let get = |f: &str| an.fields.iter().position(|x| x == f).map(|i| p.fields[i].clone());
+        let row = p.fields.row(0);
+        let get = |f: &str| an.fields.iter().position(|x| x == f).map(|i| row[i]);
         match (get("user"), get("amount")) {
-            (Some(FieldVal::Str(u)), Some(FieldVal::Num(a))) => (u, a, p.ts),
+            (Some(FieldVal::Str(u)), Some(FieldVal::Num(a))) => (u.to_string(), a, p.ts),
             other => panic!("unexpected fields {other:?}"),
         }
     }
@@ -614,7 +785,54 @@ mod tests {
         assert_eq!(d.decode(&bad, &reg).unwrap().unwrap_err().0.code(), "undecodable");
     }
 
+    /// A JSON text built from parts that exercise escapes, nesting, numbers and duplicates.
+    fn json_object_strategy() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let key = prop::sample::select(vec!["a", "b", "ts", "user", "a\\u0062", "k\\n"]);
+        let value = prop::sample::select(vec![
+            "null",
+            "true",
+            "false",
+            "0",
+            "-3",
+            "18446744073709551615",
+            "2.5",
+            "1e3",
+            "\"x\"",
+            "\"e\\u00e9\\\"q\"",
+            "[1,[2,{}]]",
+            "{\"n\":{\"m\":[]}}",
+            "\"\"",
+        ]);
+        prop::collection::vec((key, value), 0..6).prop_map(|kv| {
+            let body: Vec<String> = kv.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+            format!("{{{}}}", body.join(","))
+        })
+    }
+
     proptest::proptest! {
+        /// The borrowing JSON reader sees exactly what `serde_json::Value` sees, field by
+        /// field, and accepts and rejects the same texts.
+        #[test]
+        fn borrowed_json_fields_match_serde_json(text in json_object_strategy(), cut in 0usize..40) {
+            for t in [text.clone(), text[..cut.min(text.len())].to_string(), format!("{text} x"), format!("[{text}]")] {
+                let ours = JsonFields::parse(t.as_bytes());
+                let theirs = serde_json::from_slice::<Value>(t.as_bytes());
+                match (&ours, theirs) {
+                    (Ok(f), Ok(Value::Object(m))) => {
+                        let d = Decoded::Fields(f.clone());
+                        let j = Decoded::Json(m);
+                        for k in ["a", "b", "ab", "ts", "user", "k\n", "missing"] {
+                            proptest::prop_assert_eq!(d.get(k), j.get(k), "field {} of {}", k, t);
+                        }
+                    }
+                    (Err(Reject::NotAnObject), Ok(v)) => proptest::prop_assert!(!v.is_object()),
+                    (Err(Reject::InvalidJson(_)), Err(_)) => {}
+                    (o, t2) => proptest::prop_assert!(false, "{:?} vs {:?} for {}", o, t2, t),
+                }
+            }
+        }
+
         /// Arbitrary bytes never panic the decoder, whatever the format.
         #[test]
         fn arbitrary_payloads_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {

@@ -1,6 +1,9 @@
-//! The record envelope and the batches stages exchange.
+//! The record envelope and the batches stages exchange: a batch keeps the keys, values and
+//! headers of its records in one buffer, so reading a record allocates nothing.
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::fmt;
+use std::ops::Range;
 
 /// Header carrying a producer-assigned stable record id.
 pub const HEADER_RECORD_ID: &str = "vigil.id";
@@ -27,40 +30,157 @@ impl fmt::Display for TopicPartition {
     }
 }
 
-/// One consumed record with its source position.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Envelope {
-    /// Stable id: the `vigil.id` header if present, else `topic/partition/offset`.
-    pub id: String,
-    /// Offset in the source partition.
-    pub offset: i64,
-    /// Kafka timestamp (ms), if any.
-    pub timestamp_ms: Option<i64>,
-    /// Record key.
-    pub key: Option<Vec<u8>>,
-    /// Record value.
-    pub payload: Vec<u8>,
-    /// Record headers, in order.
-    pub headers: Vec<(String, Vec<u8>)>,
+/// Where one record's parts sit in its batch's buffer.
+#[derive(Debug, Clone, PartialEq)]
+struct Slot {
+    offset: i64,
+    timestamp_ms: Option<i64>,
+    key: Option<Range<usize>>,
+    payload: Range<usize>,
+    /// Indices into the batch's header table.
+    headers: Range<usize>,
 }
 
-/// Records of one partition from one poll, in offset order.
+/// Records of one partition from one poll, in offset order. Keys, values and headers are
+/// copied once into one buffer per batch; records are read as [`EnvelopeRef`]s.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PartitionBatch {
     /// Source partition.
     pub source: TopicPartition,
-    /// Records.
-    pub records: Vec<Envelope>,
+    data: Vec<u8>,
+    slots: Vec<Slot>,
+    /// Header name and value ranges in `data` (names are UTF-8).
+    headers: Vec<(Range<usize>, Range<usize>)>,
 }
 
-/// Compute the stable id of a record.
-pub fn record_id(tp: &TopicPartition, offset: i64, headers: &[(String, Vec<u8>)]) -> String {
-    headers
-        .iter()
-        .find(|(k, _)| k == HEADER_RECORD_ID)
-        .and_then(|(_, v)| std::str::from_utf8(v).ok())
-        .map(str::to_string)
-        .unwrap_or_else(|| format!("{}/{}/{}", tp.topic, tp.partition, offset))
+impl PartitionBatch {
+    /// An empty batch of `source`.
+    pub fn new(source: TopicPartition) -> Self {
+        Self { source, data: Vec::new(), slots: Vec::new(), headers: Vec::new() }
+    }
+
+    fn put(&mut self, bytes: &[u8]) -> Range<usize> {
+        let start = self.data.len();
+        self.data.extend_from_slice(bytes);
+        start..self.data.len()
+    }
+
+    /// Append a record (headers in order; a header without a value reads as empty).
+    pub fn push<'h>(
+        &mut self,
+        offset: i64,
+        timestamp_ms: Option<i64>,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: impl IntoIterator<Item = (&'h str, &'h [u8])>,
+    ) {
+        let key = key.map(|k| self.put(k));
+        let payload = self.put(payload);
+        let first = self.headers.len();
+        for (name, value) in headers {
+            let (n, v) = (self.put(name.as_bytes()), self.put(value));
+            self.headers.push((n, v));
+        }
+        self.slots.push(Slot { offset, timestamp_ms, key, payload, headers: first..self.headers.len() });
+    }
+
+    /// Records in the batch.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether the batch holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Record `i`.
+    pub fn get(&self, i: usize) -> Option<EnvelopeRef<'_>> {
+        self.slots.get(i).map(|slot| EnvelopeRef { batch: self, slot })
+    }
+
+    /// The records, in offset order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = EnvelopeRef<'_>> + '_ {
+        self.slots.iter().map(move |slot| EnvelopeRef { batch: self, slot })
+    }
+
+    /// Offset of the last record, if any.
+    pub fn last_offset(&self) -> Option<i64> {
+        self.slots.last().map(|s| s.offset)
+    }
+
+    /// Bytes of memory the batch holds (buffer and tables), for memory accounting.
+    pub fn memory_bytes(&self) -> usize {
+        self.data.capacity()
+            + self.slots.capacity() * std::mem::size_of::<Slot>()
+            + self.headers.capacity() * std::mem::size_of::<(Range<usize>, Range<usize>)>()
+    }
+
+    /// Forget the records, keeping the buffers for reuse.
+    pub fn clear(&mut self) {
+        self.data.clear();
+        self.slots.clear();
+        self.headers.clear();
+    }
+}
+
+/// One consumed record, borrowed from its batch.
+#[derive(Clone, Copy)]
+pub struct EnvelopeRef<'a> {
+    batch: &'a PartitionBatch,
+    slot: &'a Slot,
+}
+
+impl<'a> EnvelopeRef<'a> {
+    /// Source partition.
+    pub fn source(&self) -> &'a TopicPartition {
+        &self.batch.source
+    }
+
+    /// Offset in the source partition.
+    pub fn offset(&self) -> i64 {
+        self.slot.offset
+    }
+
+    /// Kafka timestamp (ms), if any.
+    pub fn timestamp_ms(&self) -> Option<i64> {
+        self.slot.timestamp_ms
+    }
+
+    /// Record key.
+    pub fn key(&self) -> Option<&'a [u8]> {
+        self.slot.key.clone().map(|r| &self.batch.data[r])
+    }
+
+    /// Record value.
+    pub fn payload(&self) -> &'a [u8] {
+        &self.batch.data[self.slot.payload.clone()]
+    }
+
+    /// Record headers, in order.
+    pub fn headers(&self) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
+        let b = self.batch;
+        b.headers[self.slot.headers.clone()].iter().map(move |(n, v)| (std::str::from_utf8(&b.data[n.clone()]).unwrap_or_default(), &b.data[v.clone()]))
+    }
+
+    /// The first header called `name`.
+    pub fn header(&self, name: &str) -> Option<&'a [u8]> {
+        self.headers().find(|(k, _)| *k == name).map(|(_, v)| v)
+    }
+
+    /// Stable id: the `vigil.id` header if present (and UTF-8), else `topic/partition/offset`.
+    pub fn id(&self) -> Cow<'a, str> {
+        match self.header(HEADER_RECORD_ID).and_then(|v| std::str::from_utf8(v).ok()) {
+            Some(id) => Cow::Borrowed(id),
+            None => Cow::Owned(format!("{}/{}/{}", self.batch.source.topic, self.batch.source.partition, self.slot.offset)),
+        }
+    }
+}
+
+impl fmt::Debug for EnvelopeRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Envelope").field("source", self.source()).field("offset", &self.offset()).field("payload_bytes", &self.payload().len()).finish()
+    }
 }
 
 #[cfg(test)]
@@ -68,9 +188,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn id_prefers_header() {
-        let tp = TopicPartition::new("t", 3);
-        assert_eq!(record_id(&tp, 7, &[]), "t/3/7");
-        assert_eq!(record_id(&tp, 7, &[(HEADER_RECORD_ID.into(), b"abc".to_vec())]), "abc");
+    fn records_share_one_buffer() {
+        let mut b = PartitionBatch::new(TopicPartition::new("t", 3));
+        b.push(7, Some(1), None, b"one", []);
+        b.push(8, None, Some(b"k"), b"two", [("a", &b"1"[..]), (HEADER_RECORD_ID, b"abc")]);
+        assert_eq!(b.len(), 2);
+        let r0 = b.get(0).unwrap();
+        assert_eq!((r0.offset(), r0.timestamp_ms(), r0.key(), r0.payload()), (7, Some(1), None, &b"one"[..]));
+        assert_eq!(r0.id(), "t/3/7");
+        let r1 = b.get(1).unwrap();
+        assert_eq!((r1.key(), r1.payload()), (Some(&b"k"[..]), &b"two"[..]));
+        assert_eq!(r1.headers().collect::<Vec<_>>(), vec![("a", &b"1"[..]), (HEADER_RECORD_ID, &b"abc"[..])]);
+        assert_eq!(r1.id(), "abc");
+        assert!(b.get(2).is_none());
+        b.clear();
+        assert!(b.is_empty());
     }
 }

@@ -1,9 +1,9 @@
 //! Kafka I/O in batches: client configuration from `[kafka]`, a batch consumer with
 //! explicit assignment, pause/resume and retention-gap detection, and a producer that
 //! tracks delivery failures so a checkpoint never covers an unacknowledged output.
-use crate::envelope::{record_id, Envelope, PartitionBatch, TopicPartition};
+use crate::envelope::{EnvelopeRef, PartitionBatch, TopicPartition};
 use crate::{Error, Result};
-use futures::FutureExt;
+use futures::{FutureExt, StreamExt};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
@@ -121,21 +121,36 @@ impl BatchConsumer {
     /// [`Error::Kafka`] if the client cannot be created, [`Error::TopicNotFound`] if a
     /// topic has no partitions within `timeout`.
     pub fn new(bootstrap: &str, kafka: &KafkaConfig, topics: &[String], timeout: Duration) -> Result<Self> {
-        let mut cfg = client_config(bootstrap, kafka);
-        cfg.set("group.id", &kafka.group_id)
+        // The partition count sizes the prefetch, so ask for it before creating the consumer.
+        let meta: rdkafka::consumer::BaseConsumer = client_config(bootstrap, kafka).create().map_err(|e| Error::kafka("create metadata client", e))?;
+        let mut assignment = Vec::new();
+        for topic in topics {
+            let parts = partitions_of(meta.client(), topic, timeout)?;
+            assignment.extend(parts.into_iter().map(|p| TopicPartition::new(topic.clone(), p)));
+        }
+        drop(meta);
+        let per_partition = prefetch_per_partition_kbytes(kafka.prefetch_kbytes_max, assignment.len());
+        let mut cfg = ClientConfig::new();
+        cfg.set("bootstrap.servers", bootstrap)
+            .set("group.id", &kafka.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
             .set("statistics.interval.ms", "1000")
-            .set("queued.max.messages.kbytes", kafka.prefetch_kbytes_max.to_string())
+            // librdkafka bounds its prefetch per partition: split the budget.
+            .set("queued.max.messages.kbytes", per_partition.to_string())
+            .set("max.partition.fetch.bytes", (per_partition * 1024).to_string())
+            .set("queued.min.messages", "1000000")
+            // A partition whose prefetch is full is fetched again this soon after (the
+            // default, 1 s, stalls a consumer only slightly slower than its fetches).
+            .set("fetch.queue.backoff.ms", "10")
             .set("fetch.wait.max.ms", "100");
-        let consumer: StreamConsumer<LagContext> = cfg.create_with_context(LagContext::default()).map_err(|e| Error::kafka("create consumer", e))?;
-        let mut assignment = Vec::new();
-        for topic in topics {
-            let parts = partitions_of(consumer.client(), topic, timeout)?;
-            assignment.extend(parts.into_iter().map(|p| TopicPartition::new(topic.clone(), p)));
+        // Explicit properties win over the defaults above.
+        for (k, v) in &kafka.properties {
+            cfg.set(k, v);
         }
+        let consumer: StreamConsumer<LagContext> = cfg.create_with_context(LagContext::default()).map_err(|e| Error::kafka("create consumer", e))?;
         let next = assignment.iter().map(|tp| (tp.clone(), None)).collect();
         Ok(Self { consumer, assignment, next, paused: false })
     }
@@ -174,16 +189,18 @@ impl BatchConsumer {
         let mut gaps = Vec::new();
         let mut n = 0;
         let deadline = Instant::now() + timeout;
+        // One stream for the whole poll: its waker slot is registered once, not per record.
+        let mut stream = self.consumer.stream();
         while n < max {
             let msg = if n == 0 {
-                match tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), self.consumer.recv()).await {
-                    Ok(m) => m,
-                    Err(_) => break,
+                match tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), stream.next()).await {
+                    Ok(Some(m)) => m,
+                    Ok(None) | Err(_) => break,
                 }
             } else {
-                match self.consumer.recv().now_or_never() {
-                    Some(m) => m,
-                    None => break,
+                match stream.next().now_or_never() {
+                    Some(Some(m)) => m,
+                    Some(None) | None => break,
                 }
             };
             let msg = match msg {
@@ -200,36 +217,33 @@ impl BatchConsumer {
             let i = match batches.iter().rposition(|b| b.source.partition == partition && b.source.topic == topic) {
                 Some(i) => i,
                 None => {
-                    batches.push(PartitionBatch { source: TopicPartition::new(topic, partition), records: Vec::new() });
+                    batches.push(PartitionBatch::new(TopicPartition::new(topic, partition)));
                     batches.len() - 1
                 }
             };
-            let tp = &batches[i].source;
-            if let Some(Some(expected)) = self.next.get(tp).copied() {
-                if offset > expected {
-                    if let Some(gap) = self.check_gap(tp, expected, offset) {
-                        gaps.push(gap);
+            let b = &batches[i];
+            let expected = match b.last_offset() {
+                Some(last) => Some(last + 1),
+                None => self.next.get(&b.source).copied().flatten(),
+            };
+            if let Some(expected) = expected.filter(|e| offset > *e) {
+                if let Some(gap) = self.check_gap(&b.source, expected, offset) {
+                    gaps.push(gap);
+                }
+            }
+            push_message(&mut batches[i], &msg);
+            n += 1;
+        }
+        drop(stream);
+        for b in &batches {
+            if let Some(last) = b.last_offset() {
+                match self.next.get_mut(&b.source) {
+                    Some(slot) => *slot = Some(last + 1),
+                    None => {
+                        self.next.insert(b.source.clone(), Some(last + 1));
                     }
                 }
             }
-            match self.next.get_mut(tp) {
-                Some(slot) => *slot = Some(offset + 1),
-                None => {
-                    self.next.insert(tp.clone(), Some(offset + 1));
-                }
-            }
-            let headers: Vec<(String, Vec<u8>)> =
-                msg.headers().map(|hs| hs.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec).unwrap_or_default())).collect()).unwrap_or_default();
-            let env = Envelope {
-                id: record_id(tp, offset, &headers),
-                offset,
-                timestamp_ms: msg.timestamp().to_millis(),
-                key: msg.key().map(<[u8]>::to_vec),
-                payload: msg.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-                headers,
-            };
-            batches[i].records.push(env);
-            n += 1;
         }
         batches.sort_by(|a, b| a.source.cmp(&b.source));
         Ok((batches, gaps))
@@ -328,6 +342,19 @@ impl BatchConsumer {
     pub fn brokers_up(&self) -> Option<i64> {
         self.consumer.context().brokers_up()
     }
+}
+
+/// librdkafka's prefetch bound per partition (KiB): the node's budget split over its
+/// partitions, at least 64 KiB so a fetch can still carry a batch.
+pub fn prefetch_per_partition_kbytes(total_kbytes: u32, partitions: usize) -> u32 {
+    (total_kbytes / partitions.max(1) as u32).max(64)
+}
+
+/// Copy a consumed message into `batch`.
+fn push_message(batch: &mut PartitionBatch, m: &impl Message) {
+    let headers = m.headers();
+    let hs = headers.iter().flat_map(|hs| hs.iter().map(|h| (h.key, h.value.unwrap_or_default())));
+    batch.push(m.offset(), m.timestamp().to_millis(), m.key(), m.payload().unwrap_or_default(), hs);
 }
 
 fn is_transient(code: RDKafkaErrorCode) -> bool {
@@ -529,7 +556,7 @@ impl PartitionReader {
     ///
     /// # Errors
     /// [`Error::Kafka`] on read failures, [`Error::KafkaTimeout`] when reading takes too long.
-    pub fn scan(&self, tp: &TopicPartition, first: i64, last: Option<i64>, timeout: Duration, mut f: impl FnMut(&Envelope) -> bool) -> Result<()> {
+    pub fn scan(&self, tp: &TopicPartition, first: i64, last: Option<i64>, timeout: Duration, mut f: impl FnMut(EnvelopeRef<'_>) -> bool) -> Result<()> {
         let c = &self.consumer;
         let (low, high) = c.fetch_watermarks(&tp.topic, tp.partition, Duration::from_secs(10)).map_err(|e| Error::kafka(format!("offsets of {tp}"), e))?;
         let end = last.map_or(high, |l| l.saturating_add(1).min(high));
@@ -541,20 +568,14 @@ impl PartitionReader {
         tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(start)).map_err(|e| Error::kafka(format!("assign {tp}"), e))?;
         c.assign(&tpl).map_err(|e| Error::kafka(format!("assign {tp}"), e))?;
         let deadline = Instant::now() + timeout;
+        let mut one = PartitionBatch::new(tp.clone());
         while Instant::now() < deadline {
             match c.poll(Duration::from_millis(200)) {
                 Some(Ok(m)) => {
-                    let headers: Vec<(String, Vec<u8>)> =
-                        m.headers().map(|h| h.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect()).unwrap_or_default();
-                    let env = Envelope {
-                        id: record_id(tp, m.offset(), &headers),
-                        offset: m.offset(),
-                        timestamp_ms: m.timestamp().to_millis(),
-                        key: m.key().map(<[u8]>::to_vec),
-                        payload: m.payload().unwrap_or_default().to_vec(),
-                        headers,
-                    };
-                    if f(&env) || m.offset() + 1 >= end {
+                    one.clear();
+                    push_message(&mut one, &m);
+                    let Some(env) = one.get(0) else { continue };
+                    if f(env) || m.offset() + 1 >= end {
                         return Ok(());
                     }
                 }

@@ -317,7 +317,9 @@ impl Aggregation {
             }
             None => Vec::new(),
         };
-        if hits.is_empty() && end.saturating_add(lateness) <= watermark {
+        // Late when its own session is past the allowed lateness, even if it would bridge
+        // into a live one: merging would reopen the start of a session already forgotten.
+        if end.saturating_add(lateness) <= watermark {
             return Err(Late { watermark });
         }
         let mut acc = WindowAcc::new(end, Accs::new(&self.metrics));
@@ -575,7 +577,7 @@ mod tests {
                             w.0 == r.key && !w.5 && w.1 < e && w.2 > s
                         })
                         .collect();
-                    if hit.is_empty() && e + self.lateness <= self.wm {
+                    if e + self.lateness <= self.wm {
                         self.late += 1;
                         return;
                     }

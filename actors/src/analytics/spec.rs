@@ -6,25 +6,25 @@ use super::metrics::{Metric, Val};
 use std::sync::Arc;
 use vigil_config::{AggregationConfig, CmpOp, FilterExpr, Lit, PipelineConfig, SinkFormat, WindowSpec};
 
-/// A field value extracted from a validated record.
-#[derive(Debug, Clone, PartialEq)]
-pub enum FieldVal {
+/// A field value extracted from a validated record, borrowed from its [`FieldTable`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FieldVal<'a> {
     /// Absent or null.
     Missing,
     /// A number.
     Num(f64),
     /// Text.
-    Str(String),
+    Str(&'a str),
     /// A boolean.
     Bool(bool),
 }
 
-impl FieldVal {
+impl<'a> FieldVal<'a> {
     /// As a metric input (booleans count as missing for numeric metrics, as text for distinct).
-    pub fn val(&self) -> Val<'_> {
+    pub fn val(self) -> Val<'a> {
         match self {
             FieldVal::Missing => Val::Missing,
-            FieldVal::Num(x) => Val::Num(*x),
+            FieldVal::Num(x) => Val::Num(x),
             FieldVal::Str(s) => Val::Str(s),
             FieldVal::Bool(true) => Val::Str("true"),
             FieldVal::Bool(false) => Val::Str("false"),
@@ -60,6 +60,81 @@ impl FieldVal {
     }
 }
 
+/// One stored field value: text lives in the table's shared buffer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Slot {
+    Missing,
+    Num(f64),
+    Str(u32, u32),
+    Bool(bool),
+}
+
+/// The extracted fields of a batch of records, row by row ([`Analytics::fields`] order), with
+/// all their text in one buffer: extracting a record's fields allocates nothing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FieldTable {
+    width: usize,
+    rows: usize,
+    slots: Vec<Slot>,
+    text: String,
+}
+
+impl FieldTable {
+    /// An empty table of rows of `width` fields.
+    pub fn new(width: usize) -> Self {
+        Self { width, ..Self::default() }
+    }
+
+    /// Append a row; values beyond the width are ignored, missing ones are [`FieldVal::Missing`].
+    pub fn push_row<'v>(&mut self, vals: impl IntoIterator<Item = FieldVal<'v>>) {
+        let before = self.slots.len();
+        for v in vals.into_iter().take(self.width) {
+            let slot = match v {
+                FieldVal::Missing => Slot::Missing,
+                FieldVal::Num(x) => Slot::Num(x),
+                FieldVal::Bool(b) => Slot::Bool(b),
+                FieldVal::Str(s) => {
+                    let start = self.text.len();
+                    self.text.push_str(s);
+                    Slot::Str(start as u32, self.text.len() as u32)
+                }
+            };
+            self.slots.push(slot);
+        }
+        self.slots.resize(before + self.width, Slot::Missing);
+        self.rows += 1;
+    }
+
+    /// Rows in the table.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Row `i` into `out` (cleared first; empty for a row that does not exist).
+    pub fn row_into<'a>(&'a self, i: usize, out: &mut Vec<FieldVal<'a>>) {
+        out.clear();
+        let Some(row) = self.slots.get(i * self.width..(i + 1) * self.width) else { return };
+        out.extend(row.iter().map(|s| match *s {
+            Slot::Missing => FieldVal::Missing,
+            Slot::Num(x) => FieldVal::Num(x),
+            Slot::Bool(b) => FieldVal::Bool(b),
+            Slot::Str(a, b) => FieldVal::Str(self.text.get(a as usize..b as usize).unwrap_or_default()),
+        }));
+    }
+
+    /// Row `i` as a vector (tests and tools; the hot path reuses one with [`Self::row_into`]).
+    pub fn row(&self, i: usize) -> Vec<FieldVal<'_>> {
+        let mut out = Vec::new();
+        self.row_into(i, &mut out);
+        out
+    }
+
+    /// Bytes of memory the table holds.
+    pub fn memory_bytes(&self) -> usize {
+        self.slots.capacity() * std::mem::size_of::<Slot>() + self.text.capacity()
+    }
+}
+
 /// A filter over field indices.
 #[derive(Debug, Clone)]
 enum Pred {
@@ -78,7 +153,7 @@ fn compare(v: &FieldVal, op: CmpOp, lit: &Lit) -> bool {
         (_, Lit::Null) => return op == CmpOp::Ne,
         (FieldVal::Missing, _) => return false,
         (FieldVal::Num(a), Lit::Num(b)) => a.partial_cmp(b),
-        (FieldVal::Str(a), Lit::Str(b)) => Some(a.as_str().cmp(b.as_str())),
+        (FieldVal::Str(a), Lit::Str(b)) => Some((*a).cmp(b.as_str())),
         (FieldVal::Bool(a), Lit::Bool(b)) => Some(a.cmp(b)),
         // Different types: only `!=` holds.
         _ => return op == CmpOp::Ne,
@@ -106,7 +181,7 @@ impl Pred {
         }
     }
 
-    fn eval(&self, f: &[FieldVal]) -> bool {
+    fn eval(&self, f: &[FieldVal<'_>]) -> bool {
         let get = |i: &usize| f.get(*i).unwrap_or(&FieldVal::Missing);
         match self {
             Pred::Cmp(i, op, l) => compare(get(i), *op, l),
@@ -148,12 +223,12 @@ pub struct AggSpec {
 
 impl AggSpec {
     /// Whether a record passes the filter.
-    pub fn accepts(&self, f: &[FieldVal]) -> bool {
+    pub fn accepts(&self, f: &[FieldVal<'_>]) -> bool {
         self.filter.as_ref().is_none_or(|p| p.eval(f))
     }
 
     /// Group key of a record into `out` (cleared first): group values joined by `|`.
-    pub fn key_into(&self, f: &[FieldVal], out: &mut String) {
+    pub fn key_into(&self, f: &[FieldVal<'_>], out: &mut String) {
         out.clear();
         for (n, i) in self.group.iter().enumerate() {
             if n > 0 {
@@ -174,9 +249,9 @@ impl AggSpec {
     }
 
     /// Metric inputs of a record into `out` (cleared first).
-    pub fn values_into<'a>(&self, f: &'a [FieldVal], out: &mut Vec<Val<'a>>) {
+    pub fn values_into<'a>(&self, f: &[FieldVal<'a>], out: &mut Vec<Val<'a>>) {
         out.clear();
-        out.extend(self.inputs.iter().map(|i| i.and_then(|i| f.get(i)).map_or(Val::Missing, FieldVal::val)));
+        out.extend(self.inputs.iter().map(|i| i.and_then(|i| f.get(i)).map_or(Val::Missing, |v| v.val())));
     }
 }
 
@@ -279,17 +354,17 @@ metrics = ["count", "sum(amount)", "distinct(user)"]
         let an = Analytics::compile(&p);
         assert_eq!(an.fields, ["country", "n", "amount", "user", "kind", "vip", "missing"]);
         let a = &an.aggs[0];
-        let rec = |kind: &str, amount: f64, vip: bool, country: &str| {
+        fn rec<'a>(kind: &'a str, amount: f64, vip: bool, country: &'a str) -> Vec<FieldVal<'a>> {
             vec![
-                FieldVal::Str(country.into()),
+                FieldVal::Str(country),
                 FieldVal::Num(3.0),
                 FieldVal::Num(amount),
-                FieldVal::Str("u1".into()),
-                FieldVal::Str(kind.into()),
+                FieldVal::Str("u1"),
+                FieldVal::Str(kind),
                 FieldVal::Bool(vip),
                 FieldVal::Missing,
             ]
-        };
+        }
         assert!(a.accepts(&rec("payment", 10.0, false, "DE")));
         assert!(a.accepts(&rec("payment", 1.0, true, "DE")));
         assert!(!a.accepts(&rec("payment", 1.0, false, "DE")));
@@ -305,12 +380,28 @@ metrics = ["count", "sum(amount)", "distinct(user)"]
     }
 
     #[test]
+    fn field_table_keeps_rows_apart() {
+        let mut t = FieldTable::new(3);
+        t.push_row([FieldVal::Str("de"), FieldVal::Num(2.0), FieldVal::Bool(true)]);
+        t.push_row([FieldVal::Missing]);
+        t.push_row([FieldVal::Str(""), FieldVal::Str("ü"), FieldVal::Str("x"), FieldVal::Str("ignored")]);
+        assert_eq!(t.rows(), 3);
+        assert_eq!(t.row(0), [FieldVal::Str("de"), FieldVal::Num(2.0), FieldVal::Bool(true)]);
+        assert_eq!(t.row(1), [FieldVal::Missing; 3]);
+        assert_eq!(t.row(2), [FieldVal::Str(""), FieldVal::Str("ü"), FieldVal::Str("x")]);
+        assert!(t.row(3).is_empty());
+        let mut empty = FieldTable::new(0);
+        empty.push_row([FieldVal::Num(1.0)]);
+        assert_eq!((empty.rows(), empty.row(0).len()), (1, 0));
+    }
+
+    #[test]
     fn missing_fields_compare_as_unknown() {
         let m = FieldVal::Missing;
         assert!(!compare(&m, CmpOp::Eq, &Lit::Num(1.0)));
         assert!(!compare(&m, CmpOp::Ne, &Lit::Num(1.0)));
         assert!(compare(&m, CmpOp::Eq, &Lit::Null));
         assert!(compare(&FieldVal::Num(1.0), CmpOp::Ne, &Lit::Null));
-        assert!(compare(&FieldVal::Str("1".into()), CmpOp::Ne, &Lit::Num(1.0)));
+        assert!(compare(&FieldVal::Str("1"), CmpOp::Ne, &Lit::Num(1.0)));
     }
 }

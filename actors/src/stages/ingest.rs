@@ -158,7 +158,7 @@ impl Actor for Ingest {
                     st.ctx.journal.record(e.stage("ingest").topic(&g.source.topic).partition(g.source.partition));
                 }
                 if !batches.is_empty() {
-                    let n: usize = batches.iter().map(|b| b.records.len()).sum();
+                    let n: usize = batches.iter().map(|b| b.len()).sum();
                     if let Some(rate) = &mut st.rate {
                         rate.take(n as u64);
                     }

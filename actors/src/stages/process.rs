@@ -5,10 +5,11 @@ use super::R;
 use crate::analytics::engine::{Aggregation, Touched};
 use crate::analytics::metrics::Val;
 use crate::analytics::output::{lineage_key, lineage_key_into, Output};
+use crate::analytics::spec::FieldVal;
 use crate::analytics::state;
 use crate::analytics::watermark::Watermarks;
 use crate::lineage::record::{Collector, DeadLetter};
-use crate::pipeline::{NodeCtx, ProcessMsg, Record, Rejection, SinkMsg};
+use crate::pipeline::{NodeCtx, ProcessMsg, Rejection, SinkMsg, Valid};
 use crate::Error;
 use ractor::{Actor, ActorRef};
 use std::sync::Arc;
@@ -68,33 +69,48 @@ impl ProcessState {
     }
 
     /// Run one batch through the aggregations; late records go to the late output.
-    async fn process(&mut self, records: &[Record]) -> crate::Result<u64> {
+    async fn process(&mut self, valid: &Valid) -> crate::Result<u64> {
         let ctx = self.ctx.clone();
         let an = &ctx.analytics;
         let now = Instant::now();
         let mut counts = vec![Counts::default(); an.aggs.len()];
         let (mut key, mut lkey) = (String::new(), String::new());
+        let mut fields: Vec<FieldVal<'_>> = Vec::with_capacity(an.fields.len());
         let mut vals: Vec<Val<'_>> = Vec::new();
         let mut late_in: Vec<usize> = Vec::new();
         let mut late_by_source: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
         let mut accepted = 0u64;
-        for r in records {
-            self.watermarks.observe(&r.source, r.ts, now);
+        // Event-time maxima per partition batch, observed once per batch.
+        let mut seen: Option<(u32, i64)> = None;
+        for (row, r) in valid.records.iter().enumerate() {
+            let Some(batch) = valid.batches.get(r.batch as usize) else { continue };
+            match &mut seen {
+                Some((b, max)) if *b == r.batch => *max = (*max).max(r.ts),
+                _ => {
+                    if let Some((b, max)) = seen.take() {
+                        self.watermarks.observe(&valid.batches[b as usize].source, max, now);
+                    }
+                    seen = Some((r.batch, r.ts));
+                }
+            }
+            let source = &batch.source;
+            let offset = batch.get(r.index as usize).map_or(-1, |e| e.offset());
+            valid.fields.row_into(row, &mut fields);
             late_in.clear();
             let mut late_wm = i64::MIN;
             for (i, (agg, spec)) in self.aggs.iter_mut().zip(&an.aggs).enumerate() {
-                if !spec.accepts(&r.fields) {
+                if !spec.accepts(&fields) {
                     counts[i].filtered += 1;
                     continue;
                 }
-                spec.key_into(&r.fields, &mut key);
-                spec.values_into(&r.fields, &mut vals);
+                spec.key_into(&fields, &mut key);
+                spec.values_into(&fields, &mut vals);
                 let lineage = &mut self.lineage;
                 if lineage.is_some() {
                     lineage_key_into(&spec.name, &key, &mut lkey);
                 }
                 let added = agg.add(&key, r.ts, &vals, |t| match (lineage.as_mut(), t) {
-                    (Some(c), Touched::Window { start, opened }) => c.add(&lkey, start, opened, &r.source, r.envelope.offset, r.schema.as_ref()),
+                    (Some(c), Touched::Window { start, opened }) => c.add(&lkey, start, opened, source, offset, r.schema.as_ref()),
                     (Some(c), Touched::Merged { from, into }) => c.merged(&lkey, from, into),
                     (None, _) => {}
                 });
@@ -124,11 +140,15 @@ impl ProcessState {
                 to: ctx.config.pipeline.late_topic.as_deref(),
                 extra: &extra,
             };
-            ctx.send_to_dlq(&r.source, &r.envelope, why).await?;
+            let Some(envelope) = valid.envelope(r) else { continue };
+            ctx.send_to_dlq(envelope, why).await?;
             if let Some(c) = &mut self.lineage {
-                c.reject(DeadLetter::new(&r.source, r.envelope.offset, &r.envelope.id, "process", "late", &detail, ctx.config.lineage.detail_max));
+                c.reject(DeadLetter::new(source, offset, &envelope.id(), "process", "late", &detail, ctx.config.lineage.detail_max));
             }
-            *late_by_source.entry(r.source.topic.clone()).or_default() += 1;
+            *late_by_source.entry(source.topic.clone()).or_default() += 1;
+        }
+        if let Some((b, max)) = seen {
+            self.watermarks.observe(&valid.batches[b as usize].source, max, now);
         }
         for (spec, c) in an.aggs.iter().zip(&counts) {
             let name = spec.name.to_string();
@@ -194,9 +214,9 @@ impl Actor for Process {
     async fn handle(&self, _myself: ActorRef<ProcessMsg>, msg: ProcessMsg, st: &mut ProcessState) -> R<()> {
         match msg {
             ProcessMsg::Assign(tps) => st.watermarks.assign(&tps, Instant::now()),
-            ProcessMsg::Records { epoch, records } => {
+            ProcessMsg::Records { epoch, valid } => {
                 let started = Instant::now();
-                let accepted = st.process(&records).await?;
+                let accepted = st.process(&valid).await?;
                 st.ctx.stats.add(Stage::Process, accepted);
                 let windows = st.close();
                 metrics::histogram!("vigil_stage_batch_seconds", "stage" => "process").record(started.elapsed().as_secs_f64());

@@ -2,17 +2,18 @@
 //! through the registry), applies the field rules, and sends failures to the DLQ with a
 //! reason and the schema subject/version. Counts records per schema version.
 use super::R;
+use crate::analytics::spec::FieldTable;
 use crate::lineage::record::DeadLetter;
-use crate::pipeline::{NodeCtx, ProcessMsg, Record, Rejection, ValidateMsg};
+use crate::pipeline::{NodeCtx, ProcessMsg, Record, Rejection, Valid, ValidateMsg};
 use crate::quality::dedup::DuplicateDetector;
 use crate::quality::tracker::BatchQuality;
-use crate::validate::{DecodeResult, Parsed, Reject, Scalar, SchemaInfo, SourceDecoder};
+use crate::validate::{DecodeResult, Reject, Scalar, SchemaInfo, SourceDecoder};
 use crate::Error;
 use ractor::{Actor, ActorRef};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
-use vigil_runtime::envelope::{Envelope, PartitionBatch, TopicPartition};
+use vigil_runtime::envelope::PartitionBatch;
 use vigil_runtime::stats::Stage;
 
 /// Validate stage.
@@ -39,28 +40,31 @@ struct QualityProbe {
     watched: Vec<String>,
 }
 
-type Verdict = Result<(Parsed, Option<SchemaInfo>), (Reject, Option<SchemaInfo>)>;
+/// The verdict on one record: its event time (fields appended to the batch's table), or why
+/// it was rejected; with the schema it was read with.
+type Verdict = Result<(i64, Option<SchemaInfo>), (Reject, Option<SchemaInfo>)>;
 
-/// One judged record: source, original, verdict, and index of its quality report.
-type Judged = (TopicPartition, Envelope, Verdict, usize);
+/// One judged record: batch and index within it, verdict, and index of its quality report.
+type Judged = (u32, u32, Verdict, usize);
 
 impl ValidateState {
-    /// Decode and check every record of a batch (no awaits: may run in `block_in_place`).
+    /// Decode and check every record of a batch (no awaits: may run in `block_in_place`),
+    /// appending the fields of the valid ones to `fields` in order.
     /// Reports `qual` is indexed by: one per source, one for unconfigured topics.
-    fn judge(&mut self, batches: Vec<PartitionBatch>, qual: &mut [BatchQuality]) -> crate::Result<Vec<Judged>> {
+    fn judge(&mut self, batches: &[PartitionBatch], fields: &mut FieldTable, qual: &mut [BatchQuality]) -> crate::Result<Vec<Judged>> {
         let ctx = self.ctx.clone();
-        let mut out = Vec::with_capacity(batches.iter().map(|b| b.records.len()).sum());
-        for pb in batches {
+        let mut out = Vec::with_capacity(batches.iter().map(PartitionBatch::len).sum());
+        for (bi, pb) in batches.iter().enumerate() {
             let idx = self.by_topic.get(&pb.source.topic).copied();
             let qi = idx.unwrap_or(self.decoders.len());
-            for env in pb.records {
-                let decoded: DecodeResult = match idx.and_then(|i| self.decoders.get_mut(i)) {
-                    Some(d) => d.decode(&env.payload, ctx.resolver.as_ref()).map_err(Error::Registry)?,
+            for (ri, env) in pb.iter().enumerate() {
+                let decoded: DecodeResult<'_> = match idx.and_then(|i| self.decoders.get_mut(i)) {
+                    Some(d) => d.decode(env.payload(), ctx.resolver.as_ref()).map_err(Error::Registry)?,
                     None => Err((Reject::BadFraming(format!("topic `{}` is not a configured source", pb.source.topic)), None)),
                 };
                 if let (Some(p), Some(q)) = (&mut self.quality, qual.get_mut(qi)) {
                     q.records += 1;
-                    q.duplicates += u64::from(p.dedup.check_and_insert(env.id.as_bytes()));
+                    q.duplicates += u64::from(p.dedup.check_and_insert(env.id().as_bytes()));
                     if let Ok((rec, _)) = &decoded {
                         q.decoded += 1;
                         for f in &p.watched {
@@ -70,11 +74,11 @@ impl ValidateState {
                         }
                     }
                 }
-                let verdict = decoded.and_then(|(rec, info)| match ctx.rules.apply(&rec, &ctx.analytics) {
-                    Ok(p) => Ok((p, info)),
+                let verdict = decoded.and_then(|(rec, info)| match ctx.rules.apply_into(&rec, &ctx.analytics, fields) {
+                    Ok(ts) => Ok((ts, info)),
                     Err(r) => Err((r, info)),
                 });
-                out.push((pb.source.clone(), env, verdict, qi));
+                out.push((bi as u32, ri as u32, verdict, qi));
             }
         }
         Ok(out)
@@ -124,7 +128,12 @@ impl Actor for Validate {
                     None => Vec::new(),
                 };
                 // An external registry answers over HTTP on a cache miss: keep that off the async workers.
-                let judged = if ctx.resolver_blocks { tokio::task::block_in_place(|| st.judge(batches, &mut qual))? } else { st.judge(batches, &mut qual)? };
+                let mut fields = FieldTable::new(ctx.analytics.fields.len());
+                let judged = if ctx.resolver_blocks {
+                    tokio::task::block_in_place(|| st.judge(&batches, &mut fields, &mut qual))?
+                } else {
+                    st.judge(&batches, &mut fields, &mut qual)?
+                };
                 let now_ms = vigil_runtime::now_ms();
                 // Freshness is sampled: at most ~64 values per batch feed the quantile sketch.
                 let stride = (judged.len() / 64).max(1);
@@ -133,16 +142,16 @@ impl Actor for Validate {
                 let mut usage: BTreeMap<(Arc<str>, u32), u64> = BTreeMap::new();
                 let mut deprecated: BTreeMap<(Arc<str>, u32), u64> = BTreeMap::new();
                 let mut failures: BTreeMap<String, u64> = BTreeMap::new();
-                for (source, envelope, verdict, qi) in judged {
+                for (batch, index, verdict, qi) in judged {
                     let q = qual.get_mut(qi);
                     match verdict {
-                        Ok((v, info)) => {
+                        Ok((ts, info)) => {
                             let schema = info.as_ref().and_then(|i| Some((i.subject.clone(), i.version?)));
                             if let Some(q) = q {
                                 q.valid += 1;
-                                q.event_time = crate::quality::tracker::span(q.event_time, Some((v.ts, v.ts)));
+                                q.event_time = crate::quality::tracker::span(q.event_time, Some((ts, ts)));
                                 if valid_seen % stride == 0 {
-                                    q.freshness_ms.push((now_ms - v.ts).max(0) as f64);
+                                    q.freshness_ms.push((now_ms - ts).max(0) as f64);
                                 }
                                 valid_seen += 1;
                                 if let Some(SchemaInfo { subject, version: Some(version), .. }) = &info {
@@ -155,19 +164,20 @@ impl Actor for Validate {
                                 }
                                 *usage.entry((subject, version)).or_default() += 1;
                             }
-                            records.push(Record { source, envelope, ts: v.ts, fields: v.fields, schema });
+                            records.push(Record { batch, index, ts, schema });
                         }
                         Err((r, info)) => {
+                            let Some(envelope) = batches.get(batch as usize).and_then(|b| b.get(index as usize)) else { continue };
                             let code = r.code();
                             let detail = r.to_string();
                             let why =
                                 Rejection { stage: "validate", code: &code, detail: &detail, schema: info.as_ref(), epoch: st.epoch, to: None, extra: &[] };
-                            ctx.send_to_dlq(&source, &envelope, why).await?;
+                            ctx.send_to_dlq(envelope, why).await?;
                             if ctx.config.lineage.enabled {
                                 st.rejects.push(DeadLetter::new(
-                                    &source,
-                                    envelope.offset,
-                                    &envelope.id,
+                                    envelope.source(),
+                                    envelope.offset(),
+                                    &envelope.id(),
                                     "validate",
                                     &code,
                                     &detail,
@@ -199,7 +209,7 @@ impl Actor for Validate {
                 }
                 ctx.stats.add(Stage::Validate, records.len() as u64);
                 metrics::histogram!("vigil_stage_batch_seconds", "stage" => "validate").record(started.elapsed().as_secs_f64());
-                ctx.slots.process.send("process", ProcessMsg::Records { epoch, records })?;
+                ctx.slots.process.send("process", ProcessMsg::Records { epoch, valid: Valid { batches, records, fields } })?;
             }
             ValidateMsg::Barrier(mut b) => {
                 st.epoch = b.id + 1;
