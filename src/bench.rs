@@ -27,13 +27,14 @@ use vigil_runtime::kafka::{BatchConsumer, TrackedProducer};
 /// `vigil bench` without a subcommand: every mode on one dataset.
 #[derive(Args)]
 pub(crate) struct ModesArgs {
-    /// Records produced once and read by every mode.
-    #[arg(long, default_value_t = 2_000_000)]
+    /// Records produced once and read by every mode (2,000,000 over the mock stalls the raw
+    /// consumer short of the end: see docs/performance.md).
+    #[arg(long, default_value_t = 1_000_000)]
     records: u64,
-    /// Partitions of the bench topic (the mock keeps ~5 MiB per partition; the bench refuses
-    /// a dataset that would not fit).
-    #[arg(long, default_value_t = 16)]
-    partitions: u32,
+    /// Partitions of the bench topic. Default: 16, or as many more as the dataset needs (the
+    /// mock keeps ~5 MiB per partition; the bench refuses a dataset that would not fit).
+    #[arg(long)]
+    partitions: Option<u32>,
     /// Modes, comma-separated: raw, pipeline, pipeline_checkpoint, pipeline_lineage,
     /// pipeline_quality.
     #[arg(long, value_delimiter = ',', default_value = "raw,pipeline,pipeline_checkpoint")]
@@ -44,6 +45,10 @@ pub(crate) struct ModesArgs {
     /// Print exactly one JSON object.
     #[arg(long)]
     json: bool,
+    /// Fail (exit 1) if `pipeline` reaches less than this fraction of `raw`'s records/s: a
+    /// guard against large regressions (the test command uses it).
+    #[arg(long)]
+    min_ratio: Option<f64>,
 }
 
 #[derive(Subcommand)]
@@ -132,7 +137,11 @@ const TOPIC: &str = "bench-events";
 /// Produce `n` generated JSON records (2% malformed) to the bench topic; returns the bytes
 /// produced (keys, values and headers).
 async fn fill(bootstrap: &str, n: u64) -> Result<u64> {
-    let producer = TrackedProducer::new(bootstrap, &vigil_config::KafkaConfig::default())?;
+    // Large batches: the mock cluster finds a fetch's start by scanning a partition's batches,
+    // so many small ones would make every mode pay for how the data was written.
+    let mut kafka = vigil_config::KafkaConfig::default();
+    kafka.properties.extend([("linger.ms", "200"), ("batch.num.messages", "10000"), ("batch.size", "262144")].map(|(k, v)| (k.to_string(), v.to_string())));
+    let producer = TrackedProducer::new(bootstrap, &kafka)?;
     let mut g = EventGen::new(GenSpec { seed: 7, users: 500, bad_ratio: 0.02, start_ms: vigil_runtime::now_ms() - n as i64, step_ms: 1 });
     let mut bytes = 0u64;
     for _ in 0..n {
@@ -187,24 +196,7 @@ async fn pipeline_mode(bootstrap: &str, n: u64, mode: &str) -> Result<f64> {
 /// processed or dead-lettered: records per second from the first record ingested, and the
 /// lineage bytes stored (as written, and on disk).
 async fn measure_pipeline(bootstrap: &str, n: u64, tag: &str, configure: impl FnOnce(&mut Config)) -> Result<(f64, (u64, u64))> {
-    let dir = std::env::temp_dir().join(format!("vigil-bench-{tag}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut cfg = Config::default();
-    cfg.node.data_dir = PathBuf::from(&dir);
-    cfg.kafka.bootstrap = bootstrap.to_string();
-    cfg.kafka.group_id = format!("bench-{tag}");
-    cfg.generator.enabled = Some(false);
-    cfg.observability.metrics_addr = "127.0.0.1:0".into();
-    cfg.observability.admin_addr = "127.0.0.1:0".into();
-    configure(&mut cfg);
-    if let Some(s) = cfg.pipeline.sources.first_mut() {
-        s.topic = TOPIC.into();
-        s.format = SourceFormat::Json;
-    }
-    let problems = cfg.validate();
-    if !problems.is_empty() {
-        bail!("bench configuration: {}", problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "));
-    }
+    let (cfg, dir) = bench_config(bootstrap, tag, TOPIC, configure)?;
     let node = Node::start(cfg).await.context("bench node failed to start")?;
     let (stats, ctx) = (node.ctx.stats.clone(), node.ctx.clone());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -234,6 +226,91 @@ async fn measure_pipeline(bootstrap: &str, n: u64, tag: &str, configure: impl Fn
     let disk = ctx.store.disk_bytes("lineage").context("size of the lineage store")?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok((rate, (logical, disk)))
+}
+
+/// A node configuration reading `topic` (plain JSON) with its data in a fresh temporary
+/// directory (returned, to be removed afterwards), adjusted by `configure`.
+fn bench_config(bootstrap: &str, tag: &str, topic: &str, configure: impl FnOnce(&mut Config)) -> Result<(Config, PathBuf)> {
+    let dir = std::env::temp_dir().join(format!("vigil-bench-{tag}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut cfg = Config::default();
+    cfg.node.data_dir = PathBuf::from(&dir);
+    cfg.kafka.bootstrap = bootstrap.to_string();
+    cfg.kafka.group_id = format!("bench-{tag}");
+    cfg.generator.enabled = Some(false);
+    cfg.observability.metrics_addr = "127.0.0.1:0".into();
+    cfg.observability.admin_addr = "127.0.0.1:0".into();
+    configure(&mut cfg);
+    if let Some(s) = cfg.pipeline.sources.first_mut() {
+        s.topic = topic.into();
+        s.format = SourceFormat::Json;
+    }
+    let problems = cfg.validate();
+    if !problems.is_empty() {
+        bail!("bench configuration: {}", problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "));
+    }
+    Ok((cfg, dir))
+}
+
+/// Topic the paced (latency) phase of `mode` reads.
+fn paced_topic(mode: &str) -> String {
+    format!("bench-paced-{mode}")
+}
+
+/// The latency phase of `mode`: a node reads a fresh topic while `records` generated records
+/// are written to it at `rate` per second (event time = wall-clock time); returns the p50
+/// and p99 of produce → processed latency in ms.
+async fn paced_latency(bootstrap: &str, mode: &str, rate: f64, records: u64) -> Result<(i64, i64)> {
+    let tag = format!("{}-{mode}-paced", std::process::id());
+    let topic = paced_topic(mode);
+    let (cfg, dir) = bench_config(bootstrap, &tag, &topic, |cfg| configure_mode(cfg, mode))?;
+    let node = Node::start(cfg).await.context("bench node failed to start")?;
+    let stats = node.ctx.stats.clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(node.run_until(async move {
+        let _ = stopped.await;
+    }));
+    let result = async {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !stats.is_ready() {
+            if Instant::now() > deadline {
+                bail!("the {mode} node was not ready within 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stats.latency.reset();
+        let producer = TrackedProducer::new(bootstrap, &vigil_config::KafkaConfig::default())?;
+        let mut g = EventGen::new(GenSpec { seed: 11, users: 500, bad_ratio: 0.02, start_ms: vigil_runtime::now_ms(), step_ms: 1 });
+        let started = Instant::now();
+        let mut sent = 0u64;
+        while sent < records {
+            let due = ((started.elapsed().as_secs_f64() * rate) as u64).min(records);
+            while sent < due {
+                vigil_actors::stages::produce_generated(&producer, &topic, &g.next_record(), &Wire::Json, Duration::from_secs(30)).await?;
+                sent += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        producer.flush_checked(Duration::from_secs(60), 0).await.context("not every paced record was acknowledged")?;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let s = stats.snapshot();
+            if s.processed + s.dlq >= records {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("the {mode} node processed {} of {records} paced records in 120 s", s.processed + s.dlq);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let q = |q: f64| stats.latency.quantile(q).unwrap_or(0);
+        Ok((q(0.5), q(0.99)))
+    }
+    .await;
+    let _ = stop.send(());
+    let _ = running.await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -268,11 +345,7 @@ fn usage() -> (f64, u64) {
             t(u.user_time()) + t(u.system_time())
         })
         .unwrap_or(0.0);
-    let hwm = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|k| k.parse::<u64>().ok()))
-        .unwrap_or(0);
-    (cpu, hwm * 1024)
+    (cpu, vigil_runtime::metrics::peak_resident_bytes().unwrap_or(0))
 }
 
 /// Reset the peak RSS to the current RSS (Linux `clear_refs` 5), so each mode reports its own.
@@ -297,13 +370,14 @@ fn raw_librdkafka(bootstrap: &str, n: u64, partitions: u32) -> Result<f64> {
     }
     c.assign(&tpl)?;
     let (mut got, mut bytes, mut first) = (0u64, 0usize, None);
-    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut last = Instant::now();
     while got < n {
-        if Instant::now() > deadline {
-            bail!("raw consume read {got} of {n} records in 600 s");
+        if last.elapsed() > Duration::from_secs(30) {
+            bail!("raw consume read {got} of {n} records, then nothing for 30 s (did the mock cluster drop records?)");
         }
         if let Some(m) = c.poll(Duration::from_millis(100)) {
             let m = m?;
+            last = Instant::now();
             bytes += m.payload().map_or(0, <[u8]>::len);
             first.get_or_insert_with(Instant::now);
             got += 1;
@@ -315,10 +389,7 @@ fn raw_librdkafka(bootstrap: &str, n: u64, partitions: u32) -> Result<f64> {
 
 /// Every mode on one dataset, side by side.
 async fn modes(a: ModesArgs) -> Result<ExitCode> {
-    let (records, partitions) = if a.quick { (200_000, 16) } else { (a.records, a.partitions) };
-    if records == 0 || partitions == 0 {
-        bail!("--records and --partitions must be at least 1");
-    }
+    let records = if a.quick { 200_000 } else { a.records };
     for m in &a.modes {
         if !MODES.contains(&m.as_str()) {
             bail!("unknown mode `{m}`; modes: {}", MODES.join(", "));
@@ -327,14 +398,20 @@ async fn modes(a: ModesArgs) -> Result<ExitCode> {
     // The mock cluster keeps ~5 MiB per partition: refuse a dataset it would cut.
     let mut sample = EventGen::new(GenSpec { seed: 7, users: 500, bad_ratio: 0.02, start_ms: 0, step_ms: 1 });
     let avg = (0..1000).map(|_| sample.next_record().payload.len() as u64 + 60).sum::<u64>() / 1000;
+    // Default: 16 partitions, or multiples of 8 up to ~2 MiB each.
+    let partitions = a.partitions.unwrap_or_else(|| (records * avg).div_ceil(2 * 1024 * 1024 * 8).max(2) as u32 * 8);
+    if records == 0 || partitions == 0 {
+        bail!("--records and --partitions must be at least 1");
+    }
     let per_partition = records * avg / u64::from(partitions);
-    if per_partition > 4 * 1024 * 1024 {
+    if per_partition > 3 * 1024 * 1024 {
         bail!(
             "{records} records of ~{avg} bytes over {partitions} partitions is ~{} MiB per partition; the mock cluster keeps ~5 MiB: use more --partitions",
             per_partition / (1024 * 1024)
         );
     }
-    let topics: Vec<String> = [TOPIC, "vigil-output", "vigil-dlq"].iter().map(|s| s.to_string()).collect();
+    let mut topics: Vec<String> = [TOPIC, "vigil-output", "vigil-dlq"].iter().map(|s| s.to_string()).collect();
+    topics.extend(a.modes.iter().filter(|m| *m != "raw").map(|m| paced_topic(m)));
     let broker = EmbeddedBroker::start(partitions, &topics, None).context("cannot start the mock cluster")?;
     let bootstrap = broker.bootstrap().to_string();
     eprintln!("bench: producing {records} records (~{avg} bytes) to {TOPIC} ({partitions} partitions)...");
@@ -356,9 +433,21 @@ async fn modes(a: ModesArgs) -> Result<ExitCode> {
         let (cpu1, peak) = usage();
         let ratio = raw_rate.map(|r| rate / r.max(1e-9));
         eprintln!("bench: {mode}: {rate:.0} records/s{}", ratio.map(|r| format!(" ({r:.2} of raw)")).unwrap_or_default());
+        // Latency at half the measured rate, for as long as the topic holds (≤ 2 MiB a partition).
+        let latency = if mode == "raw" {
+            None
+        } else {
+            let paced_rate = (rate / 2.0).max(1.0);
+            let fits = 2 * 1024 * 1024 * u64::from(partitions) / avg;
+            let paced = ((paced_rate * if a.quick { 4.0 } else { 10.0 }) as u64).clamp(1, fits);
+            eprintln!("bench: {mode}: latency at {paced_rate:.0} records/s ({paced} records) ...");
+            let (p50, p99) = paced_latency(&bootstrap, mode, paced_rate, paced).await?;
+            eprintln!("bench: {mode}: produce → processed p50 {p50} ms, p99 {p99} ms");
+            Some((p50, p99))
+        };
         results.push(serde_json::json!({
             "mode": mode, "records_per_sec": rate, "ratio_to_raw": ratio,
-            "p50_ms": null, "p99_ms": null,
+            "p50_ms": latency.map(|l| l.0), "p99_ms": latency.map(|l| l.1),
             "peak_rss_bytes": peak, "cpu_s_per_million": (cpu1 - cpu0) / records as f64 * 1e6,
         }));
     }
@@ -370,19 +459,33 @@ async fn modes(a: ModesArgs) -> Result<ExitCode> {
         println!("{}", serde_json::json!({"results": results, "records": records, "partitions": partitions, "machine": machine}));
     } else {
         println!("{records} records over {partitions} partitions, {} cores", machine["cores"]);
-        println!("{:<22} {:>12} {:>9} {:>10} {:>12}", "MODE", "RECORDS/S", "OF RAW", "PEAK RSS", "CPU S / 1M");
+        println!("{:<22} {:>12} {:>9} {:>8} {:>8} {:>10} {:>12}", "MODE", "RECORDS/S", "OF RAW", "P50 MS", "P99 MS", "PEAK RSS", "CPU S / 1M");
         for r in &results {
+            let ms = |k: &str| r[k].as_i64().map(|x| x.to_string()).unwrap_or_else(|| "-".into());
             println!(
-                "{:<22} {:>12.0} {:>9} {:>8} MiB {:>12.2}",
+                "{:<22} {:>12.0} {:>9} {:>8} {:>8} {:>6} MiB {:>12.2}",
                 r["mode"].as_str().unwrap_or(""),
                 r["records_per_sec"].as_f64().unwrap_or(0.0),
                 r["ratio_to_raw"].as_f64().map(|x| format!("{x:.2}")).unwrap_or_else(|| "-".into()),
+                ms("p50_ms"),
+                ms("p99_ms"),
                 r["peak_rss_bytes"].as_u64().unwrap_or(0) / (1024 * 1024),
                 r["cpu_s_per_million"].as_f64().unwrap_or(0.0),
             );
         }
     }
     std::mem::forget(broker);
+    if let Some(min) = a.min_ratio {
+        let ratio = results.iter().find(|r| r["mode"] == "pipeline").and_then(|r| r["ratio_to_raw"].as_f64());
+        match ratio {
+            Some(r) if r >= min => eprintln!("bench: pipeline / raw = {r:.3} ≥ {min}"),
+            Some(r) => {
+                eprintln!("bench: pipeline / raw = {r:.3} is below the guard {min}: a large throughput regression");
+                return Ok(ExitCode::FAILURE);
+            }
+            None => bail!("--min-ratio needs the raw and pipeline modes"),
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

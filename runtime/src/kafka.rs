@@ -63,6 +63,7 @@ impl LagContext {
 impl ClientContext for LagContext {
     fn stats(&self, stats: Statistics) {
         let mut total = 0;
+        let mut prefetched = 0u64;
         let mut per = BTreeMap::new();
         for (topic, t) in stats.topics {
             for (p, part) in t.partitions {
@@ -70,6 +71,7 @@ impl ClientContext for LagContext {
                     continue;
                 }
                 let lag = part.consumer_lag.max(0);
+                prefetched += part.fetchq_size;
                 total += lag;
                 metrics::gauge!("vigil_consumer_lag", "topic" => topic.clone(), "partition" => p.to_string()).set(lag as f64);
                 per.insert(TopicPartition { topic: topic.clone(), partition: p }, lag);
@@ -79,6 +81,7 @@ impl ClientContext for LagContext {
         self.brokers_up.store(up, Ordering::Relaxed);
         metrics::gauge!("vigil_kafka_brokers_up").set(up as f64);
         self.total_lag.store(total, Ordering::Relaxed);
+        metrics::gauge!("vigil_memory_bytes", "component" => "prefetch").set(prefetched as f64);
         if let Ok(mut m) = self.partition_lag.lock() {
             *m = per;
         }
@@ -402,7 +405,11 @@ pub struct DeliveryTracker {
     last_error: Mutex<String>,
 }
 
-impl ClientContext for DeliveryTracker {}
+impl ClientContext for DeliveryTracker {
+    fn stats(&self, stats: Statistics) {
+        metrics::gauge!("vigil_memory_bytes", "component" => "produce_queue").set(stats.msg_size as f64);
+    }
+}
 
 impl ProducerContext for DeliveryTracker {
     type DeliveryOpaque = ();
@@ -443,12 +450,18 @@ impl TrackedProducer {
     /// # Errors
     /// [`Error::Kafka`].
     pub fn new(bootstrap: &str, kafka: &KafkaConfig) -> Result<Self> {
-        let mut cfg = client_config(bootstrap, kafka);
-        cfg.set("enable.idempotence", "true")
+        let mut cfg = ClientConfig::new();
+        cfg.set("bootstrap.servers", bootstrap)
+            .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")
             .set("queue.buffering.max.messages", "100000")
-            .set("queue.buffering.max.kbytes", kafka.produce_queue_kbytes_max.to_string());
+            .set("queue.buffering.max.kbytes", kafka.produce_queue_kbytes_max.to_string())
+            .set("statistics.interval.ms", "1000");
+        // Explicit properties win over the defaults above.
+        for (k, v) in &kafka.properties {
+            cfg.set(k, v);
+        }
         let inner: ThreadedProducer<DeliveryTracker> = cfg.create_with_context(DeliveryTracker::default()).map_err(|e| Error::kafka("create producer", e))?;
         Ok(Self { inner: Arc::new(inner) })
     }

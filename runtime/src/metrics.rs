@@ -44,6 +44,16 @@ fn describe() {
     describe_counter!("vigil_checkpoint_failures_total", "Checkpoints that failed (outputs not acknowledged or store write failed).");
     describe_histogram!("vigil_checkpoint_duration_seconds", Unit::Seconds, "Barrier injection to atomic commit.");
     describe_histogram!("vigil_stage_batch_seconds", Unit::Seconds, "Time a stage spends on one batch.");
+    describe_histogram!(
+        "vigil_record_latency_seconds",
+        Unit::Seconds,
+        "Produce to processed latency of the oldest record of each batch, from its Kafka timestamp."
+    );
+    describe_gauge!(
+        "vigil_memory_bytes",
+        Unit::Bytes,
+        "Memory in use by component: prefetch (fetched, unread records), in_flight (batches between Ingest and Sink), produce_queue (outputs awaiting acknowledgement), process (resident set)."
+    );
     describe_gauge!("vigil_checkpoint_size_bytes", Unit::Bytes, "Size of the last checkpoint's stage state.");
     describe_gauge!("vigil_last_checkpoint_id", "Id of the last completed checkpoint.");
     describe_gauge!("vigil_consumer_lag", "Records behind the end of each source partition.");
@@ -112,4 +122,22 @@ pub async fn serve(addr: &str, handle: PrometheusHandle) -> Result<SocketAddr> {
         }),
     );
     crate::serve_router("metrics listener", addr, app).await
+}
+
+/// A `kB` field of `/proc/self/status` (Linux), in bytes.
+fn proc_status_bytes(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Resident memory of this process in bytes (`VmRSS`), where the platform tells.
+pub fn resident_bytes() -> Option<u64> {
+    proc_status_bytes("VmRSS:")
+}
+
+/// Peak resident memory of this process in bytes (`VmHWM`), where the platform tells.
+pub fn peak_resident_bytes() -> Option<u64> {
+    proc_status_bytes("VmHWM:")
 }

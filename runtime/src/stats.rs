@@ -54,6 +54,76 @@ pub struct NodeStats {
     ready: AtomicBool,
     last_checkpoint: Mutex<Option<CheckpointSummary>>,
     progress: Mutex<Progress>,
+    /// Produce → processed latency of every record read.
+    pub latency: LatencyHistogram,
+}
+
+/// Upper bounds (ms) of the latency buckets; the last bucket is unbounded.
+const LATENCY_BOUNDS_MS: [i64; 36] = [
+    0, 1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 80, 100, 120, 150, 200, 250, 300, 400, 500, 600, 800, 1000, 1500, 2000, 3000, 5000, 10_000,
+    30_000, 60_000,
+];
+
+/// A lock-free histogram of record latencies (ms) in fixed buckets: quantiles are reported
+/// as their bucket's upper bound, so they err high (by at most one bucket, ≤ 25% above 10 ms).
+pub struct LatencyHistogram {
+    buckets: [AtomicU64; LATENCY_BOUNDS_MS.len() + 1],
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        Self { buckets: std::array::from_fn(|_| AtomicU64::new(0)) }
+    }
+}
+
+impl LatencyHistogram {
+    fn bucket(ms: i64) -> usize {
+        LATENCY_BOUNDS_MS.partition_point(|b| *b < ms)
+    }
+
+    /// Record latencies (ms), counted locally first so a batch costs one atomic add per bucket.
+    pub fn record_all(&self, latencies_ms: impl IntoIterator<Item = i64>) {
+        let mut local = [0u64; LATENCY_BOUNDS_MS.len() + 1];
+        for ms in latencies_ms {
+            local[Self::bucket(ms)] += 1;
+        }
+        for (b, n) in self.buckets.iter().zip(local) {
+            if n > 0 {
+                b.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Records counted.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
+    }
+
+    /// The `q` quantile (0..=1) in ms, as its bucket's upper bound (`None` when empty;
+    /// `i64::MAX` beyond the last bound).
+    pub fn quantile(&self, q: f64) -> Option<i64> {
+        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, c) in counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Some(LATENCY_BOUNDS_MS.get(i).copied().unwrap_or(i64::MAX));
+            }
+        }
+        Some(i64::MAX)
+    }
+
+    /// Forget everything recorded.
+    pub fn reset(&self) {
+        for b in &self.buckets {
+            b.store(0, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Where the consumer is per partition, as Ingest last saw it.
@@ -184,5 +254,25 @@ impl NodeStats {
             ready: self.is_ready(),
             last_checkpoint: self.last_checkpoint.lock().ok().and_then(|l| l.clone()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_quantiles_err_high_by_at_most_a_bucket() {
+        let h = LatencyHistogram::default();
+        assert_eq!(h.quantile(0.5), None);
+        h.record_all((1..=100).map(|i| i as i64));
+        assert_eq!(h.count(), 100);
+        assert_eq!(h.quantile(0.5), Some(50));
+        assert_eq!(h.quantile(0.99), Some(100));
+        assert_eq!(h.quantile(0.0), Some(1));
+        h.record_all([-5, 100_000]);
+        assert_eq!(h.quantile(1.0), Some(i64::MAX));
+        h.reset();
+        assert_eq!(h.count(), 0);
     }
 }

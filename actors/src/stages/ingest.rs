@@ -34,6 +34,8 @@ pub struct IngestState {
     rate: Option<RateLimit>,
     /// Batches in flight: when polled and from which sources (credits return in order).
     in_flight: VecDeque<(Instant, Vec<String>)>,
+    /// Bytes of each batch in flight (credits return in order).
+    in_flight_bytes: VecDeque<usize>,
     /// End-to-end latencies per source since the last quality report, ms.
     latency: BTreeMap<String, Vec<f64>>,
     last_report: Instant,
@@ -46,6 +48,10 @@ impl IngestState {
             return;
         }
         self.last_report = Instant::now();
+        metrics::gauge!("vigil_memory_bytes", "component" => "in_flight").set(self.in_flight_bytes.iter().sum::<usize>() as f64);
+        if let Some(rss) = vigil_runtime::metrics::resident_bytes() {
+            metrics::gauge!("vigil_memory_bytes", "component" => "process").set(rss as f64);
+        }
         self.ctx.stats.set_progress(Progress { partitions: self.consumer.progress(), brokers_up: self.consumer.brokers_up() });
         for (source, latency_ms) in std::mem::take(&mut self.latency) {
             self.ctx.report_quality(BatchQuality { source, latency_ms, ..BatchQuality::default() });
@@ -121,6 +127,7 @@ impl Actor for Ingest {
             starved: false,
             rate,
             in_flight: VecDeque::new(),
+            in_flight_bytes: VecDeque::new(),
             latency: BTreeMap::new(),
             last_report: Instant::now(),
         })
@@ -164,6 +171,7 @@ impl Actor for Ingest {
                     }
                     st.ctx.stats.add(Stage::Ingest, n as u64);
                     st.credits -= 1;
+                    st.in_flight_bytes.push_back(batches.iter().map(|b| b.memory_bytes()).sum());
                     if st.ctx.config.quality.enabled {
                         let mut topics: Vec<String> = batches.iter().map(|b| b.source.topic.clone()).collect();
                         topics.dedup();
@@ -193,6 +201,7 @@ impl Actor for Ingest {
             IngestMsg::Credit { epoch } => {
                 if epoch == st.epoch {
                     st.credits += 1;
+                    st.in_flight_bytes.pop_front();
                     if let Some((at, topics)) = st.in_flight.pop_front() {
                         let ms = at.elapsed().as_secs_f64() * 1000.0;
                         for t in topics {

@@ -178,6 +178,17 @@ impl ProcessState {
     }
 }
 
+/// Produce → processed latency of every record of the batch (from its Kafka timestamp),
+/// and of its oldest record as `vigil_record_latency_seconds`.
+fn record_latency(ctx: &NodeCtx, valid: &Valid) {
+    let now = vigil_runtime::now_ms();
+    let stamps = || valid.batches.iter().flat_map(|b| b.iter().filter_map(|e| e.timestamp_ms()));
+    ctx.stats.latency.record_all(stamps().map(|t| now - t));
+    if let Some(oldest) = stamps().min() {
+        metrics::histogram!("vigil_record_latency_seconds").record((now - oldest).max(0) as f64 / 1000.0);
+    }
+}
+
 impl Actor for Process {
     type Msg = ProcessMsg;
     type State = ProcessState;
@@ -221,6 +232,7 @@ impl Actor for Process {
                 let windows = st.close();
                 metrics::histogram!("vigil_stage_batch_seconds", "stage" => "process").record(started.elapsed().as_secs_f64());
                 st.ctx.slots.sink.send("sink", SinkMsg::Windows { credit: Some(epoch), windows })?;
+                record_latency(&st.ctx, &valid);
             }
             ProcessMsg::Tick => {
                 let windows = st.close();
