@@ -399,7 +399,7 @@ async fn modes(a: ModesArgs) -> Result<ExitCode> {
     let mut sample = EventGen::new(GenSpec { seed: 7, users: 500, bad_ratio: 0.02, start_ms: 0, step_ms: 1 });
     let avg = (0..1000).map(|_| sample.next_record().payload.len() as u64 + 60).sum::<u64>() / 1000;
     // Default: 16 partitions, or multiples of 8 up to ~2 MiB each.
-    let partitions = a.partitions.unwrap_or_else(|| (records * avg).div_ceil(2 * 1024 * 1024 * 8).max(2) as u32 * 8);
+    let partitions = a.partitions.or(a.quick.then_some(16)).unwrap_or_else(|| (records * avg).div_ceil(2 * 1024 * 1024 * 8).max(2) as u32 * 8);
     if records == 0 || partitions == 0 {
         bail!("--records and --partitions must be at least 1");
     }
