@@ -79,13 +79,6 @@ impl Valid {
     pub fn envelope(&self, r: &Record) -> Option<EnvelopeRef<'_>> {
         self.batches.get(r.batch as usize).and_then(|b| b.get(r.index as usize))
     }
-
-    /// Bytes of memory held (batches and field table).
-    pub fn memory_bytes(&self) -> usize {
-        self.batches.iter().map(PartitionBatch::memory_bytes).sum::<usize>()
-            + self.records.capacity() * std::mem::size_of::<Record>()
-            + self.fields.memory_bytes()
-    }
 }
 
 /// Messages into Ingest.

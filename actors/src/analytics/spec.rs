@@ -128,11 +128,6 @@ impl FieldTable {
         self.row_into(i, &mut out);
         out
     }
-
-    /// Bytes of memory the table holds.
-    pub fn memory_bytes(&self) -> usize {
-        self.slots.capacity() * std::mem::size_of::<Slot>() + self.text.capacity()
-    }
 }
 
 /// A filter over field indices.

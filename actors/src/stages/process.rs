@@ -94,7 +94,8 @@ impl ProcessState {
                 }
             }
             let source = &batch.source;
-            let offset = batch.get(r.index as usize).map_or(-1, |e| e.offset());
+            // Only lineage needs the offset: read it from the batch when it is asked for.
+            let offset = || batch.get(r.index as usize).map_or(-1, |e| e.offset());
             valid.fields.row_into(row, &mut fields);
             late_in.clear();
             let mut late_wm = i64::MIN;
@@ -110,7 +111,7 @@ impl ProcessState {
                     lineage_key_into(&spec.name, &key, &mut lkey);
                 }
                 let added = agg.add(&key, r.ts, &vals, |t| match (lineage.as_mut(), t) {
-                    (Some(c), Touched::Window { start, opened }) => c.add(&lkey, start, opened, source, offset, r.schema.as_ref()),
+                    (Some(c), Touched::Window { start, opened }) => c.add(&lkey, start, opened, source, offset(), r.schema.as_ref()),
                     (Some(c), Touched::Merged { from, into }) => c.merged(&lkey, from, into),
                     (None, _) => {}
                 });
@@ -143,7 +144,7 @@ impl ProcessState {
             let Some(envelope) = valid.envelope(r) else { continue };
             ctx.send_to_dlq(envelope, why).await?;
             if let Some(c) = &mut self.lineage {
-                c.reject(DeadLetter::new(source, offset, &envelope.id(), "process", "late", &detail, ctx.config.lineage.detail_max));
+                c.reject(DeadLetter::new(source, envelope.offset(), &envelope.id(), "process", "late", &detail, ctx.config.lineage.detail_max));
             }
             *late_by_source.entry(source.topic.clone()).or_default() += 1;
         }
@@ -182,9 +183,13 @@ impl ProcessState {
 /// and of its oldest record as `vigil_record_latency_seconds`.
 fn record_latency(ctx: &NodeCtx, valid: &Valid) {
     let now = vigil_runtime::now_ms();
-    let stamps = || valid.batches.iter().flat_map(|b| b.iter().filter_map(|e| e.timestamp_ms()));
-    ctx.stats.latency.record_all(stamps().map(|t| now - t));
-    if let Some(oldest) = stamps().min() {
+    let mut oldest: Option<i64> = None;
+    let stamps = valid.batches.iter().flat_map(|b| b.iter().filter_map(|e| e.timestamp_ms()));
+    ctx.stats.latency.record_all(stamps.map(|t| {
+        oldest = Some(oldest.map_or(t, |o| o.min(t)));
+        now - t
+    }));
+    if let Some(oldest) = oldest {
         metrics::histogram!("vigil_record_latency_seconds").record((now - oldest).max(0) as f64 / 1000.0);
     }
 }
