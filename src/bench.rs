@@ -49,6 +49,9 @@ pub(crate) struct ModesArgs {
     /// guard against large regressions (the test command uses it).
     #[arg(long)]
     min_ratio: Option<f64>,
+    /// Validate and Process shards of the pipeline modes (`pipeline.shards`; 0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    shards: usize,
 }
 
 #[derive(Subcommand)]
@@ -187,9 +190,9 @@ async fn pipeline_run(bootstrap: &str, n: u64, feature: Feature, on: bool, round
 }
 
 /// One run of mode `mode` (see [`configure_mode`]): records per second.
-async fn pipeline_mode(bootstrap: &str, n: u64, mode: &str) -> Result<f64> {
+async fn pipeline_mode(bootstrap: &str, n: u64, mode: &str, shards: usize) -> Result<f64> {
     let tag = format!("{}-{mode}", std::process::id());
-    Ok(measure_pipeline(bootstrap, n, &tag, |cfg| configure_mode(cfg, mode)).await?.0)
+    Ok(measure_pipeline(bootstrap, n, &tag, |cfg| configure_mode(cfg, mode, shards)).await?.0)
 }
 
 /// Run a node over the bench topic, configured by `configure`, until every record is
@@ -260,10 +263,10 @@ fn paced_topic(mode: &str) -> String {
 /// The latency phase of `mode`: a node reads a fresh topic while `records` generated records
 /// are written to it at `rate` per second (event time = wall-clock time); returns the p50
 /// and p99 of produce → processed latency in ms.
-async fn paced_latency(bootstrap: &str, mode: &str, rate: f64, records: u64) -> Result<(i64, i64)> {
+async fn paced_latency(bootstrap: &str, mode: &str, shards: usize, rate: f64, records: u64) -> Result<(i64, i64)> {
     let tag = format!("{}-{mode}-paced", std::process::id());
     let topic = paced_topic(mode);
-    let (cfg, dir) = bench_config(bootstrap, &tag, &topic, |cfg| configure_mode(cfg, mode))?;
+    let (cfg, dir) = bench_config(bootstrap, &tag, &topic, |cfg| configure_mode(cfg, mode, shards))?;
     let node = Node::start(cfg).await.context("bench node failed to start")?;
     let stats = node.ctx.stats.clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -329,7 +332,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// alerts and incidents off; checkpoints every hour, i.e. only the final one).
 const MODES: [&str; 5] = ["raw", "pipeline", "pipeline_checkpoint", "pipeline_lineage", "pipeline_quality"];
 
-fn configure_mode(cfg: &mut Config, mode: &str) {
+fn configure_mode(cfg: &mut Config, mode: &str, shards: usize) {
+    cfg.pipeline.shards = shards;
     cfg.quality.enabled = mode == "pipeline_quality";
     cfg.alerts.enabled = false;
     cfg.incidents.enabled = false;
@@ -428,7 +432,7 @@ async fn modes(a: ModesArgs) -> Result<ExitCode> {
             raw_rate = Some(r);
             r
         } else {
-            pipeline_mode(&bootstrap, records, mode).await?
+            pipeline_mode(&bootstrap, records, mode, a.shards).await?
         };
         let (cpu1, peak) = usage();
         let ratio = raw_rate.map(|r| rate / r.max(1e-9));
@@ -441,7 +445,7 @@ async fn modes(a: ModesArgs) -> Result<ExitCode> {
             let fits = 2 * 1024 * 1024 * u64::from(partitions) / avg;
             let paced = ((paced_rate * if a.quick { 4.0 } else { 10.0 }) as u64).clamp(1, fits);
             eprintln!("bench: {mode}: latency at {paced_rate:.0} records/s ({paced} records) ...");
-            let (p50, p99) = paced_latency(&bootstrap, mode, paced_rate, paced).await?;
+            let (p50, p99) = paced_latency(&bootstrap, mode, a.shards, paced_rate, paced).await?;
             eprintln!("bench: {mode}: produce → processed p50 {p50} ms, p99 {p99} ms");
             Some((p50, p99))
         };
@@ -451,14 +455,15 @@ async fn modes(a: ModesArgs) -> Result<ExitCode> {
             "peak_rss_bytes": peak, "cpu_s_per_million": (cpu1 - cpu0) / records as f64 * 1e6,
         }));
     }
+    let shards = vigil_config::PipelineConfig { shards: a.shards, ..Default::default() }.shard_count();
     let machine = serde_json::json!({
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        "os": std::env::consts::OS, "arch": std::env::consts::ARCH,
+        "os": std::env::consts::OS, "arch": std::env::consts::ARCH, "shards": shards,
     });
     if a.json {
         println!("{}", serde_json::json!({"results": results, "records": records, "partitions": partitions, "machine": machine}));
     } else {
-        println!("{records} records over {partitions} partitions, {} cores", machine["cores"]);
+        println!("{records} records over {partitions} partitions, {} cores, {shards} shards", machine["cores"]);
         println!("{:<22} {:>12} {:>9} {:>8} {:>8} {:>10} {:>12}", "MODE", "RECORDS/S", "OF RAW", "P50 MS", "P99 MS", "PEAK RSS", "CPU S / 1M");
         for r in &results {
             let ms = |k: &str| r[k].as_i64().map(|x| x.to_string()).unwrap_or_else(|| "-".into());

@@ -224,7 +224,7 @@ fn records_of(out: &BTreeMap<String, String>, agg: &str) -> u64 {
 }
 
 #[test]
-fn twenty_sigkills_across_every_window_kind_converge_on_the_uninterrupted_outputs() {
+fn twenty_sigkills_across_every_window_kind_and_shard_counts_converge_on_the_uninterrupted_outputs() {
     let seed: u64 = std::env::var("VIGIL_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| vigil_runtime::now_ms() as u64);
     eprintln!("kill schedule seed {seed} (rerun with VIGIL_TEST_SEED={seed})");
     let dir = tempfile::tempdir().expect("tempdir");
@@ -236,15 +236,19 @@ fn twenty_sigkills_across_every_window_kind_converge_on_the_uninterrupted_output
 
     // The uninterrupted reference, and the run that is killed (rate-limited so kills land
     // mid-run); each with its own outputs, late topic and DLQ.
-    let config = |run: &str, rate: u32| {
+    let config = |run: &str, rate: u32, shards: usize| {
         let an = analytics(&format!("late-{run}"));
         let (sink, dlq) = (format!("out-{run}"), format!("dlq-{run}"));
         let data = dir.path().join(run);
         let base = NodeCfg::new(&bootstrap, &data, run);
-        write_config(dir.path(), &NodeCfg { sink: &sink, dlq: &dlq, batch_max_records: 200, checkpoint_ms: 100, rate, analytics: &an, ..base })
+        let at = dir.path().join(format!("shards-{shards}"));
+        std::fs::create_dir_all(&at).expect("config dir");
+        write_config(&at, &NodeCfg { sink: &sink, dlq: &dlq, batch_max_records: 200, checkpoint_ms: 100, rate, analytics: &an, shards, ..base })
     };
-    let ref_cfg = config("ref", 0);
-    let cfg = config("crash", 25_000);
+    let ref_cfg = config("ref", 0, 2);
+    // The killed node restarts with 2 or 3 shards in turn: its state is re-split each time.
+    let cfg = config("crash", 25_000, 2);
+    let rescaled = config("crash", 25_000, 3);
 
     // A watermark needs data from every partition, and librdkafka may read one partition far
     // ahead of another: both nodes first read a primer (every partition's first records) and
@@ -307,7 +311,7 @@ fn twenty_sigkills_across_every_window_kind_converge_on_the_uninterrupted_output
     targets.sort_unstable();
     let mut restored_any = false;
     for (n, target) in targets.iter().enumerate() {
-        let mut node = start_node(&cfg);
+        let mut node = start_node(if n % 2 == 0 { &cfg } else { &rescaled });
         let m = http_get(&node.metrics, "/metrics").unwrap_or_default();
         restored_any |= metric(&m, "vigil_restore_keys_total").unwrap_or(0.0) > 0.0;
         let s =
@@ -324,15 +328,69 @@ fn twenty_sigkills_across_every_window_kind_converge_on_the_uninterrupted_output
     let (got, _) = read_all(&bootstrap, "out-crash", "vigil.revision");
     let (late_got, _) = read_all(&bootstrap, "late-crash", "vigil.late.aggregations");
     let (dlq_got, _) = read_all(&bootstrap, "dlq-crash", "vigil.dlq.reason");
-    let extra: Vec<&String> = got.keys().filter(|k| !want.contains_key(*k)).take(10).collect();
-    let missing: Vec<&String> = want.keys().filter(|k| !got.contains_key(*k)).take(10).collect();
-    assert_eq!(got.len(), want.len(), "outputs after 20 SIGKILLs (seed {seed}); extra {extra:?}, missing {missing:?}");
-    for (k, v) in &want {
-        let g = got.get(k).unwrap_or_else(|| panic!("missing {k} (seed {seed})"));
-        let (a, b): (serde_json::Value, serde_json::Value) = (serde_json::from_str(g).expect("json"), serde_json::from_str(v).expect("json"));
-        assert_eq!(a["metrics"], b["metrics"], "{k}: metrics after 20 SIGKILLs equal the uninterrupted run (seed {seed})");
-        assert_eq!((&a["window_end"], &a["records"]), (&b["window_end"], &b["records"]), "{k} (seed {seed})");
-    }
+    assert_same_outputs(&want, &got, &format!("after 20 SIGKILLs (seed {seed})"));
     assert_eq!(late_got.keys().collect::<Vec<_>>(), late_ref.keys().collect::<Vec<_>>(), "the same late records (seed {seed})");
     assert_eq!(dlq_got.len(), dlq_ref.len(), "the same invalid records (seed {seed})");
+}
+
+/// `got` holds exactly `want`'s outputs, with the same metrics, window ends and counts.
+fn assert_same_outputs(want: &BTreeMap<String, String>, got: &BTreeMap<String, String>, run: &str) {
+    let extra: Vec<&String> = got.keys().filter(|k| !want.contains_key(*k)).take(10).collect();
+    let missing: Vec<&String> = want.keys().filter(|k| !got.contains_key(*k)).take(10).collect();
+    assert_eq!(got.len(), want.len(), "outputs {run}; extra {extra:?}, missing {missing:?}");
+    for (k, v) in want {
+        let g = got.get(k).unwrap_or_else(|| panic!("missing {k} {run}"));
+        let (a, b): (serde_json::Value, serde_json::Value) = (serde_json::from_str(g).expect("json"), serde_json::from_str(v).expect("json"));
+        assert_eq!(a["metrics"], b["metrics"], "{k}: metrics {run} equal the reference's");
+        assert_eq!((&a["window_end"], &a["records"]), (&b["window_end"], &b["records"]), "{k} {run}");
+    }
+}
+
+/// Validate and Process sharded three ways give exactly the outputs, late records and dead
+/// letters of one shard, for every window kind, with group keys that span partitions
+/// (`hopping` groups by country) and allowed-late revisions and retractions.
+#[test]
+fn outputs_are_identical_with_one_and_three_shards() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topics = ["events", "out-1", "late-1", "dlq-1", "out-3", "late-3", "dlq-3"];
+    let (_broker, bootstrap) = start_broker(PARTITIONS as u32, &topics);
+    let (records, model) = input();
+    let total = records.len() as i64;
+    let config = |shards: usize| {
+        let run = shards.to_string();
+        let an = analytics(&format!("late-{run}"));
+        let (sink, dlq) = (format!("out-{run}"), format!("dlq-{run}"));
+        let data = dir.path().join(&run);
+        let base = NodeCfg::new(&bootstrap, &data, &run);
+        write_config(dir.path(), &NodeCfg { sink: &sink, dlq: &dlq, batch_max_records: 200, checkpoint_ms: 100, analytics: &an, shards, ..base })
+    };
+    // As in the SIGKILL test: a checkpointed primer first, so lateness never depends on
+    // which partition librdkafka happens to read first.
+    let primer = PARTITIONS as usize * 200;
+    produce(&bootstrap, &records[..primer]);
+    let nodes: Vec<NodeProc> = [1, 3].into_iter().map(|n| start_node(&config(n))).collect();
+    for node in &nodes {
+        run_to_end(node, primer as i64);
+    }
+    produce(&bootstrap, &records[primer..]);
+    let tree = http_get(&nodes[1].admin, "/tree").expect("tree");
+    assert!(tree.contains("\"process-2\"") && tree.contains("\"validate-2\""), "three shards of each: {tree}");
+    for node in &nodes {
+        run_to_end(node, total);
+    }
+    for mut node in nodes {
+        assert!(node.proc.terminate(Duration::from_secs(60)).success());
+    }
+    let (one, _) = read_all(&bootstrap, "out-1", "vigil.revision");
+    let (three, _) = read_all(&bootstrap, "out-3", "vigil.revision");
+    assert!(one.len() > 1_000 && one.keys().any(|k| k.starts_with("hopping/")), "{} outputs", one.len());
+    assert_same_outputs(&one, &three, "with three shards");
+    let (late_one, _) = read_all(&bootstrap, "late-1", "vigil.late.aggregations");
+    let (late_three, _) = read_all(&bootstrap, "late-3", "vigil.late.aggregations");
+    assert_eq!(late_one.len() as u64, model.late);
+    assert_eq!(late_three, late_one, "the same late records");
+    let (dlq_one, _) = read_all(&bootstrap, "dlq-1", "vigil.dlq.reason");
+    let (dlq_three, _) = read_all(&bootstrap, "dlq-3", "vigil.dlq.reason");
+    assert_eq!(dlq_one.len() as u64, model.invalid);
+    assert_eq!(dlq_three, dlq_one, "the same dead letters");
 }

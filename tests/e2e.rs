@@ -185,20 +185,24 @@ fn panicking_stage_is_restarted_and_counted() {
     let restarts = |t: &serde_json::Value, name: &str| -> u64 {
         t["children"][0]["children"].as_array().expect("stages").iter().find(|c| c["name"] == name).expect("stage")["restarts"].as_u64().expect("restarts")
     };
-    assert_eq!(restarts(&tree(), "validate"), 0);
+    assert_eq!(restarts(&tree(), "validate-1"), 0);
 
-    let out = std::process::Command::new(BIN).args(["chaos", "panic", "validate", "--admin", &node.admin]).output().expect("vigil chaos");
+    // Shard 1 of validate (the test config runs two).
+    let out = std::process::Command::new(BIN).args(["chaos", "panic", "validate-1", "--admin", &node.admin]).output().expect("vigil chaos");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // The pipeline supervisor is one_for_all: every stage restarts, and the counter rises.
     wait_for("restart", Duration::from_secs(30), || {
-        Some(tree()).filter(|t| restarts(t, "validate") == 1 && restarts(t, "ingest") == 1 && t["children"][0]["children"][3]["status"] == "running")
+        Some(tree()).filter(|t| {
+            let ingest = t["children"][0]["children"].as_array().and_then(|c| c.iter().find(|c| c["name"] == "ingest").cloned()).unwrap_or_default();
+            restarts(t, "validate-1") == 1 && restarts(t, "process-0") == 1 && restarts(t, "ingest") == 1 && ingest["status"] == "running"
+        })
     });
     let m = http_get(&node.metrics, "/metrics").expect("metrics");
-    assert_eq!(metric(&m, r#"vigil_actor_restarts_total{actor="validate"}"#), Some(1.0), "{m}");
+    assert_eq!(metric(&m, r#"vigil_actor_restarts_total{actor="validate-1"}"#), Some(1.0), "{m}");
 
     let text = std::process::Command::new(BIN).args(["tree", "--admin", &node.admin]).output().expect("vigil tree");
     let text = String::from_utf8_lossy(&text.stdout);
-    for line in ["root [supervisor one_for_one]", "pipeline [supervisor one_for_all, permanent]", "validate [worker, permanent] running restarts=1"] {
+    for line in ["root [supervisor one_for_one]", "pipeline [supervisor one_for_all, permanent]", "validate-1 [worker, permanent] running restarts=1"] {
         assert!(text.contains(line), "missing `{line}` in:\n{text}");
     }
     // After the restart the node resumes from its checkpoint and keeps working.

@@ -41,6 +41,10 @@ restart_window = "60s"
 backoff_initial = "10ms"
 backoff_max = "100ms"
 
+# Two shards whatever the machine: the crash loop is of shard `validate-0`.
+[pipeline]
+shards = 2
+
 [generator]
 rate = 200
 bad_ratio = {bad_ratio}
@@ -146,7 +150,7 @@ fn bad_data_and_a_crash_loop_open_escalate_and_postmortem() {
     let first_signal = first_burst.min(inc["first_signal_ms"].as_i64().unwrap());
     let firing = inc["first_firing_ms"].as_i64().unwrap();
     assert_eq!(pm["durations"]["detect_ms"].as_i64(), Some(firing - first_signal), "detect = first signal → firing");
-    assert!(entries_with(&pm, "validate restarted").len() >= 3, "the restarts are in the timeline");
+    assert!(entries_with(&pm, "validate-0 restarted").len() >= 3, "the restarts are in the timeline");
     assert_eq!(entries_with(&pm, "escalated to level 2").len(), 1);
     assert_eq!(entries_with(&pm, "acknowledged by ana").len(), 1);
     assert!(pm["trigger"]["text"].as_str().unwrap_or("").contains("malformed"), "the bad-data injection is the likely trigger: {}", pm["trigger"]);
@@ -158,7 +162,7 @@ fn bad_data_and_a_crash_loop_open_escalate_and_postmortem() {
     for want in [
         format!("# Post-mortem: incident #{id}"),
         "DLQ burst:".into(),
-        "validate restarted".into(),
+        "validate-0 restarted".into(),
         "escalated to level 2".into(),
         "acknowledged by ana".into(),
         format!("Time to acknowledge (opened → acknowledged) | {} |", human(acked - opened_ms)),

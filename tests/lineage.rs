@@ -310,7 +310,7 @@ fn kinds(events: &[Value]) -> Vec<String> {
 fn event_log_shows_start_checkpoints_and_restart_in_order_and_outputs_carry_their_epoch() {
     let dir = tempfile::tempdir().expect("tempdir");
     let env =
-        [("VIGIL_OBSERVABILITY__METRICS_ADDR", "127.0.0.1:0"), ("VIGIL_OBSERVABILITY__ADMIN_ADDR", "127.0.0.1:0"), ("VIGIL_CHECKPOINT__INTERVAL", "500ms")];
+        [("VIGIL_OBSERVABILITY__METRICS_ADDR", "127.0.0.1:0"), ("VIGIL_OBSERVABILITY__ADMIN_ADDR", "127.0.0.1:0"), ("VIGIL_CHECKPOINT__INTERVAL", "500ms"), ("VIGIL_PIPELINE__SHARDS", "2")];
     let mut p = Proc::spawn_in("embedded", Some(dir.path()), &["run", "--json"], &env);
     let line = p.wait_line("started event", Duration::from_secs(60), |l| l.contains("\"event\":\"started\""));
     let v: Value = serde_json::from_str(&line).expect("json");
@@ -336,7 +336,7 @@ fn event_log_shows_start_checkpoints_and_restart_in_order_and_outputs_carry_thei
     let restart = k.iter().position(|k| k == "restart").expect("restart");
     assert!(first_cp < chaos && chaos <= restart + 1, "start, checkpoints, then the injected failure and restart: {k:?}");
     assert!(all.windows(2).all(|w| w[0]["at_ms"].as_i64() <= w[1]["at_ms"].as_i64()), "in time order");
-    assert!(all.iter().any(|e| e["kind"] == "restart" && e["stage"] == "validate" && e["text"].as_str().unwrap_or("").contains("failed")));
+    assert!(all.iter().any(|e| e["kind"] == "restart" && e["stage"] == "validate-0" && e["text"].as_str().unwrap_or("").contains("failed")));
     assert!(
         all.iter().any(|e| e["kind"] == "schema" && e["text"].as_str().unwrap_or("").contains("events-value version 1")),
         "the registry's registration of the source schema is a data-flow event: {k:?}"

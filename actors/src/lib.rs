@@ -63,6 +63,17 @@ pub enum Error {
     /// The schema registry could not be asked or written (not a record's fault).
     #[error("schema registry: {0}")]
     Registry(String),
+    /// Checkpoint barriers arrived out of step across shards (a bug: the stage restarts and
+    /// the pipeline rewinds to the last checkpoint).
+    #[error("stage `{stage}`: barriers out of step: checkpoint {first} aligned with {other}")]
+    BarrierMismatch {
+        /// Stage and shard.
+        stage: String,
+        /// Barrier of the first input.
+        first: u64,
+        /// Barrier of another input.
+        other: u64,
+    },
     /// The checkpoint does not belong to the cluster or topics the node would resume on.
     #[error("cannot resume from the checkpoint: {0}")]
     Resume(String),

@@ -6,8 +6,8 @@
 //! root        one_for_one
 //! ├─ pipeline one_for_all   a stage failure rewinds every stage to the last checkpoint
 //! │  ├─ sink
-//! │  ├─ process
-//! │  ├─ validate
+//! │  ├─ process-0 … process-N-1    (`process` with one shard)
+//! │  ├─ validate-0 … validate-N-1  (`validate` with one shard)
 //! │  └─ ingest              stopped first on shutdown: takes the final checkpoint
 //! ├─ monitor  one_for_one   temporary: if it gives up, the data path runs on without it
 //! │  ├─ lineage             retention (lineage is written by sink, in the checkpoint)
@@ -20,7 +20,7 @@ use crate::alerting::actor::{AlertMsg, Alerting};
 use crate::generator::Wire;
 use crate::incidents::actor::{IncidentMsg, Incidents};
 use crate::journal::{Event, EventKind, Journal};
-use crate::pipeline::{GenMsg, IngestMsg, NodeCtx, ProcessMsg, SinkMsg, Slots, ValidateMsg};
+use crate::pipeline::{shard_name, GenMsg, IngestMsg, NodeCtx, ProcessMsg, SinkMsg, Slots, ValidateMsg};
 use crate::quality::actor::{Quality, QualityMsg};
 use crate::registry::resolver::{ExternalResolver, RegistryClient, Resolver};
 use crate::registry::schema::SchemaType;
@@ -110,8 +110,16 @@ fn init_series(config: &Config) {
     for outcome in ["ok", "failed"] {
         metrics::counter!("vigil_checkpoints_total", "outcome" => outcome).increment(0);
     }
+    let shards = config.pipeline.shard_count();
     for actor in crate::pipeline::STAGES.iter().chain(["pipeline"].iter()) {
-        metrics::counter!("vigil_actor_restarts_total", "actor" => *actor).increment(0);
+        match *actor {
+            "validate" | "process" => {
+                for i in 0..shards {
+                    metrics::counter!("vigil_actor_restarts_total", "actor" => shard_name(actor, i, shards)).increment(0);
+                }
+            }
+            _ => metrics::counter!("vigil_actor_restarts_total", "actor" => *actor).increment(0),
+        }
     }
     for topic in [&config.pipeline.sink_topic, &config.pipeline.dlq_topic] {
         metrics::counter!("vigil_delivery_failures_total", "topic" => topic.clone()).increment(0);
@@ -155,20 +163,23 @@ fn tree_spec(ctx: &Arc<NodeCtx>, events: &broadcast::Sender<TreeEvent>) -> Super
     };
     // Ingest's stop includes the final checkpoint, so it gets the flush timeout on top.
     let ingest_t = t + ctx.config.checkpoint.flush_timeout;
-    let pipeline = SupervisorSpec {
-        name: "pipeline".into(),
-        strategy: Strategy::OneForAll,
-        intensity,
-        backoff,
-        children: vec![
-            ChildSpec::worker("sink", Restart::Permanent, t, Sink, args(ctx)),
-            ChildSpec::worker("process", Restart::Permanent, t, Process, args(ctx)),
-            ChildSpec::worker("validate", Restart::Permanent, t, Validate, args(ctx)),
-            ChildSpec::worker("ingest", Restart::Permanent, ingest_t, Ingest, args(ctx)),
-        ],
-        events: Some(events.clone()),
+    let shard = |c: &Arc<NodeCtx>, i: usize| {
+        let c = c.clone();
+        move || (c.clone(), i)
     };
-    let mut children = vec![pipeline.child(Restart::Permanent, ingest_t + t * 4)];
+    let shards = ctx.slots.process.len();
+    let mut stages = vec![ChildSpec::worker("sink", Restart::Permanent, t, Sink, args(ctx))];
+    for i in 0..shards {
+        stages.push(ChildSpec::worker(&shard_name("process", i, shards), Restart::Permanent, t, Process, shard(ctx, i)));
+    }
+    for i in 0..shards {
+        stages.push(ChildSpec::worker(&shard_name("validate", i, shards), Restart::Permanent, t, Validate, shard(ctx, i)));
+    }
+    stages.push(ChildSpec::worker("ingest", Restart::Permanent, ingest_t, Ingest, args(ctx)));
+    let n = stages.len() as u32;
+    let pipeline =
+        SupervisorSpec { name: "pipeline".into(), strategy: Strategy::OneForAll, intensity, backoff, children: stages, events: Some(events.clone()) };
+    let mut children = vec![pipeline.child(Restart::Permanent, ingest_t + t * n)];
     let mut kids = Vec::new();
     if ctx.config.lineage.enabled {
         kids.push(ChildSpec::worker("lineage", Restart::Permanent, t, crate::lineage::actor::Lineage, args(ctx)));
@@ -262,7 +273,7 @@ impl Node {
             store,
             producer,
             stats: Arc::new(NodeStats::default()),
-            slots: Slots::default(),
+            slots: Slots::new(config.pipeline.shard_count()),
             epoch: AtomicU64::new(0),
             next_checkpoint: AtomicU64::new(last_id + 1),
             checkpoint_done,
@@ -389,10 +400,18 @@ impl AdminApi for NodeAdmin {
     fn inject_panic(&self, stage: &str) -> std::result::Result<(), String> {
         let why = "injected via admin API".to_string();
         let s = &self.ctx.slots;
+        // `validate` / `process` name shard 0; `validate-1` another shard.
+        let shard_of = |stage: &str, prefix: &str, n: usize| -> Option<usize> {
+            match stage.strip_prefix(prefix)? {
+                "" => Some(0),
+                rest => rest.strip_prefix('-')?.parse().ok().filter(|i| *i < n),
+            }
+        };
+        let (validate, process) = (shard_of(stage, "validate", s.validate.len()), shard_of(stage, "process", s.process.len()));
         let res = match stage {
+            _ if validate.is_some() => s.validate.get(validate.unwrap_or(0)).send("validate", ValidateMsg::Panic(why)),
+            _ if process.is_some() => s.process.get(process.unwrap_or(0)).send("process", ProcessMsg::Panic(why)),
             "ingest" => s.ingest.send("ingest", IngestMsg::Panic(why)),
-            "validate" => s.validate.send("validate", ValidateMsg::Panic(why)),
-            "process" => s.process.send("process", ProcessMsg::Panic(why)),
             "sink" => s.sink.send("sink", SinkMsg::Panic(why)),
             "generator" => s.generator.send("generator", GenMsg::Panic(why)),
             "quality" => s.quality.send("quality", QualityMsg::Panic(why)),

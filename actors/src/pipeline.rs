@@ -48,6 +48,31 @@ pub struct Barrier {
     pub lineage: crate::lineage::record::EpochLineage,
 }
 
+impl Barrier {
+    /// One barrier from the same barrier of every shard of a stage: lineage and window
+    /// changes joined; of states under the same name the first part's is kept (callers merge
+    /// those first).
+    ///
+    /// # Errors
+    /// [`crate::Error::BarrierMismatch`] if the parts are of different checkpoints.
+    pub fn merge(parts: Vec<Barrier>, stage: &str) -> crate::Result<Option<Barrier>> {
+        let mut parts = parts.into_iter();
+        let Some(mut b) = parts.next() else { return Ok(None) };
+        for mut p in parts {
+            if p.id != b.id {
+                return Err(crate::Error::BarrierMismatch { stage: stage.to_string(), first: b.id, other: p.id });
+            }
+            b.injected = b.injected.min(p.injected);
+            b.lineage.absorb(std::mem::take(&mut p.lineage));
+            b.window_ops.append(&mut p.window_ops);
+            for (k, v) in p.states {
+                b.states.entry(k).or_insert(v);
+            }
+        }
+        Ok(Some(b))
+    }
+}
+
 /// A validated record on its way to Process: where it sits in its batch (the original stays
 /// there for the DLQ), its event time and schema; its fields are row `i` of the batch's
 /// [`Valid::fields`] for the `i`-th record.
@@ -64,6 +89,7 @@ pub struct Record {
 }
 
 /// The records of one Ingest batch that passed validation, with the batches they live in.
+/// Shared (`Arc`) by the Process shards its records are routed to.
 #[derive(Debug, Clone, Default)]
 pub struct Valid {
     /// The partition batches as read (invalid records stay in them, unreferenced).
@@ -72,6 +98,130 @@ pub struct Valid {
     pub records: Vec<Record>,
     /// Their fields ([`crate::analytics::spec::Analytics::fields`]), one row per record.
     pub fields: crate::analytics::spec::FieldTable,
+    /// Largest event time of the valid records per partition batch: every Process shard
+    /// observes them, so all see the same watermarks.
+    pub maxima: Vec<(TopicPartition, i64)>,
+}
+
+/// Which records of a [`Valid`] a Process shard handles, and for which aggregations.
+#[derive(Debug, Clone)]
+pub enum Route {
+    /// Every record, every aggregation (one shard).
+    All,
+    /// `(record, aggregation)` pairs owned by this shard, ordered by record then
+    /// aggregation. A record counts as processed at the shard owning its aggregation 0.
+    Pairs(Vec<(u32, u32)>),
+}
+
+/// Shard of a source partition (Validate): a stable hash, the same in every run.
+pub fn partition_shard(tp: &TopicPartition, shards: usize) -> usize {
+    let h = crate::alerting::engine::fnv1a(tp.topic.bytes().chain([0]).chain(tp.partition.to_be_bytes()));
+    (h % shards.max(1) as u64) as usize
+}
+
+/// Shard owning the windows of `key` in aggregation `agg` (Process): a stable hash, so a
+/// restore with the same or another shard count finds each window's owner.
+pub fn key_shard(agg: &str, key: &str, shards: usize) -> usize {
+    let h = crate::alerting::engine::fnv1a(agg.bytes().chain([0]).chain(key.bytes()));
+    (h % shards.max(1) as u64) as usize
+}
+
+/// One Ingest batch's claim on a credit: shared by every message carrying its records
+/// (split over shards); when the last is dropped (after Sink wrote the windows they
+/// closed), the credit returns to the Ingest that issued it.
+#[derive(Clone)]
+pub struct Credit(#[allow(dead_code, reason = "held, never read: dropping the last clone returns the credit")] Arc<CreditInner>);
+
+struct CreditInner {
+    ingest: ActorRef<IngestMsg>,
+    epoch: u64,
+    polled: Instant,
+    bytes: usize,
+    topics: Vec<String>,
+}
+
+impl Credit {
+    /// A credit of Ingest incarnation `epoch` for a batch of `bytes` from `topics`.
+    pub fn new(ingest: ActorRef<IngestMsg>, epoch: u64, bytes: usize, topics: Vec<String>) -> Self {
+        Self(Arc::new(CreditInner { ingest, epoch, polled: Instant::now(), bytes, topics }))
+    }
+}
+
+impl Drop for CreditInner {
+    fn drop(&mut self) {
+        let msg = IngestMsg::Credit { epoch: self.epoch, polled: self.polled, bytes: self.bytes, topics: std::mem::take(&mut self.topics) };
+        // Ingest may be stopping or restarting; its successor starts with fresh credits.
+        let _ = self.ingest.send_message(msg);
+    }
+}
+
+/// What an [`Aligner`] hands on, in order.
+#[derive(Debug, PartialEq)]
+pub enum Aligned<M, B> {
+    /// A message from one input.
+    Data(M),
+    /// The same barrier from every input, in input order.
+    Barrier(Vec<B>),
+}
+
+/// Aligns checkpoint barriers over several ordered inputs (Flink's aligned checkpoints):
+/// an input whose barrier has arrived is held back until every input's has; what it sends
+/// meanwhile waits behind the barrier. Messages leave in arrival order otherwise. Pure.
+pub struct Aligner<M, B> {
+    queues: Vec<std::collections::VecDeque<(u64, Result<M, B>)>>,
+    seq: u64,
+}
+
+impl<M, B> Aligner<M, B> {
+    /// Align `inputs` inputs (at least one).
+    pub fn new(inputs: usize) -> Self {
+        Self { queues: (0..inputs.max(1)).map(|_| Default::default()).collect(), seq: 0 }
+    }
+
+    /// A message from input `from` (out of range counts as the last input).
+    pub fn data(&mut self, from: usize, m: M) {
+        self.push(from, Ok(m));
+    }
+
+    /// A barrier from input `from`.
+    pub fn barrier(&mut self, from: usize, b: B) {
+        self.push(from, Err(b));
+    }
+
+    fn push(&mut self, from: usize, item: Result<M, B>) {
+        self.seq += 1;
+        let last = self.queues.len() - 1;
+        self.queues[from.min(last)].push_back((self.seq, item));
+    }
+
+    /// The next thing to handle, if any.
+    pub fn pop(&mut self) -> Option<Aligned<M, B>> {
+        if self.queues.iter().all(|q| matches!(q.front(), Some((_, Err(_))))) {
+            let parts = self.queues.iter_mut().filter_map(|q| match q.pop_front() {
+                Some((_, Err(b))) => Some(b),
+                _ => None,
+            });
+            return Some(Aligned::Barrier(parts.collect()));
+        }
+        let (_, i) = self
+            .queues
+            .iter()
+            .enumerate()
+            .filter_map(|(i, q)| match q.front() {
+                Some((seq, Ok(_))) => Some((*seq, i)),
+                _ => None,
+            })
+            .min()?;
+        match self.queues[i].pop_front() {
+            Some((_, Ok(m))) => Some(Aligned::Data(m)),
+            _ => None,
+        }
+    }
+
+    /// Messages held back behind barriers.
+    pub fn held(&self) -> usize {
+        self.queues.iter().map(|q| q.len()).sum()
+    }
 }
 
 impl Valid {
@@ -100,6 +250,12 @@ pub enum IngestMsg {
     Credit {
         /// Ingest incarnation the credit belongs to.
         epoch: u64,
+        /// When the batch was polled.
+        polled: Instant,
+        /// Its size.
+        bytes: usize,
+        /// Its source topics, when quality is measured.
+        topics: Vec<String>,
     },
     /// Fail on purpose (drills).
     Panic(String),
@@ -109,10 +265,10 @@ pub enum IngestMsg {
 pub enum ValidateMsg {
     /// The partitions Ingest reads (sent before any batch).
     Assign(Vec<TopicPartition>),
-    /// Raw records, one `Vec` per partition.
+    /// Raw records, one batch per partition (partitions of this shard).
     Batch {
-        /// Ingest incarnation (for the credit).
-        epoch: u64,
+        /// The Ingest batch's credit.
+        credit: Credit,
         /// Records.
         batches: Vec<PartitionBatch>,
     },
@@ -128,30 +284,46 @@ pub enum ProcessMsg {
     Assign(Vec<TopicPartition>),
     /// Validated records of one batch.
     Records {
-        /// Ingest incarnation (for the credit).
-        epoch: u64,
-        /// Records.
-        valid: Valid,
+        /// Validate shard it comes from.
+        from: usize,
+        /// The Ingest batch's credit.
+        credit: Credit,
+        /// Records (shared by the Process shards).
+        valid: Arc<Valid>,
+        /// Which of them this shard handles.
+        route: Route,
     },
     /// Re-evaluate idle partitions and the watermark.
     Tick,
-    /// Checkpoint barrier.
-    Barrier(Barrier),
+    /// Checkpoint barrier from Validate shard `from`.
+    Barrier {
+        /// Validate shard.
+        from: usize,
+        /// The barrier.
+        barrier: Barrier,
+    },
     /// Fail on purpose (drills).
     Panic(String),
 }
 
 /// Messages into Sink.
 pub enum SinkMsg {
-    /// Closed windows to write; `credit` is returned to Ingest afterwards.
+    /// Closed windows to write; `credit` is released afterwards.
     Windows {
-        /// Ingest incarnation to credit, if this came from a batch.
-        credit: Option<u64>,
+        /// Process shard they come from.
+        from: usize,
+        /// The credit of the batch that closed them, if one did.
+        credit: Option<Credit>,
         /// Emissions of the aggregations.
         windows: Vec<crate::analytics::output::Output>,
     },
-    /// Checkpoint barrier.
-    Barrier(Barrier),
+    /// Checkpoint barrier from Process shard `from`.
+    Barrier {
+        /// Process shard.
+        from: usize,
+        /// The barrier.
+        barrier: Barrier,
+    },
     /// Fail on purpose (drills).
     Panic(String),
 }
@@ -204,15 +376,49 @@ impl<M: Send + 'static> Slot<M> {
     }
 }
 
+/// The current actors of a sharded stage, one slot per shard.
+pub struct Shards<M: Send + 'static>(Vec<Slot<M>>);
+
+impl<M: Send + 'static> Shards<M> {
+    /// `n` empty slots (at least one).
+    pub fn new(n: usize) -> Self {
+        Self((0..n.max(1)).map(|_| Slot::default()).collect())
+    }
+
+    /// Number of shards.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Always false: a stage has at least one shard.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Shard `i`'s slot (the last one when out of range).
+    pub fn get(&self, i: usize) -> &Slot<M> {
+        &self.0[i.min(self.0.len() - 1)]
+    }
+}
+
+/// Name of shard `i` of `stage` in the tree, metrics and `vigil chaos panic`: the stage's
+/// own name when it has one shard, `stage-i` otherwise.
+pub fn shard_name(stage: &str, i: usize, shards: usize) -> String {
+    if shards <= 1 {
+        stage.to_string()
+    } else {
+        format!("{stage}-{i}")
+    }
+}
+
 /// Registry of the running stages.
-#[derive(Default)]
 pub struct Slots {
     /// Ingest.
     pub ingest: Slot<IngestMsg>,
-    /// Validate.
-    pub validate: Slot<ValidateMsg>,
-    /// Process.
-    pub process: Slot<ProcessMsg>,
+    /// Validate shards.
+    pub validate: Shards<ValidateMsg>,
+    /// Process shards.
+    pub process: Shards<ProcessMsg>,
     /// Sink.
     pub sink: Slot<SinkMsg>,
     /// Generator.
@@ -225,6 +431,23 @@ pub struct Slots {
     pub incidents: Slot<IncidentMsg>,
     /// Lineage.
     pub lineage: Slot<crate::lineage::actor::LineageMsg>,
+}
+
+impl Slots {
+    /// Slots for `shards` Validate and Process shards.
+    pub fn new(shards: usize) -> Self {
+        Self {
+            ingest: Slot::default(),
+            validate: Shards::new(shards),
+            process: Shards::new(shards),
+            sink: Slot::default(),
+            generator: Slot::default(),
+            quality: Slot::default(),
+            alerting: Slot::default(),
+            incidents: Slot::default(),
+            lineage: Slot::default(),
+        }
+    }
 }
 
 /// Why and where a record is dead-lettered.
@@ -410,5 +633,93 @@ impl NodeCtx {
             self.stats.add(Stage::Dlq, 1);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Per input: its messages, with barriers (`None`) among them; the same count on each.
+    fn inputs() -> impl Strategy<Value = (Vec<Vec<Option<u32>>>, Vec<usize>)> {
+        (1usize..4, 0usize..4).prop_flat_map(|(n, barriers)| {
+            let input = proptest::collection::vec(proptest::option::of(0u32..1), 0..12).prop_map(move |mut v| {
+                v.retain(Option::is_some);
+                v.extend(std::iter::repeat_n(None, barriers));
+                v
+            });
+            let inputs = proptest::collection::vec(input.prop_shuffle(), n);
+            (inputs, proptest::collection::vec(0..n, 0..200))
+        })
+    }
+
+    proptest! {
+        /// Every message leaves exactly once, in its input's order; each barrier leaves once
+        /// every input sent it, after everything sent before it on any input and before
+        /// everything sent after it.
+        #[test]
+        fn aligned_barriers_split_every_input_at_the_same_point((inputs, order) in inputs()) {
+            let n = inputs.len();
+            let mut a: Aligner<(usize, usize), (usize, u64)> = Aligner::new(n);
+            let mut next = vec![0usize; n];
+            let mut barrier_no = vec![0u64; n];
+            let mut out = Vec::new();
+            let feed = |a: &mut Aligner<_, _>, i: usize, next: &mut Vec<usize>, barrier_no: &mut Vec<u64>, out: &mut Vec<_>| {
+                let Some(item) = inputs[i].get(next[i]) else { return };
+                match item {
+                    Some(_) => a.data(i, (i, next[i])),
+                    None => {
+                        barrier_no[i] += 1;
+                        a.barrier(i, (i, barrier_no[i]));
+                    }
+                }
+                next[i] += 1;
+                while let Some(x) = a.pop() {
+                    out.push(x);
+                }
+            };
+            for i in order.into_iter().chain((0..n).flat_map(|i| std::iter::repeat_n(i, 20))) {
+                feed(&mut a, i, &mut next, &mut barrier_no, &mut out);
+            }
+            prop_assert_eq!(a.held(), 0);
+            // Position of each data message in the output, and the epoch it left in.
+            let mut epoch = 0u64;
+            let mut seen = vec![Vec::new(); n];
+            for x in &out {
+                match x {
+                    Aligned::Data((i, k)) => seen[*i].push((*k, epoch)),
+                    Aligned::Barrier(parts) => {
+                        epoch += 1;
+                        prop_assert_eq!(parts.iter().map(|(i, _)| *i).collect::<Vec<_>>(), (0..n).collect::<Vec<_>>());
+                        prop_assert!(parts.iter().all(|(_, b)| *b == epoch));
+                    }
+                }
+            }
+            for (i, input) in inputs.iter().enumerate() {
+                let mut want = Vec::new();
+                let mut e = 0u64;
+                for (k, item) in input.iter().enumerate() {
+                    match item {
+                        Some(_) => want.push((k, e)),
+                        None => e += 1,
+                    }
+                }
+                prop_assert_eq!(&seen[i], &want, "input {}", i);
+            }
+        }
+    }
+
+    #[test]
+    fn shards_are_stable_and_spread() {
+        let tp = |p| TopicPartition { topic: "events".into(), partition: p };
+        assert_eq!(partition_shard(&tp(3), 1), 0);
+        let spread: std::collections::BTreeSet<usize> = (0..16).map(|p| partition_shard(&tp(p), 4)).collect();
+        assert_eq!(spread.len(), 4, "16 partitions reach every one of 4 shards");
+        assert_eq!(key_shard("per-user", "alice", 3), key_shard("per-user", "alice", 3));
+        let keys: std::collections::BTreeSet<usize> = (0..100).map(|i| key_shard("a", &format!("u{i}"), 2)).collect();
+        assert_eq!(keys.len(), 2);
+        assert_eq!(shard_name("process", 1, 2), "process-1");
+        assert_eq!(shard_name("process", 0, 1), "process");
     }
 }

@@ -362,6 +362,21 @@ pub struct PipelineConfig {
     /// Most records per second Ingest reads (0 = unlimited, the default). Protects
     /// downstream systems during backfills and replays.
     pub max_records_per_sec: u32,
+    /// Validate and Process shards (0, the default: one per core). Validate shard `i` reads
+    /// the source partitions whose stable hash falls to it; Process shard `j` owns the group
+    /// keys whose hash falls to it, with their windows. Checkpoint barriers are aligned
+    /// across shards.
+    pub shards: usize,
+}
+
+impl PipelineConfig {
+    /// Shards in force: `shards`, or one per core when 0.
+    pub fn shard_count(&self) -> usize {
+        match self.shards {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()).min(64),
+            n => n,
+        }
+    }
 }
 
 impl Default for PipelineConfig {
@@ -385,6 +400,7 @@ impl Default for PipelineConfig {
             inflight_batches_max: 8,
             pause_after: Duration::from_millis(250),
             max_records_per_sec: 0,
+            shards: 0,
         }
     }
 }
@@ -952,6 +968,9 @@ impl Config {
         }
         if p.inflight_batches_max == 0 || p.inflight_batches_max > 1024 {
             err("pipeline.inflight_batches_max", "must be between 1 and 1024");
+        }
+        if p.shards > 64 {
+            err("pipeline.shards", "must be between 0 (one per core) and 64");
         }
         if self.checkpoint.interval < Duration::from_millis(10) {
             err("checkpoint.interval", "must be at least 10ms");

@@ -59,7 +59,11 @@ fn describe() {
     describe_gauge!("vigil_consumer_lag", "Records behind the end of each source partition.");
     describe_gauge!("vigil_ingest_credits", "Batches Ingest may still send before it pauses (backpressure).");
     describe_gauge!("vigil_ingest_paused", "1 while Ingest has paused its partitions for backpressure.");
-    describe_gauge!("vigil_open_windows", "Windows currently open, per aggregation.");
+    describe_gauge!("vigil_open_windows", "Windows currently open, per aggregation and Process shard.");
+    describe_gauge!(
+        "vigil_aligner_held_messages",
+        "Messages a stage (shard) holds back behind a checkpoint barrier until every input's barrier has arrived."
+    );
     describe_counter!("vigil_aggregation_records_total", "Validated records per aggregation and outcome: counted, filtered (by its filter) or late.");
     describe_counter!("vigil_late_records_total", "Records later than an aggregation's allowed lateness (sent to the late topic or the DLQ).");
     describe_counter!("vigil_checkpoint_window_writes_total", "Window state written by checkpoints: put per changed window, delete per closed one.");

@@ -134,6 +134,9 @@ pub struct NodeCfg<'a> {
     pub sink_format: &'a str,
     /// Extra TOML appended to the file (more sources, rules).
     pub extra: &'a str,
+    /// Validate and Process shards (`pipeline.shards`); 2 unless a test says otherwise, so
+    /// every test runs the aligned, sharded path whatever the machine.
+    pub shards: usize,
     /// `[pipeline]` keys and tables replacing the default event time and aggregation
     /// (one tumbling `w` of `window_ms` by user); may start with keys such as `late_topic`.
     pub analytics: &'a str,
@@ -175,6 +178,7 @@ impl<'a> NodeCfg<'a> {
             format: "json",
             sink_format: "json",
             extra: "",
+            shards: 2,
             analytics: "",
         }
     }
@@ -199,6 +203,7 @@ batch_max_records = {batch}
 inflight_batches_max = 4
 max_records_per_sec = {rate}
 sink_format = "{sink_format}"
+shards = {shards}
 {analytics}
 [[pipeline.sources]]
 topic = "{source}"
@@ -234,6 +239,7 @@ enabled = false
         format = c.format,
         sink_format = c.sink_format,
         extra = c.extra,
+        shards = c.shards,
     );
     let path = dir.join(format!("{}.toml", c.group));
     std::fs::write(&path, text).expect("write config");

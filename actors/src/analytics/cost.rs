@@ -99,7 +99,7 @@ pub fn measure(dir: &std::path::Path, windows: u64, changed_fraction: f64) -> cr
     }
     let (delta_bytes, delta) = checkpoint(&store, 2, &an, &mut agg)?;
     let started = Instant::now();
-    let restored = match state::restore(&store, &an, Duration::ZERO, |_| {})? {
+    let restored = match state::restore(&store, &an, Duration::ZERO, (0, 1), |_| {})? {
         Ok(r) => r,
         Err(reason) => return Err(crate::Error::IncompatibleState { stage: "bench", reason }),
     };

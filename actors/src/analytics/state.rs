@@ -43,6 +43,54 @@ pub fn window_key_aggregation(k: &[u8]) -> Option<&str> {
     std::str::from_utf8(k.split(|b| *b == 0).next()?).ok()
 }
 
+/// State name of the node-wide meta record (every shard's, merged).
+pub const META: &str = "process";
+
+/// State name of the shard count the per-shard meta records were written with.
+const SHARDS: &str = "process.shards";
+
+/// State name of shard `j`'s own meta record.
+fn shard_meta(j: usize) -> String {
+    format!("process.{j}")
+}
+
+/// Sink's part: the meta records of every Process shard (in shard order) as the states to
+/// commit. One shard: its record as is. Several: each under its own name, the shard count,
+/// and under [`META`] their merge (latest event time per partition, and per aggregation the
+/// latest watermark), which a restore with another shard count starts from.
+///
+/// # Errors
+/// A meta record that cannot be decoded or encoded.
+pub fn merge_metas(metas: Vec<Vec<u8>>) -> crate::Result<Vec<(String, Vec<u8>)>> {
+    // The count is always written: a later start with more shards must not read a stale
+    // shard's record.
+    let mut out = vec![(SHARDS.to_string(), encode("shard count", &(metas.len() as u32))?)];
+    if metas.len() <= 1 {
+        out.extend(metas.into_iter().map(|m| (META.to_string(), m)));
+        return Ok(out);
+    }
+    let mut merged: Option<ProcessMeta> = None;
+    for (j, bytes) in metas.into_iter().enumerate() {
+        let m: ProcessMeta = decode("process state", &bytes)?;
+        match &mut merged {
+            None => merged = Some(m),
+            Some(all) => {
+                all.watermarks.merge(&m.watermarks);
+                for (name, _, wm) in &mut all.aggs {
+                    if let Some((_, _, other)) = m.aggs.iter().find(|(n, ..)| n == name) {
+                        *wm = (*wm).max(*other);
+                    }
+                }
+            }
+        }
+        out.push((shard_meta(j), bytes));
+    }
+    if let Some(m) = merged {
+        out.push((META.to_string(), encode("process state", &m)?));
+    }
+    Ok(out)
+}
+
 /// What a checkpoint writes for Process: appends to `ops` a put per window changed since
 /// the last snapshot and a delete per window forgotten, and returns the encoded meta record.
 ///
@@ -86,13 +134,25 @@ pub struct Restored {
 /// Why a checkpoint cannot be restored into the configured aggregations.
 pub type Refusal = String;
 
-/// Read Process's state back: the meta record and every window. `progress(windows)` is
-/// called every 100,000 windows.
+/// Read Process shard `shard` of `shards` back: its meta record (its own when the
+/// checkpoint was written by as many shards, else the merged one) and the windows whose
+/// group keys it owns. `progress(windows)` is called every 100,000 windows.
 ///
 /// # Errors
 /// A store error, or a [`Refusal`] when an aggregation's definition changed.
-pub fn restore(store: &Store, an: &Analytics, out_of_orderness: Duration, mut progress: impl FnMut(u64)) -> crate::Result<Result<Restored, Refusal>> {
-    let meta: ProcessMeta = match store.state("process")? {
+pub fn restore(
+    store: &Store,
+    an: &Analytics,
+    out_of_orderness: Duration,
+    (shard, shards): (usize, usize),
+    mut progress: impl FnMut(u64),
+) -> crate::Result<Result<Restored, Refusal>> {
+    let written_by = match store.state(SHARDS)? {
+        Some(b) => decode::<u32>("shard count", &b)? as usize,
+        None => 1,
+    };
+    let name = if shards > 1 && written_by == shards { shard_meta(shard) } else { META.to_string() };
+    let meta: ProcessMeta = match store.state(&name)? {
         Some(bytes) => match decode::<ProcessMeta>("process state", &bytes) {
             Ok(m) => m,
             Err(_) => {
@@ -123,6 +183,9 @@ pub fn restore(store: &Store, an: &Analytics, out_of_orderness: Duration, mut pr
             store.for_each(CF, &prefix, |k, v| {
                 let (key, start) = parse_window_key(&prefix, k)
                     .ok_or_else(|| vigil_runtime::Error::Corrupt { what: format!("window key of `{}`", spec.name), reason: format!("{k:?}") })?;
+                if shards > 1 && crate::pipeline::key_shard(&spec.name, &key, shards) != shard {
+                    return Ok(());
+                }
                 entries.push((key, start, decode("window", v)?));
                 windows += 1;
                 bytes += (k.len() + v.len()) as u64;
@@ -135,7 +198,8 @@ pub fn restore(store: &Store, an: &Analytics, out_of_orderness: Duration, mut pr
         aggs.push(Aggregation::restore(spec.kind, spec.lateness_ms, spec.metrics.clone(), watermark, entries));
     }
     let mut stale = Vec::new();
-    for (name, ..) in meta.aggs.iter().filter(|(n, ..)| !an.aggs.iter().any(|a| *a.name == **n)) {
+    // Shard 0 deletes the windows of aggregations no longer configured.
+    for (name, ..) in meta.aggs.iter().filter(|(n, ..)| shard == 0 && !an.aggs.iter().any(|a| *a.name == **n)) {
         tracing::warn!(aggregation = %name, "aggregation no longer configured: its checkpointed windows are dropped");
         store.for_each(CF, &agg_prefix(name), |k, _| {
             stale.push((k.to_vec(), None));

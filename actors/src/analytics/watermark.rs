@@ -44,6 +44,14 @@ impl Watermarks {
         self.activity.retain(|tp, _| self.max_ts.contains_key(tp));
     }
 
+    /// Join what another shard's view knows: the latest event time per partition.
+    pub fn merge(&mut self, other: &Watermarks) {
+        for (tp, ts) in &other.max_ts {
+            let mine = self.max_ts.entry(tp.clone()).or_default();
+            *mine = (*mine).max(*ts);
+        }
+    }
+
     /// A record with event time `ts` arrived on `tp`.
     pub fn observe(&mut self, tp: &TopicPartition, ts: i64, now: Instant) {
         match self.activity.get_mut(tp) {

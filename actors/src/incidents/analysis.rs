@@ -82,7 +82,11 @@ fn topics(inc: &Incident) -> Vec<String> {
 fn related(e: &Event, topics: &[String]) -> bool {
     match (&e.topic, &e.stage) {
         (Some(t), _) => topics.is_empty() || topics.contains(t),
-        (None, Some(s)) => PIPELINE.contains(&s.as_str()) || s == "generator",
+        // Shards are `validate-1`, `process-0`, ...
+        (None, Some(s)) => {
+            let stage = s.rsplit_once('-').filter(|(_, i)| i.parse::<usize>().is_ok()).map_or(s.as_str(), |(stage, _)| stage);
+            PIPELINE.contains(&stage) || s == "generator"
+        }
         (None, None) => true,
     }
 }

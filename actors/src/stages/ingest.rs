@@ -1,11 +1,11 @@
 //! Ingest: reads source partitions in batches, spends credits, injects checkpoint barriers.
 use super::R;
-use crate::pipeline::{Barrier, IngestMsg, NodeCtx, ValidateMsg};
+use crate::pipeline::{partition_shard, Barrier, Credit, IngestMsg, NodeCtx, ValidateMsg};
 use crate::quality::tracker::BatchQuality;
 use crate::rate::RateLimit;
 use crate::Error;
 use ractor::{Actor, ActorRef};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,10 +32,8 @@ pub struct IngestState {
     starved: bool,
     /// `pipeline.max_records_per_sec`, if set.
     rate: Option<RateLimit>,
-    /// Batches in flight: when polled and from which sources (credits return in order).
-    in_flight: VecDeque<(Instant, Vec<String>)>,
-    /// Bytes of each batch in flight (credits return in order).
-    in_flight_bytes: VecDeque<usize>,
+    /// Bytes of the batches in flight.
+    in_flight_bytes: usize,
     /// End-to-end latencies per source since the last quality report, ms.
     latency: BTreeMap<String, Vec<f64>>,
     last_report: Instant,
@@ -48,7 +46,7 @@ impl IngestState {
             return;
         }
         self.last_report = Instant::now();
-        metrics::gauge!("vigil_memory_bytes", "component" => "in_flight").set(self.in_flight_bytes.iter().sum::<usize>() as f64);
+        metrics::gauge!("vigil_memory_bytes", "component" => "in_flight").set(self.in_flight_bytes as f64);
         if let Some(rss) = vigil_runtime::metrics::resident_bytes() {
             metrics::gauge!("vigil_memory_bytes", "component" => "process").set(rss as f64);
         }
@@ -63,7 +61,10 @@ impl IngestState {
         let offsets = self.consumer.positions();
         let barrier =
             Barrier { id, injected: Instant::now(), offsets: offsets.clone(), states: BTreeMap::new(), window_ops: Vec::new(), lineage: Default::default() };
-        self.ctx.slots.validate.send("validate", crate::pipeline::ValidateMsg::Barrier(barrier))?;
+        // Every Validate shard gets it after its last batch of the epoch.
+        for i in 0..self.ctx.slots.validate.len() {
+            self.ctx.slots.validate.get(i).send("validate", ValidateMsg::Barrier(barrier.clone()))?;
+        }
         self.inflight = Some((id, Instant::now(), offsets));
         self.last_checkpoint = Instant::now();
         Ok(id)
@@ -106,7 +107,9 @@ impl Actor for Ingest {
         }
         tracing::info!(epoch, partitions = consumer.assignment().len(), restored = offsets.len(), "ingest assigned");
         ctx.stats.set_position(consumer.position_sum());
-        ctx.slots.validate.send("validate", ValidateMsg::Assign(consumer.assignment().to_vec()))?;
+        for i in 0..ctx.slots.validate.len() {
+            ctx.slots.validate.get(i).send("validate", ValidateMsg::Assign(consumer.assignment().to_vec()))?;
+        }
         myself.send_message(IngestMsg::Poll)?;
         let credits = ctx.config.pipeline.inflight_batches_max;
         metrics::gauge!("vigil_ingest_credits").set(credits as f64);
@@ -126,8 +129,7 @@ impl Actor for Ingest {
             stalls: 0,
             starved: false,
             rate,
-            in_flight: VecDeque::new(),
-            in_flight_bytes: VecDeque::new(),
+            in_flight_bytes: 0,
             latency: BTreeMap::new(),
             last_report: Instant::now(),
         })
@@ -171,14 +173,27 @@ impl Actor for Ingest {
                     }
                     st.ctx.stats.add(Stage::Ingest, n as u64);
                     st.credits -= 1;
-                    st.in_flight_bytes.push_back(batches.iter().map(|b| b.memory_bytes()).sum());
+                    let bytes = batches.iter().map(|b| b.memory_bytes()).sum();
+                    st.in_flight_bytes += bytes;
+                    let mut topics = Vec::new();
                     if st.ctx.config.quality.enabled {
-                        let mut topics: Vec<String> = batches.iter().map(|b| b.source.topic.clone()).collect();
+                        topics = batches.iter().map(|b| b.source.topic.clone()).collect();
                         topics.dedup();
-                        st.in_flight.push_back((Instant::now(), topics));
                     }
                     metrics::gauge!("vigil_ingest_credits").set(st.credits as f64);
-                    st.ctx.slots.validate.send("validate", ValidateMsg::Batch { epoch: st.epoch, batches })?;
+                    let credit = Credit::new(myself.clone(), st.epoch, bytes, topics);
+                    let shards = st.ctx.slots.validate.len();
+                    if shards == 1 {
+                        st.ctx.slots.validate.get(0).send("validate", ValidateMsg::Batch { credit, batches })?;
+                    } else {
+                        let mut split: Vec<Vec<_>> = (0..shards).map(|_| Vec::new()).collect();
+                        for b in batches {
+                            split[partition_shard(&b.source, shards)].push(b);
+                        }
+                        for (i, batches) in split.into_iter().enumerate().filter(|(_, b)| !b.is_empty()) {
+                            st.ctx.slots.validate.get(i).send("validate", ValidateMsg::Batch { credit: credit.clone(), batches })?;
+                        }
+                    }
                 }
                 st.ctx.stats.set_lag(st.consumer.total_lag());
                 st.ctx.stats.set_position(st.consumer.position_sum());
@@ -198,15 +213,13 @@ impl Actor for Ingest {
                     tracing::debug!("no credits for {:?}: partitions paused", st.ctx.config.pipeline.pause_after);
                 }
             }
-            IngestMsg::Credit { epoch } => {
+            IngestMsg::Credit { epoch, polled, bytes, topics } => {
                 if epoch == st.epoch {
                     st.credits += 1;
-                    st.in_flight_bytes.pop_front();
-                    if let Some((at, topics)) = st.in_flight.pop_front() {
-                        let ms = at.elapsed().as_secs_f64() * 1000.0;
-                        for t in topics {
-                            st.latency.entry(t).or_default().push(ms);
-                        }
+                    st.in_flight_bytes = st.in_flight_bytes.saturating_sub(bytes);
+                    let ms = polled.elapsed().as_secs_f64() * 1000.0;
+                    for t in topics {
+                        st.latency.entry(t).or_default().push(ms);
                     }
                     metrics::gauge!("vigil_ingest_credits").set(st.credits as f64);
                     if st.starved {

@@ -9,7 +9,7 @@ use crate::analytics::spec::FieldVal;
 use crate::analytics::state;
 use crate::analytics::watermark::Watermarks;
 use crate::lineage::record::{Collector, DeadLetter};
-use crate::pipeline::{NodeCtx, ProcessMsg, Rejection, SinkMsg, Valid};
+use crate::pipeline::{Aligned, Aligner, Barrier, Credit, NodeCtx, ProcessMsg, Rejection, Route, SinkMsg, Valid};
 use crate::Error;
 use ractor::{Actor, ActorRef};
 use std::sync::Arc;
@@ -29,9 +29,20 @@ struct Counts {
     late: u64,
 }
 
+/// A batch waiting in the aligner: its credit, records and route.
+type Work = (Credit, Arc<Valid>, Route);
+
+/// Records of a batch with the aggregations a shard runs each through (`None`: all).
+type Rows<'a> = Box<dyn Iterator<Item = (usize, Option<&'a [(u32, u32)]>)> + Send + 'a>;
+
 /// Process's state.
 pub struct ProcessState {
     ctx: Arc<NodeCtx>,
+    /// This shard's index and its name as a label.
+    shard: usize,
+    shard_label: String,
+    /// Barriers aligned over the Validate shards.
+    aligner: Aligner<Work, Barrier>,
     aggs: Vec<Aggregation>,
     watermarks: Watermarks,
     ticker: Option<ractor::concurrency::JoinHandle<()>>,
@@ -59,7 +70,7 @@ impl ProcessState {
                     out.push(Output { agg: i, emit });
                 }
             }
-            metrics::gauge!("vigil_open_windows", "aggregation" => spec.name.to_string()).set(agg.open_windows() as f64);
+            metrics::gauge!("vigil_open_windows", "aggregation" => spec.name.to_string(), "shard" => self.shard_label.clone()).set(agg.open_windows() as f64);
         }
         if let Some(wm) = wm {
             metrics::gauge!("vigil_watermark_seconds").set(wm as f64 / 1000.0);
@@ -68,8 +79,9 @@ impl ProcessState {
         out
     }
 
-    /// Run one batch through the aggregations; late records go to the late output.
-    async fn process(&mut self, valid: &Valid) -> crate::Result<u64> {
+    /// Run this shard's part of a batch through the aggregations; late records go to the
+    /// late output. Returns the records counted as processed here.
+    async fn process(&mut self, valid: &Valid, route: &Route) -> crate::Result<u64> {
         let ctx = self.ctx.clone();
         let an = &ctx.analytics;
         let now = Instant::now();
@@ -80,19 +92,16 @@ impl ProcessState {
         let mut late_in: Vec<usize> = Vec::new();
         let mut late_by_source: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
         let mut accepted = 0u64;
-        // Event-time maxima per partition batch, observed once per batch.
-        let mut seen: Option<(u32, i64)> = None;
-        for (row, r) in valid.records.iter().enumerate() {
+        // (record, the aggregations this shard runs it through: None = all)
+        let rows: Rows<'_> = match route {
+            Route::All => Box::new((0..valid.records.len()).map(|r| (r, None))),
+            Route::Pairs(p) => Box::new(p.chunk_by(|a, b| a.0 == b.0).map(|c| (c[0].0 as usize, Some(c)))),
+        };
+        for (row, sel) in rows {
+            let Some(r) = valid.records.get(row) else { continue };
             let Some(batch) = valid.batches.get(r.batch as usize) else { continue };
-            match &mut seen {
-                Some((b, max)) if *b == r.batch => *max = (*max).max(r.ts),
-                _ => {
-                    if let Some((b, max)) = seen.take() {
-                        self.watermarks.observe(&valid.batches[b as usize].source, max, now);
-                    }
-                    seen = Some((r.batch, r.ts));
-                }
-            }
+            // Counted where its aggregation 0 runs (every shard when there is one).
+            let primary = sel.is_none_or(|s| s[0].1 == 0);
             let source = &batch.source;
             // Only lineage needs the offset: read it from the batch when it is asked for.
             let offset = || batch.get(r.index as usize).map_or(-1, |e| e.offset());
@@ -100,6 +109,9 @@ impl ProcessState {
             late_in.clear();
             let mut late_wm = i64::MIN;
             for (i, (agg, spec)) in self.aggs.iter_mut().zip(&an.aggs).enumerate() {
+                if sel.is_some_and(|s| !s.iter().any(|(_, a)| *a as usize == i)) {
+                    continue;
+                }
                 if !spec.accepts(&fields) {
                     counts[i].filtered += 1;
                     continue;
@@ -125,7 +137,7 @@ impl ProcessState {
                 }
             }
             if late_in.is_empty() {
-                accepted += 1;
+                accepted += u64::from(primary);
                 continue;
             }
             let names: Vec<&str> = late_in.iter().map(|i| &*an.aggs[*i].name).collect();
@@ -148,8 +160,9 @@ impl ProcessState {
             }
             *late_by_source.entry(source.topic.clone()).or_default() += 1;
         }
-        if let Some((b, max)) = seen {
-            self.watermarks.observe(&valid.batches[b as usize].source, max, now);
+        // Event-time maxima per partition batch, observed once per batch, by every shard.
+        for (tp, max) in &valid.maxima {
+            self.watermarks.observe(tp, *max, now);
         }
         for (spec, c) in an.aggs.iter().zip(&counts) {
             let name = spec.name.to_string();
@@ -167,6 +180,39 @@ impl ProcessState {
             ctx.report_quality(crate::quality::tracker::BatchQuality { source, late: n, dlq, ..Default::default() });
         }
         Ok(accepted)
+    }
+
+    /// Handle what the aligner lets through, in order.
+    async fn drain(&mut self) -> crate::Result<()> {
+        while let Some(next) = self.aligner.pop() {
+            match next {
+                Aligned::Data((credit, valid, route)) => {
+                    let started = Instant::now();
+                    let accepted = self.process(&valid, &route).await?;
+                    self.ctx.stats.add(Stage::Process, accepted);
+                    let windows = self.close();
+                    metrics::histogram!("vigil_stage_batch_seconds", "stage" => "process").record(started.elapsed().as_secs_f64());
+                    self.ctx.slots.sink.send("sink", SinkMsg::Windows { from: self.shard, credit: Some(credit), windows })?;
+                    // The last shard done with the batch measures its latency.
+                    if let Some(valid) = Arc::into_inner(valid) {
+                        record_latency(&self.ctx, &valid);
+                    }
+                }
+                Aligned::Barrier(parts) => {
+                    let Some(mut b) = Barrier::merge(parts, &format!("process-{}", self.shard))? else { continue };
+                    self.epoch = b.id + 1;
+                    self.snapshot(&mut b)?;
+                    if let Some(c) = &mut self.lineage {
+                        let mut l = c.take();
+                        b.lineage.windows = l.windows;
+                        b.lineage.rejects.append(&mut l.rejects);
+                    }
+                    self.ctx.slots.sink.send("sink", SinkMsg::Barrier { from: self.shard, barrier: b })?;
+                }
+            }
+        }
+        metrics::gauge!("vigil_aligner_held_messages", "stage" => "process", "shard" => self.shard_label.clone()).set(self.aligner.held() as f64);
+        Ok(())
     }
 
     /// Add the windows changed since the last barrier, and the meta record, to `b`.
@@ -197,14 +243,15 @@ fn record_latency(ctx: &NodeCtx, valid: &Valid) {
 impl Actor for Process {
     type Msg = ProcessMsg;
     type State = ProcessState;
-    type Arguments = Arc<NodeCtx>;
+    type Arguments = (Arc<NodeCtx>, usize);
 
-    #[tracing::instrument(name = "stage", skip_all, fields(stage = "process"))]
-    async fn pre_start(&self, myself: ActorRef<ProcessMsg>, ctx: Arc<NodeCtx>) -> R<ProcessState> {
+    #[tracing::instrument(name = "stage", skip_all, fields(stage = "process", shard))]
+    async fn pre_start(&self, myself: ActorRef<ProcessMsg>, (ctx, shard): (Arc<NodeCtx>, usize)) -> R<ProcessState> {
         let et = &ctx.config.pipeline.event_time;
         let started = Instant::now();
         let mut reported = 0;
-        let restored = state::restore(&ctx.store, &ctx.analytics, et.out_of_orderness, |n| {
+        let shards = ctx.slots.process.len();
+        let restored = state::restore(&ctx.store, &ctx.analytics, et.out_of_orderness, (shard, shards), |n| {
             metrics::counter!("vigil_restore_keys_total").increment(n - reported);
             reported = n;
             tracing::info!(windows = n, secs = started.elapsed().as_secs_f64(), "restoring window state");
@@ -220,40 +267,41 @@ impl Actor for Process {
         }
         let tick = (et.idle_timeout / 2).clamp(Duration::from_millis(50), Duration::from_secs(1));
         let ticker = myself.send_interval(tick, || ProcessMsg::Tick);
-        ctx.slots.process.set(myself);
+        ctx.slots.process.get(shard).set(myself);
         let epoch = ctx.current_epoch();
         let lineage = ctx.config.lineage.enabled.then(Collector::default);
-        Ok(ProcessState { ctx, aggs: restored.aggs, watermarks: restored.watermarks, ticker: Some(ticker), epoch, lineage, stale: restored.stale })
+        let aligner = Aligner::new(ctx.slots.validate.len());
+        Ok(ProcessState {
+            shard_label: shard.to_string(),
+            shard,
+            aligner,
+            ctx,
+            aggs: restored.aggs,
+            watermarks: restored.watermarks,
+            ticker: Some(ticker),
+            epoch,
+            lineage,
+            stale: restored.stale,
+        })
     }
 
-    #[tracing::instrument(name = "stage", skip_all, fields(stage = "process"))]
+    #[tracing::instrument(name = "stage", skip_all, fields(stage = "process", shard = st.shard))]
     async fn handle(&self, _myself: ActorRef<ProcessMsg>, msg: ProcessMsg, st: &mut ProcessState) -> R<()> {
         match msg {
             ProcessMsg::Assign(tps) => st.watermarks.assign(&tps, Instant::now()),
-            ProcessMsg::Records { epoch, valid } => {
-                let started = Instant::now();
-                let accepted = st.process(&valid).await?;
-                st.ctx.stats.add(Stage::Process, accepted);
-                let windows = st.close();
-                metrics::histogram!("vigil_stage_batch_seconds", "stage" => "process").record(started.elapsed().as_secs_f64());
-                st.ctx.slots.sink.send("sink", SinkMsg::Windows { credit: Some(epoch), windows })?;
-                record_latency(&st.ctx, &valid);
+            ProcessMsg::Records { from, credit, valid, route } => {
+                st.aligner.data(from, (credit, valid, route));
+                st.drain().await?;
             }
             ProcessMsg::Tick => {
                 let windows = st.close();
                 if !windows.is_empty() {
-                    st.ctx.slots.sink.send("sink", SinkMsg::Windows { credit: None, windows })?;
+                    st.ctx.slots.sink.send("sink", SinkMsg::Windows { from: st.shard, credit: None, windows })?;
                 }
             }
-            ProcessMsg::Barrier(mut b) => {
-                st.epoch = b.id + 1;
-                st.snapshot(&mut b)?;
-                if let Some(c) = &mut st.lineage {
-                    let mut l = c.take();
-                    b.lineage.windows = l.windows;
-                    b.lineage.rejects.append(&mut l.rejects);
-                }
-                st.ctx.slots.sink.send("sink", SinkMsg::Barrier(b))?;
+            ProcessMsg::Barrier { from, barrier } => {
+                st.aligner.barrier(from, barrier);
+                st.drain().await?;
             }
             ProcessMsg::Panic(m) => panic!("injected panic in process: {m}"),
         }

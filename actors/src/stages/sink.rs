@@ -2,7 +2,7 @@
 use super::R;
 use crate::analytics::output::{output_key, to_avro, to_json, Output};
 use crate::lineage::record::{commit_ops, EpochLineage};
-use crate::pipeline::{Barrier, IngestMsg, NodeCtx, SinkMsg};
+use crate::pipeline::{Aligned, Aligner, Barrier, Credit, IngestMsg, NodeCtx, SinkMsg};
 use crate::Error;
 use ractor::{Actor, ActorRef};
 use std::collections::BTreeMap;
@@ -20,6 +20,8 @@ pub struct Sink;
 /// Sink's state.
 pub struct SinkState {
     ctx: Arc<NodeCtx>,
+    /// Barriers aligned over the Process shards.
+    aligner: Aligner<(Option<Credit>, Vec<Output>), Barrier>,
     failed_before: u64,
     /// Checkpoint the outputs written now are committed in.
     epoch: u64,
@@ -50,68 +52,88 @@ impl Actor for Sink {
         let failed_before = ctx.producer.failed();
         let epoch = ctx.current_epoch();
         ctx.lineage.begin(&ctx.store, ctx.checkpoint_done.borrow().to_owned())?;
-        Ok(SinkState { ctx, failed_before, epoch, carry: EpochLineage::default(), carry_ops: Vec::new() })
+        let aligner = Aligner::new(ctx.slots.process.len());
+        Ok(SinkState { ctx, aligner, failed_before, epoch, carry: EpochLineage::default(), carry_ops: Vec::new() })
     }
 
     #[tracing::instrument(name = "stage", skip_all, fields(stage = "sink"))]
     async fn handle(&self, _myself: ActorRef<SinkMsg>, msg: SinkMsg, st: &mut SinkState) -> R<()> {
-        let ctx = st.ctx.clone();
         match msg {
-            SinkMsg::Windows { credit, windows } => {
-                let started = Instant::now();
-                let node = ctx.config.node.id.as_bytes();
-                let epoch = st.epoch.to_string();
-                let mut records = 0u64;
-                for Output { agg, emit } in &windows {
-                    let Some(spec) = ctx.analytics.aggs.get(*agg) else { continue };
-                    let key = output_key(&spec.name, &emit.key, emit.start);
-                    let topic = spec.topic.as_str();
-                    // A retraction (no values) is a tombstone, whatever the format.
-                    let payload = match ctx.sink_schemas.get(topic).filter(|_| spec.format == SinkFormat::Avro) {
-                        Some((id, schema)) => match to_avro(spec, emit) {
-                            Some(datum) => {
-                                let datum = apache_avro::to_avro_datum(schema, datum).map_err(|e| Error::Encode(e.to_string()))?;
-                                Some(crate::registry::wire::frame(*id, &datum))
-                            }
-                            None => None,
-                        },
-                        None => to_json(spec, emit).map(|v| serde_json::to_vec(&v)).transpose().map_err(|e| Error::Encode(e.to_string()))?,
-                    };
-                    let revision = emit.revision.to_string();
-                    let headers: [(&str, &[u8]); 6] = [
-                        ("vigil.node", node),
-                        ("vigil.epoch", epoch.as_bytes()),
-                        ("vigil.config", ctx.config_hash.as_bytes()),
-                        ("vigil.version", env!("CARGO_PKG_VERSION").as_bytes()),
-                        ("vigil.aggregation", spec.name.as_bytes()),
-                        ("vigil.revision", revision.as_bytes()),
-                    ];
-                    let out = OutRecord { topic, key: key.as_bytes(), payload: payload.as_deref().unwrap_or_default(), headers: &headers };
-                    if payload.is_some() {
-                        ctx.producer.send(&out, ctx.send_timeout()).await?;
-                        if emit.revision == 0 {
-                            records += emit.count;
-                        }
-                    } else {
-                        ctx.producer.send_tombstone(&out, ctx.send_timeout()).await?;
-                    }
-                }
-                ctx.stats.add(Stage::Sink, windows.len() as u64);
-                ctx.stats.add_window_records(records);
-                metrics::histogram!("vigil_stage_batch_seconds", "stage" => "sink").record(started.elapsed().as_secs_f64());
-                if let Some(epoch) = credit {
-                    // Ingest may be stopping or restarting; its successor starts with fresh credits.
-                    let _ = ctx.slots.ingest.send("ingest", IngestMsg::Credit { epoch });
-                }
-            }
-            SinkMsg::Barrier(b) => self.complete_checkpoint(st, b).await?,
+            SinkMsg::Windows { from, credit, windows } => st.aligner.data(from, (credit, windows)),
+            SinkMsg::Barrier { from, barrier } => st.aligner.barrier(from, barrier),
             SinkMsg::Panic(m) => panic!("injected panic in sink: {m}"),
         }
+        while let Some(next) = st.aligner.pop() {
+            match next {
+                // The credit is released once its windows are written.
+                Aligned::Data((_credit, windows)) => Self::write_windows(st, &windows).await?,
+                Aligned::Barrier(parts) => {
+                    let Some(b) = merge_shards(parts)? else { continue };
+                    self.complete_checkpoint(st, b).await?
+                }
+            }
+        }
+        metrics::gauge!("vigil_aligner_held_messages", "stage" => "sink", "shard" => "0").set(st.aligner.held() as f64);
         Ok(())
     }
 }
 
+/// The barrier parts of every Process shard as one: their meta records merged.
+fn merge_shards(mut parts: Vec<Barrier>) -> crate::Result<Option<Barrier>> {
+    let metas: Vec<Vec<u8>> = parts.iter_mut().filter_map(|p| p.states.remove(crate::analytics::state::META)).collect();
+    let Some(mut b) = Barrier::merge(parts, "sink")? else { return Ok(None) };
+    b.states.extend(crate::analytics::state::merge_metas(metas)?);
+    Ok(Some(b))
+}
+
 impl Sink {
+    /// Write closed windows with their deterministic keys.
+    async fn write_windows(st: &mut SinkState, windows: &[Output]) -> crate::Result<()> {
+        let ctx = st.ctx.clone();
+        let started = Instant::now();
+        let node = ctx.config.node.id.as_bytes();
+        let epoch = st.epoch.to_string();
+        let mut records = 0u64;
+        for Output { agg, emit } in windows {
+            let Some(spec) = ctx.analytics.aggs.get(*agg) else { continue };
+            let key = output_key(&spec.name, &emit.key, emit.start);
+            let topic = spec.topic.as_str();
+            // A retraction (no values) is a tombstone, whatever the format.
+            let payload = match ctx.sink_schemas.get(topic).filter(|_| spec.format == SinkFormat::Avro) {
+                Some((id, schema)) => match to_avro(spec, emit) {
+                    Some(datum) => {
+                        let datum = apache_avro::to_avro_datum(schema, datum).map_err(|e| Error::Encode(e.to_string()))?;
+                        Some(crate::registry::wire::frame(*id, &datum))
+                    }
+                    None => None,
+                },
+                None => to_json(spec, emit).map(|v| serde_json::to_vec(&v)).transpose().map_err(|e| Error::Encode(e.to_string()))?,
+            };
+            let revision = emit.revision.to_string();
+            let headers: [(&str, &[u8]); 6] = [
+                ("vigil.node", node),
+                ("vigil.epoch", epoch.as_bytes()),
+                ("vigil.config", ctx.config_hash.as_bytes()),
+                ("vigil.version", env!("CARGO_PKG_VERSION").as_bytes()),
+                ("vigil.aggregation", spec.name.as_bytes()),
+                ("vigil.revision", revision.as_bytes()),
+            ];
+            let out = OutRecord { topic, key: key.as_bytes(), payload: payload.as_deref().unwrap_or_default(), headers: &headers };
+            if payload.is_some() {
+                ctx.producer.send(&out, ctx.send_timeout()).await?;
+                if emit.revision == 0 {
+                    records += emit.count;
+                }
+            } else {
+                ctx.producer.send_tombstone(&out, ctx.send_timeout()).await?;
+            }
+        }
+        ctx.stats.add(Stage::Sink, windows.len() as u64);
+        ctx.stats.add_window_records(records);
+        metrics::histogram!("vigil_stage_batch_seconds", "stage" => "sink").record(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
     async fn complete_checkpoint(&self, st: &mut SinkState, b: Barrier) -> crate::Result<()> {
         let ctx = st.ctx.clone();
         let id = b.id;

@@ -4,7 +4,7 @@
 use super::R;
 use crate::analytics::spec::FieldTable;
 use crate::lineage::record::DeadLetter;
-use crate::pipeline::{NodeCtx, ProcessMsg, Record, Rejection, Valid, ValidateMsg};
+use crate::pipeline::{key_shard, NodeCtx, ProcessMsg, Record, Rejection, Route, Valid, ValidateMsg};
 use crate::quality::dedup::DuplicateDetector;
 use crate::quality::tracker::BatchQuality;
 use crate::validate::{DecodeResult, Reject, Scalar, SchemaInfo, SourceDecoder};
@@ -24,6 +24,8 @@ pub struct Validate;
 /// data-quality bookkeeping when `quality.enabled`.
 pub struct ValidateState {
     ctx: Arc<NodeCtx>,
+    /// This shard's index.
+    shard: usize,
     decoders: Vec<SourceDecoder>,
     by_topic: HashMap<String, usize>,
     quality: Option<QualityProbe>,
@@ -88,11 +90,11 @@ impl ValidateState {
 impl Actor for Validate {
     type Msg = ValidateMsg;
     type State = ValidateState;
-    type Arguments = Arc<NodeCtx>;
+    type Arguments = (Arc<NodeCtx>, usize);
 
-    #[tracing::instrument(name = "stage", skip_all, fields(stage = "validate"))]
-    async fn pre_start(&self, myself: ActorRef<ValidateMsg>, ctx: Arc<NodeCtx>) -> R<ValidateState> {
-        ctx.slots.validate.set(myself);
+    #[tracing::instrument(name = "stage", skip_all, fields(stage = "validate", shard))]
+    async fn pre_start(&self, myself: ActorRef<ValidateMsg>, (ctx, shard): (Arc<NodeCtx>, usize)) -> R<ValidateState> {
+        ctx.slots.validate.get(shard).set(myself);
         let sources = &ctx.config.pipeline.sources;
         let decoders = sources.iter().map(SourceDecoder::new).collect();
         let by_topic = sources.iter().enumerate().map(|(i, s)| (s.topic.clone(), i)).collect();
@@ -108,15 +110,16 @@ impl Actor for Validate {
             QualityProbe { dedup: DuplicateDetector::new(q.dedup_capacity, q.dedup_fp_rate), watched }
         });
         let epoch = ctx.current_epoch();
-        Ok(ValidateState { ctx, decoders, by_topic, quality, epoch, rejects: Vec::new() })
+        Ok(ValidateState { ctx, shard, decoders, by_topic, quality, epoch, rejects: Vec::new() })
     }
 
-    #[tracing::instrument(name = "stage", skip_all, fields(stage = "validate"))]
+    #[tracing::instrument(name = "stage", skip_all, fields(stage = "validate", shard = st.shard))]
     async fn handle(&self, _myself: ActorRef<ValidateMsg>, msg: ValidateMsg, st: &mut ValidateState) -> R<()> {
         let ctx = st.ctx.clone();
         match msg {
-            ValidateMsg::Assign(tps) => ctx.slots.process.send("process", ProcessMsg::Assign(tps))?,
-            ValidateMsg::Batch { epoch, batches } => {
+            // Each Validate shard introduces the partitions to its Process shard of the same index.
+            ValidateMsg::Assign(tps) => ctx.slots.process.get(st.shard).send("process", ProcessMsg::Assign(tps))?,
+            ValidateMsg::Batch { credit, batches } => {
                 let started = Instant::now();
                 let mut qual: Vec<BatchQuality> = match &st.quality {
                     Some(p) => {
@@ -209,15 +212,58 @@ impl Actor for Validate {
                 }
                 ctx.stats.add(Stage::Validate, records.len() as u64);
                 metrics::histogram!("vigil_stage_batch_seconds", "stage" => "validate").record(started.elapsed().as_secs_f64());
-                ctx.slots.process.send("process", ProcessMsg::Records { epoch, valid: Valid { batches, records, fields } })?;
+                let maxima = batch_maxima(&batches, &records);
+                let valid = Arc::new(Valid { batches, records, fields, maxima });
+                let from = st.shard;
+                for (j, route) in route(&ctx, &valid).into_iter().enumerate() {
+                    let msg = ProcessMsg::Records { from, credit: credit.clone(), valid: valid.clone(), route };
+                    ctx.slots.process.get(j).send("process", msg)?;
+                }
             }
             ValidateMsg::Barrier(mut b) => {
                 st.epoch = b.id + 1;
+                // Every Process shard gets the barrier; this shard's dead letters go with shard 0's copy.
+                for j in 1..ctx.slots.process.len() {
+                    ctx.slots.process.get(j).send("process", ProcessMsg::Barrier { from: st.shard, barrier: b.clone() })?;
+                }
                 b.lineage.rejects.append(&mut st.rejects);
-                ctx.slots.process.send("process", ProcessMsg::Barrier(b))?
+                ctx.slots.process.get(0).send("process", ProcessMsg::Barrier { from: st.shard, barrier: b })?;
             }
             ValidateMsg::Panic(m) => panic!("injected panic in validate: {m}"),
         }
         Ok(())
     }
+}
+
+/// Largest event time of the valid records per partition batch.
+fn batch_maxima(batches: &[PartitionBatch], records: &[Record]) -> Vec<(vigil_runtime::envelope::TopicPartition, i64)> {
+    let mut out: Vec<(u32, i64)> = Vec::new();
+    for r in records {
+        match out.last_mut() {
+            Some((b, max)) if *b == r.batch => *max = (*max).max(r.ts),
+            _ => out.push((r.batch, r.ts)),
+        }
+    }
+    out.into_iter().filter_map(|(b, max)| Some((batches.get(b as usize)?.source.clone(), max))).collect()
+}
+
+/// Which records (and aggregations) each Process shard handles: with one shard all of
+/// them; otherwise each `(record, aggregation)` goes to the shard owning its group key.
+/// Every shard gets a route, even an empty one: it still observes the batch's watermarks.
+fn route(ctx: &NodeCtx, valid: &Valid) -> Vec<Route> {
+    let n = ctx.slots.process.len();
+    let an = &ctx.analytics;
+    if n == 1 || an.aggs.is_empty() {
+        return (0..n).map(|j| if j == 0 { Route::All } else { Route::Pairs(Vec::new()) }).collect();
+    }
+    let mut pairs: Vec<Vec<(u32, u32)>> = (0..n).map(|_| Vec::with_capacity(valid.records.len() * an.aggs.len() / n + 1)).collect();
+    let (mut fields, mut key) = (Vec::with_capacity(an.fields.len()), String::new());
+    for row in 0..valid.records.len() {
+        valid.fields.row_into(row, &mut fields);
+        for (a, spec) in an.aggs.iter().enumerate() {
+            spec.key_into(&fields, &mut key);
+            pairs[key_shard(&spec.name, &key, n)].push((row as u32, a as u32));
+        }
+    }
+    pairs.into_iter().map(Route::Pairs).collect()
 }
