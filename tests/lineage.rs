@@ -309,8 +309,12 @@ fn kinds(events: &[Value]) -> Vec<String> {
 #[test]
 fn event_log_shows_start_checkpoints_and_restart_in_order_and_outputs_carry_their_epoch() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let env =
-        [("VIGIL_OBSERVABILITY__METRICS_ADDR", "127.0.0.1:0"), ("VIGIL_OBSERVABILITY__ADMIN_ADDR", "127.0.0.1:0"), ("VIGIL_CHECKPOINT__INTERVAL", "500ms"), ("VIGIL_PIPELINE__SHARDS", "2")];
+    let env = [
+        ("VIGIL_OBSERVABILITY__METRICS_ADDR", "127.0.0.1:0"),
+        ("VIGIL_OBSERVABILITY__ADMIN_ADDR", "127.0.0.1:0"),
+        ("VIGIL_CHECKPOINT__INTERVAL", "500ms"),
+        ("VIGIL_PIPELINE__SHARDS", "2"),
+    ];
     let mut p = Proc::spawn_in("embedded", Some(dir.path()), &["run", "--json"], &env);
     let line = p.wait_line("started event", Duration::from_secs(60), |l| l.contains("\"event\":\"started\""));
     let v: Value = serde_json::from_str(&line).expect("json");

@@ -10,6 +10,7 @@ pub mod generator;
 pub mod incidents;
 pub mod journal;
 pub mod lineage;
+pub mod memory;
 pub mod node;
 pub mod outbox;
 pub mod pipeline;

@@ -278,6 +278,8 @@ impl Node {
             next_checkpoint: AtomicU64::new(last_id + 1),
             checkpoint_done,
             shutting_down: AtomicBool::new(false),
+            memory_throttled: AtomicBool::new(false),
+            event_time: Default::default(),
             generator_position: AtomicU64::new(0),
             generator_start_ms: vigil_runtime::now_ms(),
             registry: schemas.local.clone(),
@@ -389,6 +391,10 @@ impl AdminApi for NodeAdmin {
         if let Some(o) = v.as_object_mut() {
             o.insert("node_id".into(), self.ctx.config.node.id.clone().into());
             o.insert("bootstrap".into(), self.ctx.bootstrap.clone().into());
+            let limit = self.ctx.config.node.memory_limit.0;
+            let throttled = self.ctx.memory_throttled.load(Ordering::SeqCst);
+            let memory = serde_json::json!({"resident_bytes": vigil_runtime::metrics::resident_bytes(), "limit_bytes": limit, "throttled": throttled});
+            o.insert("memory".into(), memory);
         }
         v
     }

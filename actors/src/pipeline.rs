@@ -490,6 +490,11 @@ pub struct NodeCtx {
     pub checkpoint_done: watch::Sender<u64>,
     /// Set before an orderly shutdown so Ingest takes a final checkpoint.
     pub shutting_down: AtomicBool,
+    /// Whether Ingest holds back because the node is over `node.memory_limit`.
+    pub memory_throttled: AtomicBool,
+    /// Largest event time seen per source partition (Process shard 0 writes, Ingest reads
+    /// it for watermark alignment).
+    pub event_time: std::sync::Mutex<BTreeMap<TopicPartition, i64>>,
     /// Generator position, so a restarted generator continues the stream.
     pub generator_position: AtomicU64,
     /// Event time origin of the embedded generator.

@@ -19,11 +19,16 @@ pub struct EventTimeConfig {
     /// Default `10s`.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// Watermark alignment: Ingest pauses a partition whose event time runs more than this
+    /// ahead of the slowest partition that still has records to read, so a backlog read
+    /// unevenly does not hold windows open without bound. `0s` turns it off. Default `30s`.
+    #[serde(with = "humantime_serde")]
+    pub max_drift: Duration,
 }
 
 impl Default for EventTimeConfig {
     fn default() -> Self {
-        Self { field: "ts".into(), out_of_orderness: Duration::from_secs(2), idle_timeout: Duration::from_secs(10) }
+        Self { field: "ts".into(), out_of_orderness: Duration::from_secs(2), idle_timeout: Duration::from_secs(10), max_drift: Duration::from_secs(30) }
     }
 }
 

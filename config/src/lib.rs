@@ -125,11 +125,76 @@ pub struct NodeConfig {
     pub id: String,
     /// Directory of the node's RocksDB instance. Default `./vigil-data`.
     pub data_dir: PathBuf,
+    /// Resident memory the node keeps under (`"512MiB"`, `"2GiB"` or bytes). Default 512 MiB.
+    /// Kafka's prefetch and produce queue must fit in half of it (checked at start); above
+    /// 90 % of it Ingest stops reading until the node is back under 80 %.
+    pub memory_limit: ByteSize,
 }
 
 impl Default for NodeConfig {
     fn default() -> Self {
-        Self { id: "vigil-1".into(), data_dir: PathBuf::from("./vigil-data") }
+        Self { id: "vigil-1".into(), data_dir: PathBuf::from("./vigil-data"), memory_limit: ByteSize(512 << 20) }
+    }
+}
+
+/// A size in bytes, written as a number of bytes or with a unit (`KiB`, `MiB`, `GiB`, or
+/// `KB`, `MB`, `GB` as powers of ten).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    /// Parse `512MiB`, `1.5 GiB`, `100000` ...
+    ///
+    /// # Errors
+    /// What is wrong with the text.
+    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        let t = text.trim();
+        let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: f64 = num.parse().map_err(|_| format!("`{text}` is not a size (e.g. \"512MiB\")"))?;
+        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kib" | "k" => 1 << 10,
+            "mib" | "m" => 1 << 20,
+            "gib" | "g" => 1 << 30,
+            "kb" => 1_000,
+            "mb" => 1_000_000,
+            "gb" => 1_000_000_000,
+            other => return Err(format!("unknown size unit `{other}` in `{text}` (use KiB, MiB, GiB, KB, MB or GB)")),
+        };
+        Ok(ByteSize((n * mult as f64) as u64))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            b if b >= 1 << 30 && b % (1 << 30) == 0 => write!(f, "{}GiB", b >> 30),
+            b if b >= 1 << 20 && b % (1 << 20) == 0 => write!(f, "{}MiB", b >> 20),
+            b if b >= 1 << 10 && b % (1 << 10) == 0 => write!(f, "{}KiB", b >> 10),
+            b => write!(f, "{b}"),
+        }
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(ByteSize(n)),
+            Raw::S(s) => ByteSize::parse(&s).map_err(serde::de::Error::custom),
+        }
     }
 }
 
@@ -362,6 +427,9 @@ pub struct PipelineConfig {
     /// Most records per second Ingest reads (0 = unlimited, the default). Protects
     /// downstream systems during backfills and replays.
     pub max_records_per_sec: u32,
+    /// Most windows per second Sink writes (0 = unlimited, the default). Protects a slow
+    /// downstream; credits then slow Ingest down to match.
+    pub max_outputs_per_sec: u32,
     /// Validate and Process shards (0, the default: one per core). Validate shard `i` reads
     /// the source partitions whose stable hash falls to it; Process shard `j` owns the group
     /// keys whose hash falls to it, with their windows. Checkpoint barriers are aligned
@@ -400,6 +468,7 @@ impl Default for PipelineConfig {
             inflight_batches_max: 8,
             pause_after: Duration::from_millis(250),
             max_records_per_sec: 0,
+            max_outputs_per_sec: 0,
             shards: 0,
         }
     }
@@ -971,6 +1040,20 @@ impl Config {
         }
         if p.shards > 64 {
             err("pipeline.shards", "must be between 0 (one per core) and 64");
+        }
+        let limit = self.node.memory_limit.0;
+        let queues = (u64::from(self.kafka.prefetch_kbytes_max) + u64::from(self.kafka.produce_queue_kbytes_max)) << 10;
+        if limit < 64 << 20 {
+            err("node.memory_limit", "must be at least 64MiB");
+        } else if queues > limit / 2 {
+            err(
+                "node.memory_limit",
+                &format!(
+                    "{} is too small for kafka.prefetch_kbytes_max + kafka.produce_queue_kbytes_max = {}: those queues may take at most half of it",
+                    self.node.memory_limit,
+                    ByteSize(queues)
+                ),
+            );
         }
         if self.checkpoint.interval < Duration::from_millis(10) {
             err("checkpoint.interval", "must be at least 10ms");

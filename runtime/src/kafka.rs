@@ -12,7 +12,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer as _, ProducerConte
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -97,6 +97,8 @@ pub struct BatchConsumer {
     /// Next offset expected per partition (None until known).
     next: BTreeMap<TopicPartition, Option<i64>>,
     paused: bool,
+    /// Partitions held back on their own (watermark alignment), whatever `paused` says.
+    held: BTreeSet<TopicPartition>,
 }
 
 /// Records skipped because the log start moved past them.
@@ -155,7 +157,7 @@ impl BatchConsumer {
         }
         let consumer: StreamConsumer<LagContext> = cfg.create_with_context(LagContext::default()).map_err(|e| Error::kafka("create consumer", e))?;
         let next = assignment.iter().map(|tp| (tp.clone(), None)).collect();
-        Ok(Self { consumer, assignment, next, paused: false })
+        Ok(Self { consumer, assignment, next, paused: false, held: BTreeSet::new() })
     }
 
     /// Partitions this consumer reads.
@@ -296,10 +298,42 @@ impl BatchConsumer {
     /// [`Error::Kafka`].
     pub fn resume(&mut self) -> Result<()> {
         if self.paused {
-            self.consumer.resume(&self.tpl()).map_err(|e| Error::kafka("resume", e))?;
+            let tpl = Self::list(self.assignment.iter().filter(|tp| !self.held.contains(*tp)));
+            self.consumer.resume(&tpl).map_err(|e| Error::kafka("resume", e))?;
             self.paused = false;
         }
         Ok(())
+    }
+
+    /// Hold back exactly `held` (pausing the partitions that join it, resuming those that
+    /// leave it unless everything is paused).
+    ///
+    /// # Errors
+    /// [`Error::Kafka`].
+    pub fn set_held(&mut self, held: BTreeSet<TopicPartition>) -> Result<()> {
+        let join = Self::list(held.difference(&self.held));
+        let leave = Self::list(self.held.difference(&held));
+        if join.count() > 0 && !self.paused {
+            self.consumer.pause(&join).map_err(|e| Error::kafka("pause", e))?;
+        }
+        if leave.count() > 0 && !self.paused {
+            self.consumer.resume(&leave).map_err(|e| Error::kafka("resume", e))?;
+        }
+        self.held = held;
+        Ok(())
+    }
+
+    /// Partitions held back on their own.
+    pub fn held(&self) -> &BTreeSet<TopicPartition> {
+        &self.held
+    }
+
+    fn list<'a>(tps: impl Iterator<Item = &'a TopicPartition>) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        for tp in tps {
+            tpl.add_partition(&tp.topic, tp.partition);
+        }
+        tpl
     }
 
     /// Whether partitions are paused.
@@ -308,11 +342,7 @@ impl BatchConsumer {
     }
 
     fn tpl(&self) -> TopicPartitionList {
-        let mut tpl = TopicPartitionList::new();
-        for tp in &self.assignment {
-            tpl.add_partition(&tp.topic, tp.partition);
-        }
-        tpl
+        Self::list(self.assignment.iter())
     }
 
     /// Commit checkpointed offsets to the consumer group (visibility only: recovery reads

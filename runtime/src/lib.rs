@@ -30,14 +30,28 @@ pub fn rfc3339_ms(ms: i64) -> String {
 /// [`Error::Listen`] naming `what` if the address cannot be bound.
 pub(crate) async fn serve_router(what: &str, addr: &str, app: axum::Router) -> Result<std::net::SocketAddr> {
     let listen_err = |source| Error::Listen { what: what.into(), addr: addr.into(), source };
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(listen_err)?;
+    let listener = std::net::TcpListener::bind(addr).map_err(listen_err)?;
+    listener.set_nonblocking(true).map_err(listen_err)?;
     let local = listener.local_addr().map_err(listen_err)?;
     let what = what.to_string();
-    tokio::spawn(async move {
-        // Connection info lets handlers name the caller (audit log).
-        if let Err(e) = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await {
-            tracing::error!(error = %e, "{what} stopped");
-        }
-    });
+    // Its own thread and runtime: a data path keeping every worker busy (a large window
+    // emission, a backlog) never delays `/status`, `/metrics` or a drill.
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().thread_name(format!("vigil-{}", what.replace(' ', "-"))).build().map_err(listen_err)?;
+    std::thread::Builder::new()
+        .name(format!("vigil-{}", what.replace(' ', "-")))
+        .spawn(move || {
+            runtime.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => return tracing::error!(error = %e, "{what} stopped"),
+                };
+                // Connection info lets handlers name the caller (audit log).
+                if let Err(e) = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await {
+                    tracing::error!(error = %e, "{what} stopped");
+                }
+            })
+        })
+        .map_err(listen_err)?;
     Ok(local)
 }

@@ -61,9 +61,13 @@ fn describe() {
     describe_gauge!("vigil_ingest_paused", "1 while Ingest has paused its partitions for backpressure.");
     describe_gauge!("vigil_open_windows", "Windows currently open, per aggregation and Process shard.");
     describe_gauge!(
-        "vigil_aligner_held_messages",
-        "Messages a stage (shard) holds back behind a checkpoint barrier until every input's barrier has arrived."
+        "vigil_ingest_held_partitions",
+        "Partitions Ingest holds back for running more than pipeline.event_time.max_drift ahead of the slowest (watermark alignment)."
     );
+    describe_gauge!("vigil_memory_limit_bytes", "node.memory_limit: the resident size the node keeps under.");
+    describe_gauge!("vigil_memory_throttled", "1 while Ingest holds back because the node is over 90 % of node.memory_limit (until under 80 %).");
+    describe_counter!("vigil_memory_throttle_total", "Times Ingest started holding back for node.memory_limit.");
+    describe_gauge!("vigil_aligner_held_messages", "Messages a stage (shard) holds back behind a checkpoint barrier until every input's barrier has arrived.");
     describe_counter!("vigil_aggregation_records_total", "Validated records per aggregation and outcome: counted, filtered (by its filter) or late.");
     describe_counter!("vigil_late_records_total", "Records later than an aggregation's allowed lateness (sent to the late topic or the DLQ).");
     describe_counter!("vigil_checkpoint_window_writes_total", "Window state written by checkpoints: put per changed window, delete per closed one.");

@@ -173,6 +173,11 @@ impl NodeStats {
         metrics::counter!("vigil_records_total", "stage" => stage.as_str()).increment(n);
     }
 
+    /// Records counted at `stage` so far.
+    pub fn count(&self, stage: Stage) -> u64 {
+        self.stages[stage as usize].load(Ordering::Relaxed)
+    }
+
     /// Count input records represented by emitted windows.
     pub fn add_window_records(&self, n: u64) {
         if n == 0 {

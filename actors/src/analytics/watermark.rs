@@ -99,6 +99,17 @@ impl Watermarks {
     }
 }
 
+/// Watermark alignment (as Flink's): of the partitions with records still to read
+/// (`pending`), those whose largest event time runs more than `max_drift_ms` ahead of the
+/// slowest one's. Holding them back lets the slow ones catch up, so the watermark — the
+/// minimum — advances and windows close, instead of a backlog read unevenly keeping ever
+/// more windows open. Partitions without an event time yet do not count.
+pub fn ahead(event_time: &BTreeMap<TopicPartition, i64>, pending: &[TopicPartition], max_drift_ms: i64) -> std::collections::BTreeSet<TopicPartition> {
+    let known = || pending.iter().filter_map(|tp| Some((tp, *event_time.get(tp)?)));
+    let Some(min) = known().map(|(_, t)| t).min() else { return Default::default() };
+    known().filter(|(_, t)| *t > min.saturating_add(max_drift_ms)).map(|(tp, _)| tp.clone()).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,5 +146,16 @@ mod tests {
         let later = t0 + Duration::from_secs(11);
         w.observe(&tp(0), 31, later);
         assert_eq!(w.current(later, Duration::from_secs(10)), Some(31));
+    }
+
+    #[test]
+    fn partitions_far_ahead_of_the_slowest_pending_one_are_held() {
+        let et: BTreeMap<TopicPartition, i64> = [(tp(0), 1_000), (tp(1), 40_000), (tp(2), 31_000), (tp(3), 90_000)].into();
+        let pending = [tp(0), tp(1), tp(2), tp(4)];
+        // 3 has nothing left to read, 4 has no event time yet: neither is held or counts.
+        assert_eq!(ahead(&et, &pending, 30_000), [tp(1)].into());
+        assert_eq!(ahead(&et, &[tp(1), tp(2), tp(3)], 30_000), [tp(3)].into());
+        assert!(ahead(&et, &[], 30_000).is_empty());
+        assert!(ahead(&BTreeMap::new(), &pending, 30_000).is_empty());
     }
 }

@@ -13,6 +13,12 @@ use tokio::sync::watch;
 use vigil_runtime::envelope::TopicPartition;
 use vigil_runtime::kafka::BatchConsumer;
 use vigil_runtime::stats::{Progress, Stage};
+/// How often Ingest reads the resident size against `node.memory_limit`.
+const MEMORY_CHECK: Duration = Duration::from_millis(100);
+
+/// How often Ingest looks for partitions running ahead in event time.
+const ALIGN_EVERY: Duration = Duration::from_millis(200);
+
 /// Ingest: reads source partitions in batches, spends one credit per batch (pausing the
 /// partitions when none are left), injects checkpoint barriers, detects retention gaps.
 #[derive(Clone, Copy)]
@@ -34,6 +40,15 @@ pub struct IngestState {
     rate: Option<RateLimit>,
     /// Bytes of the batches in flight.
     in_flight_bytes: usize,
+    /// Windows Sink had written at the last look, and when that count last moved.
+    sink_seen: (u64, Instant),
+    /// Whether the current stall is for memory (its pause check is scheduled once).
+    memory_stall: bool,
+    /// When partitions were last checked for running ahead in event time.
+    aligned_at: Instant,
+    /// `node.memory_limit`, and when the resident size was last read.
+    memory: crate::memory::MemoryGovernor,
+    memory_checked: Instant,
     /// End-to-end latencies per source since the last quality report, ms.
     latency: BTreeMap<String, Vec<f64>>,
     last_report: Instant,
@@ -56,6 +71,47 @@ impl IngestState {
         }
     }
 
+    /// Whether the node is over its memory limit (the resident size is read at most every
+    /// [`MEMORY_CHECK`]); coming back under it resumes paused partitions.
+    fn over_memory(&mut self) -> bool {
+        if self.memory_checked.elapsed() >= MEMORY_CHECK {
+            self.memory_checked = Instant::now();
+            let rss = vigil_runtime::metrics::resident_bytes().unwrap_or(0);
+            if let Some(throttled) = self.memory.observe(rss) {
+                self.ctx.memory_throttled.store(throttled, Ordering::SeqCst);
+                metrics::gauge!("vigil_memory_throttled").set(if throttled { 1.0 } else { 0.0 });
+                if throttled {
+                    metrics::counter!("vigil_memory_throttle_total").increment(1);
+                    tracing::warn!(resident = rss, limit = %self.ctx.config.node.memory_limit, "over 90 % of node.memory_limit: ingest holds back");
+                } else {
+                    tracing::info!(resident = rss, "back under 80 % of node.memory_limit: ingest resumes");
+                }
+            }
+        }
+        self.memory.throttled()
+    }
+
+    /// Watermark alignment, at most every [`ALIGN_EVERY`]: hold back the partitions running
+    /// more than `pipeline.event_time.max_drift` ahead of the slowest one with records left.
+    fn align(&mut self) -> crate::Result<()> {
+        let drift = self.ctx.config.pipeline.event_time.max_drift;
+        if drift.is_zero() || self.aligned_at.elapsed() < ALIGN_EVERY {
+            return Ok(());
+        }
+        self.aligned_at = Instant::now();
+        let pending: Vec<TopicPartition> = self.consumer.progress().into_iter().filter(|(_, _, lag)| *lag > 0).map(|(tp, ..)| tp).collect();
+        let held = match self.ctx.event_time.lock() {
+            Ok(board) => crate::analytics::watermark::ahead(&board, &pending, drift.as_millis() as i64),
+            Err(_) => return Ok(()),
+        };
+        if held != *self.consumer.held() {
+            tracing::debug!(held = held.len(), "watermark alignment: partitions ahead held back");
+            metrics::gauge!("vigil_ingest_held_partitions").set(held.len() as f64);
+            self.consumer.set_held(held)?;
+        }
+        Ok(())
+    }
+
     fn inject_barrier(&mut self) -> crate::Result<u64> {
         let id = self.ctx.allocate_checkpoint();
         let offsets = self.consumer.positions();
@@ -76,8 +132,17 @@ impl IngestState {
             if *self.done.borrow() >= *id {
                 self.consumer.commit_offsets(offsets);
                 self.inflight = None;
-            } else if at.elapsed() > cfg.flush_timeout * 2 + cfg.interval {
-                return Err(Error::CheckpointStuck { id: *id, waited: at.elapsed() });
+            } else {
+                // A barrier behind a slow sink (`max_outputs_per_sec`) is late, not stuck:
+                // stuck is no window written for as long either.
+                let sunk = self.ctx.stats.count(Stage::Sink);
+                if sunk != self.sink_seen.0 {
+                    self.sink_seen = (sunk, Instant::now());
+                }
+                let idle = at.elapsed().min(self.sink_seen.1.elapsed());
+                if idle > cfg.flush_timeout * 2 + cfg.interval {
+                    return Err(Error::CheckpointStuck { id: *id, waited: at.elapsed() });
+                }
             }
         }
         if self.inflight.is_none() && self.last_checkpoint.elapsed() >= cfg.interval {
@@ -111,8 +176,17 @@ impl Actor for Ingest {
             ctx.slots.validate.get(i).send("validate", ValidateMsg::Assign(consumer.assignment().to_vec()))?;
         }
         myself.send_message(IngestMsg::Poll)?;
+        let memory = crate::memory::MemoryGovernor::new(ctx.config.node.memory_limit.0);
+        // Event times of a previous incarnation are ahead of what the replay brings.
+        if let Ok(mut board) = ctx.event_time.lock() {
+            board.clear();
+        }
+        metrics::gauge!("vigil_ingest_held_partitions").set(0.0);
         let credits = ctx.config.pipeline.inflight_batches_max;
         metrics::gauge!("vigil_ingest_credits").set(credits as f64);
+        metrics::gauge!("vigil_memory_limit_bytes").set(ctx.config.node.memory_limit.0 as f64);
+        metrics::gauge!("vigil_memory_throttled").set(0.0);
+        metrics::counter!("vigil_memory_throttle_total").increment(0);
         metrics::gauge!("vigil_ingest_paused").set(0.0);
         ctx.stats.set_ready(true);
         let done = ctx.checkpoint_done.subscribe();
@@ -130,6 +204,11 @@ impl Actor for Ingest {
             starved: false,
             rate,
             in_flight_bytes: 0,
+            memory,
+            aligned_at: Instant::now(),
+            memory_stall: false,
+            sink_seen: (0, Instant::now()),
+            memory_checked: Instant::now(),
             latency: BTreeMap::new(),
             last_report: Instant::now(),
         })
@@ -140,6 +219,19 @@ impl Actor for Ingest {
         match msg {
             IngestMsg::Poll => {
                 st.maybe_checkpoint()?;
+                if st.over_memory() {
+                    // Re-read the resident size shortly; pause the partitions if it lasts
+                    // (librdkafka then drops what it prefetched).
+                    if !st.memory_stall {
+                        st.memory_stall = true;
+                        st.stalls += 1;
+                        let stall = st.stalls;
+                        myself.send_after(st.ctx.config.pipeline.pause_after, move || IngestMsg::CheckStall { stall });
+                    }
+                    myself.send_after(MEMORY_CHECK, || IngestMsg::Poll);
+                    return Ok(());
+                }
+                st.memory_stall = false;
                 if st.credits == 0 {
                     // Stop polling now; pause partitions only if the stall lasts.
                     st.starved = true;
@@ -148,6 +240,13 @@ impl Actor for Ingest {
                     myself.send_after(st.ctx.config.pipeline.pause_after, move || IngestMsg::CheckStall { stall });
                     return Ok(());
                 }
+                // Out of a stall (credits back, or memory back under the limit).
+                st.starved = false;
+                if st.consumer.is_paused() {
+                    st.consumer.resume()?;
+                    metrics::gauge!("vigil_ingest_paused").set(0.0);
+                }
+                st.align()?;
                 let p = &st.ctx.config.pipeline;
                 let mut max = p.batch_max_records;
                 if let Some(rate) = &mut st.rate {
@@ -207,7 +306,7 @@ impl Actor for Ingest {
                 }
             }
             IngestMsg::CheckStall { stall } => {
-                if st.starved && stall == st.stalls {
+                if (st.starved || st.memory.throttled()) && stall == st.stalls && !st.consumer.is_paused() {
                     st.consumer.pause()?;
                     metrics::gauge!("vigil_ingest_paused").set(1.0);
                     tracing::debug!("no credits for {:?}: partitions paused", st.ctx.config.pipeline.pause_after);
@@ -222,12 +321,9 @@ impl Actor for Ingest {
                         st.latency.entry(t).or_default().push(ms);
                     }
                     metrics::gauge!("vigil_ingest_credits").set(st.credits as f64);
-                    if st.starved {
+                    // While held back for memory the memory check's own timer polls.
+                    if st.starved && !st.memory.throttled() {
                         st.starved = false;
-                        if st.consumer.is_paused() {
-                            st.consumer.resume()?;
-                            metrics::gauge!("vigil_ingest_paused").set(0.0);
-                        }
                         myself.send_message(IngestMsg::Poll)?;
                     }
                 }

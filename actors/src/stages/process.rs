@@ -160,9 +160,18 @@ impl ProcessState {
             }
             *late_by_source.entry(source.topic.clone()).or_default() += 1;
         }
-        // Event-time maxima per partition batch, observed once per batch, by every shard.
+        // Event-time maxima per partition batch, observed once per batch, by every shard;
+        // shard 0 tells Ingest (watermark alignment).
         for (tp, max) in &valid.maxima {
             self.watermarks.observe(tp, *max, now);
+        }
+        if self.shard == 0 && !valid.maxima.is_empty() {
+            if let Ok(mut board) = self.ctx.event_time.lock() {
+                for (tp, max) in &valid.maxima {
+                    let e = board.entry(tp.clone()).or_insert(*max);
+                    *e = (*e).max(*max);
+                }
+            }
         }
         for (spec, c) in an.aggs.iter().zip(&counts) {
             let name = spec.name.to_string();

@@ -22,6 +22,8 @@ pub struct SinkState {
     ctx: Arc<NodeCtx>,
     /// Barriers aligned over the Process shards.
     aligner: Aligner<(Option<Credit>, Vec<Output>), Barrier>,
+    /// `pipeline.max_outputs_per_sec`, if set.
+    rate: Option<crate::rate::RateLimit>,
     failed_before: u64,
     /// Checkpoint the outputs written now are committed in.
     epoch: u64,
@@ -53,7 +55,9 @@ impl Actor for Sink {
         let epoch = ctx.current_epoch();
         ctx.lineage.begin(&ctx.store, ctx.checkpoint_done.borrow().to_owned())?;
         let aligner = Aligner::new(ctx.slots.process.len());
-        Ok(SinkState { ctx, aligner, failed_before, epoch, carry: EpochLineage::default(), carry_ops: Vec::new() })
+        let per_sec = ctx.config.pipeline.max_outputs_per_sec;
+        let rate = (per_sec > 0).then(|| crate::rate::RateLimit::new(per_sec, (per_sec / 10).max(1), Instant::now()));
+        Ok(SinkState { ctx, aligner, rate, failed_before, epoch, carry: EpochLineage::default(), carry_ops: Vec::new() })
     }
 
     #[tracing::instrument(name = "stage", skip_all, fields(stage = "sink"))]
@@ -95,6 +99,12 @@ impl Sink {
         let epoch = st.epoch.to_string();
         let mut records = 0u64;
         for Output { agg, emit } in windows {
+            if let Some(rate) = &mut st.rate {
+                while rate.available(Instant::now()) == 0 {
+                    tokio::time::sleep(rate.wait()).await;
+                }
+                rate.take(1);
+            }
             let Some(spec) = ctx.analytics.aggs.get(*agg) else { continue };
             let key = output_key(&spec.name, &emit.key, emit.start);
             let topic = spec.topic.as_str();
@@ -127,8 +137,9 @@ impl Sink {
             } else {
                 ctx.producer.send_tombstone(&out, ctx.send_timeout()).await?;
             }
+            // Per window: a large emission written slowly shows its progress.
+            ctx.stats.add(Stage::Sink, 1);
         }
-        ctx.stats.add(Stage::Sink, windows.len() as u64);
         ctx.stats.add_window_records(records);
         metrics::histogram!("vigil_stage_batch_seconds", "stage" => "sink").record(started.elapsed().as_secs_f64());
         Ok(())

@@ -1,0 +1,50 @@
+//! The node's memory limit: when the resident set passes 90 % of `node.memory_limit`,
+//! Ingest stops reading until it is back under 80 % (hysteresis, so it does not flap).
+//! Pure: the resident size is passed in.
+
+/// Whether Ingest must hold back for memory.
+#[derive(Debug, Clone)]
+pub struct MemoryGovernor {
+    high: u64,
+    low: u64,
+    throttled: bool,
+}
+
+impl MemoryGovernor {
+    /// For a limit of `limit` bytes.
+    pub fn new(limit: u64) -> Self {
+        Self { high: limit / 10 * 9, low: limit / 10 * 8, throttled: false }
+    }
+
+    /// Take a new reading of the resident size; returns `Some(now_throttled)` when the
+    /// state changed.
+    pub fn observe(&mut self, resident: u64) -> Option<bool> {
+        let next = if self.throttled { resident >= self.low } else { resident > self.high };
+        (next != self.throttled).then(|| {
+            self.throttled = next;
+            next
+        })
+    }
+
+    /// Whether reading is held back.
+    pub fn throttled(&self) -> bool {
+        self.throttled
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttles_above_ninety_and_resumes_below_eighty_percent() {
+        let mut g = MemoryGovernor::new(1000);
+        assert_eq!(g.observe(850), None);
+        assert_eq!(g.observe(901), Some(true));
+        assert_eq!(g.observe(850), None, "still above 80 %: held");
+        assert!(g.throttled());
+        assert_eq!(g.observe(799), Some(false));
+        assert_eq!(g.observe(900), None, "90 % exactly is not over");
+        assert!(!g.throttled());
+    }
+}

@@ -1,0 +1,100 @@
+//! A node facing a 2 million record backlog with a sink slowed to 1000 windows/s: the
+//! resident set stays under `node.memory_limit`, backpressure holds Ingest back, and the
+//! admin API keeps answering fast.
+mod common;
+
+use common::*;
+use std::time::{Duration, Instant};
+
+const PARTITIONS: u32 = 160;
+const RECORDS: u64 = 2_000_000;
+const LIMIT_MIB: u64 = 256;
+const OUTPUTS_PER_SEC: u64 = 1_000;
+
+/// Resident and peak resident size of a process, bytes (`VmRSS`, `VmHWM`).
+fn rss(pid: u32) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = text.lines().find(|l| l.starts_with(name))?;
+        line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+#[test]
+fn backlog_with_a_slow_sink_stays_under_the_memory_limit_and_status_stays_fast() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_broker, bootstrap) = start_broker(PARTITIONS, &["events", "out", "dlq"]);
+    // 1 ms of event time per record, 1000 users (keys spread over every partition), 1 s
+    // windows: hundreds of windows close per 1000 records, far more than the sink may write.
+    let generated = std::process::Command::new(BIN)
+        .args(["gen", "--bootstrap", &bootstrap, "--topic", "events", "--count", &RECORDS.to_string(), "--users", "1000", "--seed", "11"])
+        .args(["--bad-ratio", "0", "--start-ms", "1700000000000", "--step-ms", "1", "--format", "json", "--json"])
+        .env("VIGIL_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("vigil gen");
+    assert!(generated.success(), "vigil gen: {generated}");
+    for p in 0..PARTITIONS as i32 {
+        let (low, high) = watermarks(&bootstrap, "events", p);
+        assert!(low == 0 && high > 0, "partition {p} holds its records: {low}..{high}");
+    }
+    let data = dir.path().join("data");
+    let analytics = format!("max_outputs_per_sec = {OUTPUTS_PER_SEC}\n{}", default_analytics(1_000));
+    let cfg = write_config(
+        dir.path(),
+        &NodeCfg { batch_max_records: 500, checkpoint_ms: 1_000, analytics: &analytics, ..NodeCfg::new(&bootstrap, &data, "backlog") },
+    );
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    std::fs::write(&cfg, text.replacen("[node]\n", &format!("[node]\nmemory_limit = \"{LIMIT_MIB}MiB\"\n"), 1)).expect("config");
+    let mut node = start_node(&cfg);
+    let pid = node.proc.child.id();
+
+    // Watch for 20 s: /status every 50 ms, the resident size, and the sink's pace.
+    let started = Instant::now();
+    let (mut slowest, mut polls, mut peak) = (Duration::ZERO, 0u32, 0u64);
+    let mut credits_ran_out = false;
+    let mut first_sink: Option<(Instant, f64)> = None;
+    let mut last = serde_json::Value::Null;
+    while started.elapsed() < Duration::from_secs(20) {
+        let t = Instant::now();
+        let s = status(&node.admin).expect("status answers");
+        let took = t.elapsed();
+        slowest = slowest.max(took);
+        polls += 1;
+        assert_eq!(s["memory"]["limit_bytes"].as_u64(), Some(LIMIT_MIB << 20), "{s}");
+        if let Some((now, _)) = rss(pid) {
+            peak = peak.max(now);
+        }
+        if polls % 10 == 0 {
+            let m = http_get(&node.metrics, "/metrics").unwrap_or_default();
+            credits_ran_out |= metric(&m, "vigil_ingest_credits") == Some(0.0);
+            let sink = metric(&m, r#"vigil_records_total{stage="sink"}"#).unwrap_or(0.0);
+            if first_sink.is_none() && sink > 0.0 {
+                first_sink = Some((Instant::now(), sink));
+            }
+        }
+        last = s;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (_, hwm) = rss(pid).expect("the node runs");
+    let m = http_get(&node.metrics, "/metrics").expect("metrics");
+    let sink = metric(&m, r#"vigil_records_total{stage="sink"}"#).unwrap_or(0.0);
+    let (t0, s0) = first_sink
+        .unwrap_or_else(|| panic!("no window written in 20 s: {last}\n{}", m.lines().filter(|l| l.starts_with("vigil_")).collect::<Vec<_>>().join("\n")));
+    let pace = (sink - s0) / t0.elapsed().as_secs_f64();
+    eprintln!(
+        "status: {polls} polls, slowest {slowest:?}; resident peak {} MiB (VmHWM {} MiB) of {LIMIT_MIB} MiB; sink {pace:.0} windows/s; position {}",
+        peak >> 20,
+        hwm >> 20,
+        last["position"]
+    );
+    assert!(slowest < Duration::from_millis(100), "/status took {slowest:?}");
+    assert!(hwm < LIMIT_MIB << 20, "peak resident {} MiB over the {LIMIT_MIB} MiB limit", hwm >> 20);
+    assert!(pace <= OUTPUTS_PER_SEC as f64 * 1.15, "the sink kept its pace: {pace:.0} windows/s");
+    assert!(pace >= OUTPUTS_PER_SEC as f64 * 0.5, "the sink kept writing: {pace:.0} windows/s");
+    assert!(credits_ran_out, "backpressure: Ingest ran out of credits behind the slow sink");
+    let position = last["position"].as_u64().unwrap_or(0);
+    assert!(position > 10_000 && position < RECORDS, "still working through the backlog: {position}");
+    assert!(node.proc.terminate(Duration::from_secs(60)).success(), "clean stop with a final checkpoint behind the slow sink");
+}
