@@ -243,6 +243,9 @@ fn bench_config(bootstrap: &str, tag: &str, topic: &str, configure: impl FnOnce(
     cfg.generator.enabled = Some(false);
     cfg.observability.metrics_addr = "127.0.0.1:0".into();
     cfg.observability.admin_addr = "127.0.0.1:0".into();
+    // The process also holds the mock cluster and its dataset, which the node's resident
+    // size would count against its own limit.
+    cfg.node.memory_limit = vigil_config::ByteSize(64 << 30);
     configure(&mut cfg);
     if let Some(s) = cfg.pipeline.sources.first_mut() {
         s.topic = topic.into();

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 const PARTITIONS: u32 = 160;
 const RECORDS: u64 = 2_000_000;
-const LIMIT_MIB: u64 = 256;
+const LIMIT_MIB: u64 = 320;
 const OUTPUTS_PER_SEC: u64 = 1_000;
 
 /// Resident and peak resident size of a process, bytes (`VmRSS`, `VmHWM`).
@@ -97,4 +97,35 @@ fn backlog_with_a_slow_sink_stays_under_the_memory_limit_and_status_stays_fast()
     let position = last["position"].as_u64().unwrap_or(0);
     assert!(position > 10_000 && position < RECORDS, "still working through the backlog: {position}");
     assert!(node.proc.terminate(Duration::from_secs(60)).success(), "clean stop with a final checkpoint behind the slow sink");
+}
+
+/// Over its memory limit a node slows down instead of stopping: the resident size of any
+/// node is above 90 % of 32 MiB, so Ingest trickles (one batch per 100 ms), says so in
+/// `/status` and the metrics, and still gets through its input.
+#[test]
+fn over_the_memory_limit_ingest_trickles_and_finishes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_broker, bootstrap) = start_broker(4, &["events", "out", "dlq"]);
+    let total = 20_000u64;
+    gen(&bootstrap, "events", total, 5, 0.0, 1_700_000_000_000, 5);
+    let data = dir.path().join("data");
+    let cfg = write_config(dir.path(), &NodeCfg { batch_max_records: 250, ..NodeCfg::new(&bootstrap, &data, "tight") });
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    let text = text.replacen("[node]\n", "[node]\nmemory_limit = \"32MiB\"\n", 1).replacen(
+        "[kafka]\n",
+        "[kafka]\nprefetch_kbytes_max = 1024\nproduce_queue_kbytes_max = 8192\n",
+        1,
+    );
+    std::fs::write(&cfg, text).expect("config");
+    let node = start_node(&cfg);
+    let s = wait_for("ingest held back", Duration::from_secs(30), || status(&node.admin).filter(|s| s["memory"]["throttled"] == true));
+    let at = s["position"].as_u64().unwrap_or(0);
+    let m = http_get(&node.metrics, "/metrics").expect("metrics");
+    assert_eq!(metric(&m, "vigil_memory_throttled"), Some(1.0), "{m}");
+    assert!(metric(&m, "vigil_memory_throttle_total").unwrap_or(0.0) >= 1.0);
+    // A trickle: 250 records per 100 ms at most, so 20,000 take seconds, not forever.
+    let started = Instant::now();
+    wait_for("the whole input, slowly", Duration::from_secs(60), || status(&node.admin).filter(|s| s["position"].as_u64() == Some(total)));
+    let rate = (total - at) as f64 / started.elapsed().as_secs_f64();
+    assert!(rate < 2_500.0 * 1.5, "held to about 10 batches a second: {rate:.0} records/s");
 }

@@ -1,6 +1,6 @@
 //! The node's memory limit: when the resident set passes 90 % of `node.memory_limit`,
-//! Ingest stops reading until it is back under 80 % (hysteresis, so it does not flap).
-//! Pure: the resident size is passed in.
+//! Ingest slows to a trickle until it is back under 80 % (hysteresis, so it does not flap).
+//! The rule is pure: the resident size is passed in.
 
 /// Whether Ingest must hold back for memory.
 #[derive(Debug, Clone)]
@@ -29,6 +29,16 @@ impl MemoryGovernor {
     /// Whether reading is held back.
     pub fn throttled(&self) -> bool {
         self.throttled
+    }
+}
+
+/// Hand memory the allocator holds but does not use back to the system (glibc keeps freed
+/// memory in its arenas, which the resident size still counts).
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists; it takes no pointers.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -127,7 +127,7 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Resident memory the node keeps under (`"512MiB"`, `"2GiB"` or bytes). Default 512 MiB.
     /// Kafka's prefetch and produce queue must fit in half of it (checked at start); above
-    /// 90 % of it Ingest stops reading until the node is back under 80 %.
+    /// 90 % of it Ingest slows to one batch per 100 ms until the node is back under 80 %.
     pub memory_limit: ByteSize,
 }
 
@@ -1043,8 +1043,8 @@ impl Config {
         }
         let limit = self.node.memory_limit.0;
         let queues = (u64::from(self.kafka.prefetch_kbytes_max) + u64::from(self.kafka.produce_queue_kbytes_max)) << 10;
-        if limit < 64 << 20 {
-            err("node.memory_limit", "must be at least 64MiB");
+        if limit < 16 << 20 {
+            err("node.memory_limit", "must be at least 16MiB");
         } else if queues > limit / 2 {
             err(
                 "node.memory_limit",

@@ -42,8 +42,8 @@ pub struct IngestState {
     in_flight_bytes: usize,
     /// Windows Sink had written at the last look, and when that count last moved.
     sink_seen: (u64, Instant),
-    /// Whether the current stall is for memory (its pause check is scheduled once).
-    memory_stall: bool,
+    /// When Ingest last polled while over the memory limit.
+    memory_poll: Instant,
     /// When partitions were last checked for running ahead in event time.
     aligned_at: Instant,
     /// `node.memory_limit`, and when the resident size was last read.
@@ -82,7 +82,8 @@ impl IngestState {
                 metrics::gauge!("vigil_memory_throttled").set(if throttled { 1.0 } else { 0.0 });
                 if throttled {
                     metrics::counter!("vigil_memory_throttle_total").increment(1);
-                    tracing::warn!(resident = rss, limit = %self.ctx.config.node.memory_limit, "over 90 % of node.memory_limit: ingest holds back");
+                    tracing::warn!(resident = rss, limit = %self.ctx.config.node.memory_limit, "over 90 % of node.memory_limit: ingest slows to one batch per 100 ms");
+                    crate::memory::release_free_memory();
                 } else {
                     tracing::info!(resident = rss, "back under 80 % of node.memory_limit: ingest resumes");
                 }
@@ -206,7 +207,7 @@ impl Actor for Ingest {
             in_flight_bytes: 0,
             memory,
             aligned_at: Instant::now(),
-            memory_stall: false,
+            memory_poll: Instant::now(),
             sink_seen: (0, Instant::now()),
             memory_checked: Instant::now(),
             latency: BTreeMap::new(),
@@ -219,19 +220,17 @@ impl Actor for Ingest {
         match msg {
             IngestMsg::Poll => {
                 st.maybe_checkpoint()?;
+                // Over the memory limit: one batch per MEMORY_CHECK, not none. Progress lets
+                // the watermark advance and windows close, which is what frees memory; a full
+                // stop could wait forever on memory only progress releases.
                 if st.over_memory() {
-                    // Re-read the resident size shortly; pause the partitions if it lasts
-                    // (librdkafka then drops what it prefetched).
-                    if !st.memory_stall {
-                        st.memory_stall = true;
-                        st.stalls += 1;
-                        let stall = st.stalls;
-                        myself.send_after(st.ctx.config.pipeline.pause_after, move || IngestMsg::CheckStall { stall });
+                    let since = st.memory_poll.elapsed();
+                    if since < MEMORY_CHECK {
+                        myself.send_after(MEMORY_CHECK - since, || IngestMsg::Poll);
+                        return Ok(());
                     }
-                    myself.send_after(MEMORY_CHECK, || IngestMsg::Poll);
-                    return Ok(());
+                    st.memory_poll = Instant::now();
                 }
-                st.memory_stall = false;
                 if st.credits == 0 {
                     // Stop polling now; pause partitions only if the stall lasts.
                     st.starved = true;
@@ -306,7 +305,7 @@ impl Actor for Ingest {
                 }
             }
             IngestMsg::CheckStall { stall } => {
-                if (st.starved || st.memory.throttled()) && stall == st.stalls && !st.consumer.is_paused() {
+                if st.starved && stall == st.stalls {
                     st.consumer.pause()?;
                     metrics::gauge!("vigil_ingest_paused").set(1.0);
                     tracing::debug!("no credits for {:?}: partitions paused", st.ctx.config.pipeline.pause_after);
@@ -321,8 +320,7 @@ impl Actor for Ingest {
                         st.latency.entry(t).or_default().push(ms);
                     }
                     metrics::gauge!("vigil_ingest_credits").set(st.credits as f64);
-                    // While held back for memory the memory check's own timer polls.
-                    if st.starved && !st.memory.throttled() {
+                    if st.starved {
                         st.starved = false;
                         myself.send_message(IngestMsg::Poll)?;
                     }
