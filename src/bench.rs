@@ -49,6 +49,10 @@ pub(crate) struct ModesArgs {
     /// guard against large regressions (the test command uses it).
     #[arg(long)]
     min_ratio: Option<f64>,
+    /// Pad each generated record's JSON value to about this many bytes (default: as
+    /// generated, ~110 bytes of value).
+    #[arg(long)]
+    record_bytes: Option<usize>,
     /// Validate and Process shards of the pipeline modes (`pipeline.shards`; 0 = one per core).
     #[arg(long, default_value_t = 0)]
     shards: usize,
@@ -139,7 +143,7 @@ const TOPIC: &str = "bench-events";
 
 /// Produce `n` generated JSON records (2% malformed) to the bench topic; returns the bytes
 /// produced (keys, values and headers).
-async fn fill(bootstrap: &str, n: u64) -> Result<u64> {
+async fn fill(bootstrap: &str, n: u64, record_bytes: Option<usize>) -> Result<u64> {
     // Large batches: the mock cluster finds a fetch's start by scanning a partition's batches,
     // so many small ones would make every mode pay for how the data was written.
     let mut kafka = vigil_config::KafkaConfig::default();
@@ -148,11 +152,25 @@ async fn fill(bootstrap: &str, n: u64) -> Result<u64> {
     let mut g = EventGen::new(GenSpec { seed: 7, users: 500, bad_ratio: 0.02, start_ms: vigil_runtime::now_ms() - n as i64, step_ms: 1 });
     let mut bytes = 0u64;
     for _ in 0..n {
-        let r = g.next_record();
+        let mut r = g.next_record();
+        pad(&mut r.payload, record_bytes);
         bytes += vigil_actors::stages::produce_generated(&producer, TOPIC, &r, &Wire::Json, Duration::from_secs(30)).await? as u64;
     }
     producer.flush_checked(Duration::from_secs(60), 0).await.context("not every bench record was acknowledged")?;
     Ok(bytes)
+}
+
+/// Pad a JSON object to about `to` bytes with a `"pad"` field (values that are not objects,
+/// the malformed ones, are left alone).
+fn pad(payload: &mut Vec<u8>, to: Option<usize>) {
+    let Some(to) = to else { return };
+    if payload.last() != Some(&b'}') || payload.len() + 10 > to {
+        return;
+    }
+    payload.pop();
+    payload.extend_from_slice(b",\"pad\":\"");
+    payload.resize(to - 2, b'x');
+    payload.extend_from_slice(b"\"}");
 }
 
 /// Raw consume: records per second librdkafka alone delivers from the topic.
@@ -266,7 +284,7 @@ fn paced_topic(mode: &str) -> String {
 /// The latency phase of `mode`: a node reads a fresh topic while `records` generated records
 /// are written to it at `rate` per second (event time = wall-clock time); returns the p50
 /// and p99 of produce → processed latency in ms.
-async fn paced_latency(bootstrap: &str, mode: &str, shards: usize, rate: f64, records: u64) -> Result<(i64, i64)> {
+async fn paced_latency(bootstrap: &str, mode: &str, shards: usize, record_bytes: Option<usize>, rate: f64, records: u64) -> Result<(i64, i64)> {
     let tag = format!("{}-{mode}-paced", std::process::id());
     let topic = paced_topic(mode);
     let (cfg, dir) = bench_config(bootstrap, &tag, &topic, |cfg| configure_mode(cfg, mode, shards))?;
@@ -292,7 +310,9 @@ async fn paced_latency(bootstrap: &str, mode: &str, shards: usize, rate: f64, re
         while sent < records {
             let due = ((started.elapsed().as_secs_f64() * rate) as u64).min(records);
             while sent < due {
-                vigil_actors::stages::produce_generated(&producer, &topic, &g.next_record(), &Wire::Json, Duration::from_secs(30)).await?;
+                let mut r = g.next_record();
+                pad(&mut r.payload, record_bytes);
+                vigil_actors::stages::produce_generated(&producer, &topic, &r, &Wire::Json, Duration::from_secs(30)).await?;
                 sent += 1;
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -404,7 +424,14 @@ async fn modes(a: ModesArgs) -> Result<ExitCode> {
     }
     // The mock cluster keeps ~5 MiB per partition: refuse a dataset it would cut.
     let mut sample = EventGen::new(GenSpec { seed: 7, users: 500, bad_ratio: 0.02, start_ms: 0, step_ms: 1 });
-    let avg = (0..1000).map(|_| sample.next_record().payload.len() as u64 + 60).sum::<u64>() / 1000;
+    let avg = (0..1000)
+        .map(|_| {
+            let mut r = sample.next_record();
+            pad(&mut r.payload, a.record_bytes);
+            r.payload.len() as u64 + 60
+        })
+        .sum::<u64>()
+        / 1000;
     // Default: 16 partitions, or multiples of 8 up to ~2 MiB each.
     let partitions = a.partitions.or(a.quick.then_some(16)).unwrap_or_else(|| (records * avg).div_ceil(2 * 1024 * 1024 * 8).max(2) as u32 * 8);
     if records == 0 || partitions == 0 {
@@ -422,7 +449,7 @@ async fn modes(a: ModesArgs) -> Result<ExitCode> {
     let broker = EmbeddedBroker::start(partitions, &topics, None).context("cannot start the mock cluster")?;
     let bootstrap = broker.bootstrap().to_string();
     eprintln!("bench: producing {records} records (~{avg} bytes) to {TOPIC} ({partitions} partitions)...");
-    fill(&bootstrap, records).await?;
+    fill(&bootstrap, records, a.record_bytes).await?;
     let mut results = Vec::new();
     let mut raw_rate = None;
     for mode in &a.modes {
@@ -448,7 +475,7 @@ async fn modes(a: ModesArgs) -> Result<ExitCode> {
             let fits = 2 * 1024 * 1024 * u64::from(partitions) / avg;
             let paced = ((paced_rate * if a.quick { 4.0 } else { 10.0 }) as u64).clamp(1, fits);
             eprintln!("bench: {mode}: latency at {paced_rate:.0} records/s ({paced} records) ...");
-            let (p50, p99) = paced_latency(&bootstrap, mode, a.shards, paced_rate, paced).await?;
+            let (p50, p99) = paced_latency(&bootstrap, mode, a.shards, a.record_bytes, paced_rate, paced).await?;
             eprintln!("bench: {mode}: produce → processed p50 {p50} ms, p99 {p99} ms");
             Some((p50, p99))
         };
@@ -459,14 +486,15 @@ async fn modes(a: ModesArgs) -> Result<ExitCode> {
         }));
     }
     let shards = vigil_config::PipelineConfig { shards: a.shards, ..Default::default() }.shard_count();
+    let record_bytes = avg - 60;
     let machine = serde_json::json!({
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "os": std::env::consts::OS, "arch": std::env::consts::ARCH, "shards": shards,
     });
     if a.json {
-        println!("{}", serde_json::json!({"results": results, "records": records, "partitions": partitions, "machine": machine}));
+        println!("{}", serde_json::json!({"results": results, "records": records, "record_bytes": record_bytes, "partitions": partitions, "machine": machine}));
     } else {
-        println!("{records} records over {partitions} partitions, {} cores, {shards} shards", machine["cores"]);
+        println!("{records} records of ~{record_bytes} bytes over {partitions} partitions, {} cores, {shards} shards", machine["cores"]);
         println!("{:<22} {:>12} {:>9} {:>8} {:>8} {:>10} {:>12}", "MODE", "RECORDS/S", "OF RAW", "P50 MS", "P99 MS", "PEAK RSS", "CPU S / 1M");
         for r in &results {
             let ms = |k: &str| r[k].as_i64().map(|x| x.to_string()).unwrap_or_else(|| "-".into());
@@ -520,7 +548,7 @@ pub(crate) async fn run(cmd: BenchCmd) -> Result<ExitCode> {
     let broker = EmbeddedBroker::start(a.partitions, &topics, None).context("cannot start the mock cluster")?;
     let bootstrap = broker.bootstrap().to_string();
     eprintln!("bench: producing {} records to {TOPIC} ({} partitions)...", a.records, a.partitions);
-    let input_bytes = fill(&bootstrap, a.records).await?;
+    let input_bytes = fill(&bootstrap, a.records, None).await?;
     let raw = raw_consume(&bootstrap, a.records).await?;
     eprintln!("bench: raw librdkafka consume {raw:.0} records/s");
     let (mut off, mut on, mut stored, mut disk) = (Vec::new(), Vec::new(), 0u64, 0u64);
