@@ -1337,6 +1337,22 @@ mod tests {
         assert!(c.generator_enabled());
     }
 
+    #[test]
+    fn sizes_parse_with_units_and_memory_limit_is_checked_against_the_queues() {
+        assert_eq!(ByteSize::parse("512MiB"), Ok(ByteSize(512 << 20)));
+        assert_eq!(ByteSize::parse("1.5 GiB"), Ok(ByteSize(3 << 29)));
+        assert_eq!(ByteSize::parse("2000"), Ok(ByteSize(2000)));
+        assert_eq!(ByteSize::parse("3MB"), Ok(ByteSize(3_000_000)));
+        assert!(ByteSize::parse("12 parsecs").unwrap_err().contains("parsecs"));
+        assert_eq!(ByteSize(512 << 20).to_string(), "512MiB");
+        let c = Config::from_toml_str("[node]\nmemory_limit = 268435456\n", no_env()).unwrap();
+        assert_eq!(c.node.memory_limit, ByteSize(256 << 20));
+        let e = Config::from_toml_str("[node]\nmemory_limit = \"100MiB\"\n", no_env()).unwrap_err().to_string();
+        assert!(e.contains("node.memory_limit") && e.contains("kafka.prefetch_kbytes_max"), "{e}");
+        let e = Config::from_toml_str("[node]\nmemory_limit = \"lots\"\n", no_env()).unwrap_err().to_string();
+        assert!(e.contains("lots"), "{e}");
+    }
+
     /// Every shipped example configuration loads without a problem.
     #[test]
     fn example_configs_are_valid() {
