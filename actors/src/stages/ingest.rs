@@ -62,21 +62,19 @@ impl IngestState {
         }
         self.last_report = Instant::now();
         metrics::gauge!("vigil_memory_bytes", "component" => "in_flight").set(self.in_flight_bytes as f64);
-        if let Some(rss) = vigil_runtime::metrics::resident_bytes() {
-            metrics::gauge!("vigil_memory_bytes", "component" => "process").set(rss as f64);
-        }
         self.ctx.stats.set_progress(Progress { partitions: self.consumer.progress(), brokers_up: self.consumer.brokers_up() });
         for (source, latency_ms) in std::mem::take(&mut self.latency) {
             self.ctx.report_quality(BatchQuality { source, latency_ms, ..BatchQuality::default() });
         }
     }
 
-    /// Whether the node is over its memory limit (the resident size is read at most every
-    /// [`MEMORY_CHECK`]); coming back under it resumes paused partitions.
+    /// Whether the node is over its memory limit. The resident size is read at most every
+    /// [`MEMORY_CHECK`], and exported as `vigil_memory_bytes{component="process"}`.
     fn over_memory(&mut self) -> bool {
         if self.memory_checked.elapsed() >= MEMORY_CHECK {
             self.memory_checked = Instant::now();
             let rss = vigil_runtime::metrics::resident_bytes().unwrap_or(0);
+            metrics::gauge!("vigil_memory_bytes", "component" => "process").set(rss as f64);
             if let Some(throttled) = self.memory.observe(rss) {
                 self.ctx.memory_throttled.store(throttled, Ordering::SeqCst);
                 metrics::gauge!("vigil_memory_throttled").set(if throttled { 1.0 } else { 0.0 });
