@@ -94,7 +94,7 @@ fn labels_text(labels: &std::collections::BTreeMap<String, String>) -> String {
 pub(crate) fn alerts(cmd: AlertsCmd) -> Result<ExitCode> {
     match cmd {
         AlertsCmd::List { target, json } => {
-            let list: Vec<AlertView> = admin::get(&target.addr()?, "/alerts")?;
+            let list: Vec<AlertView> = admin::get(&target.conn()?, "/alerts")?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else if list.is_empty() {
@@ -118,7 +118,7 @@ pub(crate) fn alerts(cmd: AlertsCmd) -> Result<ExitCode> {
             }
         }
         AlertsCmd::Rules { target, json } => {
-            let list: Vec<RuleView> = admin::get(&target.addr()?, "/alerts/rules")?;
+            let list: Vec<RuleView> = admin::get(&target.conn()?, "/alerts/rules")?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
@@ -139,7 +139,7 @@ pub(crate) fn alerts(cmd: AlertsCmd) -> Result<ExitCode> {
             }
         }
         AlertsCmd::Reload { target } => {
-            let v: Value = admin::post(&target.addr()?, "/alerts/reload", &json!({}))?;
+            let v: Value = admin::post(&target.conn()?, "/alerts/reload", &json!({}))?;
             println!("reloaded {} rules from {}", v["rules"], v["reloaded"].as_str().unwrap_or("?"));
         }
     }
@@ -152,11 +152,11 @@ pub(crate) fn silence(cmd: SilenceCmd) -> Result<ExitCode> {
         SilenceCmd::Add { matchers, duration, author, comment, target } => {
             let author = author.or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "vigil-cli".into());
             let body = json!({"matchers": matchers, "duration": duration, "created_by": author, "comment": comment});
-            let v: Value = admin::post(&target.addr()?, "/silences", &body)?;
+            let v: Value = admin::post(&target.conn()?, "/silences", &body)?;
             println!("{}", v["silenceID"].as_str().unwrap_or_default());
         }
         SilenceCmd::List { expired, target, json } => {
-            let list: Vec<SilenceView> = admin::get(&target.addr()?, "/silences")?;
+            let list: Vec<SilenceView> = admin::get(&target.conn()?, "/silences")?;
             let list: Vec<&SilenceView> = list.iter().filter(|s| expired || s.state != vigil_actors::alerting::engine::SilenceState::Expired).collect();
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
@@ -180,7 +180,7 @@ pub(crate) fn silence(cmd: SilenceCmd) -> Result<ExitCode> {
             }
         }
         SilenceCmd::Expire { id, target } => {
-            let _: Value = admin::delete(&target.addr()?, &format!("/silences/{id}"))?;
+            let _: Value = admin::delete(&target.conn()?, &format!("/silences/{id}"))?;
             println!("expired {id}");
         }
     }
@@ -193,7 +193,7 @@ fn opt(v: Option<f64>) -> String {
 
 /// `vigil dq --history D`: one line per source and slot from the persisted history.
 fn dq_history(target: &AdminTarget, since: &str, json: bool) -> Result<ExitCode> {
-    let h: Vec<HistoryPoint> = admin::get(&target.addr()?, &format!("/dq/history?since={since}"))?;
+    let h: Vec<HistoryPoint> = admin::get(&target.conn()?, &format!("/dq/history?since={since}"))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&h)?);
         return Ok(ExitCode::SUCCESS);
@@ -227,7 +227,7 @@ pub(crate) fn dq(target: &AdminTarget, history: Option<&str>, json: bool) -> Res
     if let Some(since) = history {
         return dq_history(target, since, json);
     }
-    let r: DqReport = admin::get(&target.addr()?, "/dq")?;
+    let r: DqReport = admin::get(&target.conn()?, "/dq")?;
     if json {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(ExitCode::SUCCESS);

@@ -147,7 +147,7 @@ fn act(who: &Who, id: u64, verb: &str, extra: Value) -> Result<ExitCode> {
     if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
         b.extend(e.clone());
     }
-    let v: Value = admin::post(&who.target.addr()?, &format!("/incidents/{id}/{verb}"), &body)?;
+    let v: Value = admin::post(&who.target.conn()?, &format!("/incidents/{id}/{verb}"), &body)?;
     if who.json {
         println!("{v}");
     } else {
@@ -160,7 +160,7 @@ fn act(who: &Who, id: u64, verb: &str, extra: Value) -> Result<ExitCode> {
 pub(crate) fn run(cmd: IncidentCmd) -> Result<ExitCode> {
     match cmd {
         IncidentCmd::List { all, target, json } => {
-            let list: Vec<Analysis> = admin::get(&target.addr()?, &format!("/incidents?all={all}"))?;
+            let list: Vec<Analysis> = admin::get(&target.conn()?, &format!("/incidents?all={all}"))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else if list.is_empty() {
@@ -185,7 +185,7 @@ pub(crate) fn run(cmd: IncidentCmd) -> Result<ExitCode> {
             }
         }
         IncidentCmd::Show { id, target, json } => {
-            let a: Analysis = admin::get(&target.addr()?, &format!("/incidents/{id}"))?;
+            let a: Analysis = admin::get(&target.conn()?, &format!("/incidents/{id}"))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&a)?);
                 return Ok(ExitCode::SUCCESS);
@@ -219,7 +219,7 @@ pub(crate) fn run(cmd: IncidentCmd) -> Result<ExitCode> {
             }
         }
         IncidentCmd::Open { title, severity, source, who } => {
-            let v: Value = admin::post(&who.target.addr()?, "/incidents", &json!({"title": title, "severity": severity, "source": source, "by": who.name()}))?;
+            let v: Value = admin::post(&who.target.conn()?, "/incidents", &json!({"title": title, "severity": severity, "source": source, "by": who.name()}))?;
             if who.json {
                 println!("{v}");
             } else {
@@ -234,11 +234,11 @@ pub(crate) fn run(cmd: IncidentCmd) -> Result<ExitCode> {
         IncidentCmd::Postmortem { id, out, format, target } => {
             let text = match format.as_str() {
                 "md" | "markdown" => {
-                    let v: Value = admin::get(&target.addr()?, &format!("/incidents/{id}/postmortem?format=json"))?;
+                    let v: Value = admin::get(&target.conn()?, &format!("/incidents/{id}/postmortem?format=json"))?;
                     v["markdown"].as_str().unwrap_or_default().to_string()
                 }
                 "json" => {
-                    let v: Value = admin::get(&target.addr()?, &format!("/incidents/{id}/postmortem?format=json"))?;
+                    let v: Value = admin::get(&target.conn()?, &format!("/incidents/{id}/postmortem?format=json"))?;
                     serde_json::to_string_pretty(&v["analysis"])?
                 }
                 other => bail!("--format `{other}`: md or json"),
@@ -252,7 +252,7 @@ pub(crate) fn run(cmd: IncidentCmd) -> Result<ExitCode> {
             }
         }
         IncidentCmd::Report { since, target, json } => {
-            let r: Report = admin::get(&target.addr()?, &format!("/incidents/report?since={since}"))?;
+            let r: Report = admin::get(&target.conn()?, &format!("/incidents/report?since={since}"))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
                 return Ok(ExitCode::SUCCESS);

@@ -109,7 +109,7 @@ fn open_store(dir: &std::path::Path) -> Result<Store> {
 fn status(from: &Source) -> Result<Status> {
     match &from.data_dir {
         Some(dir) => Ok(retention::status(&open_store(dir)?, true)?),
-        None => admin::get(&from.target.addr()?, "/lineage/status"),
+        None => admin::get(&from.target.conn()?, "/lineage/status"),
     }
 }
 
@@ -138,14 +138,14 @@ fn trace(output: Option<String>, record: Option<String>, fetch: bool, bootstrap:
         if from.data_dir.is_some() {
             anyhow::bail!("reading Kafka for a stopped node's data needs --bootstrap");
         }
-        let st: serde_json::Value = admin::get(&from.target.addr()?, "/status")?;
+        let st: serde_json::Value = admin::get(&from.target.conn()?, "/status")?;
         st["bootstrap"].as_str().map(str::to_string).context("the node did not say which Kafka it uses; pass --bootstrap")
     };
     if let Some(output) = output {
         let (topic, key, start) = parse_output(&output).map_err(anyhow::Error::msg)?;
         let t: OutputTrace = match &from.data_dir {
             Some(dir) => trace_output(&open_store(dir)?, &topic, &key, start)?,
-            None => admin::get(&from.target.addr()?, &format!("/lineage/output/{}", encode_segment(&output)))?,
+            None => admin::get(&from.target.conn()?, &format!("/lineage/output/{}", encode_segment(&output)))?,
         };
         let fetched = if fetch { fetch_records(&bootstrap()?, &t.sources, &mut view(from))? } else { Vec::new() };
         show(&t, fetch.then_some(&fetched), json, || print_output(&t))?;
@@ -163,7 +163,7 @@ fn trace(output: Option<String>, record: Option<String>, fetch: bool, bootstrap:
     let position = format!("{topic}/{partition}/{offset}");
     let t: RecordTrace = match &from.data_dir {
         Some(dir) => trace_record(&open_store(dir)?, &topic, partition, offset)?,
-        None => admin::get(&from.target.addr()?, &format!("/lineage/record/{}", encode_segment(&position)))?,
+        None => admin::get(&from.target.conn()?, &format!("/lineage/record/{}", encode_segment(&position)))?,
     };
     let one = SourceRecords { topic, partition, records: 1, ranges: vec![(offset, offset)] };
     let fetched = if fetch { fetch_records(&bootstrap()?, &[one], &mut view(from))? } else { Vec::new() };
@@ -181,8 +181,11 @@ fn trace(output: Option<String>, record: Option<String>, fetch: bool, bootstrap:
 
 /// Renders fetched values; framed ones are decoded with the running node's registry.
 fn view(from: &Source) -> PayloadView {
-    let client = match (&from.data_dir, from.target.addr()) {
-        (None, Ok(addr)) => Some(RegistryClient::new(&format!("http://{addr}"), Duration::from_secs(10))),
+    let client = match (&from.data_dir, from.target.conn()) {
+        (None, Ok(conn)) => {
+            let (agent, auth) = conn.parts();
+            Some(RegistryClient::with_agent(&conn.base, agent, auth))
+        }
         _ => None,
     };
     PayloadView::new(client)
@@ -284,7 +287,7 @@ fn events(since: String, kind: Option<String>, limit: usize, from: Source, json:
         }
         None => {
             let kind = kind.unwrap_or_default();
-            admin::get(&target.addr()?, &format!("/lineage/events?since={since}&kind={kind}&limit={limit}"))?
+            admin::get(&target.conn()?, &format!("/lineage/events?since={since}&kind={kind}&limit={limit}"))?
         }
     };
     if json {

@@ -1,12 +1,13 @@
 //! `vigil`: the command line. Thin: parses arguments, loads config, and calls the crates.
-//! Command groups with many verbs live in their own module (`schema`, `alerts`); `admin`
-//! talks to a running node.
+//! Command groups with many verbs live in their own module (`schema`, `alerts`,
+//! `security`...); `admin` talks to a running node.
 mod admin;
 mod alerts;
 mod bench;
 mod incident;
 mod lineage;
 mod schema;
+mod security;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -120,6 +121,29 @@ enum Cmd {
         #[command(flatten)]
         args: bench::ModesArgs,
     },
+    /// Development certificates: `vigil certs dev` makes a CA, node and client certificates.
+    Certs {
+        #[command(subcommand)]
+        cmd: security::CertsCmd,
+    },
+    /// API tokens in the token file: create (printed once), list, revoke.
+    Token {
+        #[command(subcommand)]
+        cmd: security::TokenCmd,
+    },
+    /// The security audit log: list entries, verify the hash chain.
+    Audit {
+        #[command(subcommand)]
+        cmd: security::AuditCmd,
+    },
+    /// Who the node takes you for, and what your role allows.
+    Whoami {
+        #[command(flatten)]
+        target: AdminTarget,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// The current data-quality table per source and field (or its history).
     Dq {
         #[command(flatten)]
@@ -223,15 +247,19 @@ pub(crate) struct AdminTarget {
     /// Read the admin address from this node configuration.
     #[arg(long, short)]
     config: Option<PathBuf>,
+    #[command(flatten)]
+    creds: admin::Creds,
 }
 
 impl AdminTarget {
-    pub(crate) fn addr(&self) -> Result<String> {
+    /// The node's admin API: `--admin` (an address or URL), else the configuration's
+    /// address, https when the configuration turns TLS on.
+    pub(crate) fn conn(&self) -> Result<admin::Conn> {
         if let Some(a) = &self.admin {
-            return Ok(a.clone());
+            return admin::Conn::new(a, false, &self.creds);
         }
         let cfg = load_config(self.config.as_deref())?;
-        Ok(cfg.observability.admin_addr)
+        admin::Conn::new(&cfg.observability.admin_addr, cfg.security.tls.enabled(), &self.creds)
     }
 }
 
@@ -376,7 +404,7 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
             Ok(if errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Cmd::Tree { target, json } => {
-            let tree: TreeNode = admin::get(&target.addr()?, "/tree")?;
+            let tree: TreeNode = admin::get(&target.conn()?, "/tree")?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&tree)?);
             } else {
@@ -385,7 +413,7 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Status { target, json } => {
-            let v: serde_json::Value = admin::get(&target.addr()?, "/status")?;
+            let v: serde_json::Value = admin::get(&target.conn()?, "/status")?;
             if json {
                 println!("{v}");
             } else {
@@ -469,20 +497,25 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
         Cmd::Dq { target, history, json } => alerts::dq(&target, history.as_deref(), json),
         Cmd::Incident { cmd } => incident::run(cmd),
         Cmd::Lineage { cmd } => lineage::run(cmd),
+        Cmd::Certs { cmd } => security::certs(cmd),
+        Cmd::Token { cmd } => security::token(cmd),
+        Cmd::Audit { cmd } => security::audit_cmd(cmd),
+        Cmd::Whoami { target, json } => security::whoami(&target, json),
         Cmd::Bench { cmd, args } => {
             init_logging(false);
             bench::run_bench(cmd, args).await
         }
         Cmd::Chaos { cmd: ChaosCmd::BadData { ratio, target } } => {
-            let addr = target.addr()?;
-            let _: serde_json::Value = admin::post(&addr, "/chaos/bad-data", &serde_json::json!({ "ratio": ratio }))?;
-            println!("generator on {addr} now writes {:.0}% malformed records (watch: vigil dq; vigil alerts list)", ratio * 100.0);
+            let conn = target.conn()?;
+            let _: serde_json::Value = admin::post(&conn, "/chaos/bad-data", &serde_json::json!({ "ratio": ratio }))?;
+            println!("generator on {} now writes {:.0}% malformed records (watch: vigil dq; vigil alerts list)", conn.base, ratio * 100.0);
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Chaos { cmd: ChaosCmd::Panic { stage, target } } => {
-            let addr = target.addr()?;
-            vigil_chaos::inject_panic(&addr, &stage)?;
-            println!("injected panic into `{stage}` on {addr}");
+            let conn = target.conn()?;
+            let (agent, auth) = conn.parts();
+            vigil_chaos::inject_panic(&agent, &conn.base, auth.as_deref(), &stage)?;
+            println!("injected panic into `{stage}` on {}", conn.base);
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -540,9 +573,10 @@ async fn run(config: Option<PathBuf>, json: bool) -> Result<std::process::ExitCo
         println!(
             "{}",
             serde_json::json!({"event": "started", "node": o.node.id, "bootstrap": node.bootstrap(), "embedded": node.is_embedded(),
-                "metrics": format!("http://{}/metrics", node.metrics_addr), "admin": format!("http://{}", node.admin_addr),
+                "metrics": format!("{}://{}/metrics", node.metrics_scheme(), node.metrics_addr), "admin": format!("{}://{}", node.scheme(), node.admin_addr),
+                "auth": o.security.auth, "tls": node.tls.is_some(),
                 "data_dir": o.node.data_dir.display().to_string(),
-                "registry": if o.schema_registry.external() { o.schema_registry.url.clone() } else { format!("http://{}", node.admin_addr) }})
+                "registry": if o.schema_registry.external() { o.schema_registry.url.clone() } else { format!("{}://{}", node.scheme(), node.admin_addr) }})
         );
     } else {
         println!("vigil {} — node {}", env!("CARGO_PKG_VERSION"), o.node.id);
@@ -580,10 +614,11 @@ async fn run(config: Option<PathBuf>, json: bool) -> Result<std::process::ExitCo
         if o.schema_registry.external() {
             println!("  registry   {} (external)", o.schema_registry.url);
         } else {
-            println!("  registry   http://{}  (Confluent API: curl {}/subjects; vigil schema list)", node.admin_addr, node.admin_addr);
+            println!("  registry   {}://{}  (Confluent API: curl {}/subjects; vigil schema list)", node.scheme(), node.admin_addr, node.admin_addr);
         }
-        println!("  metrics    http://{}/metrics", node.metrics_addr);
-        println!("  admin      http://{}/status   (vigil tree --admin {})", node.admin_addr, node.admin_addr);
+        println!("  metrics    {}://{}/metrics", node.metrics_scheme(), node.metrics_addr);
+        println!("  admin      {}://{}/status   (vigil tree --admin {})", node.scheme(), node.admin_addr, node.admin_addr);
+        println!("  security   {}", security_line(&o.security));
         if o.quality.enabled {
             let alerting =
                 if o.quality.enabled && o.alerts.enabled { format!(", {} alert rules (vigil alerts list)", o.alerts.rules.len()) } else { String::new() };
@@ -625,12 +660,10 @@ async fn run(config: Option<PathBuf>, json: bool) -> Result<std::process::ExitCo
             let _ = std::io::stdout().flush();
         }
     });
-    let reloader = cfg.loaded_from.clone().map(|path| tokio::spawn(reload_on_sighup(node.admin_addr, path)));
+    let reloader = tokio::spawn(reload_on_sighup(node.reloader()));
     let res = node.run_until(shutdown).await;
     printer.abort();
-    if let Some(r) = reloader {
-        r.abort();
-    }
+    reloader.abort();
     match res {
         Ok(()) => {
             println!("stopped cleanly");
@@ -643,25 +676,39 @@ async fn run(config: Option<PathBuf>, json: bool) -> Result<std::process::ExitCo
     }
 }
 
-/// SIGHUP re-reads `[alerts]` from the configuration file (through the admin API, so the
-/// checks and the answer are the same as `vigil alerts reload`).
-async fn reload_on_sighup(admin_addr: SocketAddr, path: PathBuf) {
+/// One line on how the listeners are protected.
+fn security_line(s: &vigil_config::SecurityConfig) -> String {
+    let tls = match (&s.tls.cert, &s.tls.client_ca) {
+        (None, _) => "plaintext".to_string(),
+        (Some(_), None) => format!("TLS {}+", if s.tls.min_version == vigil_config::TlsVersion::V1_3 { "1.3" } else { "1.2" }),
+        (Some(_), Some(_)) if s.tls.require_client_cert => "TLS with client certificates required (mTLS)".to_string(),
+        (Some(_), Some(_)) => "TLS, client certificates optional".to_string(),
+    };
+    if s.auth {
+        format!("{tls}; tokens and roles required (deny by default), audit log kept; SIGHUP reloads certificates")
+    } else {
+        format!("{tls}; no authentication: the admin API is open on loopback only (turn on [security] auth; docs/security.md)")
+    }
+}
+
+/// SIGHUP re-reads the listeners' TLS certificates and `[alerts]` from the configuration
+/// file (the rules in use stay when the file is not valid; certificates likewise).
+async fn reload_on_sighup(reloader: vigil_actors::node::Reloader) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
         let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
         while hup.recv().await.is_some() {
-            let addr = admin_addr.to_string();
-            let res = tokio::task::spawn_blocking(move || admin::post::<serde_json::Value>(&addr, "/alerts/reload", &serde_json::json!({}))).await;
-            match res {
-                Ok(Ok(v)) => tracing::info!(file = %path.display(), rules = %v["rules"], "SIGHUP: alert rules reloaded"),
-                Ok(Err(e)) => tracing::error!(file = %path.display(), "SIGHUP: alert rules not reloaded: {e:#}"),
-                Err(e) => tracing::error!("SIGHUP: reload task failed: {e}"),
+            for outcome in reloader.reload().await {
+                match outcome {
+                    Ok(done) => tracing::info!("SIGHUP: {done}"),
+                    Err(e) => tracing::error!("SIGHUP: {e}"),
+                }
             }
         }
     }
     #[cfg(not(unix))]
-    let _ = (admin_addr, path);
+    let _ = reloader;
 }
 
 async fn broker(partitions: u32, port: u16, topics: Vec<String>) -> Result<std::process::ExitCode> {

@@ -137,11 +137,9 @@ pub(crate) struct RegistryTarget {
 
 impl RegistryTarget {
     fn client(&self) -> Result<RegistryClient> {
-        let base = match &self.registry {
-            Some(r) => r.clone(),
-            None => format!("http://{}", self.admin.addr()?),
-        };
-        Ok(RegistryClient::new(&base, Duration::from_secs(30)))
+        let conn = self.admin.conn()?;
+        let (agent, auth) = conn.parts();
+        Ok(RegistryClient::with_agent(self.registry.as_deref().unwrap_or(&conn.base), agent, auth))
     }
 }
 

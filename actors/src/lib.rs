@@ -15,7 +15,7 @@ pub mod node;
 pub mod outbox;
 pub mod pipeline;
 pub mod quality;
-pub mod rate;
+pub use vigil_runtime::rate;
 pub mod registry;
 pub mod stages;
 pub mod validate;

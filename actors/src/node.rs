@@ -41,6 +41,11 @@ use vigil_config::{Config, SinkFormat, SourceFormat};
 use vigil_runtime::admin::AdminApi;
 use vigil_runtime::embedded::EmbeddedBroker;
 use vigil_runtime::kafka::TrackedProducer;
+use vigil_runtime::security::access::{Guard, Security};
+use vigil_runtime::security::audit::AuditLog;
+use vigil_runtime::security::tls::Reloadable;
+use vigil_runtime::security::tokens::TokenStore;
+use vigil_runtime::security::ListenerOpts;
 use vigil_runtime::stats::NodeStats;
 use vigil_runtime::store::Store;
 use vigil_supervision::{Backoff, ChildSpec, Intensity, Restart, RootHandle, Strategy, SupervisorMsg, SupervisorSpec, TreeEvent, TreeNode};
@@ -58,6 +63,49 @@ pub struct Node {
     pub events: broadcast::Sender<TreeEvent>,
     embedded: Option<EmbeddedBroker>,
     housekeeping: Option<tokio::task::JoinHandle<()>>,
+    /// Credentials, roles and the audit log of the listeners.
+    pub security: Arc<Security>,
+    /// TLS of the listeners (reloaded on SIGHUP), if configured.
+    pub tls: Option<Arc<Reloadable>>,
+}
+
+/// The listeners' security from `[security]`: tokens (configured and the token file), the
+/// audit log beside the store, and the TLS config.
+fn security_of(config: &Config, store: &Arc<Store>) -> Result<(Arc<Security>, Option<Arc<Reloadable>>)> {
+    let s = &config.security;
+    let dir = &config.node.data_dir;
+    let tokens = Arc::new(TokenStore::new(s.tokens.clone(), s.token_file.clone().unwrap_or_else(|| dir.join("tokens.json")))?);
+    let audit = Arc::new(AuditLog::open(store.clone(), s.audit_file.clone().unwrap_or_else(|| dir.join("audit.jsonl")))?);
+    let tls = if s.tls.enabled() { Some(Arc::new(Reloadable::new(s.tls.clone())?)) } else { None };
+    Ok((Arc::new(Security::new(s, tokens, Some(audit))), tls))
+}
+
+/// What SIGHUP re-reads: the listeners' certificates and the alert rules.
+#[derive(Clone)]
+pub struct Reloader {
+    ctx: Arc<NodeCtx>,
+    tls: Option<Arc<Reloadable>>,
+}
+
+impl Reloader {
+    /// Reload both; one line per part saying what happened.
+    pub async fn reload(&self) -> Vec<std::result::Result<String, String>> {
+        let mut out = Vec::new();
+        if let Some(tls) = &self.tls {
+            out.push(
+                tls.reload().map(|()| "TLS certificates reloaded".to_string()).map_err(|e| format!("TLS certificates not reloaded (the old ones stay): {e}")),
+            );
+        }
+        if self.ctx.config.loaded_from.is_some() {
+            out.push(
+                crate::alerting::rest::reload_rules(&self.ctx)
+                    .await
+                    .map(|(file, n)| format!("{n} alert rules reloaded from {file}"))
+                    .map_err(|(_, e, problems)| format!("alert rules not reloaded: {e}{}", problems.iter().map(|p| format!("; {p}")).collect::<String>())),
+            );
+        }
+        out
+    }
 }
 
 /// The node's schema registry arrangement: its own (served on the admin listener) or an
@@ -226,6 +274,8 @@ impl Node {
         let data_dir = config.node.data_dir.clone();
         std::fs::create_dir_all(&data_dir).map_err(|e| vigil_runtime::Error::Embedded(format!("create data_dir {}: {e}", data_dir.display())))?;
         let store = Arc::new(Store::open(&data_dir)?);
+        // Certificates and token files are checked before anything starts.
+        let (security, tls) = security_of(&config, &store)?;
         if embedded.is_some() && store.latest_checkpoint()?.is_some() {
             tracing::warn!(data_dir = %data_dir.display(), "embedded broker starts empty: discarding the previous run's checkpoints");
             store.reset()?;
@@ -303,17 +353,59 @@ impl Node {
         // Ends when the tree's event channel closes.
         tokio::spawn(journal_tree_events(ctx.journal.clone(), events.subscribe()));
         let root = vigil_supervision::start_root(tree_spec(&ctx, &events)).await?;
-        let metrics_addr = vigil_runtime::metrics::serve(&config.observability.metrics_addr, prom).await?;
+        let limits = &config.security.limits;
+        let opts = ListenerOpts {
+            tls: tls.clone(),
+            max_headers: limits.max_headers.0 as usize,
+            header_timeout: limits.request_timeout,
+            max_connections: limits.max_connections,
+        };
+        let metrics_opts = ListenerOpts { tls: if config.security.tls.metrics { tls.clone() } else { None }, ..opts.clone() };
+        let sec = security.clone();
+        let metrics_addr = vigil_runtime::security::serve(
+            "metrics listener",
+            &config.observability.metrics_addr,
+            vigil_runtime::metrics::routes(prom),
+            |t| Guard::metrics(sec, t),
+            metrics_opts,
+        )?;
         let api = Arc::new(NodeAdmin { ctx: ctx.clone(), root: root.actor.clone() });
-        let mut routes =
-            crate::alerting::rest::router(ctx.clone()).merge(crate::incidents::rest::router(ctx.clone())).merge(crate::lineage::rest::router(ctx.clone()));
+        let mut routes = vigil_runtime::admin::routes(api)
+            .merge(crate::alerting::rest::router(ctx.clone()))
+            .merge(crate::incidents::rest::router(ctx.clone()))
+            .merge(crate::lineage::rest::router(ctx.clone()));
         if let Some(reg) = schemas.local.clone() {
             routes = routes.merge(crate::registry::rest::router(reg));
         }
-        let admin_addr = vigil_runtime::admin::serve(&config.observability.admin_addr, api, Some(routes)).await?;
+        let routes = vigil_runtime::security::rest::with_security_routes(routes, security.clone());
+        let sec = security.clone();
+        let admin_addr = vigil_runtime::security::serve("admin listener", &config.observability.admin_addr, routes, |t| Guard::admin(sec, t), opts)?;
         let housekeeping = schemas.local.clone().map(|reg| tokio::spawn(registry_housekeeping(reg)));
         tokio::spawn(journal_housekeeping(Arc::downgrade(&ctx)));
-        Ok(Node { ctx, root, metrics_addr, admin_addr, events, embedded, housekeeping })
+        Ok(Node { ctx, root, metrics_addr, admin_addr, events, embedded, housekeeping, security, tls })
+    }
+
+    /// What SIGHUP reloads.
+    pub fn reloader(&self) -> Reloader {
+        Reloader { ctx: self.ctx.clone(), tls: self.tls.clone() }
+    }
+
+    /// `https` when the admin listener serves TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// `https` when `/metrics` is served over TLS, else `http`.
+    pub fn metrics_scheme(&self) -> &'static str {
+        if self.tls.is_some() && self.ctx.config.security.tls.metrics {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// Bootstrap servers of the Kafka cluster in use.

@@ -26,16 +26,22 @@ pub enum Error {
     },
 }
 
-/// Make `stage` of the node whose admin API listens on `admin` panic. Its supervisor
-/// restarts it according to the tree's strategy.
+/// Make `stage` of the node whose admin API is at `admin` (`http(s)://host:port`) panic,
+/// calling with `agent` (its TLS settings) and `auth` as the `Authorization` header. Its
+/// supervisor restarts it according to the tree's strategy.
 ///
 /// # Errors
-/// [`Error::UnknownStage`] or [`Error::Unreachable`].
-pub fn inject_panic(admin: &str, stage: &str) -> Result<(), Error> {
-    let url = format!("http://{admin}/chaos/panic/{stage}");
-    match ureq::post(&url).send_empty() {
-        Ok(_) => Ok(()),
-        Err(ureq::Error::StatusCode(404)) => Err(Error::UnknownStage { admin: admin.into(), stage: stage.into() }),
+/// [`Error::UnknownStage`] or [`Error::Unreachable`] (which includes a refused call).
+pub fn inject_panic(agent: &ureq::Agent, admin: &str, auth: Option<&str>, stage: &str) -> Result<(), Error> {
+    let url = format!("{admin}/chaos/panic/{stage}");
+    let mut req = agent.post(&url);
+    if let Some(a) = auth {
+        req = req.header("Authorization", a);
+    }
+    match req.send_empty() {
+        Ok(r) if r.status().is_success() => Ok(()),
+        Ok(r) if r.status().as_u16() == 404 => Err(Error::UnknownStage { admin: admin.into(), stage: stage.into() }),
+        Ok(r) => Err(Error::Unreachable { admin: admin.into(), reason: format!("HTTP {} (credentials? see `vigil whoami`)", r.status()) }),
         Err(e) => Err(Error::Unreachable { admin: admin.into(), reason: e.to_string() }),
     }
 }

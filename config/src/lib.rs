@@ -44,10 +44,12 @@ mod alerts;
 mod analytics;
 mod incidents;
 mod lineage;
+mod security;
 pub use alerts::*;
 pub use analytics::*;
 pub use incidents::*;
 pub use lineage::*;
+pub use security::*;
 
 /// One problem found in a configuration, with the field path it is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,6 +114,8 @@ pub struct Config {
     pub incidents: IncidentsConfig,
     /// Record-level lineage, its retention, and the OpenLineage export.
     pub lineage: LineageConfig,
+    /// TLS, authentication, roles, the audit log and request limits of the HTTP listeners.
+    pub security: SecurityConfig,
     /// The file this configuration was loaded from, if any (alert rules reload from it).
     #[serde(skip)]
     pub loaded_from: Option<PathBuf>,
@@ -1143,6 +1147,7 @@ impl Config {
         self.alerts.validate(&mut err);
         self.incidents.validate(&self.alerts, &mut err);
         self.lineage.validate(&mut err);
+        self.security.validate(&self.observability.admin_addr, &mut err);
         let g = &self.generator;
         if !(0.0..=1.0).contains(&g.bad_ratio) {
             err("generator.bad_ratio", "must be between 0.0 and 1.0");

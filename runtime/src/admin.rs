@@ -1,15 +1,13 @@
 //! The admin HTTP API (JSON): `/healthz`, `/readyz`, `/status`, `/tree`, and
 //! `POST /chaos/panic/{stage}` to make a stage panic for drills, plus the routes other
-//! layers mount on the same listener (the schema registry's Confluent API). Later issues
-//! add TLS and RBAC here.
-use crate::Result;
+//! layers mount on the same listener (the schema registry's Confluent API), all behind
+//! the listener's guard ([`crate::security`]).
+use crate::security::access::Routes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use futures::future::BoxFuture;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use vigil_supervision::TreeNode;
 
@@ -59,22 +57,13 @@ async fn panic_stage(State(api): State<Api>, Path(stage): Path<String>) -> Respo
     }
 }
 
-/// Serve the admin API on `addr` (port 0 picks one), with `extra` routes mounted beside
-/// it. Returns the bound address.
-///
-/// # Errors
-/// [`Error::Listen`] if the address cannot be bound.
-pub async fn serve(addr: &str, api: Api, extra: Option<Router>) -> Result<SocketAddr> {
-    let app = Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/status", get(status))
-        .route("/tree", get(tree))
-        .route("/chaos/panic/{stage}", post(panic_stage))
-        .with_state(api);
-    let app = match extra {
-        Some(extra) => app.merge(extra),
-        None => app,
-    };
-    crate::serve_router("admin listener", addr, app).await
+/// The node's own routes (health, status, tree, panics), each with its action.
+pub fn routes(api: Api) -> Routes {
+    Routes::new()
+        .get("/healthz", "health.read", || async { "ok\n" })
+        .get("/readyz", "health.read", readyz)
+        .get("/status", "node.read", status)
+        .get("/tree", "node.read", tree)
+        .post("/chaos/panic/{stage}", "chaos.inject", panic_stage)
+        .with_state(api)
 }

@@ -76,6 +76,17 @@ pub enum Error {
     /// The metrics recorder could not be installed.
     #[error("metrics: {0}")]
     Metrics(String),
+    /// TLS material could not be loaded (certificate, key or CA file).
+    #[error("tls: {path}: {reason}")]
+    Tls {
+        /// The file (or setting) at fault.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The token file or the audit log could not be read or written.
+    #[error("security: {0}")]
+    Security(String),
     /// The embedded broker could not be started.
     #[error("embedded broker: {0}")]
     Embedded(String),

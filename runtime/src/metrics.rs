@@ -1,10 +1,8 @@
 //! Prometheus exposition: installs the process-wide `metrics` recorder and serves
 //! `/metrics` in the Prometheus text format.
+use crate::security::access::Routes;
 use crate::{Error, Result};
-use axum::routing::get;
-use axum::Router;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -103,17 +101,22 @@ fn describe() {
     describe_counter!("vigil_lineage_expired_bytes_total", "Bytes of lineage removed by retention (age or size).");
     describe_counter!("vigil_lineage_export_total", "OpenLineage events by transport (file, http) and outcome (ok, failed, dropped).");
     describe_histogram!("vigil_lineage_trace_seconds", "Time to answer a lineage trace on the admin API, by kind (output, record, status).");
+    describe_counter!("vigil_admin_denied_total", "Admin and metrics calls refused, by reason (unauthenticated, forbidden, rate_limited).");
+    describe_counter!(
+        "vigil_tls_handshake_failures_total",
+        "TLS handshakes that failed or timed out (plaintext to a TLS port, no or untrusted client certificate)."
+    );
+    describe_counter!("vigil_tls_reloads_total", "Certificate reloads (SIGHUP) by outcome (ok, failed: the certificate in use stays).");
+    describe_counter!("vigil_audit_write_errors_total", "Audit log entries that could not be written.");
     describe_counter!(
         "vigil_schema_registrations_total",
         "Schema registrations by outcome (registered, existing, incompatible, invalid, lint_blocked, error)."
     );
 }
 
-/// Serve `/metrics` on `addr` (port 0 picks one). Returns the bound address.
-///
-/// # Errors
-/// [`Error::Listen`] if the address cannot be bound.
-pub async fn serve(addr: &str, handle: PrometheusHandle) -> Result<SocketAddr> {
+/// The `/metrics` route (action `metrics.read`) and `/healthz`; starts the recorder's
+/// periodic upkeep.
+pub fn routes(handle: PrometheusHandle) -> Routes {
     let upkeep = handle.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -122,14 +125,10 @@ pub async fn serve(addr: &str, handle: PrometheusHandle) -> Result<SocketAddr> {
             upkeep.run_upkeep();
         }
     });
-    let app = Router::new().route(
-        "/metrics",
-        get(move || {
-            let h = handle.clone();
-            async move { ([("content-type", "text/plain; version=0.0.4")], h.render()) }
-        }),
-    );
-    crate::serve_router("metrics listener", addr, app).await
+    Routes::new().get("/healthz", "health.read", || async { "ok\n" }).get("/metrics", "metrics.read", move || {
+        let h = handle.clone();
+        async move { ([("content-type", "text/plain; version=0.0.4")], h.render()) }
+    })
 }
 
 /// A `kB` field of `/proc/self/status` (Linux), in bytes.

@@ -23,8 +23,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Column families, created on open.
-pub const COLUMN_FAMILIES: [&str; 11] =
-    ["offsets", "state", "checkpoints", "meta", "schemas", "quality", "alerts", "journal", "incidents", "lineage", "windows"];
+pub const COLUMN_FAMILIES: [&str; 12] =
+    ["offsets", "state", "checkpoints", "meta", "schemas", "quality", "alerts", "journal", "incidents", "lineage", "windows", "audit"];
 
 /// One write of a [`Store::write_ops`] batch: put a value, or delete the key (`None`).
 pub type Op = (Vec<u8>, Option<Vec<u8>>);

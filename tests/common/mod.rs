@@ -270,8 +270,9 @@ pub fn start_node_with_env(config: &Path, envs: &[(&str, &str)]) -> NodeProc {
     let mut proc = Proc::spawn("node", &["run", "--config", cfg, "--json"], envs);
     let line = proc.wait_line("started event", Duration::from_secs(60), |l| l.contains("\"event\":\"started\""));
     let v: serde_json::Value = serde_json::from_str(&line).expect("started json");
-    let metrics = v["metrics"].as_str().expect("metrics").trim_start_matches("http://").trim_end_matches("/metrics").to_string();
-    let admin = v["admin"].as_str().expect("admin").trim_start_matches("http://").to_string();
+    let bare = |url: &str| url.trim_start_matches("https://").trim_start_matches("http://").to_string();
+    let metrics = bare(v["metrics"].as_str().expect("metrics").trim_end_matches("/metrics"));
+    let admin = bare(v["admin"].as_str().expect("admin"));
     NodeProc { proc, metrics, admin }
 }
 

@@ -8,14 +8,14 @@ use crate::pipeline::NodeCtx;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
-use axum::{Json, Router};
+use axum::Json;
 use ractor::RpcReplyPort;
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 use vigil_runtime::admin::json_error as err;
+use vigil_runtime::security::access::Routes;
 
 type Ctx = Arc<NodeCtx>;
 
@@ -40,21 +40,32 @@ async fn rules(State(ctx): State<Ctx>) -> Response {
     }
 }
 
-async fn reload(State(ctx): State<Ctx>) -> Response {
+/// Re-read `[alerts]` from the node's configuration file: the file and the number of rules,
+/// or the status, message and problems of why not (the rules in use then stay).
+pub async fn reload_rules(ctx: &NodeCtx) -> Result<(String, usize), (StatusCode, String, Vec<String>)> {
     let Some(path) = ctx.config.loaded_from.clone() else {
-        return err(StatusCode::CONFLICT, "the node runs without a configuration file; there is nothing to reload");
+        return Err((StatusCode::CONFLICT, "the node runs without a configuration file; there is nothing to reload".into(), vec![]));
     };
-    let cfg = match vigil_config::Config::load(Some(&path), std::env::vars()) {
-        Ok(c) => c,
-        Err(e) => {
-            let errors: Vec<String> = e.errors.iter().map(ToString::to_string).collect();
-            return (StatusCode::BAD_REQUEST, Json(json!({"error": format!("{} is not valid; rules unchanged", path.display()), "problems": errors})))
-                .into_response();
-        }
-    };
-    match ask(&ctx, |r| AlertMsg::Reload(Box::new(cfg.alerts), r)).await {
-        Ok(n) => Json(json!({"reloaded": path.display().to_string(), "rules": n})).into_response(),
-        Err(r) => r,
+    let cfg = vigil_config::Config::load(Some(&path), std::env::vars()).map_err(|e| {
+        (StatusCode::BAD_REQUEST, format!("{} is not valid; rules unchanged", path.display()), e.errors.iter().map(ToString::to_string).collect())
+    })?;
+    if !ctx.alerting_enabled() {
+        return Err((StatusCode::NOT_FOUND, "alerting is disabled (alerts.enabled = false or quality.enabled = false)".into(), vec![]));
+    }
+    let n = ctx
+        .slots
+        .alerting
+        .call("alerting", |r| AlertMsg::Reload(Box::new(cfg.alerts), r), Duration::from_secs(5))
+        .await
+        .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string(), vec![]))?;
+    Ok((path.display().to_string(), n))
+}
+
+async fn reload(State(ctx): State<Ctx>) -> Response {
+    match reload_rules(&ctx).await {
+        Ok((file, n)) => Json(json!({"reloaded": file, "rules": n})).into_response(),
+        Err((status, msg, problems)) if !problems.is_empty() => (status, Json(json!({"error": msg, "problems": problems}))).into_response(),
+        Err((status, msg, _)) => err(status, msg),
     }
 }
 
@@ -172,15 +183,16 @@ async fn bad_data(State(ctx): State<Ctx>, body: Result<Json<BadData>, axum::extr
 }
 
 /// The routes, to be mounted on the admin listener.
-pub fn router(ctx: Arc<NodeCtx>) -> Router {
-    Router::new()
-        .route("/alerts", get(alerts))
-        .route("/alerts/rules", get(rules))
-        .route("/alerts/reload", post(reload))
-        .route("/silences", get(silences).post(add_silence))
-        .route("/silences/{id}", delete(expire_silence))
-        .route("/dq", get(dq))
-        .route("/dq/history", get(dq_history))
-        .route("/chaos/bad-data", post(bad_data))
+pub fn router(ctx: Arc<NodeCtx>) -> Routes {
+    Routes::new()
+        .get("/alerts", "alerts.read", alerts)
+        .get("/alerts/rules", "alerts.read", rules)
+        .post("/alerts/reload", "config.reload", reload)
+        .get("/silences", "alerts.read", silences)
+        .post("/silences", "silences.write", add_silence)
+        .delete("/silences/{id}", "silences.write", expire_silence)
+        .get("/dq", "dq.read", dq)
+        .get("/dq/history", "dq.read", dq_history)
+        .post("/chaos/bad-data", "chaos.inject", bad_data)
         .with_state(ctx)
 }

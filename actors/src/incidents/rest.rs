@@ -7,8 +7,7 @@ use crate::pipeline::NodeCtx;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use ractor::RpcReplyPort;
 use serde::Deserialize;
 use serde_json::json;
@@ -16,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use vigil_config::Severity;
 use vigil_runtime::admin::json_error as err;
+use vigil_runtime::security::access::{Act, Routes};
 
 type Ctx = Arc<NodeCtx>;
 type Body<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
@@ -149,12 +149,20 @@ async fn review(State(ctx): State<Ctx>, q: Query<ReportQuery>) -> Response {
 }
 
 /// The routes, to be mounted on the admin listener.
-pub fn router(ctx: Arc<NodeCtx>) -> Router {
-    Router::new()
-        .route("/incidents", get(list).post(open))
-        .route("/incidents/report", get(review))
-        .route("/incidents/{id}", get(show))
-        .route("/incidents/{id}/postmortem", get(postmortem))
-        .route("/incidents/{id}/{verb}", post(act))
+pub fn router(ctx: Arc<NodeCtx>) -> Routes {
+    const VERBS: &[(&str, &str)] = &[
+        ("ack", "incidents.ack"),
+        ("assign", "incidents.assign"),
+        ("note", "incidents.note"),
+        ("mitigate", "incidents.mitigate"),
+        ("resolve", "incidents.resolve"),
+    ];
+    Routes::new()
+        .get("/incidents", "incidents.read", list)
+        .post("/incidents", "incidents.open", open)
+        .get("/incidents/report", "incidents.read", review)
+        .get("/incidents/{id}", "incidents.read", show)
+        .get("/incidents/{id}/postmortem", "incidents.read", postmortem)
+        .post("/incidents/{id}/{verb}", Act::PerVerb(VERBS), act)
         .with_state(ctx)
 }

@@ -9,11 +9,11 @@ use crate::pipeline::NodeCtx;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 use std::sync::Arc;
 use vigil_runtime::admin::json_error as err;
+use vigil_runtime::security::access::Routes;
 
 /// Parse a comma-separated list of event kinds (`checkpoint,restart`).
 ///
@@ -120,12 +120,12 @@ async fn status(State(ctx): State<Arc<NodeCtx>>) -> Response {
 }
 
 /// The routes, to be mounted on the admin listener.
-pub fn router(ctx: Arc<NodeCtx>) -> Router {
-    Router::new()
-        .route("/lineage/events", get(events))
-        .route("/lineage/output/{*output}", get(output))
-        .route("/lineage/record/{*record}", get(record))
-        .route("/lineage/status", get(status))
+pub fn router(ctx: Arc<NodeCtx>) -> Routes {
+    Routes::new()
+        .get("/lineage/events", "lineage.read", events)
+        .get("/lineage/output/{*output}", "lineage.read", output)
+        .get("/lineage/record/{*record}", "lineage.read", record)
+        .get("/lineage/status", "lineage.read", status)
         .with_state(ctx)
 }
 

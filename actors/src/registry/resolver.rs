@@ -45,6 +45,7 @@ impl Resolver for Registry {
 pub struct RegistryClient {
     base: String,
     agent: ureq::Agent,
+    auth: Option<String>,
 }
 
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
@@ -53,7 +54,13 @@ impl RegistryClient {
     /// A client of the registry at `base` (`http://host:port`).
     pub fn new(base: &str, timeout: Duration) -> Self {
         let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(false).build().into();
-        Self { base: base.trim_end_matches('/').to_string(), agent }
+        Self::with_agent(base, agent, None)
+    }
+
+    /// A client using `agent` (TLS settings, timeouts) that sends `auth` as its
+    /// `Authorization` header (`Bearer ...`). The agent must not treat HTTP errors as errors.
+    pub fn with_agent(base: &str, agent: ureq::Agent, auth: Option<String>) -> Self {
+        Self { base: base.trim_end_matches('/').to_string(), agent, auth }
     }
 
     /// Base URL.
@@ -74,8 +81,7 @@ impl RegistryClient {
     /// # Errors
     /// A message when the registry cannot be reached.
     pub fn get(&self, path: &str) -> Result<(u16, Value), String> {
-        let url = format!("{}{path}", self.base);
-        self.answer(&format!("GET {path}"), self.agent.get(&url).header("Accept", CONTENT_TYPE).call())
+        self.send("GET", path, None)
     }
 
     /// `method path` with a JSON body → (status, JSON body).
@@ -85,13 +91,15 @@ impl RegistryClient {
     pub fn send(&self, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Value), String> {
         let url = format!("{}{path}", self.base);
         let what = format!("{method} {path}");
-        let text = body.map(Value::to_string).unwrap_or_default();
-        let resp = match method {
-            "POST" => self.agent.post(&url).header("Content-Type", CONTENT_TYPE).send(text.as_bytes()),
-            "PUT" => self.agent.put(&url).header("Content-Type", CONTENT_TYPE).send(text.as_bytes()),
-            "DELETE" => self.agent.delete(&url).call(),
-            _ => self.agent.get(&url).call(),
-        };
+        let mut req = ureq::http::Request::builder().method(method).uri(&url).header("Accept", CONTENT_TYPE);
+        if let Some(a) = &self.auth {
+            req = req.header("Authorization", a);
+        }
+        let resp = match body {
+            Some(b) => req.header("Content-Type", CONTENT_TYPE).body(b.to_string()).map(|r| self.agent.run(r)),
+            None => req.body(()).map(|r| self.agent.run(r)),
+        }
+        .map_err(|e| format!("{what}: {e}"))?;
         self.answer(&what, resp)
     }
 

@@ -13,13 +13,12 @@ use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::Router;
 use bytes::Bytes;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use vigil_runtime::security::access::{Act, Principal, Routes};
 
 /// Confluent's content type; plain `application/json` is accepted too.
 pub const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
@@ -27,8 +26,8 @@ pub const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 type Reg = Arc<Registry>;
 type Params = Query<HashMap<String, String>>;
 
-/// The caller, as recorded in the audit log: its address until the security layer
-/// attaches identities.
+/// The caller, as recorded in the registry's audit log: the authenticated principal (or
+/// `anonymous`) at its source address.
 pub struct Actor(pub String);
 
 impl<S: Send + Sync> FromRequestParts<S> for Actor {
@@ -36,7 +35,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Actor {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         let addr = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.to_string()).unwrap_or_else(|| "unknown".into());
-        Ok(Actor(format!("anonymous@{addr}")))
+        let who = parts.extensions.get::<Principal>().map(|p| p.name.clone()).unwrap_or_else(|| "anonymous".into());
+        Ok(Actor(format!("{who}@{addr}")))
     }
 }
 
@@ -373,29 +373,40 @@ async fn not_found() -> Response {
 }
 
 /// The registry's routes, with the request body limit from the configuration.
-pub fn router(reg: Arc<Registry>) -> Router {
+///
+/// Confluent's paths map to their natural actions: reads and checks (`POST /subjects/{s}`
+/// looks a schema up, `POST /compatibility/...` tests one) need `schemas.read`.
+pub fn router(reg: Arc<Registry>) -> Routes {
+    const LIFECYCLE: &[(&str, &str)] = &[("deprecate", "schemas.deprecate"), ("activate", "schemas.deprecate"), ("archive", "schemas.archive")];
     let limit = reg.config().max_request_bytes;
-    Router::new()
-        .route("/subjects", get(list_subjects))
-        .route("/subjects/{s}", post(lookup).delete(delete_subject))
-        .route("/subjects/{s}/versions", get(list_versions).post(register))
-        .route("/subjects/{s}/versions/{v}", get(get_version).delete(delete_version))
-        .route("/subjects/{s}/versions/{v}/schema", get(get_version_schema))
-        .route("/subjects/{s}/versions/{v}/referencedby", get(referenced_by))
-        .route("/schemas/types", get(|| async { ok(json!(["JSON", "AVRO"])) }))
-        .route("/schemas/ids/{id}", get(schema_by_id))
-        .route("/schemas/ids/{id}/schema", get(schema_by_id_raw))
-        .route("/schemas/ids/{id}/versions", get(id_versions))
-        .route("/schemas/ids/{id}/subjects", get(id_subjects))
-        .route("/compatibility/subjects/{s}/versions", post(compatibility))
-        .route("/compatibility/subjects/{s}/versions/{v}", post(compatibility))
-        .route("/config", get(get_global_config).put(put_global_config).delete(delete_global_config))
-        .route("/config/{s}", get(get_subject_config).put(put_subject_config).delete(delete_subject_config))
-        .route("/mode", get(|| async { ok(json!({ "mode": "READWRITE" })) }))
-        .route("/vigil/schemas", get(vigil_list))
-        .route("/vigil/schemas/audit", get(vigil_audit))
-        .route("/vigil/schemas/{s}/versions/{v}/{action}", post(vigil_lifecycle))
+    Routes::new()
+        .get("/subjects", "schemas.read", list_subjects)
+        .post("/subjects/{s}", "schemas.read", lookup)
+        .delete("/subjects/{s}", "schemas.delete", delete_subject)
+        .get("/subjects/{s}/versions", "schemas.read", list_versions)
+        .post("/subjects/{s}/versions", "schemas.register", register)
+        .get("/subjects/{s}/versions/{v}", "schemas.read", get_version)
+        .delete("/subjects/{s}/versions/{v}", "schemas.delete", delete_version)
+        .get("/subjects/{s}/versions/{v}/schema", "schemas.read", get_version_schema)
+        .get("/subjects/{s}/versions/{v}/referencedby", "schemas.read", referenced_by)
+        .get("/schemas/types", "schemas.read", || async { ok(json!(["JSON", "AVRO"])) })
+        .get("/schemas/ids/{id}", "schemas.read", schema_by_id)
+        .get("/schemas/ids/{id}/schema", "schemas.read", schema_by_id_raw)
+        .get("/schemas/ids/{id}/versions", "schemas.read", id_versions)
+        .get("/schemas/ids/{id}/subjects", "schemas.read", id_subjects)
+        .post("/compatibility/subjects/{s}/versions", "schemas.read", compatibility)
+        .post("/compatibility/subjects/{s}/versions/{v}", "schemas.read", compatibility)
+        .get("/config", "schemas.read", get_global_config)
+        .put("/config", "schemas.config", put_global_config)
+        .delete("/config", "schemas.config", delete_global_config)
+        .get("/config/{s}", "schemas.read", get_subject_config)
+        .put("/config/{s}", "schemas.config", put_subject_config)
+        .delete("/config/{s}", "schemas.config", delete_subject_config)
+        .get("/mode", "schemas.read", || async { ok(json!({ "mode": "READWRITE" })) })
+        .get("/vigil/schemas", "schemas.read", vigil_list)
+        .get("/vigil/schemas/audit", "schemas.read", vigil_audit)
+        .post("/vigil/schemas/{s}/versions/{v}/{action}", Act::PerVerb(LIFECYCLE), vigil_lifecycle)
         .fallback(not_found)
-        .layer(axum::extract::DefaultBodyLimit::max(limit))
+        .body_limit(limit)
         .with_state(reg)
 }

@@ -600,7 +600,7 @@ mod http {
     }
 
     pub(super) fn app() -> axum::Router {
-        rest::router(Arc::new(Registry::in_memory()))
+        rest::router(Arc::new(Registry::in_memory())).into_parts().0
     }
 
     #[test]

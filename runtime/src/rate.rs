@@ -1,5 +1,5 @@
-//! Token-bucket rate limit: Ingest's `pipeline.max_records_per_sec` and the generators'
-//! pace. Pure: time is passed in. The bucket holds at most `burst` tokens, so a stall does not bank a burst.
+//! Token-bucket rate limit: Ingest's `pipeline.max_records_per_sec`, the generators'
+//! pace, Sink's output cap and the admin API's per-principal limit. Pure: time is passed in. The bucket holds at most `burst` tokens, so a stall does not bank a burst.
 use std::time::{Duration, Instant};
 
 /// A token bucket refilled at `per_sec` tokens per second, holding at most `burst`.
