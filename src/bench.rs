@@ -154,7 +154,7 @@ async fn fill(bootstrap: &str, n: u64, record_bytes: Option<usize>) -> Result<u6
     for _ in 0..n {
         let mut r = g.next_record();
         pad(&mut r.payload, record_bytes);
-        bytes += vigil_actors::stages::produce_generated(&producer, TOPIC, &r, &Wire::Json, Duration::from_secs(30)).await? as u64;
+        bytes += vigil_actors::stages::produce_generated(&producer, TOPIC, &r, &Wire::Json, Duration::from_secs(30), None).await? as u64;
     }
     producer.flush_checked(Duration::from_secs(60), 0).await.context("not every bench record was acknowledged")?;
     Ok(bytes)
@@ -312,7 +312,7 @@ async fn paced_latency(bootstrap: &str, mode: &str, shards: usize, record_bytes:
             while sent < due {
                 let mut r = g.next_record();
                 pad(&mut r.payload, record_bytes);
-                vigil_actors::stages::produce_generated(&producer, &topic, &r, &Wire::Json, Duration::from_secs(30)).await?;
+                vigil_actors::stages::produce_generated(&producer, &topic, &r, &Wire::Json, Duration::from_secs(30), None).await?;
                 sent += 1;
             }
             tokio::time::sleep(Duration::from_millis(2)).await;

@@ -147,7 +147,7 @@ fn trace(output: Option<String>, record: Option<String>, fetch: bool, bootstrap:
             Some(dir) => trace_output(&open_store(dir)?, &topic, &key, start)?,
             None => admin::get(&from.target.conn()?, &format!("/lineage/output/{}", encode_segment(&output)))?,
         };
-        let fetched = if fetch { fetch_records(&bootstrap()?, &t.sources, &mut view(from))? } else { Vec::new() };
+        let fetched = if fetch { fetch_records(&bootstrap()?, &from.target.kafka()?, &t.sources, &mut view(from))? } else { Vec::new() };
         show(&t, fetch.then_some(&fetched), json, || print_output(&t))?;
         return Ok(if matches!(t.status, OutputStatus::Unknown) { ExitCode::from(3) } else { ExitCode::SUCCESS });
     }
@@ -156,7 +156,7 @@ fn trace(output: Option<String>, record: Option<String>, fetch: bool, bootstrap:
         Some(p) => p,
         None => {
             let sources: Vec<String> = status(from)?.sources.into_keys().collect();
-            find_id(&bootstrap()?, &sources, &record)?
+            find_id(&bootstrap()?, &from.target.kafka()?, &sources, &record)?
                 .with_context(|| format!("no record with vigil.id `{record}` in the source partitions {}", sources.join(", ")))?
         }
     };
@@ -166,7 +166,7 @@ fn trace(output: Option<String>, record: Option<String>, fetch: bool, bootstrap:
         None => admin::get(&from.target.conn()?, &format!("/lineage/record/{}", encode_segment(&position)))?,
     };
     let one = SourceRecords { topic, partition, records: 1, ranges: vec![(offset, offset)] };
-    let fetched = if fetch { fetch_records(&bootstrap()?, &[one], &mut view(from))? } else { Vec::new() };
+    let fetched = if fetch { fetch_records(&bootstrap()?, &from.target.kafka()?, &[one], &mut view(from))? } else { Vec::new() };
     show(&t, fetch.then_some(&fetched), json, || {
         println!("{}: {}", t.record, t.note);
         for w in &t.windows {
@@ -235,8 +235,8 @@ struct Fetched {
 }
 
 /// Read each partition's offsets in `ranges` (inclusive runs) and keep those records.
-fn fetch_records(bootstrap: &str, parts: &[SourceRecords], view: &mut PayloadView) -> Result<Vec<Fetched>> {
-    let r = PartitionReader::new(bootstrap, &KafkaConfig::default())?;
+fn fetch_records(bootstrap: &str, kafka: &KafkaConfig, parts: &[SourceRecords], view: &mut PayloadView) -> Result<Vec<Fetched>> {
+    let r = PartitionReader::new(bootstrap, kafka)?;
     let mut out = Vec::new();
     for SourceRecords { topic, partition, ranges, .. } in parts {
         let tp = TopicPartition::new(topic.clone(), *partition);
@@ -252,8 +252,8 @@ fn fetch_records(bootstrap: &str, parts: &[SourceRecords], view: &mut PayloadVie
 }
 
 /// Find the record whose `vigil.id` is `id` in the source partitions `sources` (`topic/partition`).
-fn find_id(bootstrap: &str, sources: &[String], id: &str) -> Result<Option<(String, i32, i64)>> {
-    let r = PartitionReader::new(bootstrap, &KafkaConfig::default())?;
+fn find_id(bootstrap: &str, kafka: &KafkaConfig, sources: &[String], id: &str) -> Result<Option<(String, i32, i64)>> {
+    let r = PartitionReader::new(bootstrap, kafka)?;
     for s in sources {
         let Some((topic, partition)) = s.rsplit_once('/').and_then(|(t, p)| Some((t.to_string(), p.parse::<i32>().ok()?))) else { continue };
         let tp = TopicPartition::new(topic.clone(), partition);

@@ -53,6 +53,15 @@ enum Cmd {
         /// Topics to create (comma-separated or repeated). Others are auto-created with 4 partitions.
         #[arg(long = "topic", value_delimiter = ',', default_values_t = ["events".to_string(), "vigil-output".to_string(), "vigil-dlq".to_string()])]
         topics: Vec<String>,
+        /// Serve Kafka over TLS with this PEM certificate (clients: security.protocol = ssl).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key of --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Require client certificates chaining to this PEM CA (mTLS).
+        #[arg(long, requires = "tls_cert")]
+        tls_client_ca: Option<PathBuf>,
     },
     /// Produce deterministic synthetic events (payments and page views).
     Gen(GenArgs),
@@ -261,6 +270,19 @@ impl AdminTarget {
         let cfg = load_config(self.config.as_deref())?;
         admin::Conn::new(&cfg.observability.admin_addr, cfg.security.tls.enabled(), &self.creds)
     }
+
+    /// Kafka client settings (TLS, SASL) of the configuration, if one was given.
+    pub(crate) fn kafka(&self) -> Result<vigil_config::KafkaConfig> {
+        kafka_of(self.config.as_deref())
+    }
+}
+
+/// `[kafka]` of the configuration at `path` (its TLS and SASL settings), else the defaults.
+fn kafka_of(path: Option<&std::path::Path>) -> Result<vigil_config::KafkaConfig> {
+    Ok(match path {
+        Some(p) => load_config(Some(p))?.kafka,
+        None => vigil_config::KafkaConfig::default(),
+    })
 }
 
 #[derive(Args)]
@@ -268,6 +290,18 @@ struct GenArgs {
     /// Kafka bootstrap servers.
     #[arg(long)]
     bootstrap: String,
+    /// Take Kafka TLS and SASL settings (`[kafka.security]`) from this node configuration.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Sign each record (`vigil.sig`, HMAC-SHA256) with this producer key.
+    #[arg(long, env = "VIGIL_SIGN_KEY", hide_env_values = true, conflicts_with = "sign_key_file")]
+    sign_key: Option<String>,
+    /// Read the signing key from this file.
+    #[arg(long)]
+    sign_key_file: Option<PathBuf>,
+    /// Producer name the signature claims.
+    #[arg(long, default_value = "vigil-gen")]
+    producer: String,
     /// Topic to write.
     #[arg(long, default_value = "events")]
     topic: String,
@@ -380,7 +414,19 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
     use std::process::ExitCode;
     match cli.cmd {
         Cmd::Run { config, json } => run(config, json).await,
-        Cmd::Broker { partitions, port, topics } => broker(partitions, port, topics).await,
+        Cmd::Broker { partitions, port, topics, tls_cert, tls_key, tls_client_ca } => {
+            let tls = match (tls_cert, tls_key) {
+                (Some(cert), Some(key)) => Some(vigil_config::TlsConfig {
+                    cert: Some(cert),
+                    key: Some(key),
+                    require_client_cert: tls_client_ca.is_some(),
+                    client_ca: tls_client_ca,
+                    ..Default::default()
+                }),
+                _ => None,
+            };
+            broker(partitions, port, topics, tls).await
+        }
         Cmd::Gen(args) => gen(args).await,
         Cmd::Config { cmd: ConfigCmd::Default } => {
             print!("{}", Config::default_toml());
@@ -711,15 +757,23 @@ async fn reload_on_sighup(reloader: vigil_actors::node::Reloader) {
     let _ = reloader;
 }
 
-async fn broker(partitions: u32, port: u16, topics: Vec<String>) -> Result<std::process::ExitCode> {
+async fn broker(partitions: u32, port: u16, topics: Vec<String>, tls: Option<vigil_config::TlsConfig>) -> Result<std::process::ExitCode> {
     init_logging(false);
     if partitions == 0 {
         bail!("--partitions must be at least 1");
     }
     let listen: SocketAddr = ([127, 0, 0, 1], port).into();
     let shutdown = shutdown_signal();
-    let b = EmbeddedBroker::start(partitions, &topics, Some(listen)).context("cannot start the mock cluster")?;
+    let server_tls = match &tls {
+        Some(t) => Some(std::sync::Arc::new(vigil_runtime::security::tls::server_config(t).context("cannot load the broker's TLS certificate")?)),
+        None => None,
+    };
+    let b = EmbeddedBroker::start_with_tls(partitions, &topics, Some(listen), server_tls).context("cannot start the mock cluster")?;
     println!("bootstrap: {}", b.bootstrap());
+    if let Some(t) = &tls {
+        let mtls = if t.client_ca.is_some() { ", client certificates required" } else { "" };
+        println!("tls: on{mtls} (clients: [kafka.security] protocol = \"ssl\", ca = <the CA of --tls-cert>)");
+    }
     println!("topics: {} ({} partitions each); the mock keeps ~5 MiB per partition", topics.join(","), partitions);
     let _ = std::io::stdout().flush();
     shutdown.await;
@@ -733,7 +787,14 @@ async fn gen(a: GenArgs) -> Result<std::process::ExitCode> {
         bail!("--bad-ratio must be between 0.0 and 1.0");
     }
     let wire = gen_wire(&a).await?;
-    let kafka = vigil_config::KafkaConfig::default();
+    let sign = match (&a.sign_key, &a.sign_key_file) {
+        (Some(k), _) => Some((a.producer.clone(), k.clone())),
+        (None, Some(f)) => {
+            Some((a.producer.clone(), std::fs::read_to_string(f).with_context(|| format!("cannot read --sign-key-file {}", f.display()))?.trim().to_string()))
+        }
+        (None, None) => None,
+    };
+    let kafka = kafka_of(a.config.as_deref())?;
     let producer = TrackedProducer::new(&a.bootstrap, &kafka)?;
     let start_ms = a.start_ms.unwrap_or_else(vigil_runtime::now_ms);
     let step_ms = a.step_ms.unwrap_or_else(|| vigil_actors::stages::step_ms_for_rate(a.rate));
@@ -757,7 +818,7 @@ async fn gen(a: GenArgs) -> Result<std::process::ExitCode> {
             p.take(1);
         }
         let r = g.next_record();
-        vigil_actors::stages::produce_generated(&producer, &a.topic, &r, &wire, timeout).await?;
+        vigil_actors::stages::produce_generated(&producer, &a.topic, &r, &wire, timeout, sign.as_ref().map(|(p, k)| (p.as_str(), k.as_bytes()))).await?;
         produced += 1;
         bad += u64::from(r.bad);
         if !a.json && last_report.elapsed() >= Duration::from_secs(2) {

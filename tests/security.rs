@@ -397,3 +397,143 @@ fn audit_verify_names_the_entry_with_one_changed_byte_in_the_store_or_the_file()
     let (ok, out) = verify(&data);
     assert!(!ok && out.contains("entry 8 in") && out.contains("line 8"), "{out}");
 }
+
+#[test]
+fn kafka_over_tls_end_to_end_with_no_secret_in_any_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certs(dir.path(), "certs", "vigil-admin");
+    let (key_password, sasl_password) = (test_secrets()[0].clone(), test_secrets()[1].clone());
+    let c = |f: &str| certs.join(f).display().to_string();
+    let mut broker = Proc::spawn(
+        "broker",
+        &["broker", "--partitions", "2", "--topic", "events,out,dlq", "--tls-cert", &c("node.pem"), "--tls-key", &c("node-key.pem")],
+        &[],
+    );
+    let bootstrap = broker.wait_line("bootstrap", Duration::from_secs(30), |l| l.starts_with("bootstrap: ")).trim_start_matches("bootstrap: ").to_string();
+
+    // A plaintext client gets nowhere.
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let plain: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", &bootstrap).set("group.id", "plain").create().unwrap();
+    assert!(plain.fetch_metadata(Some("events"), Duration::from_secs(3)).is_err(), "plaintext metadata over a TLS listener");
+
+    let security = format!(
+        r#"
+[kafka.security]
+protocol = "ssl"
+ca = "{ca}"
+cert = "{cert}"
+key = "{key}"
+key_password = "{key_password}"
+"#,
+        ca = c("ca.pem"),
+        cert = c("vigil-admin.pem"),
+        key = c("vigil-admin-key.pem"),
+    );
+    let cfg = node_config(dir.path(), &bootstrap, &security);
+    let checked = vigil_ok(&["config", "check", cfg.to_str().unwrap(), "--json"]);
+    let default = vigil_ok(&["config", "default"]);
+    // A configuration with errors around a SASL password: the errors name fields, not values.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        format!("[kafka]\nbootstrap = \"{bootstrap}\"\nproperties = {{ \"sasl.password\" = \"{sasl_password}\" }}\n[kafka.security]\nprotocol = \"sasl_ssl\"\nmechanism = \"PLAIN\"\npassword = \"{sasl_password}\"\nca = \"/nonexistent.pem\"\n"),
+    )
+    .unwrap();
+    let out = Command::new(BIN).args(["config", "check", bad.to_str().unwrap()]).output().unwrap();
+    let bad_check = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success() && bad_check.contains("kafka.properties.\"sasl.password\"") && bad_check.contains("kafka.security.ca"), "{bad_check}");
+
+    // Records go in and windows come out through TLS, with the node's TLS client certificate.
+    vigil_ok(&["gen", "--bootstrap", &bootstrap, "-c", cfg.to_str().unwrap(), "--topic", "events", "--count", "2000", "--seed", "7"]);
+    let mut node = start_node(&cfg);
+    let st = wait_for("2000 records read over TLS and windows written", Duration::from_secs(60), || {
+        let s = status(&node.admin)?;
+        (s["ingested"].as_u64()? >= 2000 && s["windows_out"].as_u64()? > 0).then_some(s)
+    });
+    let metrics = http_get(&node.metrics, "/metrics").unwrap();
+    assert!(node.proc.terminate(Duration::from_secs(30)).success());
+    while let Ok(l) = node.proc.lines.try_recv() {
+        node.proc.seen.push(l);
+    }
+    let everything = [checked, default, bad_check, st.to_string(), metrics, node.proc.seen.join("\n")].join("\n");
+    for s in test_secrets() {
+        assert!(!everything.contains(&s), "a configured secret appears in an output");
+    }
+}
+
+#[test]
+fn forged_unsigned_replayed_and_unknown_producer_records_are_quarantined_and_raise_the_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, bootstrap) = start_broker(2, &["events", "out", "dlq", "vigil-quarantine"]);
+    let key = test_secrets()[2].clone();
+    let key_file = dir.path().join("pay-api.key");
+    std::fs::write(&key_file, &key).unwrap();
+    let wrong_file = dir.path().join("guess.key");
+    std::fs::write(&wrong_file, "not-the-key").unwrap();
+    let extra = r#"
+[pipeline.sources.signing]
+keys = { "pay-api" = { env = "VIGIL_TEST_SIGN_KEY" } }
+max_skew = "5m"
+replay_window = "10m"
+
+[quality]
+interval = "1s"
+window = "10s"
+"#;
+    let data = dir.path().join("data");
+    let cfg = write_config(dir.path(), &NodeCfg { extra, ..NodeCfg::new(&bootstrap, &data, "signed") });
+    let gen = |seed: &str, count: &str, sign: Option<(&Path, &str)>| {
+        let mut args = vec!["gen", "--bootstrap", &bootstrap, "--topic", "events", "--count", count, "--seed", seed];
+        let file;
+        if let Some((f, producer)) = sign {
+            file = f.display().to_string();
+            args.extend(["--sign-key-file", &file, "--producer", producer]);
+        }
+        vigil_ok(&args);
+    };
+    gen("1", "300", Some((&key_file, "pay-api"))); // authentic
+    gen("2", "20", None); // unsigned
+    gen("3", "20", Some((&wrong_file, "pay-api"))); // forged: another key
+    gen("4", "20", Some((&key_file, "mallory"))); // a producer without a key here
+    gen("1", "20", Some((&key_file, "pay-api"))); // the first 20 again: replays
+
+    let mut node = start_node_with_env(&cfg, &[("VIGIL_TEST_SIGN_KEY", &key)]);
+    let st = wait_for("all 380 records judged", Duration::from_secs(60), || {
+        let s = status(&node.admin)?;
+        (s["ingested"].as_u64()? >= 380 && s["validated"].as_u64()? + 80 >= 380).then_some(s)
+    });
+    assert_eq!((st["ingested"].as_u64(), st["validated"].as_u64(), st["dlq"].as_u64()), (Some(380), Some(300), Some(0)), "{st}");
+    let q = read_topic_with(
+        &bootstrap,
+        "vigil-quarantine",
+        2,
+        Duration::from_secs(30),
+        |m| m.len() >= 80,
+        |m| format!("{}|{}", header(m, "vigil.dlq.reason").unwrap_or_default(), header(m, "vigil.quarantine.producer").unwrap_or_default()),
+    );
+    let mut by_reason: BTreeMap<String, usize> = BTreeMap::new();
+    for v in q.values() {
+        *by_reason.entry(v.clone()).or_default() += 1;
+    }
+    let want: BTreeMap<String, usize> =
+        [("security.unsigned|", 20), ("security.forged|pay-api", 20), ("security.unknown_producer|mallory", 20), ("security.replayed|pay-api", 20)]
+            .into_iter()
+            .map(|(k, n)| (k.to_string(), n))
+            .collect();
+    assert_eq!(by_reason, want);
+    // The alert fires per reason, through the alerting rules.
+    let firing = wait_for("SecurityQuarantine firing for each reason", Duration::from_secs(30), || {
+        let alerts: serde_json::Value = serde_json::from_str(&http_get(&node.admin, "/alerts")?).ok()?;
+        let reasons: BTreeSet<String> = alerts
+            .as_array()?
+            .iter()
+            .filter(|a| a["labels"]["alertname"] == "SecurityQuarantine" && a["state"] == "firing")
+            .filter_map(|a| a["labels"]["reason"].as_str().map(str::to_string))
+            .collect();
+        (reasons.len() == 4).then_some(reasons)
+    });
+    assert!(firing.contains("security.forged") && firing.contains("security.replayed"), "{firing:?}");
+    let metrics = http_get(&node.metrics, "/metrics").unwrap();
+    assert_eq!(metric(&metrics, r#"vigil_security_quarantined_total{source="events",reason="security.forged"}"#), Some(20.0));
+    assert!(node.proc.terminate(Duration::from_secs(30)).success());
+}

@@ -17,6 +17,7 @@ pub mod pipeline;
 pub mod quality;
 pub use vigil_runtime::rate;
 pub mod registry;
+pub mod signing;
 pub mod stages;
 pub mod validate;
 
@@ -61,6 +62,9 @@ pub enum Error {
     /// An output could not be encoded.
     #[error("encode output: {0}")]
     Encode(String),
+    /// A secret the configuration names cannot be read (the message names the field).
+    #[error("{0}")]
+    Secret(String),
     /// The schema registry could not be asked or written (not a record's fault).
     #[error("schema registry: {0}")]
     Registry(String),

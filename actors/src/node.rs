@@ -69,6 +69,24 @@ pub struct Node {
     pub tls: Option<Arc<Reloadable>>,
 }
 
+/// The producer-signature checks of the sources that require them, keys read now.
+fn verifiers(config: &Config) -> Result<Vec<Option<crate::signing::Verifier>>> {
+    let mut out = Vec::new();
+    for (i, s) in config.pipeline.sources.iter().enumerate() {
+        let Some(sig) = &s.signing else {
+            out.push(None);
+            continue;
+        };
+        let mut keys = BTreeMap::new();
+        for (producer, secret) in &sig.keys {
+            let k = secret.reveal().map_err(|e| Error::Secret(format!("pipeline.sources[{i}].signing.keys.{producer}: {e}")))?;
+            keys.insert(producer.clone(), k.into_bytes());
+        }
+        out.push(Some(crate::signing::Verifier::new(keys, sig.max_skew.as_millis() as i64, sig.replay_window.as_millis() as i64, sig.replay_capacity)));
+    }
+    Ok(out)
+}
+
 /// The listeners' security from `[security]`: tokens (configured and the token file), the
 /// audit log beside the store, and the TLS config.
 fn security_of(config: &Config, store: &Arc<Store>) -> Result<(Arc<Security>, Option<Arc<Reloadable>>)> {
@@ -337,6 +355,7 @@ impl Node {
             resolver_blocks: schemas.local.is_none(),
             rules,
             generator_wire,
+            verifiers: verifiers(&config)?,
             sink_schemas,
             analytics,
             quality_queue: std::sync::atomic::AtomicUsize::new(0),

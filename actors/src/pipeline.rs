@@ -509,6 +509,8 @@ pub struct NodeCtx {
     pub rules: Rules,
     /// How the embedded generator encodes its records (first source's format).
     pub generator_wire: Wire,
+    /// Producer authentication per source (same order as `pipeline.sources`), where configured.
+    pub verifiers: Vec<Option<crate::signing::Verifier>>,
     /// Schema id and Avro schema of results per output topic written as Avro.
     pub sink_schemas: BTreeMap<String, (u32, apache_avro::Schema)>,
     /// The aggregations, compiled.

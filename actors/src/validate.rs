@@ -103,6 +103,16 @@ pub enum Reject {
         /// Why.
         reason: String,
     },
+    /// The record fails its source's producer authentication (quarantined, not DLQ'd).
+    #[error("{detail}")]
+    Security {
+        /// [`crate::signing::SigReject::code`].
+        code: &'static str,
+        /// What exactly failed.
+        detail: String,
+        /// The producer the record claims, if it names one.
+        producer: Option<String>,
+    },
 }
 
 impl Reject {
@@ -120,6 +130,7 @@ impl Reject {
             Reject::Archived { .. } => "archived_schema".into(),
             Reject::Undecodable { .. } => "undecodable".into(),
             Reject::Unresolvable { .. } => "unresolvable".into(),
+            Reject::Security { code, .. } => format!("security.{code}"),
         }
     }
 }

@@ -548,6 +548,14 @@ pub fn default_rules() -> Vec<AlertRule> {
             "Alert receiver {{ $labels.receiver }} unreachable",
             "Notifications to {{ $labels.receiver }} fail after every retry.",
         ),
+        rule(
+            "SecurityQuarantine",
+            r#"dlq_per_sec{reason=~"security\\..+"} > 0"#,
+            0,
+            Severity::P2,
+            "Unauthenticated records on {{ $labels.source }} ({{ $labels.reason }})",
+            "{{ $value }} records/s on {{ $labels.source }} fail producer authentication ({{ $labels.reason }}) and go to the security quarantine topic.",
+        ),
     ]
 }
 

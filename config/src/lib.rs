@@ -43,11 +43,13 @@ pub(crate) use serde_via_string;
 mod alerts;
 mod analytics;
 mod incidents;
+mod kafka_security;
 mod lineage;
 mod security;
 pub use alerts::*;
 pub use analytics::*;
 pub use incidents::*;
+pub use kafka_security::*;
 pub use lineage::*;
 pub use security::*;
 
@@ -228,6 +230,8 @@ pub struct KafkaConfig {
     /// (`queue.buffering.max.kbytes`), KiB. Default 65536 (64 MiB); when full, stages
     /// wait (bounded by `checkpoint.flush_timeout`) instead of growing memory.
     pub produce_queue_kbytes_max: u32,
+    /// TLS and SASL of every client (consumer, producers, metadata and admin clients).
+    pub security: KafkaSecurityConfig,
 }
 
 impl Default for KafkaConfig {
@@ -240,6 +244,7 @@ impl Default for KafkaConfig {
             poll_timeout: Duration::from_millis(100),
             prefetch_kbytes_max: 8192,
             produce_queue_kbytes_max: 65536,
+            security: KafkaSecurityConfig::default(),
         }
     }
 }
@@ -287,12 +292,16 @@ pub struct SourceConfig {
     /// (Confluent's TopicNameStrategy). Ignored for `json`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
+    /// Require HMAC-signed records from known producers; others go to
+    /// `pipeline.quarantine_topic`. Default none (no check).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing: Option<SigningConfig>,
 }
 
 impl SourceConfig {
     /// A source with the default format and subject.
     pub fn new(topic: impl Into<String>, format: SourceFormat) -> Self {
-        Self { topic: topic.into(), format, subject: None }
+        Self { topic: topic.into(), format, subject: None, signing: None }
     }
 
     /// The registry subject of this source's values.
@@ -411,6 +420,10 @@ pub struct PipelineConfig {
     /// Dead-letter topic for invalid records (and late ones, unless `late_topic` is set).
     /// Default `vigil-dlq`.
     pub dlq_topic: String,
+    /// Security quarantine: records of signing sources that are unsigned, forged, replayed
+    /// or from unknown producers, with the reason and the claimed producer. Default
+    /// `vigil-quarantine`.
+    pub quarantine_topic: String,
     /// Topic for records later than an aggregation's allowed lateness. Default: none, they
     /// go to `dlq_topic` with reason `late`.
     pub late_topic: Option<String>,
@@ -466,6 +479,7 @@ impl Default for PipelineConfig {
             window: None,
             sink_topic: "vigil-output".into(),
             dlq_topic: "vigil-dlq".into(),
+            quarantine_topic: "vigil-quarantine".into(),
             late_topic: None,
             sink_format: SinkFormat::Json,
             batch_max_records: 500,
@@ -992,7 +1006,11 @@ impl Config {
             if key == "bootstrap.servers" || key == "group.id" {
                 err(&format!("kafka.properties.\"{key}\""), "set kafka.bootstrap / kafka.group_id instead");
             }
+            if SECRET_PROPERTIES.contains(&key.as_str()) {
+                err(&format!("kafka.properties.\"{key}\""), "secrets go in [kafka.security] (read from a file or environment variable, never printed)");
+            }
         }
+        self.kafka.security.validate(self.embedded_kafka(), &mut err);
         let p = &self.pipeline;
         if p.sources.is_empty() {
             err("pipeline.sources", "at least one source is required");
@@ -1008,7 +1026,16 @@ impl Config {
         if p.sink_topic == p.dlq_topic && !p.sink_topic.is_empty() {
             err("pipeline.dlq_topic", "must differ from pipeline.sink_topic");
         }
+        if p.sources.iter().any(|s| s.signing.is_some()) {
+            check_topic(&mut err, "pipeline.quarantine_topic", &p.quarantine_topic);
+            if [&p.sink_topic, &p.dlq_topic].contains(&&p.quarantine_topic) || p.sources.iter().any(|s| s.topic == p.quarantine_topic) {
+                err("pipeline.quarantine_topic", "must differ from the source, sink and DLQ topics");
+            }
+        }
         for (i, s) in p.sources.iter().enumerate() {
+            if let Some(sig) = &s.signing {
+                sig.validate(&format!("pipeline.sources[{i}].signing"), &mut err);
+            }
             if s.subject.as_deref().is_some_and(|x| x.trim().is_empty()) {
                 err(&format!("pipeline.sources[{i}].subject"), "must not be empty (leave it out for `<topic>-value`)");
             }

@@ -317,6 +317,51 @@ impl SecurityConfig {
     }
 }
 
+/// `[pipeline.sources.signing]`: producer authenticity of one source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningConfig {
+    /// HMAC-SHA256 key per producer name (`{ env = "..." }`, `{ file = "..." }` or inline).
+    pub keys: BTreeMap<String, crate::Secret>,
+    /// Largest distance between a record's signed time and now. Default `5m`.
+    #[serde(default = "default_skew", with = "humantime_serde")]
+    pub max_skew: Duration,
+    /// A record id seen again within this window is a replay. Default `10m`.
+    #[serde(default = "default_replay_window", with = "humantime_serde")]
+    pub replay_window: Duration,
+    /// Record ids remembered at most (oldest forgotten first). Default 1000000.
+    #[serde(default = "default_replay_capacity")]
+    pub replay_capacity: usize,
+}
+
+fn default_skew() -> Duration {
+    Duration::from_secs(300)
+}
+
+fn default_replay_window() -> Duration {
+    Duration::from_secs(600)
+}
+
+fn default_replay_capacity() -> usize {
+    1_000_000
+}
+
+impl SigningConfig {
+    pub(crate) fn validate(&self, path: &str, err: &mut impl FnMut(&str, &str)) {
+        if self.keys.is_empty() {
+            err(&format!("{path}.keys"), "at least one producer key is required");
+        }
+        for p in self.keys.keys() {
+            if p.is_empty() || p.contains([';', '=']) {
+                err(&format!("{path}.keys"), &format!("producer name `{p}` must be non-empty without `;` or `=`"));
+            }
+        }
+        if self.max_skew.is_zero() || self.replay_window.is_zero() || self.replay_capacity == 0 {
+            err(path, "max_skew, replay_window and replay_capacity must be greater than 0");
+        }
+    }
+}
+
 /// Whether `addr` (`host:port`) listens on loopback only (`localhost` counts).
 pub fn is_loopback(addr: &str) -> bool {
     let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr).trim_start_matches('[').trim_end_matches(']');

@@ -8,7 +8,8 @@
 //!
 //! When a listen address is given, a small TCP forwarder accepts clients there and the mock
 //! broker advertises that address, so clients see one stable `host:port` (the mock itself
-//! listens on an ephemeral port).
+//! listens on an ephemeral port). With a TLS config the forwarder terminates TLS, so that
+//! clients' Kafka TLS path (`security.protocol=ssl`) is exercised end to end.
 use crate::{Error, Result};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, Producer};
@@ -32,6 +33,14 @@ impl EmbeddedBroker {
     /// # Errors
     /// [`Error::Embedded`] if the cluster or the listener cannot be set up.
     pub fn start(partitions: u32, topics: &[String], listen: Option<SocketAddr>) -> Result<Self> {
+        Self::start_with_tls(partitions, topics, listen, None)
+    }
+
+    /// [`EmbeddedBroker::start`], the forwarder on `listen` serving TLS with `tls`.
+    ///
+    /// # Errors
+    /// [`Error::Embedded`] if the cluster or the listener cannot be set up.
+    pub fn start_with_tls(partitions: u32, topics: &[String], listen: Option<SocketAddr>, tls: Option<std::sync::Arc<rustls::ServerConfig>>) -> Result<Self> {
         let listener = match listen {
             Some(addr) => Some(TcpListener::bind(addr).map_err(|e| Error::Embedded(format!("bind {addr}: {e}")))?),
             None => None,
@@ -69,7 +78,10 @@ impl EmbeddedBroker {
                 let upstream = upstream.split(',').next().unwrap_or_default().to_string();
                 std::thread::Builder::new()
                     .name("vigil-mock-proxy".into())
-                    .spawn(move || forward_loop(l, upstream))
+                    .spawn(move || match tls {
+                        Some(tls) => forward_tls_loop(l, upstream, tls),
+                        None => forward_loop(l, upstream),
+                    })
                     .map_err(|e| Error::Embedded(format!("spawn proxy: {e}")))?;
                 addr.to_string()
             }
@@ -123,6 +135,35 @@ fn forward_loop(listener: TcpListener, upstream: String) {
             }
         });
     }
+}
+
+/// Terminate TLS on each connection and forward the plaintext to the mock.
+fn forward_tls_loop(listener: TcpListener, upstream: String, tls: std::sync::Arc<rustls::ServerConfig>) {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return tracing::error!(error = %e, "mock TLS proxy stopped"),
+    };
+    runtime.block_on(async move {
+        let listener = match listener.set_nonblocking(true).and_then(|()| tokio::net::TcpListener::from_std(listener)) {
+            Ok(l) => l,
+            Err(e) => return tracing::error!(error = %e, "mock TLS proxy stopped"),
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        loop {
+            let Ok((tcp, peer)) = listener.accept().await else { continue };
+            let (acceptor, upstream) = (acceptor.clone(), upstream.clone());
+            tokio::spawn(async move {
+                let mut client = match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "mock TLS proxy: handshake failed"),
+                    Err(_) => return tracing::debug!(%peer, "mock TLS proxy: handshake timed out"),
+                };
+                let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else { return };
+                let _ = server.set_nodelay(true);
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    });
 }
 
 fn forward(client: TcpStream, upstream: &str) -> io::Result<()> {

@@ -18,14 +18,30 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use vigil_config::KafkaConfig;
 
-/// Base librdkafka configuration for any client of this node.
-pub fn client_config(bootstrap: &str, kafka: &KafkaConfig) -> ClientConfig {
+/// Base librdkafka configuration for any client of this node: bootstrap servers,
+/// `[kafka.security]` (TLS, SASL; secrets read now) and `kafka.properties`.
+///
+/// # Errors
+/// [`Error::Security`] naming the field whose secret cannot be read.
+pub fn client_config(bootstrap: &str, kafka: &KafkaConfig) -> Result<ClientConfig> {
+    configure(bootstrap, kafka, &[])
+}
+
+/// [`client_config`] with a client's own `defaults` under the security settings and the
+/// explicit properties (which win).
+fn configure(bootstrap: &str, kafka: &KafkaConfig, defaults: &[(&str, String)]) -> Result<ClientConfig> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", bootstrap);
+    for (k, v) in defaults {
+        c.set(*k, v);
+    }
+    for (k, v) in kafka.security.librdkafka_properties().map_err(Error::Security)? {
+        c.set(k, v);
+    }
     for (k, v) in &kafka.properties {
         c.set(k, v);
     }
-    c
+    Ok(c)
 }
 
 /// Context that exports librdkafka statistics (consumer lag, broker states) as metrics.
@@ -127,7 +143,7 @@ impl BatchConsumer {
     /// topic has no partitions within `timeout`.
     pub fn new(bootstrap: &str, kafka: &KafkaConfig, topics: &[String], timeout: Duration) -> Result<Self> {
         // The partition count sizes the prefetch, so ask for it before creating the consumer.
-        let meta: rdkafka::consumer::BaseConsumer = client_config(bootstrap, kafka).create().map_err(|e| Error::kafka("create metadata client", e))?;
+        let meta: rdkafka::consumer::BaseConsumer = client_config(bootstrap, kafka)?.create().map_err(|e| Error::kafka("create metadata client", e))?;
         let mut assignment = Vec::new();
         for topic in topics {
             let parts = partitions_of(meta.client(), topic, timeout)?;
@@ -135,26 +151,23 @@ impl BatchConsumer {
         }
         drop(meta);
         let per_partition = prefetch_per_partition_kbytes(kafka.prefetch_kbytes_max, assignment.len());
-        let mut cfg = ClientConfig::new();
-        cfg.set("bootstrap.servers", bootstrap)
-            .set("group.id", &kafka.group_id)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false")
-            .set("statistics.interval.ms", "1000")
+        let defaults = [
+            ("group.id", kafka.group_id.clone()),
+            ("enable.auto.commit", "false".into()),
+            ("enable.auto.offset.store", "false".into()),
+            ("auto.offset.reset", "earliest".into()),
+            ("enable.partition.eof", "false".into()),
+            ("statistics.interval.ms", "1000".into()),
             // librdkafka bounds its prefetch per partition: split the budget.
-            .set("queued.max.messages.kbytes", per_partition.to_string())
-            .set("max.partition.fetch.bytes", (per_partition * 1024).to_string())
-            .set("queued.min.messages", "1000000")
+            ("queued.max.messages.kbytes", per_partition.to_string()),
+            ("max.partition.fetch.bytes", (per_partition * 1024).to_string()),
+            ("queued.min.messages", "1000000".into()),
             // A partition whose prefetch is full is fetched again this soon after (the
             // default, 1 s, stalls a consumer only slightly slower than its fetches).
-            .set("fetch.queue.backoff.ms", "10")
-            .set("fetch.wait.max.ms", "100");
-        // Explicit properties win over the defaults above.
-        for (k, v) in &kafka.properties {
-            cfg.set(k, v);
-        }
+            ("fetch.queue.backoff.ms", "10".into()),
+            ("fetch.wait.max.ms", "100".into()),
+        ];
+        let cfg = configure(bootstrap, kafka, &defaults)?;
         let consumer: StreamConsumer<LagContext> = cfg.create_with_context(LagContext::default()).map_err(|e| Error::kafka("create consumer", e))?;
         let next = assignment.iter().map(|tp| (tp.clone(), None)).collect();
         Ok(Self { consumer, assignment, next, paused: false, held: BTreeSet::new() })
@@ -480,18 +493,15 @@ impl TrackedProducer {
     /// # Errors
     /// [`Error::Kafka`].
     pub fn new(bootstrap: &str, kafka: &KafkaConfig) -> Result<Self> {
-        let mut cfg = ClientConfig::new();
-        cfg.set("bootstrap.servers", bootstrap)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "5")
-            .set("queue.buffering.max.messages", "100000")
-            .set("queue.buffering.max.kbytes", kafka.produce_queue_kbytes_max.to_string())
-            .set("statistics.interval.ms", "1000");
-        // Explicit properties win over the defaults above.
-        for (k, v) in &kafka.properties {
-            cfg.set(k, v);
-        }
+        let defaults = [
+            ("enable.idempotence", "true".to_string()),
+            ("acks", "all".into()),
+            ("linger.ms", "5".into()),
+            ("queue.buffering.max.messages", "100000".into()),
+            ("queue.buffering.max.kbytes", kafka.produce_queue_kbytes_max.to_string()),
+            ("statistics.interval.ms", "1000".into()),
+        ];
+        let cfg = configure(bootstrap, kafka, &defaults)?;
         let inner: ThreadedProducer<DeliveryTracker> = cfg.create_with_context(DeliveryTracker::default()).map_err(|e| Error::kafka("create producer", e))?;
         Ok(Self { inner: Arc::new(inner) })
     }
@@ -585,7 +595,7 @@ impl PartitionReader {
     /// # Errors
     /// [`Error::Kafka`] if the client cannot be created.
     pub fn new(bootstrap: &str, kafka: &KafkaConfig) -> Result<Self> {
-        let consumer = client_config(bootstrap, kafka)
+        let consumer = client_config(bootstrap, kafka)?
             .set("group.id", format!("vigil-reader-{}", std::process::id()))
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true")
@@ -646,7 +656,7 @@ pub struct ClusterFacts {
 /// # Errors
 /// [`Error::Kafka`] if the client cannot be created or metadata cannot be fetched.
 pub fn cluster_facts(bootstrap: &str, kafka: &KafkaConfig, topics: &[String], timeout: Duration) -> Result<ClusterFacts> {
-    let c: rdkafka::consumer::BaseConsumer = client_config(bootstrap, kafka).create().map_err(|e| Error::kafka("create metadata client", e))?;
+    let c: rdkafka::consumer::BaseConsumer = client_config(bootstrap, kafka)?.create().map_err(|e| Error::kafka("create metadata client", e))?;
     let cluster_id = c.client().fetch_cluster_id(timeout);
     let mut partitions = BTreeMap::new();
     for t in topics {

@@ -470,3 +470,9 @@ pub fn vigil_ok(args: &[&str]) -> String {
     assert!(out.status.success(), "vigil {args:?} failed:\n{text}{}", String::from_utf8_lossy(&out.stderr));
     text
 }
+
+/// Secrets the tests put in configurations (`tests/common/secrets.txt`); `scripts/test`
+/// fails when any of them shows up in the suite's output.
+pub fn test_secrets() -> Vec<String> {
+    include_str!("secrets.txt").lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect()
+}

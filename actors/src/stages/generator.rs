@@ -34,7 +34,8 @@ pub fn step_ms_for_rate(rate: u32) -> i64 {
 }
 
 /// Produce one generated record to `topic`, encoded as `wire` says, with its id and the
-/// producer id as headers. Returns the bytes produced (key, value and headers).
+/// producer id as headers, signed (`vigil.sig`) as `sign = (producer, key)` if given.
+/// Returns the bytes produced (key, value and headers).
 ///
 /// # Errors
 /// [`vigil_runtime::Error`] if Kafka does not take it within `timeout`.
@@ -44,9 +45,14 @@ pub async fn produce_generated(
     r: &crate::generator::GenRecord,
     wire: &Wire,
     timeout: Duration,
+    sign: Option<(&str, &[u8])>,
 ) -> vigil_runtime::Result<usize> {
-    let headers: [(&str, &[u8]); 2] = [(vigil_runtime::envelope::HEADER_RECORD_ID, r.id.as_bytes()), (HEADER_PRODUCER, PRODUCER_ID.as_bytes())];
     let payload = wire.encode(r);
+    let sig = sign.map(|(producer, key)| crate::signing::sign(producer, key, r.id.as_bytes(), r.key.as_bytes(), &payload, vigil_runtime::now_ms()));
+    let mut headers: Vec<(&str, &[u8])> = vec![(vigil_runtime::envelope::HEADER_RECORD_ID, r.id.as_bytes()), (HEADER_PRODUCER, PRODUCER_ID.as_bytes())];
+    if let Some(s) = &sig {
+        headers.push((crate::signing::HEADER, s.as_bytes()));
+    }
     producer.send(&OutRecord { topic, key: r.key.as_bytes(), payload: &payload, headers: &headers }, timeout).await?;
     Ok(r.key.len() + payload.len() + headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>())
 }
@@ -85,7 +91,7 @@ impl Actor for Generator {
                 st.gen.set_bad_ratio(st.ctx.bad_ratio());
                 for _ in 0..due {
                     let r = st.gen.next_record();
-                    produce_generated(&st.producer, &topic, &r, &st.ctx.generator_wire, st.ctx.send_timeout()).await?;
+                    produce_generated(&st.producer, &topic, &r, &st.ctx.generator_wire, st.ctx.send_timeout(), None).await?;
                     st.ctx.generator_position.store(st.gen.position(), Ordering::SeqCst);
                 }
             }

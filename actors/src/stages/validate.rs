@@ -59,10 +59,18 @@ impl ValidateState {
         for (bi, pb) in batches.iter().enumerate() {
             let idx = self.by_topic.get(&pb.source.topic).copied();
             let qi = idx.unwrap_or(self.decoders.len());
+            let verifier = idx.and_then(|i| ctx.verifiers.get(i)).and_then(Option::as_ref);
+            let now_ms = vigil_runtime::now_ms();
             for (ri, env) in pb.iter().enumerate() {
-                let decoded: DecodeResult<'_> = match idx.and_then(|i| self.decoders.get_mut(i)) {
-                    Some(d) => d.decode(env.payload(), ctx.resolver.as_ref()).map_err(Error::Registry)?,
-                    None => Err((Reject::BadFraming(format!("topic `{}` is not a configured source", pb.source.topic)), None)),
+                // Producer authentication comes first: an unauthenticated record is not decoded.
+                let forged = verifier.and_then(|v| {
+                    let id = env.header(vigil_runtime::envelope::HEADER_RECORD_ID).unwrap_or_default();
+                    v.verify(env.header(crate::signing::HEADER), id, env.key().unwrap_or_default(), env.payload(), now_ms).err()
+                });
+                let decoded: DecodeResult<'_> = match (forged, idx.and_then(|i| self.decoders.get_mut(i))) {
+                    (Some((r, producer)), _) => Err((Reject::Security { code: r.code(), detail: r.to_string(), producer }, None)),
+                    (None, Some(d)) => d.decode(env.payload(), ctx.resolver.as_ref()).map_err(Error::Registry)?,
+                    (None, None) => Err((Reject::BadFraming(format!("topic `{}` is not a configured source", pb.source.topic)), None)),
                 };
                 if let (Some(p), Some(q)) = (&mut self.quality, qual.get_mut(qi)) {
                     q.records += 1;
@@ -173,8 +181,16 @@ impl Actor for Validate {
                             let Some(envelope) = batches.get(batch as usize).and_then(|b| b.get(index as usize)) else { continue };
                             let code = r.code();
                             let detail = r.to_string();
-                            let why =
-                                Rejection { stage: "validate", code: &code, detail: &detail, schema: info.as_ref(), epoch: st.epoch, to: None, extra: &[] };
+                            // Failed authentication goes to the security quarantine, naming the claimed producer.
+                            let (to, producer) = match &r {
+                                Reject::Security { producer, .. } => {
+                                    metrics::counter!("vigil_security_quarantined_total", "source" => envelope.source().topic.clone(), "reason" => code.clone()).increment(1);
+                                    (Some(ctx.config.pipeline.quarantine_topic.as_str()), Some(producer.as_deref().unwrap_or("")))
+                                }
+                                _ => (None, None),
+                            };
+                            let extra: Vec<(&str, &[u8])> = producer.map(|p| ("vigil.quarantine.producer", p.as_bytes())).into_iter().collect();
+                            let why = Rejection { stage: "validate", code: &code, detail: &detail, schema: info.as_ref(), epoch: st.epoch, to, extra: &extra };
                             ctx.send_to_dlq(envelope, why).await?;
                             if ctx.config.lineage.enabled {
                                 st.rejects.push(DeadLetter::new(

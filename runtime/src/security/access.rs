@@ -494,6 +494,22 @@ mod tests {
         assert_eq!(call(&app, "/nowhere", Some(&token)), 404);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, ..Default::default() })]
+        /// Arbitrary credentials and paths: 401, 403 or 404, never a panic or a 5xx.
+        #[test]
+        fn arbitrary_credentials_and_paths_are_refused_cleanly(auth in "[ -~]{0,60}", path in "/[a-z/%.]{0,20}") {
+            let (app, _token, _d) = guarded();
+            use tower::ServiceExt;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            for p in [path.as_str(), "/declared", "/forgotten"] {
+                let Ok(req) = axum::http::Request::builder().uri(p).header("Authorization", auth.as_str()).body(axum::body::Body::empty()) else { continue };
+                let status = rt.block_on(app.clone().oneshot(req)).unwrap().status().as_u16();
+                proptest::prop_assert!(matches!(status, 401 | 403 | 404), "{p} with `{auth}`: {status}");
+            }
+        }
+    }
+
     #[test]
     fn per_verb_actions_and_head() {
         let r: Routes =
