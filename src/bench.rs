@@ -64,6 +64,8 @@ pub(crate) enum BenchCmd {
     Quality(BenchArgs),
     /// Cost of record-level lineage: throughput with it off and on, and its size per input byte.
     Lineage(BenchArgs),
+    /// Cost of producer-signature checks: the same signed records with verification off and on.
+    Signing(BenchArgs),
     /// Incremental checkpoints: bytes a checkpoint writes after a fraction of the open windows
     /// changed, against the full state's, and the time to restore that state.
     State(StateArgs),
@@ -112,13 +114,18 @@ fn state_bench(a: &StateArgs) -> Result<ExitCode> {
 enum Feature {
     Quality,
     Lineage,
+    Signing,
 }
+
+/// The bench's producer key (`vigil bench signing`).
+const BENCH_SIGN: (&str, &[u8]) = ("bench", b"bench-signing-key");
 
 impl Feature {
     fn name(self) -> &'static str {
         match self {
             Feature::Quality => "quality",
             Feature::Lineage => "lineage",
+            Feature::Signing => "signing",
         }
     }
 }
@@ -144,6 +151,11 @@ const TOPIC: &str = "bench-events";
 /// Produce `n` generated JSON records (2% malformed) to the bench topic; returns the bytes
 /// produced (keys, values and headers).
 async fn fill(bootstrap: &str, n: u64, record_bytes: Option<usize>) -> Result<u64> {
+    fill_signed(bootstrap, n, record_bytes, None).await
+}
+
+/// [`fill`], each record signed as `sign = (producer, key)` if given.
+async fn fill_signed(bootstrap: &str, n: u64, record_bytes: Option<usize>, sign: Option<(&str, &[u8])>) -> Result<u64> {
     // Large batches: the mock cluster finds a fetch's start by scanning a partition's batches,
     // so many small ones would make every mode pay for how the data was written.
     let mut kafka = vigil_config::KafkaConfig::default();
@@ -154,7 +166,7 @@ async fn fill(bootstrap: &str, n: u64, record_bytes: Option<usize>) -> Result<u6
     for _ in 0..n {
         let mut r = g.next_record();
         pad(&mut r.payload, record_bytes);
-        bytes += vigil_actors::stages::produce_generated(&producer, TOPIC, &r, &Wire::Json, Duration::from_secs(30), None).await? as u64;
+        bytes += vigil_actors::stages::produce_generated(&producer, TOPIC, &r, &Wire::Json, Duration::from_secs(30), sign).await? as u64;
     }
     producer.flush_checked(Duration::from_secs(60), 0).await.context("not every bench record was acknowledged")?;
     Ok(bytes)
@@ -203,6 +215,17 @@ async fn pipeline_run(bootstrap: &str, n: u64, feature: Feature, on: bool, round
     measure_pipeline(bootstrap, n, &tag, |cfg| match feature {
         Feature::Quality => cfg.quality.enabled = on,
         Feature::Lineage => cfg.lineage.enabled = on,
+        Feature::Signing => {
+            if on {
+                let keys = [(BENCH_SIGN.0.to_string(), vigil_config::Secret::Inline(String::from_utf8_lossy(BENCH_SIGN.1).into_owned()))].into();
+                cfg.pipeline.sources[0].signing = Some(vigil_config::SigningConfig {
+                    keys,
+                    max_skew: Duration::from_secs(3600),
+                    replay_window: Duration::from_secs(3600),
+                    replay_capacity: 10_000_000,
+                });
+            }
+        }
     })
     .await
 }
@@ -538,6 +561,7 @@ pub(crate) async fn run(cmd: BenchCmd) -> Result<ExitCode> {
     let (feature, a) = match cmd {
         BenchCmd::Quality(a) => (Feature::Quality, a),
         BenchCmd::Lineage(a) => (Feature::Lineage, a),
+        BenchCmd::Signing(a) => (Feature::Signing, a),
         BenchCmd::State(a) => return tokio::task::block_in_place(|| state_bench(&a)),
     };
     if a.records == 0 || a.rounds == 0 || a.partitions == 0 {
@@ -548,7 +572,8 @@ pub(crate) async fn run(cmd: BenchCmd) -> Result<ExitCode> {
     let broker = EmbeddedBroker::start(a.partitions, &topics, None).context("cannot start the mock cluster")?;
     let bootstrap = broker.bootstrap().to_string();
     eprintln!("bench: producing {} records to {TOPIC} ({} partitions)...", a.records, a.partitions);
-    let input_bytes = fill(&bootstrap, a.records, None).await?;
+    let sign = (feature == Feature::Signing).then_some(BENCH_SIGN);
+    let input_bytes = fill_signed(&bootstrap, a.records, None, sign).await?;
     let raw = raw_consume(&bootstrap, a.records).await?;
     eprintln!("bench: raw librdkafka consume {raw:.0} records/s");
     let (mut off, mut on, mut stored, mut disk) = (Vec::new(), Vec::new(), 0u64, 0u64);
