@@ -218,8 +218,13 @@ impl StoreTarget {
             Some(d) => d.clone(),
             None => load_config(self.config.as_deref())?.node.data_dir,
         };
-        vigil_runtime::store::Store::open_read_only(&dir).with_context(|| format!("no readable Vigil store at {}", dir.display()))
+        open_store(&dir)
     }
+}
+
+/// A node's store, read-only (works while the node runs).
+fn open_store(dir: &std::path::Path) -> Result<vigil_runtime::store::Store> {
+    vigil_runtime::store::Store::open_read_only(dir).with_context(|| format!("no readable Vigil store at {}", dir.display()))
 }
 
 /// JSON view of a checkpoint (offsets as a list: JSON map keys must be strings).

@@ -108,8 +108,7 @@ impl AuditTarget {
 
     fn open(&self) -> Result<(vigil_runtime::store::Store, PathBuf)> {
         let (dir, file) = self.paths()?;
-        let store = vigil_runtime::store::Store::open_read_only(&dir).with_context(|| format!("no readable Vigil store at {}", dir.display()))?;
-        Ok((store, file))
+        Ok((crate::open_store(&dir)?, file))
     }
 }
 

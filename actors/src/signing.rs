@@ -75,11 +75,6 @@ pub fn sign(producer: &str, secret: &[u8], id: &[u8], key: &[u8], value: &[u8], 
     format!("v1;p={producer};t={ts_ms};s={}", base64::engine::general_purpose::STANDARD.encode(t.as_ref()))
 }
 
-/// Equal in time independent of where they differ.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// A parsed header: producer, timestamp, tag.
 fn parse(header: &[u8]) -> Result<(String, i64, Vec<u8>), SigReject> {
     let text = std::str::from_utf8(header).map_err(|_| SigReject::Malformed("not UTF-8".into()))?;
@@ -169,7 +164,7 @@ impl Verifier {
         let (producer, ts, sig_tag) = parse(sig.ok_or((SigReject::Unsigned, None))?).map_err(|r| (r, None))?;
         let claimed = Some(producer.clone());
         let Some(k) = self.keys.get(&producer) else { return Err((SigReject::UnknownProducer, claimed)) };
-        if !same(tag(k, &producer, id, key, value, ts).as_ref(), &sig_tag) {
+        if !vigil_runtime::security::constant_time_eq(tag(k, &producer, id, key, value, ts).as_ref(), &sig_tag) {
             return Err((SigReject::Forged, claimed));
         }
         if (ts - now_ms).abs() > self.max_skew_ms {

@@ -27,12 +27,9 @@ pub struct ListenerOpts {
     pub max_connections: usize,
 }
 
-impl ListenerOpts {
-    /// Plaintext with the default limits (tests, tools).
-    pub fn plaintext() -> Self {
-        let l = vigil_config::LimitsConfig::default();
-        Self { tls: None, max_headers: l.max_headers.0 as usize, header_timeout: l.request_timeout, max_connections: l.max_connections }
-    }
+/// Whether `a` and `b` are equal, in time independent of where they differ (secrets, MACs).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Bind `addr` (port 0 picks one) and serve `routes` behind `guard` on it, on a thread and

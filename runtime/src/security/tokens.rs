@@ -53,7 +53,7 @@ pub fn verify(token: &str, stored: &str) -> bool {
     let mut parts = stored.split('$');
     let (Some("sha256"), Some(salt), Some(want), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else { return false };
     let got = digest_hex(salt, token);
-    got.len() == want.len() && got.bytes().zip(want.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    super::constant_time_eq(got.as_bytes(), want.as_bytes())
 }
 
 /// One token in the token file.
