@@ -387,14 +387,19 @@ fn setup_failpoints() -> Result<(), String> {
 }
 
 fn main() -> std::process::ExitCode {
-    // Output piped into `head` or `less` that closes early ends the command quietly, as
-    // for any Unix tool, instead of a panic on the broken pipe.
-    #[cfg(unix)]
-    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
-    unsafe {
-        let _ = nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl);
-    }
     let cli = Cli::parse();
+    // Output piped into `head` or `less` that closes early ends a command quietly, as for
+    // any Unix tool, instead of a panic on the broken pipe. Not for the commands that serve
+    // or drive sockets: there a peer that hangs up would kill the process (librdkafka's
+    // mock broker writes without MSG_NOSIGNAL), so SIGPIPE stays ignored and a closed
+    // connection is an EPIPE error like any other.
+    #[cfg(unix)]
+    if !matches!(cli.cmd, Cmd::Run { .. } | Cmd::Broker { .. } | Cmd::Bench { .. } | Cmd::Gen(_)) {
+        // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+        unsafe {
+            let _ = nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl);
+        }
+    }
     if let Err(e) = setup_failpoints() {
         eprintln!("error: {e}");
         return std::process::ExitCode::FAILURE;
