@@ -307,6 +307,9 @@ impl Node {
             check_resume(&config, &bootstrap, &store, latest.as_ref()).await?;
         }
         let journal = Arc::new(Journal::new(store.clone()));
+        // A marker that only a clean stop removes: found at start, the last run crashed.
+        let unclean = store.get("meta", RUNNING_MARKER.as_bytes())?.is_some();
+        store.put_meta(RUNNING_MARKER, &vigil_runtime::now_ms().to_be_bytes())?;
         let config_hash = config_hash(&config);
         let from = config.loaded_from.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "defaults".into());
         journal.record(Event::now(
@@ -363,6 +366,8 @@ impl Node {
             dq: watch::channel(crate::quality::report::DqReport::default()).0,
             alerts_config: std::sync::RwLock::new(Arc::new(config.alerts.clone())),
             bad_ratio: AtomicU64::new(f64::NAN.to_bits()),
+            unclean_start_ms: unclean.then(vigil_runtime::now_ms),
+            recent: Default::default(),
             journal,
             config_hash,
             lineage,
@@ -370,7 +375,7 @@ impl Node {
         init_series(&config);
         let (events, _) = broadcast::channel(256);
         // Ends when the tree's event channel closes.
-        tokio::spawn(journal_tree_events(ctx.journal.clone(), events.subscribe()));
+        tokio::spawn(journal_tree_events(ctx.clone(), events.subscribe()));
         let root = vigil_supervision::start_root(tree_spec(&ctx, &events)).await?;
         let limits = &config.security.limits;
         let opts = ListenerOpts {
@@ -477,6 +482,9 @@ impl Node {
             Err(e) => format!("node stopped: {e}"),
         };
         ctx.journal.record(Event::now(EventKind::NodeStop, "node", how));
+        if let Err(e) = ctx.store.write_ops("meta", &[(RUNNING_MARKER.as_bytes().to_vec(), None)]) {
+            tracing::warn!(error = %e, "clean stop not recorded: the next start will report a crash");
+        }
         if let Some(reg) = &ctx.registry {
             if let Err(e) = reg.flush_usage() {
                 tracing::warn!(error = %e, "schema usage not persisted at exit");
@@ -540,6 +548,10 @@ impl AdminApi for NodeAdmin {
         res.map_err(|e| e.to_string())?;
         self.ctx.journal.record(Event::now(EventKind::Chaos, "chaos", format!("panic injected into {stage}")).stage(stage));
         Ok(())
+    }
+
+    fn chaos_event(&self, text: String) {
+        self.ctx.journal.record(Event::now(EventKind::Chaos, "chaos", text));
     }
 }
 
@@ -619,8 +631,13 @@ fn config_hash(config: &Config) -> String {
     format!("{:016x}", crate::alerting::engine::fnv1a(serde_json::to_string(config).unwrap_or_default().bytes()))
 }
 
-/// Journal what the supervision tree reports: failures, restarts, escalations.
-async fn journal_tree_events(journal: Arc<Journal>, mut rx: broadcast::Receiver<TreeEvent>) {
+/// Meta key present while a node runs on the data directory; a clean stop removes it.
+const RUNNING_MARKER: &str = "node.running";
+
+/// Journal what the supervision tree reports: failures, restarts, escalations; remember
+/// when restarts happened for the `restarts_per_min` series.
+async fn journal_tree_events(ctx: Arc<NodeCtx>, mut rx: broadcast::Receiver<TreeEvent>) {
+    let journal = ctx.journal.clone();
     loop {
         let e = match rx.recv().await {
             Ok(e) => e,
@@ -636,6 +653,7 @@ async fn journal_tree_events(journal: Arc<Journal>, mut rx: broadcast::Receiver<
             }
             TreeEvent::ChildExited { .. } => continue,
             TreeEvent::ChildRestarted { child, restarts, .. } => {
+                ctx.note(crate::pipeline::Recent::Restart, vigil_runtime::now_ms());
                 Event::now(EventKind::Restart, "supervision", format!("{child} restarted (restart {restarts})")).stage(&child)
             }
             TreeEvent::Escalated { supervisor, reason } => {

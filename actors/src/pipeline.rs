@@ -532,9 +532,44 @@ pub struct NodeCtx {
     /// Malformed-record ratio of the embedded generator set at run time (drills), as f64
     /// bits; NaN: the configured `generator.bad_ratio`.
     pub bad_ratio: AtomicU64,
+    /// When this node started, ms, if the previous run on this data directory ended
+    /// without a clean stop (SIGKILL, OOM, power loss): the `unclean_restart` series.
+    pub unclean_start_ms: Option<i64>,
+    /// When actors were restarted by their supervisors and checkpoints failed, ms (the last
+    /// minute's worth): the `restarts_per_min` and `checkpoint_failures_per_min` series.
+    pub recent: std::sync::Mutex<BTreeMap<Recent, std::collections::VecDeque<i64>>>,
+}
+
+/// Node events counted per minute for the health series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Recent {
+    /// A supervisor restarted an actor.
+    Restart,
+    /// A checkpoint failed (flush or store write).
+    CheckpointFailure,
 }
 
 impl NodeCtx {
+    /// Count an event of `kind` at `now_ms`.
+    pub fn note(&self, kind: Recent, now_ms: i64) {
+        if let Ok(mut all) = self.recent.lock() {
+            let r = all.entry(kind).or_default();
+            r.push_back(now_ms);
+            while r.front().is_some_and(|t| *t < now_ms - 60_000) {
+                r.pop_front();
+            }
+        }
+    }
+
+    /// Events of `kind` in the minute before `now_ms`.
+    pub fn per_minute(&self, kind: Recent, now_ms: i64) -> u32 {
+        self.recent.lock().map(|all| all.get(&kind).map(|r| r.iter().filter(|t| **t >= now_ms - 60_000).count() as u32).unwrap_or(0)).unwrap_or(0)
+    }
+
+    /// Whether this start followed a crash and is younger than `window` at `now_ms`.
+    pub fn unclean_restart(&self, now_ms: i64, window: std::time::Duration) -> bool {
+        self.unclean_start_ms.is_some_and(|t| now_ms - t < window.as_millis() as i64)
+    }
     /// Hand a batch's quality to the Quality actor without ever waiting for it: beyond
     /// `quality.queue_max` outstanding reports, or while it restarts, the report is dropped
     /// and counted.

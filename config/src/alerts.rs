@@ -210,7 +210,7 @@ impl Cmp {
 
 /// The data-quality series rules can name (labels in braces). Quality series are per
 /// `source`; node series have the labels shown.
-pub const METRICS: [&str; 15] = [
+pub const METRICS: [&str; 18] = [
     "records_per_sec",
     "validity_ratio",
     "dlq_per_sec",           // {source, reason}
@@ -223,9 +223,12 @@ pub const METRICS: [&str; 15] = [
     "duplicates_per_sec",
     "late_per_sec",
     "stalled_partitions",
-    "schema_version_share", // {source, schema}
-    "brokers_up",           // node: Kafka brokers the consumer sees up
-    "receiver_up",          // node: {receiver} 1 while notifications get through
+    "schema_version_share",        // {source, schema}
+    "brokers_up",                  // node: Kafka brokers the consumer sees up
+    "receiver_up",                 // node: {receiver} 1 while notifications get through
+    "restarts_per_min",            // node: actor restarts by supervisors in the last minute
+    "checkpoint_failures_per_min", // node: failed checkpoints in the last minute
+    "unclean_restart",             // node: 1 for one quality window after a start that followed a crash
 ];
 
 /// What a rule evaluates.
@@ -480,7 +483,7 @@ pub struct AlertsConfig {
 }
 
 fn rule(name: &str, expr: &str, for_s: u64, severity: Severity, summary: &str, description: &str) -> AlertRule {
-    let runbook = format!("https://vigil.invalid/docs/alerting.md#{}", name.to_lowercase());
+    let runbook = runbook_url(name);
     let annotations = [("summary", summary.to_string()), ("description", description.to_string()), ("runbook_url", runbook)]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -494,6 +497,21 @@ fn rule(name: &str, expr: &str, for_s: u64, severity: Severity, summary: &str, d
         labels: BTreeMap::new(),
         annotations,
     }
+}
+
+/// Where a built-in rule's runbook is: the drill runbook of the failure it stands for
+/// (`docs/runbooks/`), else its section in `docs/alerting.md`.
+pub fn runbook_url(rule: &str) -> String {
+    let drill = match rule {
+        "NodeCrashRecovered" => "node-kill",
+        "ActorRestarting" => "stage-crash-storm",
+        "CheckpointFailing" => "disk-failure",
+        "KafkaUnreachable" => "broker-outage",
+        "PartitionStalled" => "stage-stall",
+        "DataValidityLow" => "poison-pill",
+        _ => return format!("https://vigil.invalid/docs/alerting.md#{}", rule.to_lowercase()),
+    };
+    format!("https://vigil.invalid/docs/runbooks/{drill}.md")
 }
 
 /// The rules a node has when the configuration names none.
@@ -555,6 +573,30 @@ pub fn default_rules() -> Vec<AlertRule> {
             Severity::P2,
             "Unauthenticated records on {{ $labels.source }} ({{ $labels.reason }})",
             "{{ $value }} records/s on {{ $labels.source }} fail producer authentication ({{ $labels.reason }}) and go to the security quarantine topic.",
+        ),
+        rule(
+            "NodeCrashRecovered",
+            "unclean_restart > 0",
+            0,
+            Severity::P2,
+            "The node restarted after a crash",
+            "The previous run on this data directory ended without a clean stop (SIGKILL, OOM kill, power loss); the node resumed from its last checkpoint.",
+        ),
+        rule(
+            "CheckpointFailing",
+            "checkpoint_failures_per_min > 0",
+            0,
+            Severity::P2,
+            "Checkpoints fail",
+            "{{ $value }} checkpoints failed in the last minute (disk full or broken, outputs not acknowledged); until one commits, a crash replays more.",
+        ),
+        rule(
+            "ActorRestarting",
+            "restarts_per_min > 2",
+            0,
+            Severity::P2,
+            "Actors keep failing",
+            "Supervisors restarted actors {{ $value }} times in the last minute; see `vigil tree` and the journal.",
         ),
     ]
 }

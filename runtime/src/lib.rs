@@ -7,6 +7,7 @@ pub mod admin;
 pub mod embedded;
 pub mod envelope;
 mod error;
+pub mod failpoints;
 pub mod kafka;
 pub mod metrics;
 pub mod rate;

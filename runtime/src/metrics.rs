@@ -92,6 +92,9 @@ fn describe() {
     describe_counter!("vigil_alert_evaluations_total", "Alert rule evaluations.");
     describe_counter!("vigil_alert_notifications_total", "Notifications per receiver by outcome (sent, failed, dropped).");
     describe_gauge!("vigil_alert_receiver_up", "1 while a receiver's last notification got through.");
+    describe_gauge!("vigil_node_restarts_last_minute", "Actor restarts by supervisors in the last minute.");
+    describe_gauge!("vigil_node_checkpoint_failures_last_minute", "Checkpoints that failed in the last minute.");
+    describe_gauge!("vigil_node_unclean_restart", "1 for one quality window after a start whose previous run did not stop cleanly.");
     describe_counter!("vigil_journal_events_total", "Operational events journaled, by kind (restart, dlq_burst, chaos, ...).");
     describe_gauge!("vigil_incidents", "Incidents by state (open, acknowledged, mitigated).");
     describe_counter!("vigil_incidents_opened_total", "Incidents opened, by severity.");

@@ -112,6 +112,9 @@ impl QualityState {
             sources: self.tracker.snapshot(now, q.window.as_millis() as i64),
             brokers_up: None,
             dropped_reports: self.ctx.quality_dropped.load(Ordering::Relaxed),
+            restarts_per_min: self.ctx.per_minute(crate::pipeline::Recent::Restart, now),
+            checkpoint_failures_per_min: self.ctx.per_minute(crate::pipeline::Recent::CheckpointFailure, now),
+            unclean_restart: self.ctx.unclean_restart(now, q.window),
         };
         // Every configured source is reported, read or not: a silent source is news.
         for s in &self.ctx.config.pipeline.sources {

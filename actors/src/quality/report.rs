@@ -23,6 +23,15 @@ pub struct DqReport {
     pub brokers_up: Option<i64>,
     /// Batch reports the quality actor could not take (queue full or restarting).
     pub dropped_reports: u64,
+    /// Actor restarts by supervisors in the last minute.
+    #[serde(default)]
+    pub restarts_per_min: u32,
+    /// Checkpoints that failed in the last minute.
+    #[serde(default)]
+    pub checkpoint_failures_per_min: u32,
+    /// The node started after a crash of its previous run, within the last window.
+    #[serde(default)]
+    pub unclean_restart: bool,
 }
 
 /// Per-partition stall detection over successive [`Progress`] reports.
@@ -103,6 +112,9 @@ impl DqReport {
         if let Some(up) = self.brokers_up {
             out.push(Sample { metric: "brokers_up".into(), labels: BTreeMap::new(), value: up as f64 });
         }
+        out.push(Sample { metric: "restarts_per_min".into(), labels: BTreeMap::new(), value: f64::from(self.restarts_per_min) });
+        out.push(Sample { metric: "checkpoint_failures_per_min".into(), labels: BTreeMap::new(), value: f64::from(self.checkpoint_failures_per_min) });
+        out.push(Sample { metric: "unclean_restart".into(), labels: BTreeMap::new(), value: f64::from(u8::from(self.unclean_restart)) });
         out
     }
 
@@ -136,6 +148,9 @@ fn gauge_name(series: &str) -> Option<&'static str> {
         "late_per_sec" => "vigil_dq_late_per_second",
         "stalled_partitions" => "vigil_dq_stalled_partitions",
         "schema_version_share" => "vigil_dq_schema_version_share",
+        "restarts_per_min" => "vigil_node_restarts_last_minute",
+        "checkpoint_failures_per_min" => "vigil_node_checkpoint_failures_last_minute",
+        "unclean_restart" => "vigil_node_unclean_restart",
         _ => return None,
     })
 }

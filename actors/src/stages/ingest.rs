@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use vigil_runtime::envelope::TopicPartition;
+use vigil_runtime::failpoints::StagePoint;
 use vigil_runtime::kafka::BatchConsumer;
 use vigil_runtime::stats::{Progress, Stage};
 /// How often Ingest reads the resident size against `node.memory_limit`.
@@ -52,6 +53,8 @@ pub struct IngestState {
     /// End-to-end latencies per source since the last quality report, ms.
     latency: BTreeMap<String, Vec<f64>>,
     last_report: Instant,
+    /// Fault injection (`stage.ingest`), evaluated once per poll.
+    fault: StagePoint,
 }
 
 impl IngestState {
@@ -192,6 +195,7 @@ impl Actor for Ingest {
         let p = &ctx.config.pipeline;
         let rate = (p.max_records_per_sec > 0).then(|| RateLimit::new(p.max_records_per_sec, p.batch_max_records as u32, Instant::now()));
         Ok(IngestState {
+            fault: StagePoint::new("ingest", "ingest"),
             ctx,
             consumer,
             epoch,
@@ -217,6 +221,7 @@ impl Actor for Ingest {
     async fn handle(&self, myself: ActorRef<IngestMsg>, msg: IngestMsg, st: &mut IngestState) -> R<()> {
         match msg {
             IngestMsg::Poll => {
+                st.fault.eval();
                 st.maybe_checkpoint()?;
                 // Over the memory limit: one batch per MEMORY_CHECK, not none. Progress lets
                 // the watermark advance and windows close, which is what frees memory; a full

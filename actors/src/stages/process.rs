@@ -14,6 +14,7 @@ use crate::Error;
 use ractor::{Actor, ActorRef};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use vigil_runtime::failpoints::StagePoint;
 use vigil_runtime::stats::Stage;
 use vigil_runtime::store;
 
@@ -52,6 +53,8 @@ pub struct ProcessState {
     lineage: Option<Collector>,
     /// Deletes of windows of aggregations no longer configured, for the next checkpoint.
     stale: Vec<store::Op>,
+    /// Fault injection (`stage.process`, `stage.process-<i>`), once per batch.
+    fault: StagePoint,
 }
 
 impl ProcessState {
@@ -280,7 +283,9 @@ impl Actor for Process {
         let epoch = ctx.current_epoch();
         let lineage = ctx.config.lineage.enabled.then(Collector::default);
         let aligner = Aligner::new(ctx.slots.validate.len());
+        let fault = StagePoint::new("process", &crate::pipeline::shard_name("process", shard, ctx.slots.process.len()));
         Ok(ProcessState {
+            fault,
             shard_label: shard.to_string(),
             shard,
             aligner,
@@ -299,6 +304,7 @@ impl Actor for Process {
         match msg {
             ProcessMsg::Assign(tps) => st.watermarks.assign(&tps, Instant::now()),
             ProcessMsg::Records { from, credit, valid, route } => {
+                st.fault.eval();
                 st.aligner.data(from, (credit, valid, route));
                 st.drain().await?;
             }

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 use vigil_config::SinkFormat;
+use vigil_runtime::failpoints::StagePoint;
 use vigil_runtime::kafka::OutRecord;
 use vigil_runtime::stats::{CheckpointSummary, Stage};
 use vigil_runtime::store::{Checkpoint, CheckpointMeta, Op};
@@ -32,6 +33,8 @@ pub struct SinkState {
     /// Window changes of checkpoints whose store write failed, written before the next
     /// one's (later writes of a key win within a batch).
     carry_ops: Vec<Op>,
+    /// Fault injection (`stage.sink`), once per batch of windows.
+    fault: StagePoint,
 }
 
 /// How a checkpoint attempt failed.
@@ -57,13 +60,25 @@ impl Actor for Sink {
         let aligner = Aligner::new(ctx.slots.process.len());
         let per_sec = ctx.config.pipeline.max_outputs_per_sec;
         let rate = (per_sec > 0).then(|| crate::rate::RateLimit::new(per_sec, (per_sec / 10).max(1), Instant::now()));
-        Ok(SinkState { ctx, aligner, rate, failed_before, epoch, carry: EpochLineage::default(), carry_ops: Vec::new() })
+        Ok(SinkState {
+            ctx,
+            aligner,
+            rate,
+            failed_before,
+            epoch,
+            carry: EpochLineage::default(),
+            carry_ops: Vec::new(),
+            fault: StagePoint::new("sink", "sink"),
+        })
     }
 
     #[tracing::instrument(name = "stage", skip_all, fields(stage = "sink"))]
     async fn handle(&self, _myself: ActorRef<SinkMsg>, msg: SinkMsg, st: &mut SinkState) -> R<()> {
         match msg {
-            SinkMsg::Windows { from, credit, windows } => st.aligner.data(from, (credit, windows)),
+            SinkMsg::Windows { from, credit, windows } => {
+                st.fault.eval();
+                st.aligner.data(from, (credit, windows))
+            }
             SinkMsg::Barrier { from, barrier } => st.aligner.barrier(from, barrier),
             SinkMsg::Panic(m) => panic!("injected panic in sink: {m}"),
         }
@@ -152,6 +167,7 @@ impl Sink {
             Ok(size) => size,
             Err(CommitError::Rewind(e)) => {
                 ctx.stats.checkpoint_failed();
+                ctx.note(crate::pipeline::Recent::CheckpointFailure, vigil_runtime::now_ms());
                 ctx.lineage.failed(&format!("checkpoint {id} failed: {e}"), None);
                 let text = format!("checkpoint {id} failed: {e}; the pipeline rewinds to the last checkpoint");
                 ctx.journal.record(crate::journal::Event::now(crate::journal::EventKind::CheckpointFailure, "sink", text).stage("sink"));
@@ -159,6 +175,7 @@ impl Sink {
             }
             Err(CommitError::Store(e, lineage, ops)) => {
                 ctx.stats.checkpoint_failed();
+                ctx.note(crate::pipeline::Recent::CheckpointFailure, vigil_runtime::now_ms());
                 tracing::error!(checkpoint = id, error = %e, "checkpoint not committed: the store write failed; processing continues and the next checkpoint retries");
                 let last_committed = *ctx.checkpoint_done.borrow();
                 ctx.lineage.failed(&format!("checkpoint {id} failed: {e}"), Some(last_committed));
@@ -190,7 +207,10 @@ impl Sink {
     /// the state size in bytes.
     async fn commit(&self, st: &mut SinkState, mut b: Barrier) -> Result<u64, CommitError> {
         let ctx = st.ctx.clone();
-        ctx.producer.flush_checked(ctx.config.checkpoint.flush_timeout, st.failed_before).await.map_err(|e| CommitError::Rewind(e.into()))?;
+        // The drills' self-test switches this bug on: commit without waiting for the outputs.
+        if vigil_runtime::failpoints::eval(vigil_runtime::failpoints::BUG_ACK_BEFORE_FLUSH).is_none() {
+            ctx.producer.flush_checked(ctx.config.checkpoint.flush_timeout, st.failed_before).await.map_err(|e| CommitError::Rewind(e.into()))?;
+        }
         let mut lineage = std::mem::take(&mut st.carry);
         lineage.absorb(std::mem::take(&mut b.lineage));
         let mut ops = std::mem::take(&mut st.carry_ops);

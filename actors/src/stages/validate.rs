@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 use vigil_runtime::envelope::PartitionBatch;
+use vigil_runtime::failpoints::StagePoint;
 use vigil_runtime::stats::Stage;
 
 /// Validate stage.
@@ -33,6 +34,8 @@ pub struct ValidateState {
     epoch: u64,
     /// Records dead-lettered since the last barrier, for lineage (when `lineage.enabled`).
     rejects: Vec<DeadLetter>,
+    /// Fault injection (`stage.validate`, `stage.validate-<i>`), once per batch.
+    fault: StagePoint,
 }
 
 /// What Validate measures for data quality: duplicate ids and missing fields.
@@ -118,7 +121,8 @@ impl Actor for Validate {
             QualityProbe { dedup: DuplicateDetector::new(q.dedup_capacity, q.dedup_fp_rate), watched }
         });
         let epoch = ctx.current_epoch();
-        Ok(ValidateState { ctx, shard, decoders, by_topic, quality, epoch, rejects: Vec::new() })
+        let fault = StagePoint::new("validate", &crate::pipeline::shard_name("validate", shard, ctx.slots.validate.len()));
+        Ok(ValidateState { ctx, shard, decoders, by_topic, quality, epoch, rejects: Vec::new(), fault })
     }
 
     #[tracing::instrument(name = "stage", skip_all, fields(stage = "validate", shard = st.shard))]
@@ -128,6 +132,7 @@ impl Actor for Validate {
             // Each Validate shard introduces the partitions to its Process shard of the same index.
             ValidateMsg::Assign(tps) => ctx.slots.process.get(st.shard).send("process", ProcessMsg::Assign(tps))?,
             ValidateMsg::Batch { credit, batches } => {
+                st.fault.eval();
                 let started = Instant::now();
                 let mut qual: Vec<BatchQuality> = match &st.quality {
                     Some(p) => {
