@@ -4,6 +4,7 @@
 mod admin;
 mod alerts;
 mod bench;
+mod drill;
 mod incident;
 mod lineage;
 mod schema;
@@ -62,6 +63,10 @@ enum Cmd {
         /// Require client certificates chaining to this PEM CA (mTLS).
         #[arg(long, requires = "tls_cert")]
         tls_client_ca: Option<PathBuf>,
+        /// Advertise the broker at this address (a proxy in front of --port, such as a
+        /// drill's fault proxy) instead of its own.
+        #[arg(long)]
+        advertise: Option<SocketAddr>,
     },
     /// Produce deterministic synthetic events (payments and page views).
     Gen(GenArgs),
@@ -95,6 +100,11 @@ enum Cmd {
     Chaos {
         #[command(subcommand)]
         cmd: ChaosCmd,
+    },
+    /// Chaos drills: real faults in real processes, every record reconciled, a report.
+    Drill {
+        #[command(subcommand)]
+        cmd: drill::DrillCmd,
     },
     /// The schema registry: register, check, list, deprecate, archive, delete, usage, audit.
     Schema {
@@ -344,6 +354,10 @@ struct GenArgs {
     /// (it must be the generator's schema for the format).
     #[arg(long, conflicts_with = "registry")]
     schema_id: Option<u32>,
+    /// How long to wait for the broker to take a record and, at the end, to acknowledge
+    /// every record (a broker outage longer than this fails the run).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -394,7 +408,7 @@ fn main() -> std::process::ExitCode {
     // mock broker writes without MSG_NOSIGNAL), so SIGPIPE stays ignored and a closed
     // connection is an EPIPE error like any other.
     #[cfg(unix)]
-    if !matches!(cli.cmd, Cmd::Run { .. } | Cmd::Broker { .. } | Cmd::Bench { .. } | Cmd::Gen(_)) {
+    if !matches!(cli.cmd, Cmd::Run { .. } | Cmd::Broker { .. } | Cmd::Bench { .. } | Cmd::Gen(_) | Cmd::Drill { .. }) {
         // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
         unsafe {
             let _ = nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl);
@@ -424,7 +438,7 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
     use std::process::ExitCode;
     match cli.cmd {
         Cmd::Run { config, json } => run(config, json).await,
-        Cmd::Broker { partitions, port, topics, tls_cert, tls_key, tls_client_ca } => {
+        Cmd::Broker { partitions, port, topics, tls_cert, tls_key, tls_client_ca, advertise } => {
             let tls = match (tls_cert, tls_key) {
                 (Some(cert), Some(key)) => Some(vigil_config::TlsConfig {
                     cert: Some(cert),
@@ -435,7 +449,7 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
                 }),
                 _ => None,
             };
-            broker(partitions, port, topics, tls).await
+            broker(partitions, port, topics, tls, advertise).await
         }
         Cmd::Gen(args) => gen(args).await,
         Cmd::Config { cmd: ConfigCmd::Default } => {
@@ -567,6 +581,10 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
             println!("generator on {} now writes {:.0}% malformed records (watch: vigil dq; vigil alerts list)", conn.base, ratio * 100.0);
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Drill { cmd } => {
+            init_logging(false);
+            drill::run(cmd).await
+        }
         Cmd::Chaos { cmd: ChaosCmd::Panic { stage, target } } => {
             let conn = target.conn()?;
             let (agent, auth) = conn.parts();
@@ -593,7 +611,7 @@ fn status_line(s: &StatusSnapshot, rate: Option<f64>) -> String {
 /// Resolves on SIGTERM or Ctrl-C. The handlers are installed when this is called, not
 /// when it is first awaited: a signal that arrives in between (say, right after a node has
 /// reported itself started) is kept, not fatal.
-fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     let handlers = {
         use tokio::signal::unix::{signal, SignalKind};
@@ -767,7 +785,13 @@ async fn reload_on_sighup(reloader: vigil_actors::node::Reloader) {
     let _ = reloader;
 }
 
-async fn broker(partitions: u32, port: u16, topics: Vec<String>, tls: Option<vigil_config::TlsConfig>) -> Result<std::process::ExitCode> {
+async fn broker(
+    partitions: u32,
+    port: u16,
+    topics: Vec<String>,
+    tls: Option<vigil_config::TlsConfig>,
+    advertise: Option<SocketAddr>,
+) -> Result<std::process::ExitCode> {
     init_logging(false);
     if partitions == 0 {
         bail!("--partitions must be at least 1");
@@ -778,7 +802,7 @@ async fn broker(partitions: u32, port: u16, topics: Vec<String>, tls: Option<vig
         Some(t) => Some(std::sync::Arc::new(vigil_runtime::security::tls::server_config(t).context("cannot load the broker's TLS certificate")?)),
         None => None,
     };
-    let b = EmbeddedBroker::start_with_tls(partitions, &topics, Some(listen), server_tls).context("cannot start the mock cluster")?;
+    let b = EmbeddedBroker::start_with_tls(partitions, &topics, Some(listen), server_tls, advertise).context("cannot start the mock cluster")?;
     println!("bootstrap: {}", b.bootstrap());
     if let Some(t) = &tls {
         let mtls = if t.client_ca.is_some() { ", client certificates required" } else { "" };
@@ -814,7 +838,7 @@ async fn gen(a: GenArgs) -> Result<std::process::ExitCode> {
     let mut last_report = Instant::now();
     let stop = shutdown_signal();
     tokio::pin!(stop);
-    let timeout = Duration::from_secs(30);
+    let timeout = a.timeout;
     // Paced by the same token bucket as Ingest; at most one second of backlog is caught up.
     let mut pace = (a.rate > 0).then(|| RateLimit::new(a.rate, a.rate, Instant::now()).empty());
     while a.count == 0 || produced < a.count {

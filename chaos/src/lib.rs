@@ -1,6 +1,25 @@
-//! vigil-chaos: fault injection against running nodes. This first version has one verb,
-//! [`inject_panic`]; later issues add scenarios, drills, invariants and reports.
+//! vigil-chaos: fault injection and drills. A drill ([`runner`]) runs a [`scenario`] against
+//! real processes ([`procs`]) with a fault proxy between node and broker ([`proxy`]) and
+//! failpoints in the node, reconciles every record against an independent [`model`], and
+//! writes a [`report`]. [`inject_panic`] is the one-shot fault `vigil chaos panic` uses.
 #![warn(missing_docs, unreachable_pub)]
+
+pub mod model;
+pub mod procs;
+pub mod proxy;
+pub mod report;
+pub mod runner;
+pub mod scenario;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    vigil_runtime::now_ms()
+}
+
+/// `YYYYmmddTHHMMSS` of `ms` (UTC), for directory names.
+pub fn stamp(ms: i64) -> String {
+    vigil_runtime::rfc3339_ms(ms).chars().filter(|c| c.is_ascii_digit() || *c == 'T').take(15).collect()
+}
 
 /// Actors a panic can be injected into.
 pub use vigil_actors::pipeline::ACTORS;
@@ -24,6 +43,23 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A process of the drill could not be started or did not come up.
+    #[error("drill process `{name}`: {what}")]
+    Process {
+        /// Its name (broker, node, gen, ...).
+        name: String,
+        /// What went wrong.
+        what: String,
+    },
+    /// A file or socket of the drill.
+    #[error("drill: {0}")]
+    Io(String),
+    /// Kafka, while reading outputs back or closing windows.
+    #[error("drill: kafka: {0}")]
+    Kafka(String),
+    /// A wrong argument.
+    #[error("{0}")]
+    Usage(String),
 }
 
 /// Make `stage` of the node whose admin API is at `admin` (`http(s)://host:port`) panic,

@@ -33,14 +33,22 @@ impl EmbeddedBroker {
     /// # Errors
     /// [`Error::Embedded`] if the cluster or the listener cannot be set up.
     pub fn start(partitions: u32, topics: &[String], listen: Option<SocketAddr>) -> Result<Self> {
-        Self::start_with_tls(partitions, topics, listen, None)
+        Self::start_with_tls(partitions, topics, listen, None, None)
     }
 
-    /// [`EmbeddedBroker::start`], the forwarder on `listen` serving TLS with `tls`.
+    /// [`EmbeddedBroker::start`], the forwarder on `listen` serving TLS with `tls`, and the
+    /// broker advertised to clients at `advertise` instead of the forwarder's address (a
+    /// proxy in front of it, such as a drill's fault proxy, which forwards to the forwarder).
     ///
     /// # Errors
     /// [`Error::Embedded`] if the cluster or the listener cannot be set up.
-    pub fn start_with_tls(partitions: u32, topics: &[String], listen: Option<SocketAddr>, tls: Option<std::sync::Arc<rustls::ServerConfig>>) -> Result<Self> {
+    pub fn start_with_tls(
+        partitions: u32,
+        topics: &[String],
+        listen: Option<SocketAddr>,
+        tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+        advertise: Option<SocketAddr>,
+    ) -> Result<Self> {
         let listener = match listen {
             Some(addr) => Some(TcpListener::bind(addr).map_err(|e| Error::Embedded(format!("bind {addr}: {e}")))?),
             None => None,
@@ -62,7 +70,7 @@ impl EmbeddedBroker {
                         return;
                     }
                 };
-                let res = setup(&client, partitions, &topics, advertised);
+                let res = setup(&client, partitions, &topics, advertise.or(advertised));
                 let ok = res.is_ok();
                 let _ = ready_tx.send(res);
                 if ok {

@@ -414,53 +414,14 @@ pub fn watermarks(bootstrap: &str, topic: &str, partition: i32) -> (i64, i64) {
     c.fetch_watermarks(topic, partition, Duration::from_secs(10)).expect("watermarks")
 }
 
-/// Name of the tumbling aggregation [`write_config`] configures.
-pub const AGG: &str = "w";
-
-/// Output key of window `start` of `user` in aggregation [`AGG`].
-pub fn out_key(user: &str, start: i64) -> String {
-    format!("{AGG}/{user}@{start}")
-}
+#[allow(unused_imports)]
+pub use vigil_chaos::model::{expected_windows, out_key, ExpectedWindows, AGG};
 
 /// (count, sum, min, max) of an output of [`AGG`].
 pub fn parse_window(v: &str) -> (u64, f64, f64, f64) {
     let j: serde_json::Value = serde_json::from_str(v).unwrap_or_else(|e| panic!("window json {v:?}: {e}"));
-    let m = &j["metrics"];
-    assert_eq!(j["records"], m["count"], "{v}");
-    (
-        m["count"].as_u64().expect("count"),
-        m["sum_amount"].as_f64().expect("sum"),
-        m["min_amount"].as_f64().expect("min"),
-        m["max_amount"].as_f64().expect("max"),
-    )
-}
-
-/// `w/user@window_start` → (count, sum, min, max).
-pub type ExpectedWindows = BTreeMap<String, (u64, f64, f64, f64)>;
-
-/// Expected windows of a generated stream, computed independently of the pipeline:
-/// key `w/user@window_start` → (count, sum, min, max).
-pub fn expected_windows(seed: u64, count: u64, bad_ratio: f64, start_ms: i64, step_ms: i64, window_ms: i64) -> (ExpectedWindows, u64) {
-    use vigil_actors::generator::{EventGen, GenSpec};
-    let g = EventGen::new(GenSpec { seed, users: 20, bad_ratio, start_ms, step_ms });
-    let mut out: BTreeMap<String, (u64, f64, f64, f64)> = BTreeMap::new();
-    let mut bad = 0;
-    for r in g.take(count as usize) {
-        let v: Option<serde_json::Value> = serde_json::from_slice(&r.payload).ok();
-        let parsed = v.as_ref().and_then(|v| Some((v.get("user")?.as_str()?.to_string(), v.get("amount")?.as_f64()?, v.get("ts")?.as_i64()?)));
-        match parsed {
-            Some((user, amount, ts)) if v.as_ref().is_some_and(|v| v["amount"].is_number()) => {
-                let start = ts.div_euclid(window_ms) * window_ms;
-                let e = out.entry(out_key(&user, start)).or_insert((0, 0.0, f64::INFINITY, f64::NEG_INFINITY));
-                e.0 += 1;
-                e.1 += amount;
-                e.2 = e.2.min(amount);
-                e.3 = e.3.max(amount);
-            }
-            _ => bad += 1,
-        }
-    }
-    (out, bad)
+    assert_eq!(j["records"], j["metrics"]["count"], "{v}");
+    vigil_chaos::model::parse_window(v).unwrap_or_else(|| panic!("not a window: {v}"))
 }
 
 /// `vigil <args>`: its stdout, asserting it succeeded.

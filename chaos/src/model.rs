@@ -1,0 +1,190 @@
+//! The independent model of what a pipeline must output for generated input, and the
+//! reconciliation of what it did output against it. The model re-derives windows from the
+//! generator's deterministic streams with none of the pipeline's code (parsing, windowing,
+//! state); the end-to-end tests and the drills both judge the pipeline by it. Pure.
+use serde::Serialize;
+use std::collections::BTreeMap;
+use vigil_actors::generator::{EventGen, GenSpec};
+
+/// Name of the tumbling aggregation the tests and drills configure.
+pub const AGG: &str = "w";
+
+/// Output key of window `start` of `user` in aggregation [`AGG`].
+pub fn out_key(user: &str, start: i64) -> String {
+    format!("{AGG}/{user}@{start}")
+}
+
+/// One window's aggregate: (count, sum, min, max) of `amount`.
+pub type Window = (u64, f64, f64, f64);
+
+/// `w/user@window_start` → window.
+pub type ExpectedWindows = BTreeMap<String, Window>;
+
+/// One generated stream: what `vigil gen` was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Stream {
+    /// Seed.
+    pub seed: u64,
+    /// Records.
+    pub count: u64,
+    /// Distinct users.
+    pub users: u32,
+    /// Fraction of malformed records.
+    pub bad_ratio: f64,
+    /// Event time of the first record, ms.
+    pub start_ms: i64,
+    /// Event-time step, ms.
+    pub step_ms: i64,
+}
+
+/// Expected windows of `streams` together, and how many of their records are malformed.
+pub fn expected(streams: &[Stream], window_ms: i64) -> (ExpectedWindows, u64) {
+    let mut out: ExpectedWindows = BTreeMap::new();
+    let mut bad = 0;
+    for s in streams {
+        let g = EventGen::new(GenSpec { seed: s.seed, users: s.users, bad_ratio: s.bad_ratio, start_ms: s.start_ms, step_ms: s.step_ms });
+        for r in g.take(s.count as usize) {
+            let v: Option<serde_json::Value> = serde_json::from_slice(&r.payload).ok();
+            let parsed = v.as_ref().and_then(|v| Some((v.get("user")?.as_str()?.to_string(), v.get("amount")?.as_f64()?, v.get("ts")?.as_i64()?)));
+            match parsed {
+                Some((user, amount, ts)) if v.as_ref().is_some_and(|v| v["amount"].is_number()) => {
+                    let start = ts.div_euclid(window_ms) * window_ms;
+                    let e = out.entry(out_key(&user, start)).or_insert((0, 0.0, f64::INFINITY, f64::NEG_INFINITY));
+                    e.0 += 1;
+                    e.1 += amount;
+                    e.2 = e.2.min(amount);
+                    e.3 = e.3.max(amount);
+                }
+                _ => bad += 1,
+            }
+        }
+    }
+    (out, bad)
+}
+
+/// Expected windows of one stream of `users: 20` (the tests' shape).
+pub fn expected_windows(seed: u64, count: u64, bad_ratio: f64, start_ms: i64, step_ms: i64, window_ms: i64) -> (ExpectedWindows, u64) {
+    expected(&[Stream { seed, count, users: 20, bad_ratio, start_ms, step_ms }], window_ms)
+}
+
+/// (count, sum, min, max) of an output window of [`AGG`] (its JSON value); `None` if it is
+/// not one.
+pub fn parse_window(v: &str) -> Option<Window> {
+    let j: serde_json::Value = serde_json::from_str(v).ok()?;
+    let m = &j["metrics"];
+    Some((m["count"].as_u64()?, m["sum_amount"].as_f64()?, m["min_amount"].as_f64()?, m["max_amount"].as_f64()?))
+}
+
+/// How the outputs compare with the model.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Reconciliation {
+    /// Records the generators were asked for.
+    pub generated: u64,
+    /// Records the input topic holds (a shortfall is the producers' loss, not the pipeline's).
+    pub input: u64,
+    /// Valid records the model expects in windows.
+    pub expected_records: u64,
+    /// Valid records the final outputs (deduplicated by key) count.
+    pub output_records: u64,
+    /// Records missing from their window (or whose window is missing).
+    pub lost: u64,
+    /// Records counted more than once in their window.
+    pub duplicated: u64,
+    /// Windows whose sum, min or max differ although the count is right.
+    pub wrong_values: u64,
+    /// Output windows the model does not know.
+    pub unexpected_windows: u64,
+    /// Malformed records the model expects in the DLQ.
+    pub expected_dlq: u64,
+    /// Distinct records in the DLQ (by source position).
+    pub dlq: u64,
+    /// Output messages beyond one per window key: re-emissions after a restart, harmless
+    /// for consumers that keep the last value per key (the output contract).
+    pub reemitted: u64,
+    /// Up to 10 windows that differ, as `key: got/expected` counts.
+    pub examples: Vec<String>,
+}
+
+impl Reconciliation {
+    /// Compare `outputs` (key → last value), the number of output messages, and the
+    /// distinct DLQ records with the model.
+    pub fn compare(want: &ExpectedWindows, expected_dlq: u64, outputs: &BTreeMap<String, String>, messages: u64, dlq: u64) -> Self {
+        let mut r = Self { expected_dlq, dlq, reemitted: messages.saturating_sub(outputs.len() as u64), ..Self::default() };
+        // Malformed records missing from the DLQ are lost too; extra ones are duplicates.
+        r.lost += expected_dlq.saturating_sub(dlq);
+        r.duplicated += dlq.saturating_sub(expected_dlq);
+        for (k, w) in want {
+            r.expected_records += w.0;
+            let got = outputs.get(k).and_then(|v| parse_window(v));
+            let n = got.map(|g| g.0).unwrap_or(0);
+            r.output_records += n;
+            match n.cmp(&w.0) {
+                std::cmp::Ordering::Less => r.lost += w.0 - n,
+                std::cmp::Ordering::Greater => r.duplicated += n - w.0,
+                std::cmp::Ordering::Equal => {
+                    if let Some(g) = got {
+                        if (g.1 - w.1).abs() > 1e-6 || g.2 != w.2 || g.3 != w.3 {
+                            r.wrong_values += 1;
+                        }
+                    }
+                }
+            }
+            if n != w.0 && r.examples.len() < 10 {
+                r.examples.push(format!("{k}: {n}/{}", w.0));
+            }
+        }
+        for (k, v) in outputs {
+            if !want.contains_key(k) {
+                r.unexpected_windows += 1;
+                r.duplicated += parse_window(v).map(|g| g.0).unwrap_or(0);
+                r.output_records += parse_window(v).map(|g| g.0).unwrap_or(0);
+            }
+        }
+        r
+    }
+
+    /// Whether every record is accounted for exactly once.
+    pub fn exact(&self) -> bool {
+        self.lost == 0 && self.duplicated == 0 && self.wrong_values == 0 && self.unexpected_windows == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(w: Window) -> String {
+        format!(r#"{{"records":{},"metrics":{{"count":{},"sum_amount":{},"min_amount":{},"max_amount":{}}}}}"#, w.0, w.0, w.1, w.2, w.3)
+    }
+
+    #[test]
+    fn streams_add_up_and_bad_records_are_counted() {
+        let a = Stream { seed: 1, count: 2000, users: 20, bad_ratio: 0.1, start_ms: 1_700_000_000_000, step_ms: 7 };
+        let b = Stream { seed: 2, count: 500, users: 20, bad_ratio: 1.0, ..a };
+        let (wa, bad_a) = expected(&[a], 1000);
+        let (wab, bad_ab) = expected(&[a, b], 1000);
+        assert_eq!(wa, wab, "an all-malformed stream adds no window");
+        assert_eq!(bad_ab, bad_a + 500);
+        assert!(bad_a > 100 && bad_a < 300, "{bad_a}");
+        assert_eq!(wa.values().map(|w| w.0).sum::<u64>() + bad_a, 2000);
+    }
+
+    #[test]
+    fn reconciliation_finds_lost_duplicated_and_reemitted() {
+        let a = Stream { seed: 3, count: 1000, users: 5, bad_ratio: 0.05, start_ms: 1_700_000_000_000, step_ms: 10 };
+        let (want, bad) = expected(&[a], 1000);
+        let exact: BTreeMap<String, String> = want.iter().map(|(k, w)| (k.clone(), json(*w))).collect();
+        let r = Reconciliation::compare(&want, bad, &exact, exact.len() as u64 + 3, bad);
+        assert!(r.exact(), "{r:?}");
+        assert_eq!((r.reemitted, r.expected_records, r.output_records), (3, 1000 - bad, 1000 - bad));
+
+        let mut broken = exact.clone();
+        let (k1, w1) = want.iter().next().unwrap();
+        broken.remove(k1);
+        let (k2, w2) = want.iter().nth(1).unwrap();
+        broken.insert(k2.clone(), json((w2.0 + 2, w2.1, w2.2, w2.3)));
+        let r = Reconciliation::compare(&want, bad, &broken, broken.len() as u64, bad - 1);
+        assert_eq!((r.lost, r.duplicated), (w1.0 + 1, 2), "{r:?}");
+        assert!(!r.exact() && r.examples.len() == 2);
+    }
+}

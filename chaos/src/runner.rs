@@ -1,0 +1,773 @@
+//! The drill runner: starts a broker behind the fault proxy, a node and the generator as
+//! real processes, runs a scenario's schedule against them while watching the node's
+//! status, alerts and incidents, undoes every fault (also on failure, panic or Ctrl-C: the
+//! undo lives in `Drop`), then reconciles every generated record against the outputs and
+//! the DLQ and judges the expectations.
+use crate::model::{self, Reconciliation, Stream};
+use crate::procs::{Proc, Spec};
+use crate::proxy::{FaultProxy, NetFaults};
+use crate::report::{AlertSeen, FaultRun, IncidentSeen, Report, Timeline};
+use crate::scenario::{Expect, Fault, FaultKind, Probe, Scenario};
+use crate::Error;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How to run a drill.
+pub struct Options {
+    /// The `vigil` binary to start (normally the running one).
+    pub bin: PathBuf,
+    /// Seed of the workload and the schedule's jitter.
+    pub seed: u64,
+    /// Where drill directories (config, data, logs, reports) go.
+    pub out_dir: PathBuf,
+    /// Self-test: switch on a failpoint that plants a real bug (`ack-before-flush`).
+    pub sabotage: Option<String>,
+    /// Set from a signal handler: stop, undo everything, report as interrupted.
+    pub interrupted: Arc<AtomicBool>,
+    /// Progress lines for a person.
+    pub progress: Box<dyn Fn(&str) + Send + Sync>,
+}
+
+/// Sabotages `--sabotage` accepts: name → failpoint switched on in the node.
+pub const SABOTAGES: [(&str, &str); 2] =
+    [("skip-offset-commit", vigil_runtime::failpoints::BUG_SKIP_OFFSET_COMMIT), ("ack-before-flush", vigil_runtime::failpoints::BUG_ACK_BEFORE_FLUSH)];
+
+const TOPICS: [&str; 4] = ["events", "out", "dlq", "vigil-quarantine"];
+const WINDOW_MS: i64 = 1_000;
+const START_MS: i64 = 1_700_000_000_000;
+const STEP_MS: i64 = 5;
+const SENTINEL_MS: i64 = 1_900_000_000_000;
+const TICK: Duration = Duration::from_millis(50);
+/// How long outputs may stay short of the model, unchanged, before the drill stops waiting.
+const SETTLE: Duration = Duration::from_secs(20);
+
+/// The processes and faults of a running drill. Dropping it undoes every fault that is
+/// still in force and stops every process, whatever ended the drill.
+struct Rig {
+    proxy: FaultProxy,
+    broker: Proc,
+    node: Proc,
+    admin: Option<String>,
+    metrics: Option<String>,
+    gens: Vec<Proc>,
+    frozen: bool,
+    agent: ureq::Agent,
+    /// Failpoints switched on in the node (cleared on undo).
+    failpoints: Vec<String>,
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        self.undo_all();
+        for g in &mut self.gens {
+            g.kill9();
+        }
+        self.node.terminate(Duration::from_secs(5));
+        self.broker.kill9();
+    }
+}
+
+impl Rig {
+    fn undo_all(&mut self) {
+        self.proxy.set(NetFaults::default());
+        if self.frozen {
+            self.node.thaw();
+            self.frozen = false;
+        }
+        for fp in std::mem::take(&mut self.failpoints) {
+            if let Some(a) = &self.admin {
+                let _ = self.agent.delete(&format!("http://{a}/chaos/failpoints/{fp}")).call();
+            }
+        }
+    }
+
+    fn get(&self, path: &str) -> Option<serde_json::Value> {
+        let a = self.admin.as_ref()?;
+        self.agent.get(&format!("http://{a}{path}")).call().ok()?.body_mut().read_json().ok()
+    }
+
+    fn failpoint(&mut self, name: &str, actions: &str) -> Result<(), String> {
+        let a = self.admin.clone().ok_or("node admin address unknown")?;
+        let r = self.agent.put(&format!("http://{a}/chaos/failpoints/{name}")).send_json(serde_json::json!({ "actions": actions }));
+        match r {
+            Ok(resp) if resp.status().is_success() => {
+                self.failpoints.push(name.to_string());
+                Ok(())
+            }
+            Ok(mut resp) => Err(format!("HTTP {}: {}", resp.status(), resp.body_mut().read_to_string().unwrap_or_default())),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn clear_failpoint(&mut self, name: &str) {
+        self.failpoints.retain(|f| f != name);
+        if let Some(a) = &self.admin {
+            let _ = self.agent.delete(&format!("http://{a}/chaos/failpoints/{name}")).call();
+        }
+    }
+
+    /// Wait for the node's `started` line; remember its admin address.
+    fn node_started(&mut self) -> Result<(), Error> {
+        let line = self.node.wait_line("started event", Duration::from_secs(60), |l| l.contains("\"event\":\"started\""))?;
+        let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| Error::Process { name: "node".into(), what: format!("started line: {e}") })?;
+        self.admin = v["admin"].as_str().map(|s| s.trim_start_matches("http://").to_string());
+        self.metrics = v["metrics"].as_str().map(|s| s.trim_start_matches("http://").trim_end_matches("/metrics").to_string());
+        Ok(())
+    }
+}
+
+fn node_config(dir: &std::path::Path, bootstrap: &str, s: &Scenario) -> String {
+    format!(
+        r#"# Written by `vigil drill run {name}`.
+[node]
+id = "drill-node"
+data_dir = "{data}"
+
+[kafka]
+bootstrap = "{bootstrap}"
+group_id = "drill-{name}"
+poll_timeout = "20ms"
+
+[pipeline]
+sink_topic = "out"
+dlq_topic = "dlq"
+batch_max_records = 200
+shards = {shards}
+
+[[pipeline.sources]]
+topic = "events"
+format = "json"
+
+[pipeline.event_time]
+out_of_orderness = "0s"
+idle_timeout = "30s"
+
+[[pipeline.aggregations]]
+name = "{agg}"
+group_by = ["user"]
+window = {{ kind = "tumbling", size = "{window}ms" }}
+metrics = ["count", "sum(amount)", "min(amount)", "max(amount)"]
+
+[checkpoint]
+interval = "{cp}ms"
+
+[supervision]
+backoff_initial = "10ms"
+backoff_max = "200ms"
+
+[observability]
+metrics_addr = "127.0.0.1:0"
+admin_addr = "127.0.0.1:0"
+status_interval = "1s"
+
+# Short enough that a drill of seconds sees its stalls (production: 60s).
+[quality]
+interval = "1s"
+window = "10s"
+stall_after = "3s"
+
+[generator]
+enabled = false
+
+{extra}
+"#,
+        name = s.name,
+        data = dir.join("data").display(),
+        shards = s.node.shards,
+        agg = model::AGG,
+        window = WINDOW_MS,
+        cp = s.node.checkpoint.as_millis(),
+        extra = s.node.config,
+    )
+}
+
+/// Run `scenario`; the report is also written (JSON and Markdown) to its directory.
+///
+/// # Errors
+/// [`Error`] when the drill could not be set up (a process would not start); a drill that
+/// ran and failed its expectations is an `Ok` report with `passed == false`.
+pub fn run(scenario: &Scenario, opts: &Options) -> Result<Report, Error> {
+    let started = crate::now_ms();
+    let dir = opts.out_dir.join(format!("{}-{}-seed{}", scenario.name, crate::stamp(started), opts.seed));
+    std::fs::create_dir_all(&dir).map_err(|e| Error::Io(format!("create {}: {e}", dir.display())))?;
+    let say = |m: &str| (opts.progress)(&format!("[{}] {m}", scenario.name));
+    let mut launch = Launcher { bin: opts.bin.clone(), dir: dir.clone(), bootstrap: String::new() };
+    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let proxy = FaultProxy::bind(loopback, opts.seed).map_err(|e| Error::Io(format!("fault proxy: {e}")))?;
+    let paddr = proxy.addr().to_string();
+    launch.bootstrap = paddr.clone();
+    let mut broker = Proc::start(launch.spec(
+        "broker",
+        vec![
+            "broker".into(),
+            "--partitions".into(),
+            scenario.workload.partitions.to_string(),
+            "--topic".into(),
+            TOPICS.join(","),
+            "--advertise".into(),
+            paddr.clone(),
+        ],
+        vec![],
+    ))?;
+    let line = broker.wait_line("bootstrap line", Duration::from_secs(30), |l| l.starts_with("bootstrap: "))?;
+    let upstream: std::net::SocketAddr = line
+        .trim_start_matches("bootstrap: ")
+        .trim()
+        .parse()
+        .map_err(|e| Error::Process { name: "broker".into(), what: format!("bootstrap `{line}`: {e}") })?;
+    proxy.set_upstream(upstream);
+    say(&format!("broker at {upstream} (pid {}), node and generator through the fault proxy at {paddr}; logs in {}", broker.pid(), dir.display()));
+
+    let cfg = dir.join("node.toml");
+    std::fs::write(&cfg, node_config(&dir, &paddr, scenario)).map_err(|e| Error::Io(format!("write {}: {e}", cfg.display())))?;
+    let mut node_env = Vec::new();
+    if let Some(s) = &opts.sabotage {
+        let fp = SABOTAGES
+            .iter()
+            .find(|(n, _)| n == s)
+            .map(|(_, fp)| *fp)
+            .ok_or_else(|| Error::Usage(format!("unknown sabotage `{s}`: one of {}", SABOTAGES.map(|(n, _)| n).join(", "))))?;
+        node_env.push(("FAILPOINTS".to_string(), format!("{fp}=return")));
+        say(&format!("SABOTAGE: the node runs with the `{s}` bug planted; this drill must fail"));
+    }
+    let node = Proc::start(launch.spec("node", vec!["run".into(), "--config".into(), cfg.display().to_string(), "--json".into()], node_env))?;
+    let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(1))).http_status_as_error(false).build().into();
+    let mut rig = Rig { proxy, broker, node, admin: None, metrics: None, gens: Vec::new(), frozen: false, agent, failpoints: Vec::new() };
+    rig.node_started()?;
+
+    let mut report = Report::new(scenario, opts.seed, started, &dir);
+    let t0 = Instant::now();
+    let at = |t: Instant| t.saturating_duration_since(t0).as_secs_f64();
+
+    // Steady state before anything happens.
+    let probes = scenario.probes();
+    let before = wait_probes(&rig, &probes, Duration::from_secs(20));
+    report.steady_before = before.clone();
+    if let Err(why) = &before {
+        say(&format!("steady state not reached before the faults: {why}"));
+    }
+
+    let w = &scenario.workload;
+    let mut streams = vec![Stream { seed: opts.seed, count: w.records, users: w.users, bad_ratio: w.bad_ratio, start_ms: START_MS, step_ms: STEP_MS }];
+    let workload_start = Instant::now();
+    rig.gens.push(Proc::start(launch.generator("gen", &streams[0], w.rate))?);
+    say(&format!("node pid {}, generator pid {}; workload: {} records at {}/s (seed {})", rig.node.pid(), rig.gens[0].pid(), w.records, w.rate, opts.seed));
+
+    let schedule = scenario.schedule(opts.seed);
+    let mut runs: Vec<FaultRun> = schedule
+        .iter()
+        .map(|(i, s, e)| FaultRun::planned(*i, &scenario.faults[*i], s.as_secs_f64() + at(workload_start), e.as_secs_f64() + at(workload_start)))
+        .collect();
+    let mut watch = Watch::default();
+    // Expectations about alerts and incidents, with how long after the first fault they may take.
+    let signals: Vec<(Expect, f64)> = scenario
+        .expectations()
+        .into_iter()
+        .filter_map(|(_, e)| {
+            let within = match &e {
+                Expect::AlertFires { within, .. } | Expect::IncidentOpens { within, .. } => within.unwrap_or(Duration::from_secs(60)),
+                Expect::DetectWithin(d) => *d,
+                _ => return None,
+            };
+            Some((e, within.as_secs_f64()))
+        })
+        .collect();
+    let mut last_alert_poll = Instant::now() - Duration::from_secs(1);
+    let mut interrupted = false;
+    loop {
+        if opts.interrupted.load(Ordering::SeqCst) {
+            say("interrupted: undoing every fault");
+            interrupted = true;
+            break;
+        }
+        let now = at(Instant::now());
+        for (k, run) in runs.iter_mut().enumerate() {
+            let fault = &scenario.faults[run.fault];
+            if !run.started && now >= run.start_s {
+                run.started = true;
+                run.start_s = now;
+                let r = inject(&mut rig, fault, &mut streams, &launch, scenario.workload.users, opts.seed + 1 + k as u64);
+                say(&format!(
+                    "t={now:.1}s inject {} (node pid {}){}",
+                    run.label,
+                    rig.node.pid(),
+                    r.as_ref().err().map(|e| format!(": FAILED: {e}")).unwrap_or_default()
+                ));
+                report.timeline.push(Timeline::at(now, "fault", format!("{} injected", run.label)));
+                run.error = r.err();
+                if !fault.kind.lasts() {
+                    // Recovery of a one-shot fault counts from the blow (SIGKILL → processing
+                    // again includes the restart).
+                    run.end_s = now;
+                    run.ended = true;
+                    run.undone = true;
+                    watch.progress_mark = None;
+                }
+            }
+            if run.started && !run.ended && now >= run.end_s {
+                undo(&mut rig, fault);
+                run.ended = true;
+                run.undone = true;
+                run.end_s = now;
+                say(&format!("t={now:.1}s undo {}", run.label));
+                report.timeline.push(Timeline::at(now, "fault", format!("{} undone", run.label)));
+                watch.progress_mark = None;
+            }
+        }
+        // A node that died on its own is a finding; it is restarted like a killed one.
+        if let Some(status) = rig.node.exited() {
+            report.timeline.push(Timeline::at(now, "process", format!("node exited by itself ({status}); restarted")));
+            report.lessons.push(format!("the node exited by itself at t={now:.1}s ({status}); see node.log"));
+            rig.node.restart()?;
+            rig.node_started()?;
+        }
+        watch.observe(&rig, now, &mut runs, &mut report);
+        if last_alert_poll.elapsed() >= Duration::from_millis(500) {
+            last_alert_poll = Instant::now();
+            poll_signals(&rig, t0, started, &mut report);
+        }
+        let gens_done = rig.gens.iter_mut().all(|g| g.exited().is_some());
+        let faults_done = runs.iter().all(|r| r.ended);
+        let recovered = runs.iter().all(|r| r.recovered_s.is_some() || r.error.is_some()) || now - runs.iter().map(|r| r.end_s).fold(0.0, f64::max) > 60.0;
+        // Alerts and incidents the scenario waits for get their full `within` to show up.
+        let first = runs.iter().filter(|r| r.started).map(|r| r.start_s).fold(f64::INFINITY, f64::min);
+        report.faults.clone_from(&runs);
+        let waiting = signals.iter().any(|(e, within)| now < first + within && !judge(e, &report).0);
+        if gens_done && faults_done && recovered && !waiting {
+            break;
+        }
+        std::thread::sleep(TICK);
+    }
+    rig.undo_all();
+    if interrupted {
+        let now = at(Instant::now());
+        for r in runs.iter_mut().filter(|r| r.started && !r.ended) {
+            (r.ended, r.undone, r.end_s) = (true, true, now);
+            report.timeline.push(Timeline::at(now, "fault", format!("{} undone (interrupted)", r.label)));
+        }
+        report.interrupted = true;
+        report.faults = runs;
+        drop(rig);
+        report.finish(crate::now_ms(), None);
+        report.write()?;
+        return Ok(report);
+    }
+    for g in &mut rig.gens {
+        if let Some(s) = g.exited().filter(|s| !s.success()) {
+            report.lessons.push(format!("generator `{}` failed ({s}); see {}", g.name(), g.log().display()));
+        }
+    }
+    report.steady_after = wait_probes(&rig, &probes, Duration::from_secs(30));
+
+    // Close every window, then read the outputs back until they match the model or stop changing.
+    say("closing windows and reconciling every record");
+    send_sentinels(&paddr, w.partitions)?;
+    let (want, bad) = model::expected(&streams, WINDOW_MS);
+    let mut recon = reconcile(&paddr, w.partitions, &want, bad, &opts.interrupted);
+    recon.generated = streams.iter().map(|s| s.count).sum();
+    recon.input = input_records(&paddr, w.partitions).unwrap_or(0);
+    if recon.input < recon.generated {
+        report.lessons.push(format!(
+            "the input topic holds {} of the {} generated records: the producer lost some (see gen.log); they count as lost",
+            recon.input, recon.generated
+        ));
+    }
+    report.timeline.push(Timeline::at(
+        at(Instant::now()),
+        "reconcile",
+        format!("lost {}, duplicated {}, re-emitted {}", recon.lost, recon.duplicated, recon.reemitted),
+    ));
+    poll_signals(&rig, t0, started, &mut report);
+    fetch_postmortems(&rig, &mut report);
+    report.proxy = rig.proxy.stats();
+    report.faults = runs;
+    report.streams = streams;
+    drop(rig);
+    report.finish(crate::now_ms(), Some(recon));
+    report.judge(&scenario.expectations());
+    report.write()?;
+    Ok(report)
+}
+
+/// How the drill starts its processes.
+struct Launcher {
+    bin: PathBuf,
+    dir: PathBuf,
+    /// The fault proxy's address, which clients use as bootstrap.
+    bootstrap: String,
+}
+
+impl Launcher {
+    /// `vigil <args>` named `name`, logging to `<dir>/<name>.log`.
+    fn spec(&self, name: &str, args: Vec<String>, env: Vec<(String, String)>) -> Spec {
+        // VIGIL_DRILL_LOG sets the log filter of the drill's processes (default warn).
+        let log = ("VIGIL_LOG".to_string(), std::env::var("VIGIL_DRILL_LOG").unwrap_or_else(|_| "warn".into()));
+        Spec { name: name.into(), program: self.bin.clone(), args, env: [vec![log], env].concat(), log: self.dir.join(format!("{name}.log")) }
+    }
+
+    /// `vigil gen` producing `s` at `rate` through the proxy.
+    fn generator(&self, name: &str, s: &Stream, rate: u32) -> Spec {
+        let args = [
+            ("--bootstrap", self.bootstrap.clone()),
+            ("--topic", "events".into()),
+            ("--count", s.count.to_string()),
+            ("--rate", rate.to_string()),
+            ("--seed", s.seed.to_string()),
+            ("--users", s.users.to_string()),
+            ("--bad-ratio", s.bad_ratio.to_string()),
+            ("--start-ms", s.start_ms.to_string()),
+            ("--step-ms", s.step_ms.to_string()),
+            // Outlast any outage a scenario plans: a record the broker never acknowledged
+            // is the generator's loss, not the pipeline's.
+            ("--timeout", "300s".into()),
+        ];
+        let mut v = vec!["gen".to_string()];
+        for (k, val) in args {
+            v.push(k.into());
+            v.push(val);
+        }
+        self.spec(name, v, Vec::new())
+    }
+}
+
+/// Progress seen in `/status`, to time recoveries.
+#[derive(Default)]
+struct Watch {
+    /// (pid, ingested) at the last look.
+    last: Option<(u32, u64)>,
+    /// Ingested count when the latest fault ended (None: take the next sample).
+    progress_mark: Option<(u32, u64)>,
+    /// The last look got no answer.
+    silent: bool,
+}
+
+impl Watch {
+    fn observe(&mut self, rig: &Rig, now: f64, runs: &mut [FaultRun], report: &mut Report) {
+        let pid = rig.node.pid();
+        // As a Prometheus scrape would: a node that does not answer within the agent's
+        // timeout is detected from outside (a frozen or wedged process cannot alert itself).
+        let Some(st) = rig.get("/status") else {
+            if rig.admin.is_some() && !self.silent {
+                self.silent = true;
+                report.probe_failures.push(now);
+                report.timeline.push(Timeline::at(now, "probe", "the admin API did not answer /status within 1s".into()));
+            }
+            return;
+        };
+        self.silent = false;
+        let ingested = st["ingested"].as_u64().unwrap_or(0);
+        let lag = st["lag"].as_i64().unwrap_or(i64::MAX);
+        let ready = st["ready"].as_bool().unwrap_or(false);
+        let mark = *self.progress_mark.get_or_insert((pid, ingested));
+        // Processing again: the counter moved since the fault ended (a new process counts
+        // from zero), or there is nothing left to read.
+        let moved = (pid != mark.0 && ingested > 0) || (pid == mark.0 && ingested > mark.1);
+        let caught_up = ready && lag == 0 && ingested > 0;
+        if ready && (moved || caught_up) {
+            for r in runs.iter_mut().filter(|r| r.ended && r.recovered_s.is_none() && r.error.is_none()) {
+                r.recovered_s = Some((now - r.end_s).max(0.0));
+            }
+        }
+        self.last = Some((pid, ingested));
+    }
+}
+
+/// Inject one occurrence of `f` (a poison stream of `users` keys from `seed`).
+fn inject(rig: &mut Rig, f: &Fault, streams: &mut Vec<Stream>, launch: &Launcher, users: u32, seed: u64) -> Result<(), String> {
+    let target = f.target.clone().unwrap_or_default();
+    match f.kind {
+        FaultKind::StagePanic => {
+            let a = rig.admin.clone().ok_or("node admin address unknown")?;
+            // A stage that is still restarting from the last blow is not registered yet:
+            // wait for it (bounded) rather than skip the blow.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                match rig.agent.post(&format!("http://{a}/chaos/panic/{target}")).send_empty() {
+                    Ok(r) if r.status().is_success() => return Ok(()),
+                    Ok(r) if r.status().as_u16() == 404 && Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                    Ok(r) => return Err(format!("HTTP {}", r.status())),
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        }
+        FaultKind::StageStall => rig.failpoint(&format!("stage.{target}"), &format!("1*sleep({})", f.duration.as_millis())),
+        FaultKind::StageSlow => rig.failpoint(&format!("stage.{target}"), &format!("delay({})", f.delay.as_millis())),
+        FaultKind::DiskFailure => rig.failpoint(vigil_runtime::failpoints::STORE_COMMIT, "return(injected: No space left on device)"),
+        FaultKind::SlowDisk => rig.failpoint(vigil_runtime::failpoints::STORE_COMMIT, &format!("sleep({})", f.delay.as_millis())),
+        FaultKind::NodeKill => {
+            rig.node.kill9();
+            rig.admin = None;
+            rig.node.restart().map_err(|e| e.to_string())?;
+            rig.node_started().map_err(|e| e.to_string())
+        }
+        FaultKind::NodeRestart => {
+            rig.node.terminate(Duration::from_secs(30));
+            rig.admin = None;
+            rig.node.restart().map_err(|e| e.to_string())?;
+            rig.node_started().map_err(|e| e.to_string())
+        }
+        FaultKind::NodeFreeze => {
+            rig.node.freeze();
+            rig.frozen = true;
+            Ok(())
+        }
+        FaultKind::BrokerOutage => {
+            rig.proxy.set(NetFaults { down: true, ..NetFaults::default() });
+            Ok(())
+        }
+        FaultKind::NetworkPartition => {
+            rig.proxy.set(NetFaults { partitioned: true, ..NetFaults::default() });
+            Ok(())
+        }
+        FaultKind::SlowNetwork => {
+            rig.proxy.set(NetFaults { latency: f.latency, jitter: f.jitter, bandwidth: f.bandwidth, ..NetFaults::default() });
+            Ok(())
+        }
+        FaultKind::ConnectionReset => {
+            rig.proxy.reset_all();
+            Ok(())
+        }
+        FaultKind::Poison => {
+            let rate = ((f.count as f64 / f.duration.as_secs_f64().max(0.001)).ceil() as u32).max(1);
+            let stream = Stream { seed, count: f.count, users, bad_ratio: 1.0, start_ms: START_MS, step_ms: STEP_MS };
+            streams.push(stream);
+            let name = format!("poison-{}", streams.len());
+            rig.gens.push(Proc::start(launch.generator(&name, &stream, rate)).map_err(|e| e.to_string())?);
+            Ok(())
+        }
+    }
+}
+
+fn undo(rig: &mut Rig, f: &Fault) {
+    match f.kind {
+        FaultKind::StageStall | FaultKind::StageSlow => rig.clear_failpoint(&format!("stage.{}", f.target.as_deref().unwrap_or_default())),
+        FaultKind::DiskFailure | FaultKind::SlowDisk => rig.clear_failpoint(vigil_runtime::failpoints::STORE_COMMIT),
+        FaultKind::NodeFreeze => {
+            rig.node.thaw();
+            rig.frozen = false;
+        }
+        FaultKind::BrokerOutage | FaultKind::NetworkPartition | FaultKind::SlowNetwork => rig.proxy.set(NetFaults::default()),
+        // A poison stream ends by itself; one-shot faults have nothing to undo.
+        FaultKind::Poison | FaultKind::StagePanic | FaultKind::NodeKill | FaultKind::NodeRestart | FaultKind::ConnectionReset => {}
+    }
+}
+
+fn probe_holds(rig: &Rig, p: &Probe) -> Result<(), String> {
+    match p {
+        Probe::Ready => match rig.get("/status") {
+            Some(s) if s["ready"].as_bool() == Some(true) => Ok(()),
+            Some(_) => Err("not ready".into()),
+            None => Err("admin API does not answer".into()),
+        },
+        Probe::Status { field, op, value } => {
+            let s = rig.get("/status").ok_or("admin API does not answer")?;
+            let v = field.split('.').fold(&s, |v, k| &v[k]).as_f64().ok_or_else(|| format!("status has no number `{field}`"))?;
+            op.holds(v, *value).then_some(()).ok_or_else(|| format!("status.{field} is {v}"))
+        }
+        Probe::Metric { series, op, value } => {
+            let m = rig.metrics.as_ref().filter(|_| !rig.frozen).ok_or("metrics address unknown")?;
+            let text = rig
+                .agent
+                .get(&format!("http://{m}/metrics"))
+                .call()
+                .ok()
+                .and_then(|mut r| r.body_mut().read_to_string().ok())
+                .ok_or("/metrics does not answer")?;
+            let v = text
+                .lines()
+                .find_map(|l| l.strip_prefix(series.as_str()).filter(|r| r.starts_with(' ')).and_then(|r| r.trim().parse::<f64>().ok()))
+                .ok_or_else(|| format!("no sample {series}"))?;
+            op.holds(v, *value).then_some(()).ok_or_else(|| format!("{series} is {v}"))
+        }
+    }
+}
+
+fn wait_probes(rig: &Rig, probes: &[Probe], timeout: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let r = probes.iter().try_for_each(|p| probe_holds(rig, p));
+        if r.is_ok() || Instant::now() >= deadline {
+            return r;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn poll_signals(rig: &Rig, t0: Instant, started_ms: i64, report: &mut Report) {
+    // Node times are wall-clock ms; the report's are seconds since the drill's start.
+    let _ = started_ms;
+    let t0_ms = crate::now_ms() - t0.elapsed().as_millis() as i64;
+    let rel_t0 = |ms: i64| (ms - t0_ms) as f64 / 1000.0;
+    if let Some(alerts) = rig.get("/alerts").and_then(|v| v.as_array().cloned()) {
+        for a in alerts {
+            let (Some(rule), Some(fired)) = (a["rule"].as_str(), a["fired_at_ms"].as_i64()) else { continue };
+            if fired < t0_ms - 1000 || report.alerts.iter().any(|x| x.rule == rule && x.fired_ms == fired) {
+                continue;
+            }
+            let severity = a["labels"]["severity"].as_str().unwrap_or("").to_string();
+            report.timeline.push(Timeline::at(rel_t0(fired), "alert", format!("{rule} ({severity}) firing")));
+            report.alerts.push(AlertSeen { rule: rule.to_string(), severity, fired_ms: fired, fired_s: rel_t0(fired) });
+        }
+    }
+    if let Some(list) = rig.get("/incidents?all=true").and_then(|v| v.as_array().cloned()) {
+        for i in list {
+            let inc = if i["incident"].is_object() { &i["incident"] } else { &i };
+            let (Some(id), Some(opened)) = (inc["id"].as_u64(), inc["opened_at_ms"].as_i64()) else { continue };
+            if opened < t0_ms - 1000 || report.incidents.iter().any(|x| x.id == id && x.opened_ms == opened) {
+                continue;
+            }
+            let severity = inc["severity"].as_str().unwrap_or("").to_string();
+            let title = inc["title"].as_str().unwrap_or("").to_string();
+            report.timeline.push(Timeline::at(rel_t0(opened), "incident", format!("#{id} {severity} opened: {title}")));
+            report.incidents.push(IncidentSeen { id, severity, title, opened_ms: opened, opened_s: rel_t0(opened), postmortem: None });
+        }
+    }
+}
+
+fn fetch_postmortems(rig: &Rig, report: &mut Report) {
+    let Some(a) = rig.admin.clone() else { return };
+    for i in &mut report.incidents {
+        if let Ok(mut r) = rig.agent.get(&format!("http://{a}/incidents/{}/postmortem", i.id)).call() {
+            if r.status().is_success() {
+                i.postmortem = r.body_mut().read_to_string().ok();
+            }
+        }
+    }
+}
+
+fn producer(bootstrap: &str) -> Result<rdkafka::producer::BaseProducer, Error> {
+    rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap).create().map_err(|e| Error::Kafka(e.to_string()))
+}
+
+fn send_sentinels(bootstrap: &str, partitions: u32) -> Result<(), Error> {
+    use rdkafka::producer::{BaseRecord, Producer};
+    let p = producer(bootstrap)?;
+    let value = format!(r#"{{"user":"~sentinel","amount":0,"ts":{SENTINEL_MS}}}"#);
+    for part in 0..partitions as i32 {
+        p.send(BaseRecord::to("events").partition(part).key("~sentinel").payload(&value)).map_err(|(e, _)| Error::Kafka(e.to_string()))?;
+    }
+    p.flush(Duration::from_secs(30)).map_err(|e| Error::Kafka(format!("sentinels: {e}")))
+}
+
+/// Read `topic` from the start up to its current end: key → (last value), messages read.
+fn read_all(bootstrap: &str, topic: &str, partitions: u32) -> Result<(BTreeMap<String, String>, u64), Error> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::Message;
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("drill-reader-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| Error::Kafka(e.to_string()))?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    let mut ends = BTreeMap::new();
+    for p in 0..partitions as i32 {
+        let (_, hi) = c.fetch_watermarks(topic, p, Duration::from_secs(10)).map_err(|e| Error::Kafka(format!("{topic}/{p}: {e}")))?;
+        if hi > 0 {
+            ends.insert(p, hi);
+            tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning).map_err(|e| Error::Kafka(e.to_string()))?;
+        }
+    }
+    let mut out = BTreeMap::new();
+    let mut n = 0;
+    if ends.is_empty() {
+        return Ok((out, 0));
+    }
+    c.assign(&tpl).map_err(|e| Error::Kafka(e.to_string()))?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut done: BTreeMap<i32, bool> = ends.keys().map(|p| (*p, false)).collect();
+    while done.values().any(|d| !d) && Instant::now() < deadline {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            n += 1;
+            let k = m.key().map(|k| String::from_utf8_lossy(k).to_string()).unwrap_or_default();
+            out.insert(k, m.payload().map(|v| String::from_utf8_lossy(v).to_string()).unwrap_or_default());
+            if m.offset() + 1 >= ends.get(&m.partition()).copied().unwrap_or(0) {
+                done.insert(m.partition(), true);
+            }
+        }
+    }
+    Ok((out, n))
+}
+
+/// Records in `events` besides the sentinels.
+fn input_records(bootstrap: &str, partitions: u32) -> Result<u64, Error> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap).create().map_err(|e| Error::Kafka(e.to_string()))?;
+    let mut n = 0;
+    for p in 0..partitions as i32 {
+        let (lo, hi) = c.fetch_watermarks("events", p, Duration::from_secs(10)).map_err(|e| Error::Kafka(format!("events/{p}: {e}")))?;
+        n += (hi - lo - 1).max(0) as u64;
+    }
+    Ok(n)
+}
+
+fn reconcile(bootstrap: &str, partitions: u32, want: &model::ExpectedWindows, bad: u64, interrupted: &AtomicBool) -> Reconciliation {
+    let mut last: Option<Reconciliation> = None;
+    let mut changed = Instant::now();
+    loop {
+        let r = match (read_all(bootstrap, "out", partitions), read_all(bootstrap, "dlq", partitions)) {
+            (Ok((out, n)), Ok((dlq, _))) => Reconciliation::compare(want, bad, &out, n, dlq.len() as u64),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(error = %e, "reading outputs back");
+                last.clone().unwrap_or_default()
+            }
+        };
+        if r.exact() || interrupted.load(Ordering::SeqCst) {
+            return r;
+        }
+        if last.as_ref().map(|l| (l.output_records, l.dlq)) != Some((r.output_records, r.dlq)) {
+            changed = Instant::now();
+        }
+        last = Some(r);
+        if changed.elapsed() > SETTLE {
+            return last.unwrap_or_default();
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Judge one expectation against a finished report: (passed, detail).
+pub(crate) fn judge(e: &Expect, r: &Report) -> (bool, String) {
+    let fault_start = r.faults.iter().map(|f| f.start_s).fold(f64::INFINITY, f64::min);
+    match e {
+        Expect::Records { measure, op, value } => {
+            let Some(rec) = &r.records else { return (false, "no reconciliation (interrupted?)".into()) };
+            let v = match measure.as_str() {
+                "lost" => rec.lost + rec.wrong_values,
+                "duplicated" => rec.duplicated,
+                _ => rec.dlq,
+            } as f64;
+            (op.holds(v, *value), format!("records.{measure} = {v}"))
+        }
+        Expect::RecoveryWithin(d) => match r.mttr_s {
+            Some(m) => (
+                r.faults.iter().filter(|f| f.error.is_none()).all(|f| f.recovered_s.is_some_and(|x| x <= d.as_secs_f64())),
+                format!("slowest recovery {m:.2}s"),
+            ),
+            None => (false, "no recovery observed".into()),
+        },
+        Expect::DetectWithin(d) => match r.mttd_s {
+            Some(m) => (m <= d.as_secs_f64(), format!("detected after {m:.2}s")),
+            None => (false, "not detected".into()),
+        },
+        Expect::AlertFires { rule, within } => match r.alerts.iter().filter(|a| &a.rule == rule).map(|a| a.fired_s - fault_start).find(|d| *d >= -1.0) {
+            Some(d) => (within.is_none_or(|w| d <= w.as_secs_f64()), format!("{rule} fired {d:.2}s after the first fault")),
+            None => (false, format!("{rule} did not fire")),
+        },
+        Expect::AlertSilent(rule) => {
+            let fired = r.alerts.iter().any(|a| &a.rule == rule);
+            (!fired, if fired { format!("{rule} fired") } else { format!("{rule} stayed silent") })
+        }
+        Expect::IncidentOpens { at_most, within } => {
+            let sev = |s: &str| s.trim_start_matches('P').parse::<u8>().unwrap_or(9);
+            match r.incidents.iter().filter(|i| at_most.is_none_or(|m| sev(&i.severity) <= m)).map(|i| (i, i.opened_s - fault_start)).find(|(_, d)| *d >= -1.0)
+            {
+                Some((i, d)) => (within.is_none_or(|w| d <= w.as_secs_f64()), format!("#{} {} opened {d:.2}s after the first fault", i.id, i.severity)),
+                None => (false, "no matching incident opened".into()),
+            }
+        }
+    }
+}
