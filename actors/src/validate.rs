@@ -544,6 +544,7 @@ const DECODER_CACHE_MAX: usize = 4096;
 impl SourceDecoder {
     /// Decoder for `source`.
     pub fn new(source: &SourceConfig) -> Self {
+        limit_avro_allocation();
         Self { format: source.format, subject: source.subject().into(), generation: 0, cache: HashMap::new() }
     }
 
@@ -619,6 +620,25 @@ impl SourceDecoder {
             Err(r) => Err((r, Some(info))),
         })
     }
+}
+
+/// Largest length the Avro decoder accepts for one string, bytes value, array block or map
+/// block, in bytes or items. apache-avro reserves an array's items before reading them, so
+/// without this a 23-byte record claiming 500 million items made it ask for 30 GB and abort
+/// the process (found by `cargo fuzz run record_decoder`). An item of a Kafka record takes at
+/// least a byte unless it is `null`, so this is far above any record a broker passes; a
+/// longer value is rejected (`undecodable`, to the DLQ) rather than crashing the node.
+pub const AVRO_MAX_LENGTH: usize = 1 << 20;
+
+/// Set the Avro decoder's allocation limit (process-wide, first call wins).
+fn limit_avro_allocation() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let limit = apache_avro::util::max_allocation_bytes(AVRO_MAX_LENGTH);
+        if limit != AVRO_MAX_LENGTH {
+            tracing::warn!(limit, "the Avro allocation limit was set elsewhere first");
+        }
+    });
 }
 
 enum AvroFailure {
@@ -775,6 +795,20 @@ mod tests {
         assert!(info.deprecated && info.version == Some(1), "{info:?}");
         reg.set_lifecycle("t", "events-value", crate::registry::state::VersionSel::Number(1), Lifecycle::Archived).unwrap();
         assert_eq!(run(&good), Err("archived_schema".into()));
+    }
+
+    /// `cargo fuzz run record_decoder` found this: a record claiming half a billion array
+    /// items made the decoder reserve 30 GB and abort the process. It is now a reject.
+    #[test]
+    fn an_avro_record_claiming_a_huge_array_is_rejected_not_allocated() {
+        let schema = r#"{"type":"record","name":"Event","fields":[{"name":"user","type":"string"},{"name":"amount","type":"double"},{"name":"ts","type":"long"},{"name":"tags","type":{"type":"array","items":"string"}}]}"#;
+        let reg = Registry::in_memory();
+        let id = reg.register("t", "events-value", Registry::parse(None, schema).unwrap()).unwrap().id;
+        let mut d = SourceDecoder::new(&SourceConfig::new("events", SourceFormat::Avro));
+        let crash = [4, 117, 49, 0, 0, 255, 251, 255, 255, 255, 37, 4, 255, 255, 255, 255, 3, 147, 255, 255, 255, 37, 0];
+        let framed = wire::frame(id, &crash);
+        let got = d.decode(&framed, &reg).unwrap();
+        assert_eq!(got.map(|_| ()).map_err(|(r, _)| r.code()), Err("undecodable".to_string()));
     }
 
     /// The schema facts a fresh decoder reports for a good record.
