@@ -1,5 +1,5 @@
 //! `vigil drill`: run chaos drills (built-in or own scenario files) against real processes
-//! and print their verdicts; `list` shows the built-in scenarios.
+//! and print their verdicts; `list` shows the built-in scenarios, `history` past drills.
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use std::path::PathBuf;
@@ -40,6 +40,82 @@ pub(crate) enum DrillCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Past drills (their reports under --out), oldest first, with MTTD/MTTR trends per scenario.
+    History {
+        /// Directory the drills wrote to.
+        #[arg(long, default_value = "vigil-drills")]
+        out: PathBuf,
+        /// Only this scenario.
+        #[arg(long)]
+        scenario: Option<String>,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The reports under `out`, oldest first.
+fn history(out: &std::path::Path, scenario: Option<&str>) -> Result<Vec<serde_json::Value>> {
+    let mut reports = Vec::new();
+    let dir = std::fs::read_dir(out).with_context(|| format!("cannot read {} (where `vigil drill run --out` wrote)", out.display()))?;
+    for e in dir.flatten() {
+        let p = e.path().join("report.json");
+        let Ok(text) = std::fs::read_to_string(&p) else { continue };
+        let r: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not a drill report", p.display()))?;
+        if scenario.is_none_or(|s| r["scenario"] == s) {
+            reports.push(r);
+        }
+    }
+    reports.sort_by_key(|r| r["started_ms"].as_i64().unwrap_or(0));
+    Ok(reports)
+}
+
+fn print_history(reports: &[serde_json::Value]) {
+    let secs = |v: &serde_json::Value| v.as_f64().map(|s| format!("{s:.2}s")).unwrap_or_else(|| "-".into());
+    println!("{:<24} {:<20} {:<11} {:>8} {:>8} {:>6} {:>10}", "started", "scenario", "verdict", "MTTD", "MTTR", "lost", "duplicated");
+    for r in reports {
+        let verdict = if r["interrupted"] == true {
+            "interrupted"
+        } else if r["passed"] == true {
+            "pass"
+        } else {
+            "FAIL"
+        };
+        println!(
+            "{:<24} {:<20} {:<11} {:>8} {:>8} {:>6} {:>10}",
+            r["started"].as_str().unwrap_or(""),
+            r["scenario"].as_str().unwrap_or(""),
+            verdict,
+            secs(&r["mttd_s"]),
+            secs(&r["mttr_s"]),
+            r["records"]["lost"].as_u64().map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+            r["records"]["duplicated"].as_u64().map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+        );
+    }
+    // Trends: per scenario, the mean of the older half against the newer half.
+    let mut by: std::collections::BTreeMap<&str, Vec<&serde_json::Value>> = std::collections::BTreeMap::new();
+    for r in reports {
+        by.entry(r["scenario"].as_str().unwrap_or("")).or_default().push(r);
+    }
+    println!("\ntrend (older half → newer half):");
+    for (name, rs) in by {
+        let mean = |rs: &[&serde_json::Value], k: &str| {
+            let v: Vec<f64> = rs.iter().filter_map(|r| r[k].as_f64()).collect();
+            (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+        };
+        let (old, new) = rs.split_at(rs.len() / 2);
+        let show = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => format!("{a:.2}s → {b:.2}s"),
+            (None, Some(b)) => format!("{b:.2}s"),
+            _ => "-".into(),
+        };
+        println!(
+            "  {name:<20} {} drills  MTTD {}  MTTR {}",
+            rs.len(),
+            show(mean(old, "mttd_s"), mean(new, "mttd_s")),
+            show(mean(old, "mttr_s"), mean(new, "mttr_s"))
+        );
+    }
 }
 
 fn load(name: &str) -> Result<Scenario> {
@@ -55,6 +131,17 @@ fn load(name: &str) -> Result<Scenario> {
 
 pub(crate) async fn run(cmd: DrillCmd) -> Result<ExitCode> {
     match cmd {
+        DrillCmd::History { out, scenario, json } => {
+            let reports = history(&out, scenario.as_deref())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&reports)?);
+            } else if reports.is_empty() {
+                println!("no drill reports under {}", out.display());
+            } else {
+                print_history(&reports);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         DrillCmd::List { json } => {
             let all: Vec<Scenario> = BUILTIN.iter().map(|(n, _)| load(n)).collect::<Result<_>>()?;
             if json {

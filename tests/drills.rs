@@ -36,6 +36,11 @@ fn the_fast_drills_pass_with_every_record_reconciled_and_measured_detection_and_
     assert!(kill["mttr_s"].as_f64().unwrap() < 2.0, "{kill}");
     assert!(kill["mttd_s"].as_f64().unwrap() <= 10.0 && kill["detected_by"] == "alert NodeCrashRecovered", "{kill}");
     assert!(kill["incidents"].as_array().unwrap().iter().any(|i| i["postmortem"].as_str().is_some_and(|p| p.contains("Post-mortem"))), "{kill}");
+    // History lists them from their reports.
+    let h: Vec<Value> = serde_json::from_str(&vigil_ok(&["drill", "history", "--json", "--out", out.path().to_str().unwrap()])).unwrap();
+    let names: Vec<&str> = h.iter().filter_map(|r| r["scenario"].as_str()).collect();
+    assert_eq!(names.len(), reports.len(), "{names:?}");
+    assert!(names.contains(&"node-kill") && names.contains(&"disk-failure"), "{names:?}");
     assert!(ok, "every fast drill passes:\n{log}");
 }
 
