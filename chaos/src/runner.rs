@@ -78,9 +78,14 @@ impl Rig {
             self.frozen = false;
         }
         for fp in std::mem::take(&mut self.failpoints) {
-            if let Some(a) = &self.admin {
-                let _ = self.agent.delete(&format!("http://{a}/chaos/failpoints/{fp}")).call();
-            }
+            self.delete_failpoint(&fp);
+        }
+    }
+
+    /// Switch failpoint `name` off in the node (a node that is gone has none on).
+    fn delete_failpoint(&self, name: &str) {
+        if let Some(a) = &self.admin {
+            let _ = self.agent.delete(&format!("http://{a}/chaos/failpoints/{name}")).call();
         }
     }
 
@@ -104,9 +109,7 @@ impl Rig {
 
     fn clear_failpoint(&mut self, name: &str) {
         self.failpoints.retain(|f| f != name);
-        if let Some(a) = &self.admin {
-            let _ = self.agent.delete(&format!("http://{a}/chaos/failpoints/{name}")).call();
-        }
+        self.delete_failpoint(name);
     }
 
     /// Wait for the node's `started` line; remember its admin address.
@@ -327,7 +330,7 @@ pub fn run(scenario: &Scenario, opts: &Options) -> Result<Report, Error> {
         watch.observe(&rig, now, &mut runs, &mut report);
         if last_alert_poll.elapsed() >= Duration::from_millis(500) {
             last_alert_poll = Instant::now();
-            poll_signals(&rig, t0, started, &mut report);
+            poll_signals(&rig, t0, &mut report);
         }
         let gens_done = rig.gens.iter_mut().all(|g| g.exited().is_some());
         let faults_done = runs.iter().all(|r| r.ended);
@@ -380,7 +383,7 @@ pub fn run(scenario: &Scenario, opts: &Options) -> Result<Report, Error> {
         "reconcile",
         format!("lost {}, duplicated {}, re-emitted {}", recon.lost, recon.duplicated, recon.reemitted),
     ));
-    poll_signals(&rig, t0, started, &mut report);
+    poll_signals(&rig, t0, &mut report);
     fetch_postmortems(&rig, &mut report);
     report.proxy = rig.proxy.stats();
     report.faults = runs;
@@ -436,8 +439,6 @@ impl Launcher {
 /// Progress seen in `/status`, to time recoveries.
 #[derive(Default)]
 struct Watch {
-    /// (pid, ingested) at the last look.
-    last: Option<(u32, u64)>,
     /// Ingested count when the latest fault ended (None: take the next sample).
     progress_mark: Option<(u32, u64)>,
     /// The last look got no answer.
@@ -471,7 +472,6 @@ impl Watch {
                 r.recovered_s = Some((now - r.end_s).max(0.0));
             }
         }
-        self.last = Some((pid, ingested));
     }
 }
 
@@ -596,9 +596,8 @@ fn wait_probes(rig: &Rig, probes: &[Probe], timeout: Duration) -> Result<(), Str
     }
 }
 
-fn poll_signals(rig: &Rig, t0: Instant, started_ms: i64, report: &mut Report) {
+fn poll_signals(rig: &Rig, t0: Instant, report: &mut Report) {
     // Node times are wall-clock ms; the report's are seconds since the drill's start.
-    let _ = started_ms;
     let t0_ms = crate::now_ms() - t0.elapsed().as_millis() as i64;
     let rel_t0 = |ms: i64| (ms - t0_ms) as f64 / 1000.0;
     if let Some(alerts) = rig.get("/alerts").and_then(|v| v.as_array().cloned()) {
