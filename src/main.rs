@@ -354,6 +354,14 @@ struct GenArgs {
     /// (it must be the generator's schema for the format).
     #[arg(long, conflicts_with = "registry")]
     schema_id: Option<u32>,
+    /// Damage every record's bytes so none decodes (cut short, a byte that is not UTF-8, or
+    /// a bogus Confluent header): the drills' corruption fault. JSON format only.
+    #[arg(long)]
+    corrupt: bool,
+    /// A flood: `AT:FOR:RATE`, e.g. `5s:10s:20000` runs at RATE records/s from AT after the
+    /// start for FOR, at --rate before and after (needs --rate).
+    #[arg(long, value_parser = parse_surge)]
+    surge: Option<Surge>,
     /// How long to wait for the broker to take a record and, at the end, to acknowledge
     /// every record (a broker outage longer than this fails the run).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
@@ -361,6 +369,22 @@ struct GenArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// `vigil gen --surge`: a higher rate for a while.
+#[derive(Debug, Clone, Copy)]
+struct Surge {
+    at: Duration,
+    span: Duration,
+    rate: u32,
+}
+
+fn parse_surge(s: &str) -> std::result::Result<Surge, String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let [at, span, rate] = parts.as_slice() else { return Err(format!("`{s}`: expected AT:FOR:RATE, e.g. 5s:10s:20000")) };
+    let d = |x: &str| humantime::parse_duration(x).map_err(|e| format!("`{x}`: {e}"));
+    let rate: u32 = rate.parse().ok().filter(|r| *r > 0).ok_or_else(|| format!("`{rate}`: the surge rate must be a positive number of records/s"))?;
+    Ok(Surge { at: d(at)?, span: d(span)?, rate })
 }
 
 fn load_config(path: Option<&std::path::Path>) -> Result<Config> {
@@ -820,6 +844,12 @@ async fn gen(a: GenArgs) -> Result<std::process::ExitCode> {
     if !(0.0..=1.0).contains(&a.bad_ratio) {
         bail!("--bad-ratio must be between 0.0 and 1.0");
     }
+    if a.corrupt && a.format != "json" {
+        bail!("--corrupt damages JSON records only (--format json)");
+    }
+    if a.surge.is_some() && a.rate == 0 {
+        bail!("--surge needs --rate (the rate before and after the surge)");
+    }
     let wire = gen_wire(&a).await?;
     let sign = match (&a.sign_key, &a.sign_key_file) {
         (Some(k), _) => Some((a.producer.clone(), k.clone())),
@@ -841,7 +871,17 @@ async fn gen(a: GenArgs) -> Result<std::process::ExitCode> {
     let timeout = a.timeout;
     // Paced by the same token bucket as Ingest; at most one second of backlog is caught up.
     let mut pace = (a.rate > 0).then(|| RateLimit::new(a.rate, a.rate, Instant::now()).empty());
+    let mut rate = a.rate;
     while a.count == 0 || produced < a.count {
+        if let Some(s) = a.surge {
+            let t = started.elapsed();
+            let want = if t >= s.at && t < s.at + s.span { s.rate } else { a.rate };
+            if want != rate {
+                rate = want;
+                pace = Some(RateLimit::new(rate, rate, Instant::now()).empty());
+                eprintln!("gen: {rate} records/s from now");
+            }
+        }
         if let Some(p) = &mut pace {
             if p.available(Instant::now()) == 0 {
                 tokio::select! {
@@ -851,7 +891,11 @@ async fn gen(a: GenArgs) -> Result<std::process::ExitCode> {
             }
             p.take(1);
         }
-        let r = g.next_record();
+        let mut r = g.next_record();
+        if a.corrupt {
+            r.payload = vigil_actors::generator::corrupt(&r.payload, produced);
+            r.bad = true;
+        }
         vigil_actors::stages::produce_generated(&producer, &a.topic, &r, &wire, timeout, sign.as_ref().map(|(p, k)| (p.as_str(), k.as_bytes()))).await?;
         produced += 1;
         bad += u64::from(r.bad);

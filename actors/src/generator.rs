@@ -57,7 +57,8 @@ pub struct Event {
 }
 
 impl Event {
-    fn json(&self) -> serde_json::Value {
+    /// The event as the JSON object a good record carries.
+    pub fn json(&self) -> serde_json::Value {
         let mut v =
             serde_json::json!({"event_id": self.event_id, "kind": self.kind, "user": self.user, "amount": self.amount, "country": self.country, "ts": self.ts});
         if let Some(c) = self.currency {
@@ -229,6 +230,27 @@ fn active(seed: u64, u: u32, slot: u64) -> bool {
     x % 3 == 0
 }
 
+/// Damage a record's bytes so that no JSON decoder can take them (the drills' `corrupt`
+/// fault: a torn write, a bad disk, a buggy serializer), chosen by `n`: cut in half (an
+/// object without its closing brace), a byte in the middle that is never UTF-8 (0xFF), or
+/// five bytes of a Confluent header naming no schema in front.
+pub fn corrupt(bytes: &[u8], n: u64) -> Vec<u8> {
+    let mut b = bytes.to_vec();
+    let mid = b.len() / 2;
+    match n % 3 {
+        0 => b.truncate(mid.max(1)),
+        1 => {
+            if let Some(x) = b.get_mut(mid) {
+                *x = 0xFF;
+            }
+        }
+        _ => {
+            b.splice(0..0, [0x00, 0xFF, 0xFF, 0xFF, 0xFE]);
+        }
+    }
+    b
+}
+
 const COUNTRIES: [&str; 6] = ["DE", "FR", "US", "BR", "JP", "IN"];
 const PAGES: [&str; 5] = ["/", "/search", "/product", "/cart", "/checkout"];
 
@@ -339,6 +361,19 @@ mod tests {
         let mut g = EventGen::new(spec(7));
         g.skip_to(150);
         assert_eq!(g.next_record(), a[150]);
+    }
+
+    #[test]
+    fn corrupted_records_never_decode() {
+        let p = PipelineConfig::default();
+        let rules = Rules::compile(&p.fields).unwrap();
+        let an = crate::analytics::spec::Analytics::compile(&p);
+        for (i, r) in EventGen::new(GenSpec { bad_ratio: 0.0, ..spec(5) }).take(300).enumerate() {
+            let damaged = corrupt(&r.payload, i as u64);
+            assert_ne!(damaged, r.payload);
+            assert!(serde_json::from_slice::<serde_json::Value>(&damaged).is_err(), "{}", String::from_utf8_lossy(&damaged));
+            assert!(validate_json(&damaged, &rules, &an).is_err());
+        }
     }
 
     #[test]

@@ -368,6 +368,7 @@ impl Node {
             bad_ratio: AtomicU64::new(f64::NAN.to_bits()),
             unclean_start_ms: unclean.then(vigil_runtime::now_ms),
             recent: Default::default(),
+            security: security.clone(),
             journal,
             config_hash,
             lineage,

@@ -538,6 +538,8 @@ pub struct NodeCtx {
     /// When actors were restarted by their supervisors and checkpoints failed, ms (the last
     /// minute's worth): the `restarts_per_min` and `checkpoint_failures_per_min` series.
     pub recent: std::sync::Mutex<BTreeMap<Recent, std::collections::VecDeque<i64>>>,
+    /// The listeners' credentials, roles and refusals (the `access_denied_per_min` series).
+    pub security: Arc<vigil_runtime::security::access::Security>,
 }
 
 /// Node events counted per minute for the health series.

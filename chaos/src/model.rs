@@ -20,6 +20,20 @@ pub type Window = (u64, f64, f64, f64);
 /// `w/user@window_start` → window.
 pub type ExpectedWindows = BTreeMap<String, Window>;
 
+/// Where a stream's records must end up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fate {
+    /// Well-formed records in their windows, malformed ones in the DLQ.
+    #[default]
+    Windows,
+    /// Every record in the DLQ: damaged bytes, a schema the source does not take, or event
+    /// times whose windows closed long ago (a replay, a producer clock far behind).
+    Dlq,
+    /// Every record in the security quarantine (forged or unknown producer).
+    Quarantine,
+}
+
 /// One generated stream: what `vigil gen` was asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Stream {
@@ -35,13 +49,49 @@ pub struct Stream {
     pub start_ms: i64,
     /// Event-time step, ms.
     pub step_ms: i64,
+    /// Where its records must end up.
+    pub fate: Fate,
 }
 
-/// Expected windows of `streams` together, and how many of their records are malformed.
-pub fn expected(streams: &[Stream], window_ms: i64) -> (ExpectedWindows, u64) {
-    let mut out: ExpectedWindows = BTreeMap::new();
-    let mut bad = 0;
+impl Stream {
+    /// `count` records of `seed` from `start_ms`, `step_ms` apart, judged by content.
+    pub fn new(seed: u64, count: u64, users: u32, bad_ratio: f64, start_ms: i64, step_ms: i64) -> Self {
+        Self { seed, count, users, bad_ratio, start_ms, step_ms, fate: Fate::Windows }
+    }
+}
+
+/// What the outputs must hold for some streams.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Expected {
+    /// Output windows.
+    pub windows: ExpectedWindows,
+    /// Distinct records in the DLQ.
+    pub dlq: u64,
+    /// Distinct records in the security quarantine.
+    pub quarantine: u64,
+}
+
+/// What `streams` together must produce.
+pub fn expected(streams: &[Stream], window_ms: i64) -> Expected {
+    let mut e = Expected::default();
     for s in streams {
+        match s.fate {
+            Fate::Windows => {
+                let (w, bad) = windows_of(s, window_ms, std::mem::take(&mut e.windows));
+                e.windows = w;
+                e.dlq += bad;
+            }
+            Fate::Dlq => e.dlq += s.count,
+            Fate::Quarantine => e.quarantine += s.count,
+        }
+    }
+    e
+}
+
+/// `out` plus the windows of `s`'s well-formed records, and how many are malformed.
+fn windows_of(s: &Stream, window_ms: i64, mut out: ExpectedWindows) -> (ExpectedWindows, u64) {
+    let mut bad = 0;
+    {
         let g = EventGen::new(GenSpec { seed: s.seed, users: s.users, bad_ratio: s.bad_ratio, start_ms: s.start_ms, step_ms: s.step_ms });
         for r in g.take(s.count as usize) {
             let v: Option<serde_json::Value> = serde_json::from_slice(&r.payload).ok();
@@ -62,9 +112,9 @@ pub fn expected(streams: &[Stream], window_ms: i64) -> (ExpectedWindows, u64) {
     (out, bad)
 }
 
-/// Expected windows of one stream of `users: 20` (the tests' shape).
+/// Expected windows of one stream of `users: 20` (the tests' shape), and its malformed records.
 pub fn expected_windows(seed: u64, count: u64, bad_ratio: f64, start_ms: i64, step_ms: i64, window_ms: i64) -> (ExpectedWindows, u64) {
-    expected(&[Stream { seed, count, users: 20, bad_ratio, start_ms, step_ms }], window_ms)
+    windows_of(&Stream::new(seed, count, 20, bad_ratio, start_ms, step_ms), window_ms, BTreeMap::new())
 }
 
 /// (count, sum, min, max) of an output window of [`AGG`] (its JSON value); `None` if it is
@@ -98,6 +148,10 @@ pub struct Reconciliation {
     pub expected_dlq: u64,
     /// Distinct records in the DLQ (by source position).
     pub dlq: u64,
+    /// Records the model expects in the security quarantine.
+    pub expected_quarantine: u64,
+    /// Distinct records in the security quarantine (by source position).
+    pub quarantined: u64,
     /// Output messages beyond one per window key: re-emissions after a restart, harmless
     /// for consumers that keep the last value per key (the output contract).
     pub reemitted: u64,
@@ -107,12 +161,20 @@ pub struct Reconciliation {
 
 impl Reconciliation {
     /// Compare `outputs` (key → last value), the number of output messages, and the
-    /// distinct DLQ records with the model.
-    pub fn compare(want: &ExpectedWindows, expected_dlq: u64, outputs: &BTreeMap<String, String>, messages: u64, dlq: u64) -> Self {
-        let mut r = Self { expected_dlq, dlq, reemitted: messages.saturating_sub(outputs.len() as u64), ..Self::default() };
-        // Malformed records missing from the DLQ are lost too; extra ones are duplicates.
-        r.lost += expected_dlq.saturating_sub(dlq);
-        r.duplicated += dlq.saturating_sub(expected_dlq);
+    /// distinct DLQ and quarantine records with the model.
+    pub fn compare(want: &Expected, outputs: &BTreeMap<String, String>, messages: u64, dlq: u64, quarantined: u64) -> Self {
+        let mut r = Self {
+            expected_dlq: want.dlq,
+            dlq,
+            expected_quarantine: want.quarantine,
+            quarantined,
+            reemitted: messages.saturating_sub(outputs.len() as u64),
+            ..Self::default()
+        };
+        // Rejected records missing from the DLQ or quarantine are lost too; extra ones are duplicates.
+        r.lost += want.dlq.saturating_sub(dlq) + want.quarantine.saturating_sub(quarantined);
+        r.duplicated += dlq.saturating_sub(want.dlq) + quarantined.saturating_sub(want.quarantine);
+        let want = &want.windows;
         for (k, w) in want {
             r.expected_records += w.0;
             let got = outputs.get(k).and_then(|v| parse_window(v));
@@ -159,22 +221,28 @@ mod tests {
 
     #[test]
     fn streams_add_up_and_bad_records_are_counted() {
-        let a = Stream { seed: 1, count: 2000, users: 20, bad_ratio: 0.1, start_ms: 1_700_000_000_000, step_ms: 7 };
-        let b = Stream { seed: 2, count: 500, users: 20, bad_ratio: 1.0, ..a };
-        let (wa, bad_a) = expected(&[a], 1000);
-        let (wab, bad_ab) = expected(&[a, b], 1000);
-        assert_eq!(wa, wab, "an all-malformed stream adds no window");
-        assert_eq!(bad_ab, bad_a + 500);
-        assert!(bad_a > 100 && bad_a < 300, "{bad_a}");
-        assert_eq!(wa.values().map(|w| w.0).sum::<u64>() + bad_a, 2000);
+        let a = Stream::new(1, 2000, 20, 0.1, 1_700_000_000_000, 7);
+        let b = Stream { seed: 2, count: 500, bad_ratio: 1.0, ..a };
+        let ea = expected(&[a], 1000);
+        let eab = expected(&[a, b], 1000);
+        assert_eq!(ea.windows, eab.windows, "an all-malformed stream adds no window");
+        assert_eq!(eab.dlq, ea.dlq + 500);
+        assert!(ea.dlq > 100 && ea.dlq < 300, "{}", ea.dlq);
+        assert_eq!(ea.windows.values().map(|w| w.0).sum::<u64>() + ea.dlq, 2000);
+        // Streams with a fixed fate add whole to the DLQ or the quarantine, never to windows.
+        let replay = Stream { fate: Fate::Dlq, count: 300, ..a };
+        let forged = Stream { seed: 9, fate: Fate::Quarantine, count: 70, ..a };
+        let all = expected(&[a, replay, forged], 1000);
+        assert_eq!((all.windows == ea.windows, all.dlq, all.quarantine), (true, ea.dlq + 300, 70));
     }
 
     #[test]
     fn reconciliation_finds_lost_duplicated_and_reemitted() {
-        let a = Stream { seed: 3, count: 1000, users: 5, bad_ratio: 0.05, start_ms: 1_700_000_000_000, step_ms: 10 };
-        let (want, bad) = expected(&[a], 1000);
+        let a = Stream::new(3, 1000, 5, 0.05, 1_700_000_000_000, 10);
+        let e = Expected { quarantine: 4, ..expected(&[a], 1000) };
+        let (want, bad) = (&e.windows, e.dlq);
         let exact: BTreeMap<String, String> = want.iter().map(|(k, w)| (k.clone(), json(*w))).collect();
-        let r = Reconciliation::compare(&want, bad, &exact, exact.len() as u64 + 3, bad);
+        let r = Reconciliation::compare(&e, &exact, exact.len() as u64 + 3, bad, 4);
         assert!(r.exact(), "{r:?}");
         assert_eq!((r.reemitted, r.expected_records, r.output_records), (3, 1000 - bad, 1000 - bad));
 
@@ -183,8 +251,8 @@ mod tests {
         broken.remove(k1);
         let (k2, w2) = want.iter().nth(1).unwrap();
         broken.insert(k2.clone(), json((w2.0 + 2, w2.1, w2.2, w2.3)));
-        let r = Reconciliation::compare(&want, bad, &broken, broken.len() as u64, bad - 1);
-        assert_eq!((r.lost, r.duplicated), (w1.0 + 1, 2), "{r:?}");
+        let r = Reconciliation::compare(&e, &broken, broken.len() as u64, bad - 1, 5);
+        assert_eq!((r.lost, r.duplicated), (w1.0 + 1, 2 + 1), "{r:?}");
         assert!(!r.exact() && r.examples.len() == 2);
     }
 }

@@ -35,10 +35,11 @@ pub struct FaultRun {
 impl FaultRun {
     /// A scheduled occurrence.
     pub fn planned(fault: usize, f: &Fault, start_s: f64, end_s: f64) -> Self {
-        let kind = serde_json::to_value(f.kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-        let label = match &f.target {
-            Some(t) => format!("{kind} {t}"),
-            None => kind,
+        let kind = f.kind.name();
+        let label = match (&f.target, &f.producer) {
+            (Some(t), _) => format!("{kind} {t}"),
+            (None, Some(p)) => format!("{kind} as {p}"),
+            (None, None) => kind,
         };
         Self { fault, label, start_s, end_s, started: false, ended: false, undone: false, recovered_s: None, error: None }
     }
@@ -236,7 +237,13 @@ impl Report {
                 Judged { expect: text.clone(), passed, detail }
             })
             .collect();
-        self.passed = !self.interrupted && self.steady_before.is_ok() && self.steady_after.is_ok() && self.expectations.iter().all(|j| j.passed);
+        // A fault that could not be injected was not rehearsed (and a refused bad credential
+        // that got through is a breach): either fails the drill.
+        self.passed = !self.interrupted
+            && self.steady_before.is_ok()
+            && self.steady_after.is_ok()
+            && self.faults.iter().all(|f| f.error.is_none())
+            && self.expectations.iter().all(|j| j.passed);
     }
 
     /// Write `report.json` and `report.md` into the drill's directory.

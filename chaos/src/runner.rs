@@ -3,17 +3,18 @@
 //! status, alerts and incidents, undoes every fault (also on failure, panic or Ctrl-C: the
 //! undo lives in `Drop`), then reconciles every generated record against the outputs and
 //! the DLQ and judges the expectations.
-use crate::model::{self, Reconciliation, Stream};
+use crate::model::{self, Fate, Reconciliation, Stream};
 use crate::procs::{Proc, Spec};
 use crate::proxy::{FaultProxy, NetFaults};
 use crate::report::{AlertSeen, FaultRun, IncidentSeen, Report, Timeline};
-use crate::scenario::{Expect, Fault, FaultKind, Probe, Scenario};
+use crate::scenario::{Expect, Fault, FaultKind, Probe, Scenario, WireFormat};
 use crate::Error;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use vigil_actors::generator::Wire;
 
 /// How to run a drill.
 pub struct Options {
@@ -35,12 +36,15 @@ pub struct Options {
 pub const SABOTAGES: [(&str, &str); 2] =
     [("skip-offset-commit", vigil_runtime::failpoints::BUG_SKIP_OFFSET_COMMIT), ("ack-before-flush", vigil_runtime::failpoints::BUG_ACK_BEFORE_FLUSH)];
 
-const TOPICS: [&str; 4] = ["events", "out", "dlq", "vigil-quarantine"];
+const QUARANTINE: &str = "vigil-quarantine";
+const TOPICS: [&str; 4] = ["events", "out", "dlq", QUARANTINE];
 const WINDOW_MS: i64 = 1_000;
 const START_MS: i64 = 1_700_000_000_000;
 const STEP_MS: i64 = 5;
 const SENTINEL_MS: i64 = 1_900_000_000_000;
 const TICK: Duration = Duration::from_millis(50);
+/// The producer name the workload signs as (`workload.signed`).
+const PRODUCER: &str = "drill-gen";
 /// How long outputs may stay short of the model, unchanged, before the drill stops waiting.
 const SETTLE: Duration = Duration::from_secs(20);
 
@@ -57,6 +61,8 @@ struct Rig {
     agent: ureq::Agent,
     /// Failpoints switched on in the node (cleared on undo).
     failpoints: Vec<String>,
+    /// The drill's admin token when the node requires credentials.
+    token: Option<String>,
 }
 
 impl Drop for Rig {
@@ -85,18 +91,26 @@ impl Rig {
     /// Switch failpoint `name` off in the node (a node that is gone has none on).
     fn delete_failpoint(&self, name: &str) {
         if let Some(a) = &self.admin {
-            let _ = self.agent.delete(&format!("http://{a}/chaos/failpoints/{name}")).call();
+            let _ = self.req(self.agent.delete(&format!("http://{a}/chaos/failpoints/{name}"))).call();
+        }
+    }
+
+    /// A request to the node's admin API with the drill's credentials.
+    fn req<B>(&self, r: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.token {
+            Some(t) => r.header("Authorization", &format!("Bearer {t}")),
+            None => r,
         }
     }
 
     fn get(&self, path: &str) -> Option<serde_json::Value> {
         let a = self.admin.as_ref()?;
-        self.agent.get(&format!("http://{a}{path}")).call().ok()?.body_mut().read_json().ok()
+        self.req(self.agent.get(&format!("http://{a}{path}"))).call().ok()?.body_mut().read_json().ok()
     }
 
     fn failpoint(&mut self, name: &str, actions: &str) -> Result<(), String> {
         let a = self.admin.clone().ok_or("node admin address unknown")?;
-        let r = self.agent.put(&format!("http://{a}/chaos/failpoints/{name}")).send_json(serde_json::json!({ "actions": actions }));
+        let r = self.req(self.agent.put(&format!("http://{a}/chaos/failpoints/{name}"))).send_json(serde_json::json!({ "actions": actions }));
         match r {
             Ok(resp) if resp.status().is_success() => {
                 self.failpoints.push(name.to_string());
@@ -142,7 +156,8 @@ shards = {shards}
 
 [[pipeline.sources]]
 topic = "events"
-format = "json"
+format = "{format}"
+{signing}
 
 [pipeline.event_time]
 out_of_orderness = "0s"
@@ -175,8 +190,18 @@ stall_after = "3s"
 [generator]
 enabled = false
 
+[security]
+auth = {auth}
+
 {extra}
 "#,
+        format = s.workload.format.name(),
+        auth = s.node.auth,
+        signing = if s.workload.signed {
+            format!("[pipeline.sources.signing]\nkeys = {{ \"{PRODUCER}\" = {{ file = \"{}\" }} }}\n", dir.join("drill-gen.key").display())
+        } else {
+            String::new()
+        },
         name = s.name,
         data = dir.join("data").display(),
         shards = s.node.shards,
@@ -226,6 +251,18 @@ pub fn run(scenario: &Scenario, opts: &Options) -> Result<Report, Error> {
 
     let cfg = dir.join("node.toml");
     std::fs::write(&cfg, node_config(&dir, &paddr, scenario)).map_err(|e| Error::Io(format!("write {}: {e}", cfg.display())))?;
+    let secret = |what: &str| vigil_runtime::security::tokens::generate().map_err(|e| Error::Io(format!("{what}: {e}")));
+    if scenario.workload.signed {
+        let key = dir.join("drill-gen.key");
+        std::fs::write(&key, secret("signing key")?).map_err(|e| Error::Io(format!("write {}: {e}", key.display())))?;
+    }
+    let token = if scenario.node.auth {
+        let data = dir.join("data");
+        std::fs::create_dir_all(&data).map_err(|e| Error::Io(format!("create {}: {e}", data.display())))?;
+        Some(vigil_runtime::security::tokens::create_in_file(&data.join("tokens.json"), "drill", "admin").map_err(|e| Error::Io(format!("drill token: {e}")))?)
+    } else {
+        None
+    };
     let mut node_env = Vec::new();
     if let Some(s) = &opts.sabotage {
         let fp = SABOTAGES
@@ -238,7 +275,7 @@ pub fn run(scenario: &Scenario, opts: &Options) -> Result<Report, Error> {
     }
     let node = Proc::start(launch.spec("node", vec!["run".into(), "--config".into(), cfg.display().to_string(), "--json".into()], node_env))?;
     let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(1))).http_status_as_error(false).build().into();
-    let mut rig = Rig { proxy, broker, node, admin: None, metrics: None, gens: Vec::new(), frozen: false, agent, failpoints: Vec::new() };
+    let mut rig = Rig { proxy, broker, node, admin: None, metrics: None, gens: Vec::new(), frozen: false, agent, failpoints: Vec::new(), token };
     rig.node_started()?;
 
     let mut report = Report::new(scenario, opts.seed, started, &dir);
@@ -254,12 +291,20 @@ pub fn run(scenario: &Scenario, opts: &Options) -> Result<Report, Error> {
     }
 
     let w = &scenario.workload;
-    let mut streams = vec![Stream { seed: opts.seed, count: w.records, users: w.users, bad_ratio: w.bad_ratio, start_ms: START_MS, step_ms: STEP_MS }];
+    let mut streams = vec![Stream::new(opts.seed, w.records, w.users, w.bad_ratio, START_MS, STEP_MS)];
+    let schedule = scenario.schedule(opts.seed);
+    let mut main_args = launch.workload_args(scenario, rig.admin.as_deref());
+    // A flood is the workload itself going faster: the generator is told when, from the schedule.
+    for (i, start, end) in &schedule {
+        let f = &scenario.faults[*i];
+        if f.kind == FaultKind::Flood {
+            main_args.extend(["--surge".to_string(), format!("{}ms:{}ms:{}", start.as_millis(), (*end - *start).as_millis(), w.rate.saturating_mul(f.factor))]);
+        }
+    }
     let workload_start = Instant::now();
-    rig.gens.push(Proc::start(launch.generator("gen", &streams[0], w.rate))?);
+    rig.gens.push(Proc::start(launch.generator("gen", &streams[0], w.rate, main_args))?);
     say(&format!("node pid {}, generator pid {}; workload: {} records at {}/s (seed {})", rig.node.pid(), rig.gens[0].pid(), w.records, w.rate, opts.seed));
 
-    let schedule = scenario.schedule(opts.seed);
     let mut runs: Vec<FaultRun> = schedule
         .iter()
         .map(|(i, s, e)| FaultRun::planned(*i, &scenario.faults[*i], s.as_secs_f64() + at(workload_start), e.as_secs_f64() + at(workload_start)))
@@ -292,7 +337,7 @@ pub fn run(scenario: &Scenario, opts: &Options) -> Result<Report, Error> {
             if !run.started && now >= run.start_s {
                 run.started = true;
                 run.start_s = now;
-                let r = inject(&mut rig, fault, &mut streams, &launch, scenario.workload.users, opts.seed + 1 + k as u64);
+                let r = inject(&mut rig, fault, &mut streams, &launch, scenario, opts.seed + 1 + k as u64);
                 say(&format!(
                     "t={now:.1}s inject {} (node pid {}){}",
                     run.label,
@@ -367,9 +412,10 @@ pub fn run(scenario: &Scenario, opts: &Options) -> Result<Report, Error> {
 
     // Close every window, then read the outputs back until they match the model or stop changing.
     say("closing windows and reconciling every record");
-    send_sentinels(&paddr, w.partitions)?;
-    let (want, bad) = model::expected(&streams, WINDOW_MS);
-    let mut recon = reconcile(&paddr, w.partitions, &want, bad, &opts.interrupted);
+    let sign_key = if w.signed { std::fs::read(dir.join("drill-gen.key")).ok() } else { None };
+    send_sentinels(&paddr, w.partitions, &sentinel_wire(&rig, w.format)?, sign_key.as_deref())?;
+    let want = model::expected(&streams, WINDOW_MS);
+    let mut recon = reconcile(&paddr, w.partitions, &want, &opts.interrupted);
     recon.generated = streams.iter().map(|s| s.count).sum();
     recon.input = input_records(&paddr, w.partitions).unwrap_or(0);
     if recon.input < recon.generated {
@@ -411,8 +457,22 @@ impl Launcher {
         Spec { name: name.into(), program: self.bin.clone(), args, env: [vec![log], env].concat(), log: self.dir.join(format!("{name}.log")) }
     }
 
-    /// `vigil gen` producing `s` at `rate` through the proxy.
-    fn generator(&self, name: &str, s: &Stream, rate: u32) -> Spec {
+    /// Arguments of the workload's generator: its format (registered in the node's registry
+    /// at `admin`) and signature.
+    fn workload_args(&self, s: &Scenario, admin: Option<&str>) -> Vec<String> {
+        [format_args(s.workload.format, admin), self.sign_args(s)].concat()
+    }
+
+    /// The workload's signature, if it signs.
+    fn sign_args(&self, s: &Scenario) -> Vec<String> {
+        if !s.workload.signed {
+            return Vec::new();
+        }
+        vec!["--sign-key-file".into(), self.dir.join("drill-gen.key").display().to_string(), "--producer".into(), PRODUCER.into()]
+    }
+
+    /// `vigil gen` producing `s` at `rate` through the proxy, with `extra` arguments.
+    fn generator(&self, name: &str, s: &Stream, rate: u32, extra: Vec<String>) -> Spec {
         let args = [
             ("--bootstrap", self.bootstrap.clone()),
             ("--topic", "events".into()),
@@ -432,6 +492,7 @@ impl Launcher {
             v.push(k.into());
             v.push(val);
         }
+        v.extend(extra);
         self.spec(name, v, Vec::new())
     }
 }
@@ -475,9 +536,17 @@ impl Watch {
     }
 }
 
-/// Inject one occurrence of `f` (a poison stream of `users` keys from `seed`).
-fn inject(rig: &mut Rig, f: &Fault, streams: &mut Vec<Stream>, launch: &Launcher, users: u32, seed: u64) -> Result<(), String> {
+/// Inject one occurrence of `f` of scenario `s` (a record stream drawn from `seed`).
+fn inject(rig: &mut Rig, f: &Fault, streams: &mut Vec<Stream>, launch: &Launcher, s: &Scenario, seed: u64) -> Result<(), String> {
     let target = f.target.clone().unwrap_or_default();
+    if f.kind.is_stream() {
+        let (stream, args) = bad_stream(rig, f, streams[0], launch, s, seed)?;
+        streams.push(stream);
+        let name = format!("{}-{}", f.kind.name(), streams.len());
+        let rate = ((f.count as f64 / f.duration.as_secs_f64().max(0.001)).ceil() as u32).max(1);
+        rig.gens.push(Proc::start(launch.generator(&name, &stream, rate, args)).map_err(|e| e.to_string())?);
+        return Ok(());
+    }
     match f.kind {
         FaultKind::StagePanic => {
             let a = rig.admin.clone().ok_or("node admin address unknown")?;
@@ -485,7 +554,7 @@ fn inject(rig: &mut Rig, f: &Fault, streams: &mut Vec<Stream>, launch: &Launcher
             // wait for it (bounded) rather than skip the blow.
             let deadline = Instant::now() + Duration::from_secs(5);
             loop {
-                match rig.agent.post(&format!("http://{a}/chaos/panic/{target}")).send_empty() {
+                match rig.req(rig.agent.post(&format!("http://{a}/chaos/panic/{target}"))).send_empty() {
                     Ok(r) if r.status().is_success() => return Ok(()),
                     Ok(r) if r.status().as_u16() == 404 && Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
                     Ok(r) => return Err(format!("HTTP {}", r.status())),
@@ -530,14 +599,95 @@ fn inject(rig: &mut Rig, f: &Fault, streams: &mut Vec<Stream>, launch: &Launcher
             rig.proxy.reset_all();
             Ok(())
         }
-        FaultKind::Poison => {
-            let rate = ((f.count as f64 / f.duration.as_secs_f64().max(0.001)).ceil() as u32).max(1);
-            let stream = Stream { seed, count: f.count, users, bad_ratio: 1.0, start_ms: START_MS, step_ms: STEP_MS };
-            streams.push(stream);
-            let name = format!("poison-{}", streams.len());
-            rig.gens.push(Proc::start(launch.generator(&name, &stream, rate)).map_err(|e| e.to_string())?);
-            Ok(())
+        // The workload's generator runs the flood itself (`--surge`, from the schedule).
+        FaultKind::Flood => Ok(()),
+        FaultKind::BadCredentials => bad_credentials(rig, f.count, &launch.dir.join("data").join("tokens.json"), seed),
+        _ => Err(format!("{:?} is not injected here", f.kind)),
+    }
+}
+
+/// The record stream of a bad-data or breach fault and its generator's arguments. `main`
+/// is the workload's stream.
+fn bad_stream(rig: &Rig, f: &Fault, main: Stream, launch: &Launcher, s: &Scenario, seed: u64) -> Result<(Stream, Vec<String>), String> {
+    let mut stream = Stream::new(seed, f.count, main.users, main.bad_ratio, START_MS, STEP_MS);
+    let admin = rig.admin.as_deref();
+    let mut args = launch.workload_args(s, admin);
+    match f.kind {
+        FaultKind::Poison => stream.bad_ratio = 1.0,
+        FaultKind::Corrupt => {
+            stream.fate = Fate::Dlq;
+            args.push("--corrupt".into());
         }
+        FaultKind::SchemaBreak => {
+            // Another format registered under another subject: the registry never compared it
+            // with the source's schema, and Validate refuses its ids for this source.
+            stream.fate = Fate::Dlq;
+            let other = if s.workload.format == WireFormat::Avro { WireFormat::JsonSchema } else { WireFormat::Avro };
+            args = [format_args(other, admin), vec!["--subject".into(), "events-breaking-value".into()], launch.sign_args(s)].concat();
+        }
+        FaultKind::Duplicates => {
+            // The workload's first records again: their windows closed long ago.
+            stream = Stream { count: f.count, fate: Fate::Dlq, ..main };
+        }
+        FaultKind::ClockSkew => {
+            stream.start_ms -= f.skew.as_millis() as i64;
+            stream.fate = Fate::Dlq;
+        }
+        FaultKind::ForgedRecords => {
+            stream.fate = Fate::Quarantine;
+            let producer = f.producer.clone().unwrap_or_else(|| PRODUCER.into());
+            let key = vigil_runtime::security::tokens::generate().map_err(|e| e.to_string())?;
+            args = [format_args(s.workload.format, admin), vec!["--sign-key".into(), key, "--producer".into(), producer]].concat();
+        }
+        k => return Err(format!("{k:?} is not a record stream")),
+    }
+    Ok((stream, args))
+}
+
+/// `vigil gen` arguments of `format`, registered in the node's registry at `admin`.
+fn format_args(format: WireFormat, admin: Option<&str>) -> Vec<String> {
+    if format == WireFormat::Json {
+        return Vec::new();
+    }
+    vec!["--format".into(), format.name().into(), "--registry".into(), format!("http://{}", admin.unwrap_or_default())]
+}
+
+/// A token leaks and is revoked; then `count` admin calls with it, with a made-up token and
+/// with none must all be refused (401). The leaked token must work before the revocation.
+fn bad_credentials(rig: &Rig, count: u64, token_file: &std::path::Path, seed: u64) -> Result<(), String> {
+    use vigil_runtime::security::tokens;
+    let a = rig.admin.clone().ok_or("node admin address unknown")?;
+    let call = |token: Option<&str>| -> Result<u16, String> {
+        let mut r = rig.agent.get(&format!("http://{a}/incidents"));
+        if let Some(t) = token {
+            r = r.header("Authorization", &format!("Bearer {t}"));
+        }
+        r.call().map(|r| r.status().as_u16()).map_err(|e| e.to_string())
+    };
+    let name = format!("leaked-{seed}");
+    let leaked = tokens::create_in_file(token_file, &name, "operator").map_err(|e| e.to_string())?;
+    let works = call(Some(&leaked))?;
+    if works != 200 {
+        return Err(format!("the token to be leaked did not work before its revocation (HTTP {works})"));
+    }
+    tokens::revoke_in_file(token_file, &name).map_err(|e| e.to_string())?;
+    let made_up = format!("vigil_{}", "0".repeat(43));
+    let mut accepted = Vec::new();
+    for i in 0..count {
+        let (what, token) = match i % 3 {
+            0 => ("revoked", Some(leaked.as_str())),
+            1 => ("made-up", Some(made_up.as_str())),
+            _ => ("no", None),
+        };
+        let status = call(token)?;
+        if status < 400 {
+            accepted.push(format!("{what} token: HTTP {status}"));
+        }
+    }
+    if accepted.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("BREACH: {} of {count} calls with bad credentials were accepted ({})", accepted.len(), accepted.join(", ")))
     }
 }
 
@@ -550,8 +700,19 @@ fn undo(rig: &mut Rig, f: &Fault) {
             rig.frozen = false;
         }
         FaultKind::BrokerOutage | FaultKind::NetworkPartition | FaultKind::SlowNetwork => rig.proxy.set(NetFaults::default()),
-        // A poison stream ends by itself; one-shot faults have nothing to undo.
-        FaultKind::Poison | FaultKind::StagePanic | FaultKind::NodeKill | FaultKind::NodeRestart | FaultKind::ConnectionReset => {}
+        // Record streams and floods end by themselves; one-shot faults have nothing to undo.
+        FaultKind::Poison
+        | FaultKind::Corrupt
+        | FaultKind::SchemaBreak
+        | FaultKind::Duplicates
+        | FaultKind::ClockSkew
+        | FaultKind::Flood
+        | FaultKind::ForgedRecords
+        | FaultKind::BadCredentials
+        | FaultKind::StagePanic
+        | FaultKind::NodeKill
+        | FaultKind::NodeRestart
+        | FaultKind::ConnectionReset => {}
     }
 }
 
@@ -629,7 +790,7 @@ fn poll_signals(rig: &Rig, t0: Instant, report: &mut Report) {
 fn fetch_postmortems(rig: &Rig, report: &mut Report) {
     let Some(a) = rig.admin.clone() else { return };
     for i in &mut report.incidents {
-        if let Ok(mut r) = rig.agent.get(&format!("http://{a}/incidents/{}/postmortem", i.id)).call() {
+        if let Ok(mut r) = rig.req(rig.agent.get(&format!("http://{a}/incidents/{}/postmortem", i.id))).call() {
             if r.status().is_success() {
                 i.postmortem = r.body_mut().read_to_string().ok();
             }
@@ -641,18 +802,73 @@ fn producer(bootstrap: &str) -> Result<rdkafka::producer::BaseProducer, Error> {
     rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap).create().map_err(|e| Error::Kafka(e.to_string()))
 }
 
-fn send_sentinels(bootstrap: &str, partitions: u32) -> Result<(), Error> {
+/// How the workload's records are encoded, for the sentinels: a registry format takes the
+/// id the workload registered under `events-value`.
+fn sentinel_wire(rig: &Rig, format: WireFormat) -> Result<Wire, Error> {
+    if format == WireFormat::Json {
+        return Ok(Wire::Json);
+    }
+    let id = rig
+        .get("/subjects/events-value/versions/latest")
+        .and_then(|v| v["id"].as_u64())
+        .ok_or_else(|| Error::Process { name: "node".into(), what: "the registry has no schema under events-value".into() })? as u32;
+    Ok(match format {
+        WireFormat::Avro => Wire::avro(id).map_err(Error::Io)?,
+        _ => Wire::JsonSchema { id },
+    })
+}
+
+/// One record per partition far ahead in event time, which closes every window, encoded as
+/// `wire` and signed as the workload's producer with `sign_key` when the source checks
+/// signatures.
+fn send_sentinels(bootstrap: &str, partitions: u32, wire: &Wire, sign_key: Option<&[u8]>) -> Result<(), Error> {
+    use rdkafka::message::{Header, OwnedHeaders};
     use rdkafka::producer::{BaseRecord, Producer};
+    use vigil_actors::generator::{Event, GenRecord};
     let p = producer(bootstrap)?;
-    let value = format!(r#"{{"user":"~sentinel","amount":0,"ts":{SENTINEL_MS}}}"#);
+    const KEY: &str = "~sentinel";
     for part in 0..partitions as i32 {
-        p.send(BaseRecord::to("events").partition(part).key("~sentinel").payload(&value)).map_err(|(e, _)| Error::Kafka(e.to_string()))?;
+        let id = format!("{KEY}-{part}");
+        let event =
+            Event { event_id: id.clone(), kind: "page_view", user: KEY.into(), amount: 0.0, currency: None, page: Some("/"), country: "DE", ts: SENTINEL_MS };
+        let payload = event.json().to_string().into_bytes();
+        let value = wire.encode(&GenRecord { id: id.clone(), key: KEY.into(), payload, bad: false, flaw: 0, event, ts: SENTINEL_MS });
+        let mut headers = OwnedHeaders::new().insert(Header { key: vigil_runtime::envelope::HEADER_RECORD_ID, value: Some(&id) });
+        if let Some(k) = sign_key {
+            let sig = vigil_actors::signing::sign(PRODUCER, k, id.as_bytes(), KEY.as_bytes(), &value, crate::now_ms());
+            headers = headers.insert(Header { key: vigil_actors::signing::HEADER, value: Some(&sig) });
+        }
+        p.send(BaseRecord::to("events").partition(part).key(KEY).payload(&value).headers(headers)).map_err(|(e, _)| Error::Kafka(e.to_string()))?;
     }
     p.flush(Duration::from_secs(30)).map_err(|e| Error::Kafka(format!("sentinels: {e}")))
 }
 
 /// Read `topic` from the start up to its current end: key → (last value), messages read.
 fn read_all(bootstrap: &str, topic: &str, partitions: u32) -> Result<(BTreeMap<String, String>, u64), Error> {
+    use rdkafka::Message;
+    let mut out = BTreeMap::new();
+    let n = scan(bootstrap, topic, partitions, |m| {
+        let k = m.key().map(|k| String::from_utf8_lossy(k).to_string()).unwrap_or_default();
+        out.insert(k, m.payload().map(|v| String::from_utf8_lossy(v).to_string()).unwrap_or_default());
+    })?;
+    Ok((out, n))
+}
+
+/// Distinct records rejected into `topic` (DLQ or quarantine), by their source position
+/// (`vigil.source`): a reject sent again after a restart counts once.
+fn read_rejected(bootstrap: &str, topic: &str, partitions: u32) -> Result<u64, Error> {
+    use rdkafka::message::Headers;
+    use rdkafka::Message;
+    let mut seen = std::collections::HashSet::new();
+    scan(bootstrap, topic, partitions, |m| {
+        let source = m.headers().and_then(|h| h.iter().find(|h| h.key == "vigil.source").and_then(|h| h.value.map(<[u8]>::to_vec)));
+        seen.insert(source.unwrap_or_else(|| format!("offset {}/{}", m.partition(), m.offset()).into_bytes()));
+    })?;
+    Ok(seen.len() as u64)
+}
+
+/// Every message of `topic` from the start up to its current end, to `each`; how many.
+fn scan(bootstrap: &str, topic: &str, partitions: u32, mut each: impl FnMut(&rdkafka::message::BorrowedMessage<'_>)) -> Result<u64, Error> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::Message;
     let c: BaseConsumer = rdkafka::ClientConfig::new()
@@ -670,10 +886,9 @@ fn read_all(bootstrap: &str, topic: &str, partitions: u32) -> Result<(BTreeMap<S
             tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning).map_err(|e| Error::Kafka(e.to_string()))?;
         }
     }
-    let mut out = BTreeMap::new();
     let mut n = 0;
     if ends.is_empty() {
-        return Ok((out, 0));
+        return Ok(0);
     }
     c.assign(&tpl).map_err(|e| Error::Kafka(e.to_string()))?;
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -681,14 +896,13 @@ fn read_all(bootstrap: &str, topic: &str, partitions: u32) -> Result<(BTreeMap<S
     while done.values().any(|d| !d) && Instant::now() < deadline {
         if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
             n += 1;
-            let k = m.key().map(|k| String::from_utf8_lossy(k).to_string()).unwrap_or_default();
-            out.insert(k, m.payload().map(|v| String::from_utf8_lossy(v).to_string()).unwrap_or_default());
+            each(&m);
             if m.offset() + 1 >= ends.get(&m.partition()).copied().unwrap_or(0) {
                 done.insert(m.partition(), true);
             }
         }
     }
-    Ok((out, n))
+    Ok(n)
 }
 
 /// Records in `events` besides the sentinels.
@@ -703,13 +917,14 @@ fn input_records(bootstrap: &str, partitions: u32) -> Result<u64, Error> {
     Ok(n)
 }
 
-fn reconcile(bootstrap: &str, partitions: u32, want: &model::ExpectedWindows, bad: u64, interrupted: &AtomicBool) -> Reconciliation {
+fn reconcile(bootstrap: &str, partitions: u32, want: &model::Expected, interrupted: &AtomicBool) -> Reconciliation {
     let mut last: Option<Reconciliation> = None;
     let mut changed = Instant::now();
     loop {
-        let r = match (read_all(bootstrap, "out", partitions), read_all(bootstrap, "dlq", partitions)) {
-            (Ok((out, n)), Ok((dlq, _))) => Reconciliation::compare(want, bad, &out, n, dlq.len() as u64),
-            (Err(e), _) | (_, Err(e)) => {
+        let read = (read_all(bootstrap, "out", partitions), read_rejected(bootstrap, "dlq", partitions), read_rejected(bootstrap, QUARANTINE, partitions));
+        let r = match read {
+            (Ok((out, n)), Ok(dlq), Ok(q)) => Reconciliation::compare(want, &out, n, dlq, q),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                 tracing::warn!(error = %e, "reading outputs back");
                 last.clone().unwrap_or_default()
             }
@@ -717,7 +932,7 @@ fn reconcile(bootstrap: &str, partitions: u32, want: &model::ExpectedWindows, ba
         if r.exact() || interrupted.load(Ordering::SeqCst) {
             return r;
         }
-        if last.as_ref().map(|l| (l.output_records, l.dlq)) != Some((r.output_records, r.dlq)) {
+        if last.as_ref().map(|l| (l.output_records, l.dlq, l.quarantined)) != Some((r.output_records, r.dlq, r.quarantined)) {
             changed = Instant::now();
         }
         last = Some(r);

@@ -16,6 +16,11 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("slow-network", include_str!("../scenarios/slow-network.toml")),
     ("disk-failure", include_str!("../scenarios/disk-failure.toml")),
     ("poison-pill", include_str!("../scenarios/poison-pill.toml")),
+    ("corruption", include_str!("../scenarios/corruption.toml")),
+    ("schema-break", include_str!("../scenarios/schema-break.toml")),
+    ("duplicate-flood", include_str!("../scenarios/duplicate-flood.toml")),
+    ("clock-skew", include_str!("../scenarios/clock-skew.toml")),
+    ("breach", include_str!("../scenarios/breach.toml")),
 ];
 
 /// One drill.
@@ -62,6 +67,36 @@ pub struct Workload {
     /// Partitions of the input topic.
     #[serde(default = "default_partitions")]
     pub partitions: u32,
+    /// Value format: `json`, or `avro` / `json_schema` registered in the node's registry.
+    #[serde(default)]
+    pub format: WireFormat,
+    /// The source requires producer signatures and the workload signs (as `drill-gen`).
+    #[serde(default)]
+    pub signed: bool,
+}
+
+/// How the workload encodes its records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WireFormat {
+    /// Plain JSON.
+    #[default]
+    Json,
+    /// Avro behind the Confluent header.
+    Avro,
+    /// JSON Schema behind the Confluent header.
+    JsonSchema,
+}
+
+impl WireFormat {
+    /// The name `vigil gen --format` and `pipeline.sources[].format` use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::Avro => "avro",
+            Self::JsonSchema => "json_schema",
+        }
+    }
 }
 
 fn default_users() -> u32 {
@@ -84,6 +119,9 @@ pub struct NodeSettings {
     /// More node configuration (TOML), appended to what the drill writes.
     #[serde(default)]
     pub config: String,
+    /// The admin API requires credentials (the drill holds an admin token).
+    #[serde(default)]
+    pub auth: bool,
 }
 
 fn default_checkpoint() -> Duration {
@@ -95,7 +133,7 @@ fn default_shards() -> u32 {
 
 impl Default for NodeSettings {
     fn default() -> Self {
-        Self { checkpoint: default_checkpoint(), shards: default_shards(), config: String::new() }
+        Self { checkpoint: default_checkpoint(), shards: default_shards(), config: String::new(), auth: false }
     }
 }
 
@@ -129,9 +167,30 @@ pub enum FaultKind {
     SlowDisk,
     /// `count` malformed records (poison pills) among the input, spread over `duration`.
     Poison,
+    /// `count` records whose bytes are damaged (cut short, not UTF-8, a bogus header).
+    Corrupt,
+    /// `count` records from a producer that changed its schema without the registry's
+    /// compatibility check (registered under another subject).
+    SchemaBreak,
+    /// `count` records the workload already sent, sent again (a retry storm, a replayed topic).
+    Duplicates,
+    /// `count` records from a producer whose clock is `skew` behind.
+    ClockSkew,
+    /// The workload runs at `factor` × its rate for `duration`.
+    Flood,
+    /// `count` records signed with a key that is not `producer`'s (default: the workload's
+    /// producer, a forgery; another name: an unknown producer).
+    ForgedRecords,
+    /// `count` admin calls with a stolen-then-revoked token, a made-up token and none.
+    BadCredentials,
 }
 
 impl FaultKind {
+    /// Its name in scenario files (`node-kill`).
+    pub fn name(self) -> String {
+        serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+    }
+
     /// Whether the fault lasts (`duration` required) rather than happening once.
     pub fn lasts(self) -> bool {
         matches!(
@@ -145,14 +204,32 @@ impl FaultKind {
                 | Self::DiskFailure
                 | Self::SlowDisk
                 | Self::Poison
+                | Self::Corrupt
+                | Self::SchemaBreak
+                | Self::Duplicates
+                | Self::ClockSkew
+                | Self::Flood
+                | Self::ForgedRecords
         )
+    }
+
+    /// Whether the fault is a stream of records `count` long.
+    pub fn is_stream(self) -> bool {
+        matches!(self, Self::Poison | Self::Corrupt | Self::SchemaBreak | Self::Duplicates | Self::ClockSkew | Self::ForgedRecords)
     }
 
     /// Whether the fault needs control of the node's process (not for `--live` game days).
     pub fn needs_process_control(self) -> bool {
         matches!(
             self,
-            Self::NodeKill | Self::NodeFreeze | Self::NodeRestart | Self::BrokerOutage | Self::NetworkPartition | Self::SlowNetwork | Self::ConnectionReset
+            Self::NodeKill
+                | Self::NodeFreeze
+                | Self::NodeRestart
+                | Self::BrokerOutage
+                | Self::NetworkPartition
+                | Self::SlowNetwork
+                | Self::ConnectionReset
+                | Self::Flood
         )
     }
 }
@@ -190,9 +267,18 @@ pub struct Fault {
     /// Bytes per second (`slow-network`); 0: unlimited.
     #[serde(default)]
     pub bandwidth: u64,
-    /// Records (`poison`).
+    /// Records of a bad-data or breach stream; calls of `bad-credentials`.
     #[serde(default)]
     pub count: u64,
+    /// How far behind the producer's clock is (`clock-skew`).
+    #[serde(with = "humantime_serde", default)]
+    pub skew: Duration,
+    /// Rate multiplier (`flood`).
+    #[serde(default)]
+    pub factor: u32,
+    /// Producer the records claim (`forged-records`).
+    #[serde(default)]
+    pub producer: Option<String>,
 }
 
 fn one() -> u32 {
@@ -405,8 +491,26 @@ impl Scenario {
             if f.kind == FaultKind::SlowNetwork && f.latency.is_zero() && f.bandwidth == 0 {
                 return Err(at("needs latency or bandwidth"));
             }
-            if f.kind == FaultKind::Poison && f.count == 0 {
+            if (f.kind.is_stream() || f.kind == FaultKind::BadCredentials) && f.count == 0 {
                 return Err(at("needs a count"));
+            }
+            if f.kind == FaultKind::ClockSkew && f.skew < Duration::from_secs(60) {
+                return Err(at("needs a skew of at least 1m (records far enough behind that their windows closed)"));
+            }
+            if f.kind == FaultKind::Flood && (f.factor < 2 || f.repeat > 1) {
+                return Err(at("needs a factor of at least 2, once (repeat = 1)"));
+            }
+            if f.kind == FaultKind::ForgedRecords && !self.workload.signed {
+                return Err(at("needs workload.signed = true (a source that checks signatures)"));
+            }
+            if f.kind == FaultKind::BadCredentials && !self.node.auth {
+                return Err(at("needs node.auth = true (an admin API that checks credentials)"));
+            }
+            if f.kind == FaultKind::SchemaBreak && self.workload.format == WireFormat::Json {
+                return Err(at("needs workload.format avro or json_schema (a source read through the registry)"));
+            }
+            if f.kind == FaultKind::Duplicates && f.count as f64 / f.duration.as_secs_f64().max(0.001) > f64::from(self.workload.rate) {
+                return Err(at("replays faster than the workload's rate: replayed records must stay behind the watermark"));
             }
         }
         for (i, e) in self.expect.iter().enumerate() {

@@ -210,7 +210,7 @@ impl Cmp {
 
 /// The data-quality series rules can name (labels in braces). Quality series are per
 /// `source`; node series have the labels shown.
-pub const METRICS: [&str; 18] = [
+pub const METRICS: [&str; 19] = [
     "records_per_sec",
     "validity_ratio",
     "dlq_per_sec",           // {source, reason}
@@ -229,6 +229,7 @@ pub const METRICS: [&str; 18] = [
     "restarts_per_min",            // node: actor restarts by supervisors in the last minute
     "checkpoint_failures_per_min", // node: failed checkpoints in the last minute
     "unclean_restart",             // node: 1 for one quality window after a start that followed a crash
+    "access_denied_per_min",       // node: admin/metrics calls refused (401/403) in the last minute
 ];
 
 /// What a rule evaluates.
@@ -509,6 +510,9 @@ pub fn runbook_url(rule: &str) -> String {
         "KafkaUnreachable" => "broker-outage",
         "PartitionStalled" => "stage-stall",
         "DataValidityLow" => "poison-pill",
+        "DuplicatesHigh" => "duplicate-flood",
+        "LateDataHigh" => "clock-skew",
+        "SecurityQuarantine" | "AccessDenied" => "breach",
         _ => return format!("https://vigil.invalid/docs/alerting.md#{}", rule.to_lowercase()),
     };
     format!("https://vigil.invalid/docs/runbooks/{drill}.md")
@@ -573,6 +577,30 @@ pub fn default_rules() -> Vec<AlertRule> {
             Severity::P2,
             "Unauthenticated records on {{ $labels.source }} ({{ $labels.reason }})",
             "{{ $value }} records/s on {{ $labels.source }} fail producer authentication ({{ $labels.reason }}) and go to the security quarantine topic.",
+        ),
+        rule(
+            "AccessDenied",
+            "access_denied_per_min > 20",
+            0,
+            Severity::P2,
+            "Admin calls refused",
+            "{{ $value }} admin or metrics calls were refused in the last minute (bad, missing, revoked or insufficient credentials): a misconfigured client, or someone trying; see `vigil audit list`.",
+        ),
+        rule(
+            "DuplicatesHigh",
+            "duplicates_per_sec > 10",
+            30,
+            Severity::P3,
+            "Duplicate records on {{ $labels.source }}",
+            "{{ $value }} records/s on {{ $labels.source }} repeat a record id seen before: a producer retry storm or a replayed topic. Windows count each record; replays of closed windows go to the DLQ as late.",
+        ),
+        rule(
+            "LateDataHigh",
+            "late_per_sec > 10",
+            30,
+            Severity::P3,
+            "Late records on {{ $labels.source }}",
+            "{{ $value }} records/s on {{ $labels.source }} arrive after their windows closed (a producer clock behind, a backfill, a stalled partition) and go to the late output.",
         ),
         rule(
             "NodeCrashRecovered",

@@ -94,6 +94,10 @@ fn describe() {
     describe_gauge!("vigil_alert_receiver_up", "1 while a receiver's last notification got through.");
     describe_gauge!("vigil_node_restarts_last_minute", "Actor restarts by supervisors in the last minute.");
     describe_gauge!("vigil_node_checkpoint_failures_last_minute", "Checkpoints that failed in the last minute.");
+    describe_gauge!(
+        "vigil_node_access_denied_last_minute",
+        "Admin and metrics calls refused for bad, missing, revoked or insufficient credentials in the last minute."
+    );
     describe_gauge!("vigil_node_unclean_restart", "1 for one quality window after a start whose previous run did not stop cleanly.");
     describe_counter!("vigil_journal_events_total", "Operational events journaled, by kind (restart, dlq_burst, chaos, ...).");
     describe_gauge!("vigil_incidents", "Incidents by state (open, acknowledged, mitigated).");

@@ -114,6 +114,7 @@ impl QualityState {
             dropped_reports: self.ctx.quality_dropped.load(Ordering::Relaxed),
             restarts_per_min: self.ctx.per_minute(crate::pipeline::Recent::Restart, now),
             checkpoint_failures_per_min: self.ctx.per_minute(crate::pipeline::Recent::CheckpointFailure, now),
+            access_denied_per_min: self.ctx.security.denied_last_minute(now),
             unclean_restart: self.ctx.unclean_restart(now, q.window),
         };
         // Every configured source is reported, read or not: a silent source is news.

@@ -29,6 +29,10 @@ pub struct DqReport {
     /// Checkpoints that failed in the last minute.
     #[serde(default)]
     pub checkpoint_failures_per_min: u32,
+    /// Admin and metrics calls refused (bad, missing, revoked or insufficient credentials)
+    /// in the last minute.
+    #[serde(default)]
+    pub access_denied_per_min: u32,
     /// The node started after a crash of its previous run, within the last window.
     #[serde(default)]
     pub unclean_restart: bool,
@@ -114,6 +118,7 @@ impl DqReport {
         }
         out.push(Sample { metric: "restarts_per_min".into(), labels: BTreeMap::new(), value: f64::from(self.restarts_per_min) });
         out.push(Sample { metric: "checkpoint_failures_per_min".into(), labels: BTreeMap::new(), value: f64::from(self.checkpoint_failures_per_min) });
+        out.push(Sample { metric: "access_denied_per_min".into(), labels: BTreeMap::new(), value: f64::from(self.access_denied_per_min) });
         out.push(Sample { metric: "unclean_restart".into(), labels: BTreeMap::new(), value: f64::from(u8::from(self.unclean_restart)) });
         out
     }
@@ -151,6 +156,7 @@ fn gauge_name(series: &str) -> Option<&'static str> {
         "restarts_per_min" => "vigil_node_restarts_last_minute",
         "checkpoint_failures_per_min" => "vigil_node_checkpoint_failures_last_minute",
         "unclean_restart" => "vigil_node_unclean_restart",
+        "access_denied_per_min" => "vigil_node_access_denied_last_minute",
         _ => return None,
     })
 }

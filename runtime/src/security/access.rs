@@ -211,7 +211,13 @@ pub struct Security {
     audit: Option<Arc<AuditLog>>,
     limits: vigil_config::LimitsConfig,
     buckets: Mutex<HashMap<String, RateLimit>>,
+    /// When calls were refused (401/403), ms, the last minute's worth.
+    denials: Mutex<std::collections::VecDeque<i64>>,
 }
+
+/// Refusals remembered for [`Security::denied_last_minute`], at most (a flood beyond this
+/// is still counted as this many).
+const DENIALS_MAX: usize = 100_000;
 
 impl Security {
     /// From `[security]`, with the token store and the audit log (none: nothing audited).
@@ -230,6 +236,7 @@ impl Security {
             audit,
             limits: cfg.limits.clone(),
             buckets: Mutex::new(HashMap::new()),
+            denials: Mutex::new(std::collections::VecDeque::new()),
         }
     }
 
@@ -278,6 +285,21 @@ impl Security {
             return Ok(Some(Principal { name: format!("cert:{name}"), role: role.map(|i| i.role.clone()).unwrap_or_default() }));
         }
         Ok(None)
+    }
+
+    /// Calls refused for bad, missing, revoked or insufficient credentials in the minute
+    /// before `now_ms` (the `access_denied_per_min` health series).
+    pub fn denied_last_minute(&self, now_ms: i64) -> u32 {
+        let d = self.denials.lock().unwrap_or_else(|p| p.into_inner());
+        d.iter().rev().take_while(|t| **t >= now_ms - 60_000).count() as u32
+    }
+
+    fn note_denial(&self, now_ms: i64) {
+        let mut d = self.denials.lock().unwrap_or_else(|p| p.into_inner());
+        while d.front().is_some_and(|t| *t < now_ms - 60_000) || d.len() >= DENIALS_MAX {
+            d.pop_front();
+        }
+        d.push_back(now_ms);
     }
 
     fn rate_limited(&self, key: &str) -> bool {
@@ -406,6 +428,7 @@ async fn guard(State(g): State<Arc<Guard>>, mut req: Request, next: Next) -> Res
     if let Decision::Deny(status, reason) = decision {
         let kind = if status == StatusCode::UNAUTHORIZED { "unauthenticated" } else { "forbidden" };
         metrics::counter!("vigil_admin_denied_total", "reason" => kind).increment(1);
+        g.sec.note_denial(crate::now_ms());
         g.sec.record(record(status, false, reason.clone()));
         return deny(status, &reason);
     }
