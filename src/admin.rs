@@ -34,7 +34,7 @@ fn read(path: &Path, what: &str) -> Result<Vec<u8>> {
 
 impl Creds {
     /// The bearer token, if any (from --token or --token-file).
-    fn bearer(&self) -> Result<Option<String>> {
+    pub(crate) fn bearer(&self) -> Result<Option<String>> {
         if let Some(t) = &self.token {
             return Ok(Some(t.trim().to_string()));
         }
@@ -78,6 +78,16 @@ impl Creds {
     }
 }
 
+/// `http(s)://host:port` of `addr` (`host:port` or a URL): https when `tls` (the node's
+/// configuration says so) or TLS material was given.
+pub(crate) fn base_url(addr: &str, tls: bool, creds: &Creds) -> String {
+    if addr.contains("://") {
+        addr.trim_end_matches('/').to_string()
+    } else {
+        format!("{}://{addr}", if tls || creds.wants_tls() { "https" } else { "http" })
+    }
+}
+
 /// A node's admin API as the CLI reaches it.
 pub(crate) struct Conn {
     /// `http(s)://host:port`.
@@ -90,12 +100,7 @@ impl Conn {
     /// `addr` is `host:port` or a URL; `tls` says whether the node serves https (from its
     /// configuration) when `addr` has no scheme.
     pub(crate) fn new(addr: &str, tls: bool, creds: &Creds) -> Result<Self> {
-        let base = if addr.contains("://") {
-            addr.trim_end_matches('/').to_string()
-        } else {
-            format!("{}://{addr}", if tls || creds.wants_tls() { "https" } else { "http" })
-        };
-        Ok(Self { base, agent: creds.agent(Duration::from_secs(30))?, bearer: creds.bearer()? })
+        Ok(Self { base: base_url(addr, tls, creds), agent: creds.agent(Duration::from_secs(30))?, bearer: creds.bearer()? })
     }
 
     /// The agent and the `Authorization` header value, for other clients (the registry's).

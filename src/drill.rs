@@ -1,5 +1,6 @@
 //! `vigil drill`: run chaos drills (built-in or own scenario files) against real processes
-//! and print their verdicts; `list` shows the built-in scenarios, `history` past drills.
+//! and print their verdicts; `list` shows the built-in scenarios, `history` past drills,
+//! `schedule` the recurring plan and what is overdue.
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use std::path::PathBuf;
@@ -8,6 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use vigil_chaos::scenario::{Scenario, BUILTIN};
 
+// Parsed once per process: the size of `Run` does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub(crate) enum DrillCmd {
     /// Run drills: a built-in scenario by name, a scenario file, or --all / --fast.
@@ -33,6 +36,30 @@ pub(crate) enum DrillCmd {
         /// Print the reports as JSON (one array).
         #[arg(long)]
         json: bool,
+        /// Game day: inject the scenario's faults into the running node at --target (only
+        /// faults that need no process control: failpoints, panics, bad data, breach).
+        #[arg(long, requires = "target", conflicts_with_all = ["all", "fast", "sabotage"])]
+        live: bool,
+        /// The running node's admin API (`host:port` or a URL) for --live.
+        #[arg(long)]
+        target: Option<String>,
+        /// The node's Kafka, for bad-data and forged records in a game day.
+        #[arg(long)]
+        bootstrap: Option<String>,
+        /// Source topic those records go to.
+        #[arg(long, default_value = "events")]
+        topic: String,
+        /// The node's DLQ topic (`pipeline.dlq_topic`).
+        #[arg(long, default_value = "dlq")]
+        dlq_topic: String,
+        /// The node's quarantine topic (`pipeline.quarantine_topic`).
+        #[arg(long, default_value = "vigil-quarantine")]
+        quarantine_topic: String,
+        /// Do not ask before a game day (scripts; the plan is still printed).
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        creds: crate::admin::Creds,
     },
     /// The built-in scenarios.
     List {
@@ -48,6 +75,53 @@ pub(crate) enum DrillCmd {
         /// Only this scenario.
         #[arg(long)]
         scenario: Option<String>,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Recurring drills: add or remove a plan, list them, report what is due.
+    #[command(subcommand)]
+    Schedule(ScheduleCmd),
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ScheduleCmd {
+    /// Plan a scenario (name or file) to be drilled every so often; replaces its earlier plan.
+    Add {
+        /// Built-in scenario name or `.toml` file.
+        scenario: String,
+        /// daily, weekly, monthly, quarterly or a duration (`14d`).
+        #[arg(long, value_parser = vigil_chaos::schedule::parse_every)]
+        every: std::time::Duration,
+        /// Who runs it, why, with whom on call.
+        #[arg(long, default_value = "")]
+        note: String,
+        /// Directory of the drills' reports (the schedule is kept there).
+        #[arg(long, default_value = "vigil-drills")]
+        out: PathBuf,
+    },
+    /// Remove a scenario's plan.
+    Remove {
+        /// Scenario name.
+        scenario: String,
+        /// Directory of the drills' reports.
+        #[arg(long, default_value = "vigil-drills")]
+        out: PathBuf,
+    },
+    /// Every plan with its last drill and when the next is due.
+    List {
+        /// Directory of the drills' reports.
+        #[arg(long, default_value = "vigil-drills")]
+        out: PathBuf,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The plans that are due or overdue; exits 1 when there is one (for cron or CI to page).
+    Due {
+        /// Directory of the drills' reports.
+        #[arg(long, default_value = "vigil-drills")]
+        out: PathBuf,
         /// As JSON.
         #[arg(long)]
         json: bool,
@@ -68,6 +142,83 @@ fn history(out: &std::path::Path, scenario: Option<&str>) -> Result<Vec<serde_js
     }
     reports.sort_by_key(|r| r["started_ms"].as_i64().unwrap_or(0));
     Ok(reports)
+}
+
+/// Each scenario's last finished drill under `out` (none yet: empty).
+fn last_runs(out: &std::path::Path) -> Result<std::collections::BTreeMap<String, vigil_chaos::schedule::LastRun>> {
+    let mut last = std::collections::BTreeMap::new();
+    if !out.exists() {
+        return Ok(last);
+    }
+    for r in history(out, None)?.iter().filter(|r| r["interrupted"] != true) {
+        if let (Some(s), Some(at)) = (r["scenario"].as_str(), r["started_ms"].as_i64()) {
+            last.insert(s.to_string(), (at, r["passed"] == true));
+        }
+    }
+    Ok(last)
+}
+
+fn schedule(cmd: ScheduleCmd) -> Result<ExitCode> {
+    use vigil_chaos::schedule::{Plan, Schedule};
+    match cmd {
+        ScheduleCmd::Add { scenario, every, note, out } => {
+            let s = load(&scenario)?;
+            let mut sched = Schedule::load(&out)?;
+            let replaced = sched.add(Plan { scenario: s.name.clone(), source: scenario, every, note, added_ms: vigil_runtime::now_ms() });
+            sched.save(&out)?;
+            println!(
+                "{} `{}` every {} in {}",
+                if replaced { "replanned" } else { "planned" },
+                s.name,
+                humantime::format_duration(every),
+                out.join(vigil_chaos::schedule::FILE).display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        ScheduleCmd::Remove { scenario, out } => {
+            let mut sched = Schedule::load(&out)?;
+            if !sched.remove(&scenario) {
+                bail!("no plan for `{scenario}` in {}", out.join(vigil_chaos::schedule::FILE).display());
+            }
+            sched.save(&out)?;
+            println!("removed the plan for `{scenario}`");
+            Ok(ExitCode::SUCCESS)
+        }
+        ScheduleCmd::List { out, json } => plans(&out, json, false),
+        ScheduleCmd::Due { out, json } => plans(&out, json, true),
+    }
+}
+
+/// The plans (only those due with `only_due`, then exit 1 if there are any).
+fn plans(out: &std::path::Path, json: bool, only_due: bool) -> Result<ExitCode> {
+    use vigil_chaos::schedule::Schedule;
+    let day = |ms: i64| vigil_runtime::rfc3339_ms(ms).chars().take(16).collect::<String>().replace('T', " ");
+    let sched = Schedule::load(out)?;
+    let now = vigil_runtime::now_ms();
+    let all = sched.status(&last_runs(out)?, now);
+    let shown: Vec<_> = all.iter().filter(|s| !only_due || s.due).collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&shown)?);
+    } else if sched.plans.is_empty() {
+        println!("no drills planned in {} (add one: vigil drill schedule add breach --every monthly)", out.display());
+    } else if shown.is_empty() {
+        println!("nothing due: {} plan(s), all drilled within their interval", all.len());
+    } else {
+        println!("{:<20} {:<10} {:<22} {:<22} NOTE", "SCENARIO", "EVERY", "LAST DRILL", "DUE");
+        for s in &shown {
+            let last = match (s.last_ms, s.last_passed) {
+                (Some(at), Some(p)) => format!("{} {}", day(at), if p { "pass" } else { "FAIL" }),
+                _ => "never".into(),
+            };
+            let due = match (s.due, s.last_ms) {
+                (true, None) => "now (never drilled)".to_string(),
+                (true, Some(_)) => format!("OVERDUE since {}", day(s.due_ms)),
+                (false, _) => day(s.due_ms),
+            };
+            println!("{:<20} {:<10} {:<22} {:<22} {}", s.plan.scenario, humantime::format_duration(s.plan.every).to_string(), last, due, s.plan.note);
+        }
+    }
+    Ok(if only_due && !shown.is_empty() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 fn print_history(reports: &[serde_json::Value]) {
@@ -118,6 +269,35 @@ fn print_history(reports: &[serde_json::Value]) {
     }
 }
 
+/// Show what a game day will do to the node at `admin` and have a person confirm it (type
+/// `yes`); `--yes` skips the question, not the plan.
+fn confirm_game_day(s: &Scenario, admin: &str, yes: bool) -> Result<()> {
+    eprintln!("GAME DAY: `{}` injects into the running node at {admin}:", s.name);
+    for (i, start, end) in s.schedule(1) {
+        let f = &s.faults[i];
+        let what = [f.target.clone(), f.producer.as_ref().map(|p| format!("as {p}")), (f.count > 0).then(|| format!("{} records/calls", f.count))]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(", ");
+        eprintln!("  t={:>5.1}s..{:>5.1}s  {} {what}", start.as_secs_f64(), end.as_secs_f64(), f.kind.name());
+    }
+    eprintln!("Every fault is undone when it ends, when the drill fails and on Ctrl-C.");
+    if yes {
+        return Ok(());
+    }
+    if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        bail!("a game day needs a person's confirmation: run it from a terminal, or add --yes");
+    }
+    eprint!("Type `yes` to go on: ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer).context("reading the confirmation")?;
+    if answer.trim() != "yes" {
+        bail!("not confirmed; nothing was injected");
+    }
+    Ok(())
+}
+
 fn load(name: &str) -> Result<Scenario> {
     if name.ends_with(".toml") {
         let text = std::fs::read_to_string(name).with_context(|| format!("cannot read scenario file {name}"))?;
@@ -131,6 +311,7 @@ fn load(name: &str) -> Result<Scenario> {
 
 pub(crate) async fn run(cmd: DrillCmd) -> Result<ExitCode> {
     match cmd {
+        DrillCmd::Schedule(c) => schedule(c),
         DrillCmd::History { out, scenario, json } => {
             let reports = history(&out, scenario.as_deref())?;
             if json {
@@ -154,7 +335,7 @@ pub(crate) async fn run(cmd: DrillCmd) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        DrillCmd::Run { scenarios, all, fast, seed, out, sabotage, json } => {
+        DrillCmd::Run { scenarios, all, fast, seed, out, sabotage, json, live, target, bootstrap, topic, dlq_topic, quarantine_topic, yes, creds } => {
             let names: Vec<String> = if all || fast {
                 BUILTIN.iter().map(|(n, _)| n.to_string()).collect()
             } else if scenarios.is_empty() {
@@ -169,6 +350,29 @@ pub(crate) async fn run(cmd: DrillCmd) -> Result<ExitCode> {
                     chosen.push(s);
                 }
             }
+            if target.is_some() && !live {
+                bail!("--target injects faults into a running node: add --live to confirm that this is a game day");
+            }
+            let live = match (live, target) {
+                (true, Some(t)) => {
+                    let [s] = chosen.as_slice() else { bail!("a game day runs one scenario at a time") };
+                    if let Some(why) = vigil_chaos::runner::live_refusal(s, bootstrap.is_some()) {
+                        bail!("{why}");
+                    }
+                    let admin = crate::admin::base_url(&t, false, &creds);
+                    confirm_game_day(s, &admin, yes)?;
+                    Some(vigil_chaos::runner::Live {
+                        admin,
+                        agent: creds.agent(std::time::Duration::from_secs(2))?,
+                        token: creds.bearer()?,
+                        bootstrap,
+                        topic,
+                        dlq: dlq_topic,
+                        quarantine: quarantine_topic,
+                    })
+                }
+                _ => None,
+            };
             let interrupted = Arc::new(AtomicBool::new(false));
             let flag = interrupted.clone();
             tokio::spawn(async move {
@@ -189,6 +393,7 @@ pub(crate) async fn run(cmd: DrillCmd) -> Result<ExitCode> {
                         sabotage: sabotage.clone(),
                         interrupted: interrupted.clone(),
                         progress: Box::new(|m| eprintln!("{m}")),
+                        live: live.clone(),
                     };
                     let r = vigil_chaos::runner::run(s, &opts).with_context(|| format!("drill {}", s.name))?;
                     eprintln!("{}\n  report: {}", r.summary(), r.dir.join("report.md").display());

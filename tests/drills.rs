@@ -41,6 +41,23 @@ fn the_fast_drills_pass_with_every_record_reconciled_and_measured_detection_and_
     let names: Vec<&str> = h.iter().filter_map(|r| r["scenario"].as_str()).collect();
     assert_eq!(names.len(), reports.len(), "{names:?}");
     assert!(names.contains(&"node-kill") && names.contains(&"disk-failure"), "{names:?}");
+    // The breach drill: every forged record quarantined, both security alerts.
+    let breach = reports.iter().find(|r| r["scenario"] == "breach").expect("breach ran");
+    assert_eq!((breach["records"]["quarantined"].as_u64(), breach["records"]["expected_quarantine"].as_u64()), (Some(1000), Some(1000)), "{breach}");
+    let fired: Vec<&str> = breach["alerts"].as_array().unwrap().iter().filter_map(|a| a["rule"].as_str()).collect();
+    assert!(fired.contains(&"SecurityQuarantine") && fired.contains(&"AccessDenied"), "{fired:?}");
+    // A schedule: what was just drilled is not due, what never was is, and `due` says so by its exit code.
+    let o = out.path().to_str().unwrap();
+    vigil_ok(&["drill", "schedule", "add", "node-kill", "--every", "weekly", "--out", o]);
+    vigil_ok(&["drill", "schedule", "add", "poison-pill", "--every", "1d", "--note", "data on-call", "--out", o]);
+    let due = Command::new(BIN).args(["drill", "schedule", "due", "--json", "--out", o]).output().unwrap();
+    assert_eq!(due.status.code(), Some(1), "something is due");
+    let due: Vec<Value> = serde_json::from_slice(&due.stdout).unwrap();
+    let due: Vec<&str> = due.iter().filter_map(|p| p["plan"]["scenario"].as_str()).collect();
+    assert_eq!(due, ["poison-pill"]);
+    let list: Vec<Value> = serde_json::from_str(&vigil_ok(&["drill", "schedule", "list", "--json", "--out", o])).unwrap();
+    assert_eq!(list.len(), 2);
+    assert!(list[0]["last_passed"] == true && list[0]["due"] == false, "{list:?}");
     assert!(ok, "every fast drill passes:\n{log}");
 }
 
@@ -108,4 +125,45 @@ fn sigint_mid_fault_undoes_everything_and_leaves_no_process() {
     let r: Value = serde_json::from_str(&std::fs::read_to_string(report).unwrap()).unwrap();
     assert_eq!(r["interrupted"], true);
     assert!(r["faults"].as_array().unwrap().iter().filter(|f| f["started"] == true).all(|f| f["undone"] == true), "{r}");
+}
+
+#[test]
+fn a_game_day_injects_into_a_running_node_refuses_what_it_cannot_undo_and_leaves_nothing_behind() {
+    let (_broker, bootstrap) = start_broker(2, &["events", "out", "dlq", "vigil-quarantine"]);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let node = start_node(&write_config(dir.path(), &NodeCfg::new(&bootstrap, &data, "gameday")));
+    // The node's own traffic, in the present: a producer an hour behind is late against it.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    gen(&bootstrap, "events", 2000, 1, 0.0, now, 1);
+    wait_for("the node's own traffic", Duration::from_secs(30), || status(&node.admin).filter(|s| s["ingested"].as_u64() >= Some(2000)));
+    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/chaos/gameday-bad-data.toml");
+    let out = tempfile::tempdir().unwrap();
+    let o = out.path().to_str().unwrap();
+    let refused = |args: &[&str], why: &str| {
+        let r = Command::new(BIN).args(["drill", "run", "--out", o]).args(args).stdin(Stdio::null()).output().unwrap();
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(!r.status.success() && err.contains(why), "{args:?} must be refused with `{why}`:\n{err}");
+    };
+    refused(&[scenario, "--target", &node.admin], "--live");
+    refused(&[scenario, "--live", "--target", &node.admin, "--bootstrap", &bootstrap], "confirmation");
+    refused(&["node-kill", "--live", "--target", &node.admin, "--yes"], "own processes");
+    refused(&[scenario, "--live", "--target", &node.admin, "--yes"], "--bootstrap");
+    assert!(std::fs::read_dir(out.path()).unwrap().next().is_none(), "nothing ran");
+
+    let args = ["drill", "run", "--json", "--out", o, scenario, "--live", "--target", &node.admin, "--bootstrap", &bootstrap, "--yes", "--seed", "5"];
+    let r = Command::new(BIN).args(args).output().unwrap();
+    let log = String::from_utf8_lossy(&r.stderr);
+    let reports: Vec<Value> = serde_json::from_slice(&r.stdout).unwrap_or_else(|e| panic!("{e}\n{log}"));
+    let rep = &reports[0];
+    assert_eq!(rep["target"].as_str(), Some(format!("http://{}", node.admin).as_str()), "{rep}");
+    let rec = &rep["records"];
+    assert_eq!((rec["lost"].as_u64(), rec["duplicated"].as_u64(), rec["generated"].as_u64()), (Some(0), Some(0), Some(800)), "{rec}\n{log}");
+    assert_eq!(rec["dlq"].as_u64(), Some(800), "every record the drill wrote, in the DLQ once: {rec}");
+    assert!(rep["faults"].as_array().unwrap().iter().all(|f| f["undone"] == true && f["error"].is_null()), "{rep}");
+    assert!(r.status.success() && rep["passed"] == true, "{log}");
+    // Nothing left behind: no failpoint on, and the node still serves.
+    let fps: Value = serde_json::from_str(&http_get(&node.admin, "/chaos/failpoints").unwrap()).unwrap();
+    assert_eq!(fps["failpoints"].as_array().map(Vec::len), Some(0), "{fps}");
+    assert_eq!(status(&node.admin).unwrap()["ready"], true);
 }

@@ -10,6 +10,7 @@ pub mod proxy;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod schedule;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {

@@ -109,6 +109,9 @@ pub struct Judged {
 pub struct Report {
     /// Scenario.
     pub scenario: String,
+    /// The running node of a game day (`--live`); none for a drill on its own processes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
     /// What it rehearses.
     pub description: String,
     /// Seed (rerun with `--seed` to reproduce).
@@ -162,6 +165,7 @@ impl Report {
     pub fn new(s: &Scenario, seed: u64, started_ms: i64, dir: &Path) -> Self {
         Self {
             scenario: s.name.clone(),
+            target: None,
             description: s.description.trim().to_string(),
             seed,
             started_ms,
@@ -291,13 +295,25 @@ impl Report {
             "- Started {} (seed {}; rerun: `vigil drill run {} --seed {}`), {:.1} s",
             self.started, self.seed, self.scenario, self.seed, self.duration_s
         );
+        if let Some(t) = &self.target {
+            let _ = writeln!(m, "- **Game day** against the running node at {t} (`--live`): its own traffic was the workload");
+        }
         let _ = writeln!(m, "- Time to detect: {}{}", secs(self.mttd_s), self.detected_by.as_ref().map(|d| format!(" ({d})")).unwrap_or_default());
         let _ = writeln!(m, "- Time to recover: {} (slowest fault end → processing again)", secs(self.mttr_s));
         if let Some(r) = &self.records {
             let _ = writeln!(
                 m,
-                "- Records: {} expected in windows, {} counted; lost {}, duplicated {}, wrong values {}; DLQ {} of {} expected; {} outputs re-emitted",
-                r.expected_records, r.output_records, r.lost, r.duplicated, r.wrong_values, r.dlq, r.expected_dlq, r.reemitted
+                "- Records: {} expected in windows, {} counted; lost {}, duplicated {}, wrong values {}; DLQ {} of {} expected; quarantine {} of {} expected; {} outputs re-emitted",
+                r.expected_records,
+                r.output_records,
+                r.lost,
+                r.duplicated,
+                r.wrong_values,
+                r.dlq,
+                r.expected_dlq,
+                r.quarantined,
+                r.expected_quarantine,
+                r.reemitted
             );
             for e in &r.examples {
                 let _ = writeln!(m, "  - differs: {e}");

@@ -30,6 +30,41 @@ pub struct Options {
     pub interrupted: Arc<AtomicBool>,
     /// Progress lines for a person.
     pub progress: Box<dyn Fn(&str) + Send + Sync>,
+    /// A game day against a running node instead of the drill's own processes.
+    pub live: Option<Live>,
+}
+
+/// A running node to hold a game day against (`vigil drill run --live --target`).
+#[derive(Clone)]
+pub struct Live {
+    /// Its admin API, `http(s)://host:port`.
+    pub admin: String,
+    /// An agent that trusts its certificate (and presents the caller's, for mTLS).
+    pub agent: ureq::Agent,
+    /// Bearer token: `chaos.inject` for failpoints and panics, `tokens.write` for
+    /// `bad-credentials`.
+    pub token: Option<String>,
+    /// Its Kafka, for bad-data and forged records (none: such faults are refused).
+    pub bootstrap: Option<String>,
+    /// The source topic those records go to.
+    pub topic: String,
+    /// Its DLQ and security quarantine topics, where those records must end up.
+    pub dlq: String,
+    /// See `dlq`.
+    pub quarantine: String,
+}
+
+/// Why `scenario` cannot be held as a game day: the faults that need the drill's own
+/// processes or workload, or Kafka access that was not given.
+pub fn live_refusal(scenario: &Scenario, has_bootstrap: bool) -> Option<String> {
+    let own: Vec<String> =
+        scenario.faults.iter().filter(|f| f.kind.needs_process_control() || f.kind == FaultKind::Duplicates).map(|f| f.kind.name()).collect();
+    if !own.is_empty() {
+        return Some(format!("`{}` has faults that need the drill's own processes or workload ({}): run it without --live", scenario.name, own.join(", ")));
+    }
+    let streams: Vec<String> = scenario.faults.iter().filter(|f| f.kind.is_stream()).map(|f| f.kind.name()).collect();
+    (!streams.is_empty() && !has_bootstrap)
+        .then(|| format!("`{}` writes records ({}): give the node's Kafka with --bootstrap", scenario.name, streams.join(", ")))
 }
 
 /// Sabotages `--sabotage` accepts: name → failpoint switched on in the node.
@@ -51,9 +86,9 @@ const SETTLE: Duration = Duration::from_secs(20);
 /// The processes and faults of a running drill. Dropping it undoes every fault that is
 /// still in force and stops every process, whatever ended the drill.
 struct Rig {
-    proxy: FaultProxy,
-    broker: Proc,
-    node: Proc,
+    /// The broker, node and proxy the drill started (none in `--live` game days).
+    owned: Option<Owned>,
+    /// The node's admin API, `http(s)://host:port`.
     admin: Option<String>,
     metrics: Option<String>,
     gens: Vec<Proc>,
@@ -65,23 +100,34 @@ struct Rig {
     token: Option<String>,
 }
 
+/// What a drill that owns its processes controls.
+struct Owned {
+    proxy: FaultProxy,
+    broker: Proc,
+    node: Proc,
+}
+
 impl Drop for Rig {
     fn drop(&mut self) {
         self.undo_all();
         for g in &mut self.gens {
             g.kill9();
         }
-        self.node.terminate(Duration::from_secs(5));
-        self.broker.kill9();
+        if let Some(o) = &mut self.owned {
+            o.node.terminate(Duration::from_secs(5));
+            o.broker.kill9();
+        }
     }
 }
 
 impl Rig {
     fn undo_all(&mut self) {
-        self.proxy.set(NetFaults::default());
-        if self.frozen {
-            self.node.thaw();
-            self.frozen = false;
+        if let Some(o) = &mut self.owned {
+            o.proxy.set(NetFaults::default());
+            if self.frozen {
+                o.node.thaw();
+                self.frozen = false;
+            }
         }
         for fp in std::mem::take(&mut self.failpoints) {
             self.delete_failpoint(&fp);
@@ -91,7 +137,7 @@ impl Rig {
     /// Switch failpoint `name` off in the node (a node that is gone has none on).
     fn delete_failpoint(&self, name: &str) {
         if let Some(a) = &self.admin {
-            let _ = self.req(self.agent.delete(&format!("http://{a}/chaos/failpoints/{name}"))).call();
+            let _ = self.req(self.agent.delete(&format!("{a}/chaos/failpoints/{name}"))).call();
         }
     }
 
@@ -105,12 +151,12 @@ impl Rig {
 
     fn get(&self, path: &str) -> Option<serde_json::Value> {
         let a = self.admin.as_ref()?;
-        self.req(self.agent.get(&format!("http://{a}{path}"))).call().ok()?.body_mut().read_json().ok()
+        self.req(self.agent.get(&format!("{a}{path}"))).call().ok()?.body_mut().read_json().ok()
     }
 
     fn failpoint(&mut self, name: &str, actions: &str) -> Result<(), String> {
         let a = self.admin.clone().ok_or("node admin address unknown")?;
-        let r = self.req(self.agent.put(&format!("http://{a}/chaos/failpoints/{name}"))).send_json(serde_json::json!({ "actions": actions }));
+        let r = self.req(self.agent.put(&format!("{a}/chaos/failpoints/{name}"))).send_json(serde_json::json!({ "actions": actions }));
         match r {
             Ok(resp) if resp.status().is_success() => {
                 self.failpoints.push(name.to_string());
@@ -126,11 +172,22 @@ impl Rig {
         self.delete_failpoint(name);
     }
 
+    /// The drill's own processes (faults that need them are refused in `--live` game days).
+    fn owned(&mut self) -> Result<&mut Owned, String> {
+        self.owned.as_mut().ok_or_else(|| "this fault needs control of the node's process (not in --live game days)".to_string())
+    }
+
+    /// The node's pid (0 for a node the drill does not own).
+    fn pid(&self) -> u32 {
+        self.owned.as_ref().map_or(0, |o| o.node.pid())
+    }
+
     /// Wait for the node's `started` line; remember its admin address.
     fn node_started(&mut self) -> Result<(), Error> {
-        let line = self.node.wait_line("started event", Duration::from_secs(60), |l| l.contains("\"event\":\"started\""))?;
+        let Some(o) = &mut self.owned else { return Ok(()) };
+        let line = o.node.wait_line("started event", Duration::from_secs(60), |l| l.contains("\"event\":\"started\""))?;
         let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| Error::Process { name: "node".into(), what: format!("started line: {e}") })?;
-        self.admin = v["admin"].as_str().map(|s| s.trim_start_matches("http://").to_string());
+        self.admin = v["admin"].as_str().map(str::to_string);
         self.metrics = v["metrics"].as_str().map(|s| s.trim_start_matches("http://").trim_end_matches("/metrics").to_string());
         Ok(())
     }
@@ -218,11 +275,14 @@ auth = {auth}
 /// [`Error`] when the drill could not be set up (a process would not start); a drill that
 /// ran and failed its expectations is an `Ok` report with `passed == false`.
 pub fn run(scenario: &Scenario, opts: &Options) -> Result<Report, Error> {
+    if let Some(live) = &opts.live {
+        return run_live(scenario, opts, live);
+    }
     let started = crate::now_ms();
     let dir = opts.out_dir.join(format!("{}-{}-seed{}", scenario.name, crate::stamp(started), opts.seed));
     std::fs::create_dir_all(&dir).map_err(|e| Error::Io(format!("create {}: {e}", dir.display())))?;
     let say = |m: &str| (opts.progress)(&format!("[{}] {m}", scenario.name));
-    let mut launch = Launcher { bin: opts.bin.clone(), dir: dir.clone(), bootstrap: String::new() };
+    let mut launch = Launcher { bin: opts.bin.clone(), dir: dir.clone(), bootstrap: String::new(), topic: "events".into() };
     let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     let proxy = FaultProxy::bind(loopback, opts.seed).map_err(|e| Error::Io(format!("fault proxy: {e}")))?;
     let paddr = proxy.addr().to_string();
@@ -275,7 +335,8 @@ pub fn run(scenario: &Scenario, opts: &Options) -> Result<Report, Error> {
     }
     let node = Proc::start(launch.spec("node", vec!["run".into(), "--config".into(), cfg.display().to_string(), "--json".into()], node_env))?;
     let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(1))).http_status_as_error(false).build().into();
-    let mut rig = Rig { proxy, broker, node, admin: None, metrics: None, gens: Vec::new(), frozen: false, agent, failpoints: Vec::new(), token };
+    let owned = Owned { proxy, broker, node };
+    let mut rig = Rig { owned: Some(owned), admin: None, metrics: None, gens: Vec::new(), frozen: false, agent, failpoints: Vec::new(), token };
     rig.node_started()?;
 
     let mut report = Report::new(scenario, opts.seed, started, &dir);
@@ -303,105 +364,16 @@ pub fn run(scenario: &Scenario, opts: &Options) -> Result<Report, Error> {
     }
     let workload_start = Instant::now();
     rig.gens.push(Proc::start(launch.generator("gen", &streams[0], w.rate, main_args))?);
-    say(&format!("node pid {}, generator pid {}; workload: {} records at {}/s (seed {})", rig.node.pid(), rig.gens[0].pid(), w.records, w.rate, opts.seed));
+    say(&format!("node pid {}, generator pid {}; workload: {} records at {}/s (seed {})", rig.pid(), rig.gens[0].pid(), w.records, w.rate, opts.seed));
 
     let mut runs: Vec<FaultRun> = schedule
         .iter()
         .map(|(i, s, e)| FaultRun::planned(*i, &scenario.faults[*i], s.as_secs_f64() + at(workload_start), e.as_secs_f64() + at(workload_start)))
         .collect();
-    let mut watch = Watch::default();
-    // Expectations about alerts and incidents, with how long after the first fault they may take.
-    let signals: Vec<(Expect, f64)> = scenario
-        .expectations()
-        .into_iter()
-        .filter_map(|(_, e)| {
-            let within = match &e {
-                Expect::AlertFires { within, .. } | Expect::IncidentOpens { within, .. } => within.unwrap_or(Duration::from_secs(60)),
-                Expect::DetectWithin(d) => *d,
-                _ => return None,
-            };
-            Some((e, within.as_secs_f64()))
-        })
-        .collect();
-    let mut last_alert_poll = Instant::now() - Duration::from_secs(1);
-    let mut interrupted = false;
-    loop {
-        if opts.interrupted.load(Ordering::SeqCst) {
-            say("interrupted: undoing every fault");
-            interrupted = true;
-            break;
-        }
-        let now = at(Instant::now());
-        for (k, run) in runs.iter_mut().enumerate() {
-            let fault = &scenario.faults[run.fault];
-            if !run.started && now >= run.start_s {
-                run.started = true;
-                run.start_s = now;
-                let r = inject(&mut rig, fault, &mut streams, &launch, scenario, opts.seed + 1 + k as u64);
-                say(&format!(
-                    "t={now:.1}s inject {} (node pid {}){}",
-                    run.label,
-                    rig.node.pid(),
-                    r.as_ref().err().map(|e| format!(": FAILED: {e}")).unwrap_or_default()
-                ));
-                report.timeline.push(Timeline::at(now, "fault", format!("{} injected", run.label)));
-                run.error = r.err();
-                if !fault.kind.lasts() {
-                    // Recovery of a one-shot fault counts from the blow (SIGKILL → processing
-                    // again includes the restart).
-                    run.end_s = now;
-                    run.ended = true;
-                    run.undone = true;
-                    watch.progress_mark = None;
-                }
-            }
-            if run.started && !run.ended && now >= run.end_s {
-                undo(&mut rig, fault);
-                run.ended = true;
-                run.undone = true;
-                run.end_s = now;
-                say(&format!("t={now:.1}s undo {}", run.label));
-                report.timeline.push(Timeline::at(now, "fault", format!("{} undone", run.label)));
-                watch.progress_mark = None;
-            }
-        }
-        // A node that died on its own is a finding; it is restarted like a killed one.
-        if let Some(status) = rig.node.exited() {
-            report.timeline.push(Timeline::at(now, "process", format!("node exited by itself ({status}); restarted")));
-            report.lessons.push(format!("the node exited by itself at t={now:.1}s ({status}); see node.log"));
-            rig.node.restart()?;
-            rig.node_started()?;
-        }
-        watch.observe(&rig, now, &mut runs, &mut report);
-        if last_alert_poll.elapsed() >= Duration::from_millis(500) {
-            last_alert_poll = Instant::now();
-            poll_signals(&rig, t0, &mut report);
-        }
-        let gens_done = rig.gens.iter_mut().all(|g| g.exited().is_some());
-        let faults_done = runs.iter().all(|r| r.ended);
-        let recovered = runs.iter().all(|r| r.recovered_s.is_some() || r.error.is_some()) || now - runs.iter().map(|r| r.end_s).fold(0.0, f64::max) > 60.0;
-        // Alerts and incidents the scenario waits for get their full `within` to show up.
-        let first = runs.iter().filter(|r| r.started).map(|r| r.start_s).fold(f64::INFINITY, f64::min);
-        report.faults.clone_from(&runs);
-        let waiting = signals.iter().any(|(e, within)| now < first + within && !judge(e, &report).0);
-        if gens_done && faults_done && recovered && !waiting {
-            break;
-        }
-        std::thread::sleep(TICK);
-    }
+    let interrupted = drive(&mut rig, scenario, opts, &launch, &mut streams, &mut runs, &mut report, t0)?;
     rig.undo_all();
     if interrupted {
-        let now = at(Instant::now());
-        for r in runs.iter_mut().filter(|r| r.started && !r.ended) {
-            (r.ended, r.undone, r.end_s) = (true, true, now);
-            report.timeline.push(Timeline::at(now, "fault", format!("{} undone (interrupted)", r.label)));
-        }
-        report.interrupted = true;
-        report.faults = runs;
-        drop(rig);
-        report.finish(crate::now_ms(), None);
-        report.write()?;
-        return Ok(report);
+        return end_interrupted(rig, runs, report, at(Instant::now()));
     }
     for g in &mut rig.gens {
         if let Some(s) = g.exited().filter(|s| !s.success()) {
@@ -431,7 +403,7 @@ pub fn run(scenario: &Scenario, opts: &Options) -> Result<Report, Error> {
     ));
     poll_signals(&rig, t0, &mut report);
     fetch_postmortems(&rig, &mut report);
-    report.proxy = rig.proxy.stats();
+    report.proxy = rig.owned.as_ref().map(|o| o.proxy.stats()).unwrap_or_default();
     report.faults = runs;
     report.streams = streams;
     drop(rig);
@@ -441,12 +413,232 @@ pub fn run(scenario: &Scenario, opts: &Options) -> Result<Report, Error> {
     Ok(report)
 }
 
+/// The report of a drill stopped by Ctrl-C: every fault still in force was undone (by
+/// [`Rig::undo_all`], and the processes stop when `rig` is dropped).
+fn end_interrupted(rig: Rig, mut runs: Vec<FaultRun>, mut report: Report, now: f64) -> Result<Report, Error> {
+    for r in runs.iter_mut().filter(|r| r.started && !r.ended) {
+        (r.ended, r.undone, r.end_s) = (true, true, now);
+        report.timeline.push(Timeline::at(now, "fault", format!("{} undone (interrupted)", r.label)));
+    }
+    report.interrupted = true;
+    report.faults = runs;
+    drop(rig);
+    report.finish(crate::now_ms(), None);
+    report.write()?;
+    Ok(report)
+}
+
+/// A game day: the scenario's faults injected into the running node at `live.admin`, whose
+/// own traffic is the workload. Every fault is undone whatever ends it; the records the
+/// drill writes are traced (by their ids) to the DLQ or the quarantine.
+fn run_live(scenario: &Scenario, opts: &Options, live: &Live) -> Result<Report, Error> {
+    if let Some(why) = live_refusal(scenario, live.bootstrap.is_some()) {
+        return Err(Error::Usage(why));
+    }
+    let started = crate::now_ms();
+    let dir = opts.out_dir.join(format!("{}-live-{}-seed{}", scenario.name, crate::stamp(started), opts.seed));
+    std::fs::create_dir_all(&dir).map_err(|e| Error::Io(format!("create {}: {e}", dir.display())))?;
+    let say = |m: &str| (opts.progress)(&format!("[{} LIVE] {m}", scenario.name));
+    let launch = Launcher { bin: opts.bin.clone(), dir: dir.clone(), bootstrap: live.bootstrap.clone().unwrap_or_default(), topic: live.topic.clone() };
+    let mut rig = Rig {
+        owned: None,
+        admin: Some(live.admin.clone()),
+        metrics: None,
+        gens: Vec::new(),
+        frozen: false,
+        agent: live.agent.clone(),
+        failpoints: Vec::new(),
+        token: live.token.clone(),
+    };
+    let status = rig
+        .get("/status")
+        .ok_or_else(|| Error::Unreachable { admin: live.admin.clone(), reason: "no JSON answer to /status (address, scheme, --token?)".into() })?;
+    say(&format!("target {} (node {}); logs in {}", live.admin, status["node"].as_str().unwrap_or("?"), dir.display()));
+    let mut report = Report::new(scenario, opts.seed, started, &dir);
+    report.target = Some(live.admin.clone());
+    let t0 = Instant::now();
+    let probes = scenario.probes();
+    report.steady_before = wait_probes(&rig, &probes, Duration::from_secs(20));
+    if let Err(why) = &report.steady_before {
+        say(&format!("steady state not reached before the faults: {why}; nothing injected"));
+        report.finish(crate::now_ms(), None);
+        report.judge(&scenario.expectations());
+        report.write()?;
+        return Ok(report);
+    }
+    // No workload of the drill's own: a stream of no records stands for it, at the node's
+    // present (its traffic's event times are now; a skewed producer's are then behind).
+    let mut streams = vec![Stream::new(opts.seed, 0, scenario.workload.users, 0.0, crate::now_ms(), STEP_MS)];
+    let mut runs: Vec<FaultRun> =
+        scenario.schedule(opts.seed).iter().map(|(i, s, e)| FaultRun::planned(*i, &scenario.faults[*i], s.as_secs_f64(), e.as_secs_f64())).collect();
+    let interrupted = drive(&mut rig, scenario, opts, &launch, &mut streams, &mut runs, &mut report, t0)?;
+    rig.undo_all();
+    let at = |t: Instant| t.saturating_duration_since(t0).as_secs_f64();
+    if interrupted {
+        return end_interrupted(rig, runs, report, at(Instant::now()));
+    }
+    report.steady_after = wait_probes(&rig, &probes, Duration::from_secs(30));
+    let injected: Vec<Stream> = streams.into_iter().filter(|s| s.count > 0).collect();
+    let recon = if injected.is_empty() {
+        None
+    } else {
+        say("tracing every record the drill wrote to the DLQ or the quarantine");
+        Some(reconcile_live(live, &injected, &opts.interrupted))
+    };
+    if let Some(r) = &recon {
+        report.timeline.push(Timeline::at(at(Instant::now()), "reconcile", format!("lost {}, duplicated {}", r.lost, r.duplicated)));
+    }
+    poll_signals(&rig, t0, &mut report);
+    fetch_postmortems(&rig, &mut report);
+    report.faults = runs;
+    report.streams = injected;
+    drop(rig);
+    report.finish(crate::now_ms(), recon);
+    report.judge(&scenario.expectations());
+    report.write()?;
+    Ok(report)
+}
+
+/// Where the records a game day wrote ended up: each must be in the DLQ or the quarantine
+/// once, found by its id (`e-<seed>-<n>`, the DLQ record's key).
+fn reconcile_live(live: &Live, streams: &[Stream], interrupted: &AtomicBool) -> Reconciliation {
+    let Some(bootstrap) = &live.bootstrap else { return Reconciliation::default() };
+    let want = model::expected(streams, WINDOW_MS);
+    let prefixes: Vec<String> = streams.iter().map(|s| format!("e-{}-", s.seed)).collect();
+    let ours = |k: &[u8]| prefixes.iter().any(|p| k.starts_with(p.as_bytes()));
+    let mut last = Reconciliation::default();
+    let mut changed = Instant::now();
+    loop {
+        let (dlq, q) = (read_rejected(bootstrap, &live.dlq, 0, &ours), read_rejected(bootstrap, &live.quarantine, 0, &ours));
+        let r = match (dlq, q) {
+            (Ok(d), Ok(q)) => Reconciliation::compare(&want, &BTreeMap::new(), 0, d, q),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(error = %e, "reading the DLQ and quarantine back");
+                last.clone()
+            }
+        };
+        let moved = (r.dlq, r.quarantined) != (last.dlq, last.quarantined);
+        if moved {
+            changed = Instant::now();
+        }
+        last = r;
+        if last.exact() || interrupted.load(Ordering::SeqCst) || changed.elapsed() > SETTLE {
+            last.generated = streams.iter().map(|s| s.count).sum();
+            return last;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Run the schedule: inject and undo each fault on time while watching recovery, alerts and
+/// incidents, until the generators are done, every fault has recovered (or a minute has
+/// passed) and every awaited alert or incident had its time. Whether it was interrupted.
+#[allow(clippy::too_many_arguments)]
+fn drive(
+    rig: &mut Rig,
+    scenario: &Scenario,
+    opts: &Options,
+    launch: &Launcher,
+    streams: &mut Vec<Stream>,
+    runs: &mut [FaultRun],
+    report: &mut Report,
+    t0: Instant,
+) -> Result<bool, Error> {
+    let say = |m: &str| (opts.progress)(&format!("[{}] {m}", scenario.name));
+    let at = |t: Instant| t.saturating_duration_since(t0).as_secs_f64();
+    let mut watch = Watch::default();
+    // Expectations about alerts and incidents, with how long after the first fault they may take.
+    let signals: Vec<(Expect, f64)> = scenario
+        .expectations()
+        .into_iter()
+        .filter_map(|(_, e)| {
+            let within = match &e {
+                Expect::AlertFires { within, .. } | Expect::IncidentOpens { within, .. } => within.unwrap_or(Duration::from_secs(60)),
+                Expect::DetectWithin(d) => *d,
+                _ => return None,
+            };
+            Some((e, within.as_secs_f64()))
+        })
+        .collect();
+    let mut last_alert_poll = Instant::now() - Duration::from_secs(1);
+    let mut interrupted = false;
+    loop {
+        if opts.interrupted.load(Ordering::SeqCst) {
+            say("interrupted: undoing every fault");
+            interrupted = true;
+            break;
+        }
+        let now = at(Instant::now());
+        for (k, run) in runs.iter_mut().enumerate() {
+            let fault = &scenario.faults[run.fault];
+            if !run.started && now >= run.start_s {
+                run.started = true;
+                run.start_s = now;
+                let r = inject(rig, fault, streams, launch, scenario, opts.seed + 1 + k as u64);
+                say(&format!(
+                    "t={now:.1}s inject {} (node pid {}){}",
+                    run.label,
+                    rig.pid(),
+                    r.as_ref().err().map(|e| format!(": FAILED: {e}")).unwrap_or_default()
+                ));
+                report.timeline.push(Timeline::at(now, "fault", format!("{} injected", run.label)));
+                run.error = r.err();
+                if !fault.kind.lasts() {
+                    // Recovery of a one-shot fault counts from the blow (SIGKILL → processing
+                    // again includes the restart).
+                    run.end_s = now;
+                    run.ended = true;
+                    run.undone = true;
+                    watch.progress_mark = None;
+                }
+            }
+            if run.started && !run.ended && now >= run.end_s {
+                undo(rig, fault);
+                run.ended = true;
+                run.undone = true;
+                run.end_s = now;
+                say(&format!("t={now:.1}s undo {}", run.label));
+                report.timeline.push(Timeline::at(now, "fault", format!("{} undone", run.label)));
+                watch.progress_mark = None;
+            }
+        }
+        // A node that died on its own is a finding; it is restarted like a killed one.
+        if let Some(status) = rig.owned.as_mut().and_then(|o| o.node.exited()) {
+            report.timeline.push(Timeline::at(now, "process", format!("node exited by itself ({status}); restarted")));
+            report.lessons.push(format!("the node exited by itself at t={now:.1}s ({status}); see node.log"));
+            if let Some(o) = &mut rig.owned {
+                o.node.restart()?;
+            }
+            rig.node_started()?;
+        }
+        watch.observe(rig, now, runs, report);
+        if last_alert_poll.elapsed() >= Duration::from_millis(500) {
+            last_alert_poll = Instant::now();
+            poll_signals(rig, t0, report);
+        }
+        let gens_done = rig.gens.iter_mut().all(|g| g.exited().is_some());
+        let faults_done = runs.iter().all(|r| r.ended);
+        let recovered = runs.iter().all(|r| r.recovered_s.is_some() || r.error.is_some()) || now - runs.iter().map(|r| r.end_s).fold(0.0, f64::max) > 60.0;
+        // Alerts and incidents the scenario waits for get their full `within` to show up.
+        let first = runs.iter().filter(|r| r.started).map(|r| r.start_s).fold(f64::INFINITY, f64::min);
+        report.faults = runs.to_vec();
+        let waiting = signals.iter().any(|(e, within)| now < first + within && !judge(e, report).0);
+        if gens_done && faults_done && recovered && !waiting {
+            break;
+        }
+        std::thread::sleep(TICK);
+    }
+    Ok(interrupted)
+}
+
 /// How the drill starts its processes.
 struct Launcher {
     bin: PathBuf,
     dir: PathBuf,
     /// The fault proxy's address, which clients use as bootstrap.
     bootstrap: String,
+    /// The source topic.
+    topic: String,
 }
 
 impl Launcher {
@@ -475,7 +667,7 @@ impl Launcher {
     fn generator(&self, name: &str, s: &Stream, rate: u32, extra: Vec<String>) -> Spec {
         let args = [
             ("--bootstrap", self.bootstrap.clone()),
-            ("--topic", "events".into()),
+            ("--topic", self.topic.clone()),
             ("--count", s.count.to_string()),
             ("--rate", rate.to_string()),
             ("--seed", s.seed.to_string()),
@@ -508,7 +700,7 @@ struct Watch {
 
 impl Watch {
     fn observe(&mut self, rig: &Rig, now: f64, runs: &mut [FaultRun], report: &mut Report) {
-        let pid = rig.node.pid();
+        let pid = rig.pid();
         // As a Prometheus scrape would: a node that does not answer within the agent's
         // timeout is detected from outside (a frozen or wedged process cannot alert itself).
         let Some(st) = rig.get("/status") else {
@@ -554,7 +746,7 @@ fn inject(rig: &mut Rig, f: &Fault, streams: &mut Vec<Stream>, launch: &Launcher
             // wait for it (bounded) rather than skip the blow.
             let deadline = Instant::now() + Duration::from_secs(5);
             loop {
-                match rig.req(rig.agent.post(&format!("http://{a}/chaos/panic/{target}"))).send_empty() {
+                match rig.req(rig.agent.post(&format!("{a}/chaos/panic/{target}"))).send_empty() {
                     Ok(r) if r.status().is_success() => return Ok(()),
                     Ok(r) if r.status().as_u16() == 404 && Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
                     Ok(r) => return Err(format!("HTTP {}", r.status())),
@@ -566,42 +758,41 @@ fn inject(rig: &mut Rig, f: &Fault, streams: &mut Vec<Stream>, launch: &Launcher
         FaultKind::StageSlow => rig.failpoint(&format!("stage.{target}"), &format!("delay({})", f.delay.as_millis())),
         FaultKind::DiskFailure => rig.failpoint(vigil_runtime::failpoints::STORE_COMMIT, "return(injected: No space left on device)"),
         FaultKind::SlowDisk => rig.failpoint(vigil_runtime::failpoints::STORE_COMMIT, &format!("sleep({})", f.delay.as_millis())),
-        FaultKind::NodeKill => {
-            rig.node.kill9();
+        FaultKind::NodeKill | FaultKind::NodeRestart => {
+            let node = &mut rig.owned()?.node;
+            if f.kind == FaultKind::NodeKill {
+                node.kill9();
+            } else {
+                node.terminate(Duration::from_secs(30));
+            }
+            node.restart().map_err(|e| e.to_string())?;
             rig.admin = None;
-            rig.node.restart().map_err(|e| e.to_string())?;
-            rig.node_started().map_err(|e| e.to_string())
-        }
-        FaultKind::NodeRestart => {
-            rig.node.terminate(Duration::from_secs(30));
-            rig.admin = None;
-            rig.node.restart().map_err(|e| e.to_string())?;
             rig.node_started().map_err(|e| e.to_string())
         }
         FaultKind::NodeFreeze => {
-            rig.node.freeze();
+            rig.owned()?.node.freeze();
             rig.frozen = true;
             Ok(())
         }
         FaultKind::BrokerOutage => {
-            rig.proxy.set(NetFaults { down: true, ..NetFaults::default() });
+            rig.owned()?.proxy.set(NetFaults { down: true, ..NetFaults::default() });
             Ok(())
         }
         FaultKind::NetworkPartition => {
-            rig.proxy.set(NetFaults { partitioned: true, ..NetFaults::default() });
+            rig.owned()?.proxy.set(NetFaults { partitioned: true, ..NetFaults::default() });
             Ok(())
         }
         FaultKind::SlowNetwork => {
-            rig.proxy.set(NetFaults { latency: f.latency, jitter: f.jitter, bandwidth: f.bandwidth, ..NetFaults::default() });
+            rig.owned()?.proxy.set(NetFaults { latency: f.latency, jitter: f.jitter, bandwidth: f.bandwidth, ..NetFaults::default() });
             Ok(())
         }
         FaultKind::ConnectionReset => {
-            rig.proxy.reset_all();
+            rig.owned()?.proxy.reset_all();
             Ok(())
         }
         // The workload's generator runs the flood itself (`--surge`, from the schedule).
         FaultKind::Flood => Ok(()),
-        FaultKind::BadCredentials => bad_credentials(rig, f.count, &launch.dir.join("data").join("tokens.json"), seed),
+        FaultKind::BadCredentials => bad_credentials(rig, f.count, seed),
         _ => Err(format!("{:?} is not injected here", f.kind)),
     }
 }
@@ -609,7 +800,7 @@ fn inject(rig: &mut Rig, f: &Fault, streams: &mut Vec<Stream>, launch: &Launcher
 /// The record stream of a bad-data or breach fault and its generator's arguments. `main`
 /// is the workload's stream.
 fn bad_stream(rig: &Rig, f: &Fault, main: Stream, launch: &Launcher, s: &Scenario, seed: u64) -> Result<(Stream, Vec<String>), String> {
-    let mut stream = Stream::new(seed, f.count, main.users, main.bad_ratio, START_MS, STEP_MS);
+    let mut stream = Stream::new(seed, f.count, main.users, main.bad_ratio, main.start_ms, STEP_MS);
     let admin = rig.admin.as_deref();
     let mut args = launch.workload_args(s, admin);
     match f.kind {
@@ -649,28 +840,37 @@ fn format_args(format: WireFormat, admin: Option<&str>) -> Vec<String> {
     if format == WireFormat::Json {
         return Vec::new();
     }
-    vec!["--format".into(), format.name().into(), "--registry".into(), format!("http://{}", admin.unwrap_or_default())]
+    vec!["--format".into(), format.name().into(), "--registry".into(), admin.unwrap_or_default().to_string()]
 }
 
-/// A token leaks and is revoked; then `count` admin calls with it, with a made-up token and
-/// with none must all be refused (401). The leaked token must work before the revocation.
-fn bad_credentials(rig: &Rig, count: u64, token_file: &std::path::Path, seed: u64) -> Result<(), String> {
-    use vigil_runtime::security::tokens;
+/// A token leaks and is revoked (through the admin API, with the drill's admin token); then
+/// `count` admin calls with it, with a made-up token and with none must all be refused
+/// (401). The leaked token must work before the revocation.
+fn bad_credentials(rig: &Rig, count: u64, seed: u64) -> Result<(), String> {
     let a = rig.admin.clone().ok_or("node admin address unknown")?;
     let call = |token: Option<&str>| -> Result<u16, String> {
-        let mut r = rig.agent.get(&format!("http://{a}/incidents"));
+        let mut r = rig.agent.get(&format!("{a}/incidents"));
         if let Some(t) = token {
             r = r.header("Authorization", &format!("Bearer {t}"));
         }
         r.call().map(|r| r.status().as_u16()).map_err(|e| e.to_string())
     };
-    let name = format!("leaked-{seed}");
-    let leaked = tokens::create_in_file(token_file, &name, "operator").map_err(|e| e.to_string())?;
+    let name = format!("drill-leaked-{seed}-{}", crate::now_ms());
+    let created = rig.req(rig.agent.post(&format!("{a}/security/tokens"))).send_json(serde_json::json!({ "name": name, "role": "viewer" }));
+    let leaked = match created {
+        Ok(mut r) if r.status().is_success() => r.body_mut().read_json::<serde_json::Value>().ok().and_then(|v| v["token"].as_str().map(str::to_string)),
+        Ok(r) => return Err(format!("cannot create the token to leak: HTTP {} (the drill's token needs tokens.write)", r.status())),
+        Err(e) => return Err(e.to_string()),
+    }
+    .ok_or("the token API answered without a token")?;
     let works = call(Some(&leaked))?;
+    let revoked = rig.req(rig.agent.delete(&format!("{a}/security/tokens/{name}"))).call().map(|r| r.status().as_u16()).map_err(|e| e.to_string());
     if works != 200 {
         return Err(format!("the token to be leaked did not work before its revocation (HTTP {works})"));
     }
-    tokens::revoke_in_file(token_file, &name).map_err(|e| e.to_string())?;
+    if revoked != Ok(200) {
+        return Err(format!("cannot revoke the leaked token `{name}`: {revoked:?}"));
+    }
     let made_up = format!("vigil_{}", "0".repeat(43));
     let mut accepted = Vec::new();
     for i in 0..count {
@@ -696,10 +896,16 @@ fn undo(rig: &mut Rig, f: &Fault) {
         FaultKind::StageStall | FaultKind::StageSlow => rig.clear_failpoint(&format!("stage.{}", f.target.as_deref().unwrap_or_default())),
         FaultKind::DiskFailure | FaultKind::SlowDisk => rig.clear_failpoint(vigil_runtime::failpoints::STORE_COMMIT),
         FaultKind::NodeFreeze => {
-            rig.node.thaw();
+            if let Some(o) = &mut rig.owned {
+                o.node.thaw();
+            }
             rig.frozen = false;
         }
-        FaultKind::BrokerOutage | FaultKind::NetworkPartition | FaultKind::SlowNetwork => rig.proxy.set(NetFaults::default()),
+        FaultKind::BrokerOutage | FaultKind::NetworkPartition | FaultKind::SlowNetwork => {
+            if let Some(o) = &mut rig.owned {
+                o.proxy.set(NetFaults::default());
+            }
+        }
         // Record streams and floods end by themselves; one-shot faults have nothing to undo.
         FaultKind::Poison
         | FaultKind::Corrupt
@@ -790,7 +996,7 @@ fn poll_signals(rig: &Rig, t0: Instant, report: &mut Report) {
 fn fetch_postmortems(rig: &Rig, report: &mut Report) {
     let Some(a) = rig.admin.clone() else { return };
     for i in &mut report.incidents {
-        if let Ok(mut r) = rig.req(rig.agent.get(&format!("http://{a}/incidents/{}/postmortem", i.id))).call() {
+        if let Ok(mut r) = rig.req(rig.agent.get(&format!("{a}/incidents/{}/postmortem", i.id))).call() {
             if r.status().is_success() {
                 i.postmortem = r.body_mut().read_to_string().ok();
             }
@@ -854,20 +1060,24 @@ fn read_all(bootstrap: &str, topic: &str, partitions: u32) -> Result<(BTreeMap<S
     Ok((out, n))
 }
 
-/// Distinct records rejected into `topic` (DLQ or quarantine), by their source position
-/// (`vigil.source`): a reject sent again after a restart counts once.
-fn read_rejected(bootstrap: &str, topic: &str, partitions: u32) -> Result<u64, Error> {
+/// Distinct records rejected into `topic` (DLQ or quarantine) whose key `ours` accepts, by
+/// their source position (`vigil.source`): a reject sent again after a restart counts once.
+fn read_rejected(bootstrap: &str, topic: &str, partitions: u32, ours: &dyn Fn(&[u8]) -> bool) -> Result<u64, Error> {
     use rdkafka::message::Headers;
     use rdkafka::Message;
     let mut seen = std::collections::HashSet::new();
     scan(bootstrap, topic, partitions, |m| {
+        if !ours(m.key().unwrap_or_default()) {
+            return;
+        }
         let source = m.headers().and_then(|h| h.iter().find(|h| h.key == "vigil.source").and_then(|h| h.value.map(<[u8]>::to_vec)));
         seen.insert(source.unwrap_or_else(|| format!("offset {}/{}", m.partition(), m.offset()).into_bytes()));
     })?;
     Ok(seen.len() as u64)
 }
 
-/// Every message of `topic` from the start up to its current end, to `each`; how many.
+/// Every message of `topic` (of `partitions`; 0: as many as the broker says) from the start
+/// up to its current end, to `each`; how many.
 fn scan(bootstrap: &str, topic: &str, partitions: u32, mut each: impl FnMut(&rdkafka::message::BorrowedMessage<'_>)) -> Result<u64, Error> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::Message;
@@ -877,6 +1087,12 @@ fn scan(bootstrap: &str, topic: &str, partitions: u32, mut each: impl FnMut(&rdk
         .set("enable.auto.commit", "false")
         .create()
         .map_err(|e| Error::Kafka(e.to_string()))?;
+    let partitions = if partitions > 0 {
+        partitions
+    } else {
+        let md = c.fetch_metadata(Some(topic), Duration::from_secs(10)).map_err(|e| Error::Kafka(format!("{topic}: {e}")))?;
+        md.topics().first().map_or(0, |t| t.partitions().len() as u32)
+    };
     let mut tpl = rdkafka::TopicPartitionList::new();
     let mut ends = BTreeMap::new();
     for p in 0..partitions as i32 {
@@ -921,7 +1137,11 @@ fn reconcile(bootstrap: &str, partitions: u32, want: &model::Expected, interrupt
     let mut last: Option<Reconciliation> = None;
     let mut changed = Instant::now();
     loop {
-        let read = (read_all(bootstrap, "out", partitions), read_rejected(bootstrap, "dlq", partitions), read_rejected(bootstrap, QUARANTINE, partitions));
+        let read = (
+            read_all(bootstrap, "out", partitions),
+            read_rejected(bootstrap, "dlq", partitions, &|_| true),
+            read_rejected(bootstrap, QUARANTINE, partitions, &|_| true),
+        );
         let r = match read {
             (Ok((out, n)), Ok(dlq), Ok(q)) => Reconciliation::compare(want, &out, n, dlq, q),
             (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
