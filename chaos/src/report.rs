@@ -30,6 +30,13 @@ pub struct FaultRun {
     pub recovered_s: Option<f64>,
     /// Why the injection failed, if it did.
     pub error: Option<String>,
+    /// Start → the first alert that fired (or outside probe that failed) before the next
+    /// occurrence started, seconds.
+    #[serde(default)]
+    pub detected_s: Option<f64>,
+    /// What detected it.
+    #[serde(default)]
+    pub detected_by: Option<String>,
 }
 
 impl FaultRun {
@@ -41,7 +48,7 @@ impl FaultRun {
             (None, Some(p)) => format!("{kind} as {p}"),
             (None, None) => kind,
         };
-        Self { fault, label, start_s, end_s, started: false, ended: false, undone: false, recovered_s: None, error: None }
+        Self { fault, label, start_s, end_s, started: false, ended: false, undone: false, recovered_s: None, error: None, detected_s: None, detected_by: None }
     }
 }
 
@@ -214,6 +221,7 @@ impl Report {
                 (None, None) => self.lessons.push("nothing detected this fault: no alert fired and the node kept answering".into()),
             }
         }
+        self.detect_each();
         self.mttr_s = self.faults.iter().filter_map(|f| f.recovered_s).reduce(f64::max);
         for f in &self.faults {
             if f.ended && f.recovered_s.is_none() && f.error.is_none() && !self.interrupted {
@@ -230,6 +238,24 @@ impl Report {
             }
         }
         self.timeline.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
+    }
+
+    /// Each occurrence's time to detect: the first alert firing (else the first failed outside
+    /// probe) from its start until the next occurrence starts.
+    fn detect_each(&mut self) {
+        let mut starts: Vec<f64> = self.faults.iter().filter(|f| f.started).map(|f| f.start_s).collect();
+        starts.sort_by(f64::total_cmp);
+        for f in self.faults.iter_mut().filter(|f| f.started) {
+            let until = starts.iter().copied().find(|s| *s > f.start_s).unwrap_or(f64::INFINITY);
+            let seen = |t: f64| t >= f.start_s - 0.5 && t < until;
+            let alert = self.alerts.iter().filter(|a| seen(a.fired_s)).min_by(|a, b| a.fired_s.total_cmp(&b.fired_s));
+            let probe = self.probe_failures.iter().copied().filter(|t| seen(*t)).reduce(f64::min);
+            (f.detected_s, f.detected_by) = match (alert, probe) {
+                (Some(a), _) => (Some((a.fired_s - f.start_s).max(0.0)), Some(format!("alert {}", a.rule))),
+                (None, Some(t)) => (Some(t - f.start_s), Some("probe".into())),
+                (None, None) => (None, None),
+            };
+        }
     }
 
     /// Judge the expectations; `passed` when all hold and the steady state held around.
@@ -328,10 +354,14 @@ impl Report {
         for j in &self.expectations {
             let _ = writeln!(m, "| {} | `{}` | {} |", if j.passed { "pass" } else { "**FAIL**" }, j.expect, j.detail);
         }
-        let _ = writeln!(m, "\n## Faults\n\n| fault | start | end | undone | recovered after |\n|---|---|---|---|---|");
+        let _ = writeln!(m, "\n## Faults\n\n| fault | start | end | undone | detected after | recovered after |\n|---|---|---|---|---|---|");
         for f in &self.faults {
             let rec = f.recovered_s.map(|r| format!("{r:.2} s")).unwrap_or_else(|| f.error.clone().unwrap_or_else(|| "-".into()));
-            let _ = writeln!(m, "| {} | {:.1} s | {:.1} s | {} | {rec} |", f.label, f.start_s, f.end_s, if f.undone { "yes" } else { "**no**" });
+            let det = match (f.detected_s, &f.detected_by) {
+                (Some(d), Some(by)) => format!("{d:.2} s ({by})"),
+                _ => "-".into(),
+            };
+            let _ = writeln!(m, "| {} | {:.1} s | {:.1} s | {} | {det} | {rec} |", f.label, f.start_s, f.end_s, if f.undone { "yes" } else { "**no**" });
         }
         let _ = writeln!(m, "\n## Timeline\n");
         for t in &self.timeline {
@@ -350,5 +380,31 @@ impl Report {
         }
         let _ = writeln!(m, "\nFiles: {} (node.toml, node.log, broker.log, report.json).", self.dir.display());
         m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_fault_is_detected_by_what_fired_after_it_and_before_the_next() {
+        let s = Scenario::builtin("breach").unwrap().unwrap();
+        let dir = std::env::temp_dir();
+        let mut r = Report::new(&s, 1, 0, &dir);
+        let run = |i: usize, start: f64| FaultRun { started: true, ended: true, ..FaultRun::planned(i, &s.faults[i], start, start) };
+        r.faults = vec![run(0, 3.0), run(1, 5.0), run(2, 10.0)];
+        let alert = |rule: &str, at: f64| AlertSeen { rule: rule.into(), severity: "P2".into(), fired_ms: (at * 1000.0) as i64, fired_s: at };
+        r.alerts = vec![alert("SecurityQuarantine", 4.0), alert("AccessDenied", 6.0), alert("SecurityQuarantine", 11.5)];
+        r.finish(20_000, None);
+        let got: Vec<(Option<f64>, Option<&str>)> = r.faults.iter().map(|f| (f.detected_s, f.detected_by.as_deref())).collect();
+        assert_eq!(
+            got,
+            [(Some(1.0), Some("alert SecurityQuarantine")), (Some(1.0), Some("alert AccessDenied")), (Some(1.5), Some("alert SecurityQuarantine"))]
+        );
+        assert_eq!((r.mttd_s, r.detected_by.as_deref()), (Some(1.0), Some("alert SecurityQuarantine")));
+        r.alerts.clear();
+        r.finish(20_000, None);
+        assert!(r.faults.iter().all(|f| f.detected_s.is_none()) && r.lessons.iter().any(|l| l.contains("nothing detected")));
     }
 }
