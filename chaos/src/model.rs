@@ -73,39 +73,75 @@ pub struct Expected {
 
 /// What `streams` together must produce.
 pub fn expected(streams: &[Stream], window_ms: i64) -> Expected {
+    expected_with_copies(streams, window_ms, &BTreeMap::new())
+}
+
+/// Record id → copies beyond what the streams generated: records a producer wrote twice
+/// (a retry whose first attempt had been stored when the connection broke).
+pub type ExtraCopies = BTreeMap<String, u64>;
+
+/// (seed, index) of a generated record id `e-<seed>-<index>`.
+fn id_parts(id: &str) -> Option<(u64, u64)> {
+    let (seed, i) = id.strip_prefix("e-")?.split_once('-')?;
+    Some((seed.parse().ok()?, i.parse().ok()?))
+}
+
+/// Which ids of the input topic hold more copies than the streams generated: `observed` is
+/// id → copies read from the topic.
+pub fn extra_copies(streams: &[Stream], observed: &BTreeMap<String, u64>) -> ExtraCopies {
+    observed
+        .iter()
+        .filter_map(|(id, n)| {
+            let (seed, i) = id_parts(id)?;
+            let generated = streams.iter().filter(|s| s.seed == seed && i < s.count).count() as u64;
+            (*n > generated && generated > 0).then(|| (id.clone(), n - generated))
+        })
+        .collect()
+}
+
+/// What `streams` must produce when the input topic also holds `extra` copies: each copy in
+/// the topic is a record the pipeline must take exactly once, with the fate of the first
+/// stream that generated it.
+pub fn expected_with_copies(streams: &[Stream], window_ms: i64, extra: &ExtraCopies) -> Expected {
     let mut e = Expected::default();
-    for s in streams {
+    for (k, s) in streams.iter().enumerate() {
+        // Copies of an id belong to the first stream that generated it.
+        let owns =
+            |id: &str| id_parts(id).is_some_and(|(seed, i)| seed == s.seed && i < s.count && !streams[..k].iter().any(|o| o.seed == seed && i < o.count));
+        let copies: ExtraCopies = extra.iter().filter(|(id, _)| owns(id)).map(|(id, n)| (id.clone(), *n)).collect();
         match s.fate {
             Fate::Windows => {
-                let (w, bad) = windows_of(s, window_ms, std::mem::take(&mut e.windows));
+                let (w, bad) = windows_of(s, window_ms, std::mem::take(&mut e.windows), &copies);
                 e.windows = w;
                 e.dlq += bad;
             }
-            Fate::Dlq => e.dlq += s.count,
-            Fate::Quarantine => e.quarantine += s.count,
+            Fate::Dlq => e.dlq += s.count + copies.values().sum::<u64>(),
+            Fate::Quarantine => e.quarantine += s.count + copies.values().sum::<u64>(),
         }
     }
     e
 }
 
-/// `out` plus the windows of `s`'s well-formed records, and how many are malformed.
-fn windows_of(s: &Stream, window_ms: i64, mut out: ExpectedWindows) -> (ExpectedWindows, u64) {
+/// `out` plus the windows of `s`'s well-formed records, and how many are malformed, each
+/// record as many times as it is in the topic (1 + its `copies`).
+fn windows_of(s: &Stream, window_ms: i64, mut out: ExpectedWindows, copies: &ExtraCopies) -> (ExpectedWindows, u64) {
     let mut bad = 0;
     {
         let g = EventGen::new(GenSpec { seed: s.seed, users: s.users, bad_ratio: s.bad_ratio, start_ms: s.start_ms, step_ms: s.step_ms });
         for r in g.take(s.count as usize) {
+            let times = 1 + copies.get(&r.id).copied().unwrap_or(0);
             let v: Option<serde_json::Value> = serde_json::from_slice(&r.payload).ok();
             let parsed = v.as_ref().and_then(|v| Some((v.get("user")?.as_str()?.to_string(), v.get("amount")?.as_f64()?, v.get("ts")?.as_i64()?)));
             match parsed {
                 Some((user, amount, ts)) if v.as_ref().is_some_and(|v| v["amount"].is_number()) => {
                     let start = ts.div_euclid(window_ms) * window_ms;
                     let e = out.entry(out_key(&user, start)).or_insert((0, 0.0, f64::INFINITY, f64::NEG_INFINITY));
-                    e.0 += 1;
-                    e.1 += amount;
+                    e.0 += times;
+                    e.1 += amount * times as f64;
                     e.2 = e.2.min(amount);
                     e.3 = e.3.max(amount);
                 }
-                _ => bad += 1,
+                _ => bad += times,
             }
         }
     }
@@ -114,7 +150,7 @@ fn windows_of(s: &Stream, window_ms: i64, mut out: ExpectedWindows) -> (Expected
 
 /// Expected windows of one stream of `users: 20` (the tests' shape), and its malformed records.
 pub fn expected_windows(seed: u64, count: u64, bad_ratio: f64, start_ms: i64, step_ms: i64, window_ms: i64) -> (ExpectedWindows, u64) {
-    windows_of(&Stream::new(seed, count, 20, bad_ratio, start_ms, step_ms), window_ms, BTreeMap::new())
+    windows_of(&Stream::new(seed, count, 20, bad_ratio, start_ms, step_ms), window_ms, BTreeMap::new(), &BTreeMap::new())
 }
 
 /// (count, sum, min, max) of an output window of [`AGG`] (its JSON value); `None` if it is
@@ -234,6 +270,16 @@ mod tests {
         let forged = Stream { seed: 9, fate: Fate::Quarantine, count: 70, ..a };
         let all = expected(&[a, replay, forged], 1000);
         assert_eq!((all.windows == ea.windows, all.dlq, all.quarantine), (true, ea.dlq + 300, 70));
+        // A producer's extra copies: only beyond what the streams generated (the replay's ids
+        // are the workload's), and they go where the first stream that made the id sends them.
+        let observed: BTreeMap<String, u64> =
+            [("e-1-5".to_string(), 3), ("e-1-1999".to_string(), 1), ("e-9-0".to_string(), 2), ("e-77-0".to_string(), 4)].into();
+        let extra = extra_copies(&[a, replay, forged], &observed);
+        assert_eq!(extra, [("e-1-5".to_string(), 1), ("e-9-0".to_string(), 1)].into());
+        let with = expected_with_copies(&[a, replay, forged], 1000, &extra);
+        assert_eq!(with.quarantine, 71);
+        let n = |e: &Expected| e.windows.values().map(|w| w.0).sum::<u64>() + e.dlq;
+        assert_eq!(n(&with), n(&all) + 1, "e-1-5's extra copy counted once more, in its window or the DLQ");
     }
 
     #[test]

@@ -88,8 +88,12 @@ pub struct AlertSeen {
 pub struct IncidentSeen {
     /// Id.
     pub id: u64,
-    /// Severity.
+    /// Severity when it opened.
     pub severity: String,
+    /// Each more severe level it was raised to (an alert of higher severity joined it), with
+    /// when the drill first saw it, seconds since the drill started.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub raised: Vec<(String, f64)>,
     /// Title.
     pub title: String,
     /// Opened, ms since epoch.

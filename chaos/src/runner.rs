@@ -386,11 +386,22 @@ pub fn run(scenario: &Scenario, opts: &Options) -> Result<Report, Error> {
     say("closing windows and reconciling every record");
     let sign_key = if w.signed { std::fs::read(dir.join("drill-gen.key")).ok() } else { None };
     send_sentinels(&paddr, w.partitions, &sentinel_wire(&rig, w.format)?, sign_key.as_deref())?;
-    let want = model::expected(&streams, WINDOW_MS);
+    // The pipeline's guarantee starts at the input topic: a record a producer wrote twice
+    // (a retry across the fault) is two records there, and each must be taken once.
+    let (input, observed) = input_ids(&paddr, w.partitions)?;
+    let extra = model::extra_copies(&streams, &observed);
+    let want = model::expected_with_copies(&streams, WINDOW_MS, &extra);
     let mut recon = reconcile(&paddr, w.partitions, &want, &opts.interrupted);
     recon.generated = streams.iter().map(|s| s.count).sum();
-    recon.input = input_records(&paddr, w.partitions).unwrap_or(0);
-    if recon.input < recon.generated {
+    recon.input = input;
+    let copies: u64 = extra.values().sum();
+    if copies > 0 {
+        report.lessons.push(format!(
+            "the producers wrote {copies} records twice (retries whose first attempt the broker had stored when the connection broke: \
+             the generator's idempotence did not hold across the fault); each copy in the input topic is expected once"
+        ));
+    }
+    if recon.input < recon.generated + copies {
         report.lessons.push(format!(
             "the input topic holds {} of the {} generated records: the producer lost some (see gen.log); they count as lost",
             recon.input, recon.generated
@@ -982,15 +993,30 @@ fn poll_signals(rig: &Rig, t0: Instant, report: &mut Report) {
         for i in list {
             let inc = if i["incident"].is_object() { &i["incident"] } else { &i };
             let (Some(id), Some(opened)) = (inc["id"].as_u64(), inc["opened_at_ms"].as_i64()) else { continue };
-            if opened < t0_ms - 1000 || report.incidents.iter().any(|x| x.id == id && x.opened_ms == opened) {
+            let severity = inc["severity"].as_str().unwrap_or("").to_string();
+            if let Some(seen) = report.incidents.iter_mut().find(|x| x.id == id && x.opened_ms == opened) {
+                // Raised: a more severe alert joined it.
+                let worst = seen.raised.last().map_or(&seen.severity, |r| &r.0);
+                if severity_rank(&severity) < severity_rank(worst) {
+                    let now = t0.elapsed().as_secs_f64();
+                    report.timeline.push(Timeline::at(now, "incident", format!("#{id} raised to {severity}")));
+                    seen.raised.push((severity, now));
+                }
                 continue;
             }
-            let severity = inc["severity"].as_str().unwrap_or("").to_string();
+            if opened < t0_ms - 1000 {
+                continue;
+            }
             let title = inc["title"].as_str().unwrap_or("").to_string();
             report.timeline.push(Timeline::at(rel_t0(opened), "incident", format!("#{id} {severity} opened: {title}")));
-            report.incidents.push(IncidentSeen { id, severity, title, opened_ms: opened, opened_s: rel_t0(opened), postmortem: None });
+            report.incidents.push(IncidentSeen { id, severity, raised: Vec::new(), title, opened_ms: opened, opened_s: rel_t0(opened), postmortem: None });
         }
     }
+}
+
+/// 1 for P1 (most severe) … 4; 9 for anything else.
+fn severity_rank(s: &str) -> u8 {
+    s.trim_start_matches('P').parse().unwrap_or(9)
 }
 
 fn fetch_postmortems(rig: &Rig, report: &mut Report) {
@@ -1121,16 +1147,21 @@ fn scan(bootstrap: &str, topic: &str, partitions: u32, mut each: impl FnMut(&rdk
     Ok(n)
 }
 
-/// Records in `events` besides the sentinels.
-fn input_records(bootstrap: &str, partitions: u32) -> Result<u64, Error> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let c: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap).create().map_err(|e| Error::Kafka(e.to_string()))?;
+/// Records in `events` besides the sentinels, and how many copies of each record id it holds.
+fn input_ids(bootstrap: &str, partitions: u32) -> Result<(u64, BTreeMap<String, u64>), Error> {
+    use rdkafka::message::Headers;
+    use rdkafka::Message;
+    let mut ids: BTreeMap<String, u64> = BTreeMap::new();
     let mut n = 0;
-    for p in 0..partitions as i32 {
-        let (lo, hi) = c.fetch_watermarks("events", p, Duration::from_secs(10)).map_err(|e| Error::Kafka(format!("events/{p}: {e}")))?;
-        n += (hi - lo - 1).max(0) as u64;
-    }
-    Ok(n)
+    scan(bootstrap, "events", partitions, |m| {
+        let id = m.headers().and_then(|h| h.iter().find(|h| h.key == vigil_runtime::envelope::HEADER_RECORD_ID).and_then(|h| h.value));
+        let id = id.map(|v| String::from_utf8_lossy(v).to_string()).unwrap_or_default();
+        if !id.starts_with("~sentinel") {
+            n += 1;
+            *ids.entry(id).or_default() += 1;
+        }
+    })?;
+    Ok((n, ids))
 }
 
 fn reconcile(bootstrap: &str, partitions: u32, want: &model::Expected, interrupted: &AtomicBool) -> Reconciliation {
@@ -1196,10 +1227,23 @@ pub(crate) fn judge(e: &Expect, r: &Report) -> (bool, String) {
             (!fired, if fired { format!("{rule} fired") } else { format!("{rule} stayed silent") })
         }
         Expect::IncidentOpens { at_most, within } => {
-            let sev = |s: &str| s.trim_start_matches('P').parse::<u8>().unwrap_or(9);
-            match r.incidents.iter().filter(|i| at_most.is_none_or(|m| sev(&i.severity) <= m)).map(|i| (i, i.opened_s - fault_start)).find(|(_, d)| *d >= -1.0)
-            {
-                Some((i, d)) => (within.is_none_or(|w| d <= w.as_secs_f64()), format!("#{} {} opened {d:.2}s after the first fault", i.id, i.severity)),
+            // An incident counts from when it opened at that severity, or was raised to it.
+            let ok = |s: &str| at_most.is_none_or(|m| severity_rank(s) <= m);
+            let found = r
+                .incidents
+                .iter()
+                .filter_map(|i| {
+                    let at = if ok(&i.severity) {
+                        Some((i.severity.as_str(), i.opened_s))
+                    } else {
+                        i.raised.iter().find(|(s, _)| ok(s)).map(|(s, t)| (s.as_str(), *t))
+                    };
+                    at.map(|(s, t)| (i.id, s, t - fault_start))
+                })
+                .filter(|(_, _, d)| *d >= -1.0)
+                .min_by(|a, b| a.2.total_cmp(&b.2));
+            match found {
+                Some((id, s, d)) => (within.is_none_or(|w| d <= w.as_secs_f64()), format!("#{id} {s} after {d:.2}s from the first fault")),
                 None => (false, "no matching incident opened".into()),
             }
         }
