@@ -1,5 +1,6 @@
 //! Criterion benches of the per-record hot path, pure functions only: JSON reading, field
-//! rules and extraction, a window update per default aggregation, and the checkpoint
+//! rules and extraction, a producer signature check, a window update per default
+//! aggregation, and the checkpoint
 //! encoding of changed windows. `cargo bench -p vigil-actors --bench hot_path`.
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use std::hint::black_box;
@@ -39,6 +40,29 @@ fn hot_path(c: &mut Criterion) {
                     if let Ok(f) = JsonFields::parse(p) {
                         black_box(rules.apply_into(&Decoded::Fields(f), &an, table).is_ok());
                     }
+                }
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    // Producer authentication: the HMAC and the replay memory, per valid signed record
+    // (fresh ids each iteration, so every record is new to the memory).
+    let now = vigil_runtime::now_ms();
+    let signed: Vec<(String, String)> = payloads
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (format!("e-7-{i}"), vigil_actors::signing::sign("bench", b"bench-key", format!("e-7-{i}").as_bytes(), b"user-001", p, now)))
+        .collect();
+    let mut round = 0u64;
+    g.bench_function("verify_signature", |b| {
+        b.iter_batched_ref(
+            || {
+                round += 1;
+                vigil_actors::signing::Verifier::new([("bench".to_string(), b"bench-key".to_vec())].into(), 3_600_000, 3_600_000 + round as i64, 1_000_000)
+            },
+            |v| {
+                for ((id, sig), p) in signed.iter().zip(&payloads) {
+                    black_box(v.verify(Some(sig.as_bytes()), id.as_bytes(), b"user-001", p, now).is_ok());
                 }
             },
             BatchSize::SmallInput,
