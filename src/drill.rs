@@ -269,11 +269,11 @@ fn print_history(reports: &[serde_json::Value]) {
     }
 }
 
-/// Show what a game day will do to the node at `admin` and have a person confirm it (type
+/// Show what a game day will do (with the drill's `seed`) to the node at `admin` and have a person confirm it (type
 /// `yes`); `--yes` skips the question, not the plan.
-fn confirm_game_day(s: &Scenario, admin: &str, yes: bool) -> Result<()> {
+fn confirm_game_day(s: &Scenario, admin: &str, yes: bool, seed: u64) -> Result<()> {
     eprintln!("GAME DAY: `{}` injects into the running node at {admin}:", s.name);
-    for (i, start, end) in s.schedule(1) {
+    for (i, start, end) in s.schedule(seed) {
         let f = &s.faults[i];
         let what = [f.target.clone(), f.producer.as_ref().map(|p| format!("as {p}")), (f.count > 0).then(|| format!("{} records/calls", f.count))]
             .into_iter()
@@ -360,7 +360,7 @@ pub(crate) async fn run(cmd: DrillCmd) -> Result<ExitCode> {
                         bail!("{why}");
                     }
                     let admin = crate::admin::base_url(&t, false, &creds);
-                    confirm_game_day(s, &admin, yes)?;
+                    confirm_game_day(s, &admin, yes, seed)?;
                     Some(vigil_chaos::runner::Live {
                         admin,
                         agent: creds.agent(std::time::Duration::from_secs(2))?,
