@@ -412,13 +412,28 @@ pub fn run(scenario: &Scenario, opts: &Options) -> Result<Report, Error> {
         "reconcile",
         format!("lost {}, duplicated {}, re-emitted {}", recon.lost, recon.duplicated, recon.reemitted),
     ));
+    conclude(rig, t0, scenario, report, runs, streams, Some(recon))
+}
+
+/// Close a drill that ran: the last alerts and incidents with their post-mortems and the
+/// proxy's figures, then every process stopped (by dropping `rig`), the report judged and
+/// written.
+fn conclude(
+    rig: Rig,
+    t0: Instant,
+    scenario: &Scenario,
+    mut report: Report,
+    runs: Vec<FaultRun>,
+    streams: Vec<Stream>,
+    recon: Option<Reconciliation>,
+) -> Result<Report, Error> {
     poll_signals(&rig, t0, &mut report);
     fetch_postmortems(&rig, &mut report);
     report.proxy = rig.owned.as_ref().map(|o| o.proxy.stats()).unwrap_or_default();
     report.faults = runs;
     report.streams = streams;
     drop(rig);
-    report.finish(crate::now_ms(), Some(recon));
+    report.finish(crate::now_ms(), recon);
     report.judge(&scenario.expectations());
     report.write()?;
     Ok(report)
@@ -499,15 +514,7 @@ fn run_live(scenario: &Scenario, opts: &Options, live: &Live) -> Result<Report, 
     if let Some(r) = &recon {
         report.timeline.push(Timeline::at(at(Instant::now()), "reconcile", format!("lost {}, duplicated {}", r.lost, r.duplicated)));
     }
-    poll_signals(&rig, t0, &mut report);
-    fetch_postmortems(&rig, &mut report);
-    report.faults = runs;
-    report.streams = injected;
-    drop(rig);
-    report.finish(crate::now_ms(), recon);
-    report.judge(&scenario.expectations());
-    report.write()?;
-    Ok(report)
+    conclude(rig, t0, scenario, report, runs, injected, recon)
 }
 
 /// Where the records a game day wrote ended up: each must be in the DLQ or the quarantine
