@@ -310,6 +310,14 @@ impl Aggregation {
     fn add_session(&mut self, key: &Arc<str>, ts: i64, gap: i64, vals: &[Val<'_>], touched: &mut impl FnMut(Touched)) -> Result<(), Late> {
         let (mut start, mut end) = (ts, ts.saturating_add(gap));
         let (watermark, lateness) = (self.watermark, self.lateness_ms);
+        // Late when its own session is past the allowed lateness, even if it would bridge
+        // into a live one: merging would reopen the start of a session already forgotten.
+        if end.saturating_add(lateness) <= watermark {
+            return Err(Late { watermark });
+        }
+        if self.extend_session(key, ts, gap, vals, touched) {
+            return Ok(());
+        }
         let hits: Vec<i64> = match self.windows.get(key) {
             // Live sessions [s, e) overlapping [ts, ts + gap).
             Some(per_key) => {
@@ -317,11 +325,6 @@ impl Aggregation {
             }
             None => Vec::new(),
         };
-        // Late when its own session is past the allowed lateness, even if it would bridge
-        // into a live one: merging would reopen the start of a session already forgotten.
-        if end.saturating_add(lateness) <= watermark {
-            return Err(Late { watermark });
-        }
         let mut acc = WindowAcc::new(end, Accs::new(&self.metrics));
         acc.accs.add(vals, ts);
         acc.records = 1;
@@ -376,6 +379,38 @@ impl Aggregation {
         self.timers.insert((deadline, key.clone(), start));
         per_key.insert(start, acc);
         Ok(())
+    }
+
+    /// The common case of a session record, without allocating: the record falls in one
+    /// live session that started at or before it, which it extends in place. Returns
+    /// whether it did; otherwise (a new session, or a merge) [`Self::add_session`] goes on.
+    fn extend_session(&mut self, key: &Arc<str>, ts: i64, gap: i64, vals: &[Val<'_>], touched: &mut impl FnMut(Touched)) -> bool {
+        let (watermark, lateness) = (self.watermark, self.lateness_ms);
+        let end = ts.saturating_add(gap);
+        let Some(per_key) = self.windows.get_mut(key) else { return false };
+        let mut hits = per_key.before(end).filter(|(_, w)| !w.retracted && w.end > ts && w.end.saturating_add(lateness) > watermark).map(|(s, _)| *s);
+        let (Some(start), None) = (hits.next(), hits.next()) else { return false };
+        drop(hits);
+        if start > ts {
+            return false;
+        }
+        let Some(w) = per_key.get_mut(&start) else { return false };
+        let old = if w.revision.is_none() { w.end } else { w.end.saturating_add(lateness) };
+        self.timers.remove(&(old, key.clone(), start));
+        w.accs.add(vals, ts);
+        w.records += 1;
+        w.end = w.end.max(end);
+        // As a merge would: a fired session that grew may end past the watermark, and
+        // then an earlier advance dropped it from the pending ones.
+        if w.revision.is_some() {
+            self.pending.push((key.clone(), start));
+        }
+        w.dirty = true;
+        Self::queue(&mut self.changes, w, key, start);
+        let deadline = if w.revision.is_none() { w.end } else { w.end.saturating_add(lateness) };
+        self.timers.insert((deadline, key.clone(), start));
+        touched(Touched::Window { start, opened: false });
+        true
     }
 
     /// Emit `w` if it is due: fired and changed, or a retraction.

@@ -48,6 +48,9 @@ pub enum Acc {
     First(Option<(i64, Pick)>),
     /// (event time, value) of the latest.
     Last(Option<(i64, Pick)>),
+    /// Percentile `q` read from the sketch of an earlier metric (index) of the same field:
+    /// `p50(x)` and `p99(x)` keep one sketch between them.
+    QuantileOf(u16, f64),
 }
 
 /// A DDSketch (the crate's type has no `Debug`).
@@ -197,6 +200,7 @@ impl Acc {
     pub fn add(&mut self, v: Val<'_>, ts: i64) {
         match (self, v) {
             (Acc::Count(n), _) => *n += 1,
+            (Acc::QuantileOf(..), _) => {}
             (Acc::Distinct(h), Val::Str(s)) => h.insert(s.as_bytes()),
             (Acc::Distinct(h), Val::Num(x)) => h.insert(&x.to_bits().to_le_bytes()),
             (Acc::First(f), v) => keep(f, ts, v, true),
@@ -248,6 +252,8 @@ impl Acc {
             Acc::Distinct(h) => json!(h.estimate()),
             Acc::Percentile(d, q) => json!(d.quantile(*q)),
             Acc::First(f) | Acc::Last(f) => f.as_ref().map_or(Value::Null, |(_, v)| v.json()),
+            // Read through the window's other accumulators: see [`Accs::values`].
+            Acc::QuantileOf(..) => Value::Null,
         }
     }
 }
@@ -257,9 +263,18 @@ impl Acc {
 pub struct Accs(pub Vec<Acc>);
 
 impl Accs {
-    /// Empty accumulators for `metrics`.
+    /// Empty accumulators for `metrics`. A percentile of a field an earlier percentile
+    /// already sketches reads that sketch instead of keeping its own.
     pub fn new(metrics: &[Metric]) -> Self {
-        Self(metrics.iter().map(Acc::new).collect())
+        let shared = |i: usize, m: &Metric| match m {
+            Metric::Percentile { field, q } => metrics[..i]
+                .iter()
+                .position(|e| matches!(e, Metric::Percentile { field: f, .. } if f == field))
+                .and_then(|j| u16::try_from(j).ok())
+                .map(|j| Acc::QuantileOf(j, *q)),
+            _ => None,
+        };
+        Self(metrics.iter().enumerate().map(|(i, m)| shared(i, m).unwrap_or_else(|| Acc::new(m))).collect())
     }
 
     /// Add one record: `vals[i]` is the value of metric `i`'s field.
@@ -278,7 +293,14 @@ impl Accs {
 
     /// `name → value` per metric.
     pub fn values(&self, metrics: &[Metric]) -> Map<String, Value> {
-        metrics.iter().zip(&self.0).map(|(m, a)| (m.name(), a.value())).collect()
+        let value = |a: &Acc| match a {
+            Acc::QuantileOf(j, q) => match self.0.get(usize::from(*j)) {
+                Some(Acc::Percentile(d, _)) => json!(d.quantile(*q)),
+                _ => Value::Null,
+            },
+            a => a.value(),
+        };
+        metrics.iter().zip(&self.0).map(|(m, a)| (m.name(), value(a))).collect()
     }
 }
 
@@ -296,6 +318,7 @@ mod tests {
             Metric::Max { field: f() },
             Metric::Avg { field: f() },
             Metric::Percentile { field: f(), q: 0.99 },
+            Metric::Percentile { field: f(), q: 0.5 },
             Metric::First { field: f() },
             Metric::Last { field: f() },
         ]
@@ -304,7 +327,7 @@ mod tests {
     #[test]
     fn names() {
         let names: Vec<String> = all("amount").iter().map(Metric::name).collect();
-        assert_eq!(names, ["count", "sum_amount", "min_amount", "max_amount", "avg_amount", "p99_amount", "first_amount", "last_amount"]);
+        assert_eq!(names, ["count", "sum_amount", "min_amount", "max_amount", "avg_amount", "p99_amount", "p50_amount", "first_amount", "last_amount"]);
         assert_eq!(Metric::Percentile { field: "x".into(), q: 0.999 }.name(), "p99_9_x");
         assert_eq!(Metric::Distinct { field: "user".into() }.name(), "distinct_user");
     }
@@ -331,7 +354,7 @@ mod tests {
             let bytes = vigil_runtime::store::encode("accs", &b).unwrap();
             let b: Accs = vigil_runtime::store::decode("accs", &bytes).unwrap();
             let (x, y) = (one.values(&m), b.values(&m));
-            for k in ["count", "min_v", "max_v", "first_v", "last_v", "p99_v"] {
+            for k in ["count", "min_v", "max_v", "first_v", "last_v", "p99_v", "p50_v"] {
                 prop_assert_eq!(&x[k], &y[k], "{}", k);
             }
             for k in ["sum_v", "avg_v"] {
@@ -350,6 +373,10 @@ mod tests {
             let true_p = sorted[((0.99 * (n as f64 - 1.0)) as usize).min(n - 1)];
             let got = x["p99_v"].as_f64().unwrap();
             prop_assert!((got - true_p).abs() <= PERCENTILE_RELATIVE_ERROR * true_p.abs() + 1e-9, "p99 {} vs {}", got, true_p);
+            // p50 reads p99's sketch.
+            let true_m = sorted[((0.5 * (n as f64 - 1.0)) as usize).min(n - 1)];
+            let got = x["p50_v"].as_f64().unwrap();
+            prop_assert!((got - true_m).abs() <= PERCENTILE_RELATIVE_ERROR * true_m.abs() + 1e-9, "p50 {} vs {}", got, true_m);
         }
     }
 
