@@ -9,8 +9,9 @@
 //! late-data output). Sessions of a key merge when a record bridges them; the absorbed
 //! session's output key is retracted (a tombstone) if it had fired.
 use super::metrics::{Accs, Metric, Val};
+use hashbrown::HashMap;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 /// How records are grouped in time.
@@ -198,7 +199,7 @@ impl Aggregation {
             kind,
             lateness_ms: lateness_ms.max(0),
             metrics,
-            windows: HashMap::new(),
+            windows: HashMap::default(),
             timers: BTreeSet::new(),
             pending: Vec::new(),
             changes: Vec::new(),
@@ -267,9 +268,11 @@ impl Aggregation {
     /// # Errors
     /// [`Late`] when none of its windows is live any more.
     pub fn add(&mut self, key: &str, ts: i64, vals: &[Val<'_>], mut touched: impl FnMut(Touched)) -> Result<(), Late> {
-        let key = &self.intern(key);
         match self.kind {
-            WindowKind::Session { gap_ms } => self.add_session(key, ts, gap_ms, vals, &mut touched),
+            WindowKind::Session { gap_ms } => {
+                let key = &self.intern(key);
+                self.add_session(key, ts, gap_ms, vals, &mut touched)
+            }
             kind => {
                 let (watermark, lateness) = (self.watermark, self.lateness_ms);
                 let live = move |(_, end): &(i64, i64)| end.saturating_add(lateness) > watermark;
@@ -277,11 +280,20 @@ impl Aggregation {
                 if !kind.windows_of(ts).last().is_some_and(|w| live(&w)) {
                     return Err(Late { watermark });
                 }
-                let per_key = self.windows.entry(key.clone()).or_default();
+                // One lookup of the key in the common case (it has windows already).
+                let (key, per_key) = match self.windows.entry_ref(key) {
+                    hashbrown::hash_map::EntryRef::Occupied(e) => (e.key().clone(), e.into_mut()),
+                    hashbrown::hash_map::EntryRef::Vacant(e) => {
+                        let k: Arc<str> = key.into();
+                        (k.clone(), e.insert_with_key(k, KeyWindows::default()))
+                    }
+                };
+                let key = &key;
+                let hashes = super::metrics::distinct_hashes(&self.metrics, vals);
                 for (start, end) in kind.windows_of(ts).filter(live) {
                     let opened = match per_key.get_mut(&start) {
                         Some(w) => {
-                            w.accs.add(vals, ts);
+                            w.accs.add_hashed(vals, &hashes, ts);
                             w.records += 1;
                             if !w.dirty && w.revision.is_some() {
                                 self.pending.push((key.clone(), start));
@@ -292,7 +304,7 @@ impl Aggregation {
                         }
                         None => {
                             let mut w = WindowAcc::new(end, Accs::new(&self.metrics));
-                            w.accs.add(vals, ts);
+                            w.accs.add_hashed(vals, &hashes, ts);
                             w.records = 1;
                             Self::queue(&mut self.changes, &mut w, key, start);
                             per_key.insert(start, w);
