@@ -891,6 +891,14 @@ async fn gen(a: GenArgs) -> Result<std::process::ExitCode> {
             }
             p.take(1);
         }
+        // Unpaced, nothing above waits: look for a stop signal every 1024 records.
+        if pace.is_none() && produced % 1024 == 0 {
+            tokio::select! {
+                biased;
+                _ = &mut stop => break,
+                _ = std::future::ready(()) => {}
+            }
+        }
         let mut r = g.next_record();
         if a.corrupt {
             r.payload = vigil_actors::generator::corrupt(&r.payload, produced);

@@ -365,3 +365,19 @@ fn resume_refuses_a_checkpoint_of_another_cluster() {
     let mut p = Proc::spawn("node", &["run", "--config", cfg.to_str().expect("utf-8"), "--json"], &[("VIGIL_CHECKPOINT__ALLOW_CLUSTER_CHANGE", "true")]);
     p.wait_line("started event", Duration::from_secs(60), |l| l.contains("\"event\":\"started\""));
 }
+
+/// `vigil gen --count 0` without a rate stops on SIGTERM, having every record acknowledged,
+/// and says how many it wrote (it used to look for a signal only while pacing).
+#[test]
+fn unpaced_endless_gen_stops_on_a_signal() {
+    let (_broker, bootstrap) = start_broker(2, &["events"]);
+    let mut g = Proc::spawn("gen", &["gen", "--bootstrap", &bootstrap, "--count", "0", "--json"], &[]);
+    wait_for("records in the topic", Duration::from_secs(30), || (watermarks(&bootstrap, "events", 0).1 > 1000).then_some(()));
+    let status = g.terminate(Duration::from_secs(30));
+    assert!(status.success(), "gen exited with {status}");
+    let summary = g.wait_line("the summary", Duration::from_secs(5), |l| l.contains("\"produced\""));
+    let v: serde_json::Value = serde_json::from_str(&summary).expect("summary is JSON");
+    let produced = v["produced"].as_u64().expect("produced");
+    let stored = watermarks(&bootstrap, "events", 0).1 + watermarks(&bootstrap, "events", 1).1;
+    assert_eq!(produced, stored as u64, "every record it counted is in the topic");
+}
