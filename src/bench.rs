@@ -56,6 +56,18 @@ pub(crate) struct ModesArgs {
     /// Validate and Process shards of the pipeline modes (`pipeline.shards`; 0 = one per core).
     #[arg(long, default_value_t = 0)]
     shards: usize,
+    /// Rate of the paced latency phase, as a fraction of the mode's measured records/s.
+    /// Its producer runs in this process, on the same cores as the node.
+    #[arg(long, default_value_t = 0.5, value_parser = paced_fraction)]
+    paced_fraction: f64,
+}
+
+/// `--paced-fraction`: above 0, at most 1.
+fn paced_fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if f > 0.0 && f <= 1.0 => Ok(f),
+        _ => Err(format!("`{s}` is not a fraction above 0 and at most 1 (e.g. 0.5)")),
+    }
 }
 
 #[derive(Subcommand)]
@@ -299,6 +311,9 @@ fn bench_config(bootstrap: &str, tag: &str, topic: &str, configure: impl FnOnce(
     Ok((cfg, dir))
 }
 
+/// The start of the paced phase left out of its latency figures.
+const PACED_WARM_UP: Duration = Duration::from_secs(1);
+
 /// Topic the paced (latency) phase of `mode` reads.
 fn paced_topic(mode: &str) -> String {
     format!("bench-paced-{mode}")
@@ -330,7 +345,14 @@ async fn paced_latency(bootstrap: &str, mode: &str, shards: usize, record_bytes:
         let mut g = EventGen::new(GenSpec { seed: 11, users: 500, bad_ratio: 0.02, start_ms: vigil_runtime::now_ms(), step_ms: 1 });
         let started = Instant::now();
         let mut sent = 0u64;
+        let mut warm = false;
         while sent < records {
+            // The first second is warm-up: the consumer's first fetches after start-up (up to
+            // ~0.5 s, even at 5 % of the rate) are start-up latency, not steady-state latency.
+            if !warm && started.elapsed() >= PACED_WARM_UP {
+                stats.latency.reset();
+                warm = true;
+            }
             let due = ((started.elapsed().as_secs_f64() * rate) as u64).min(records);
             while sent < due {
                 let mut r = g.next_record();
@@ -497,7 +519,7 @@ async fn modes(a: ModesArgs) -> Result<ExitCode> {
         let latency = if mode == "raw" {
             None
         } else {
-            let paced_rate = (rate / 2.0).max(1.0);
+            let paced_rate = (rate * a.paced_fraction).max(1.0);
             let fits = 2 * 1024 * 1024 * u64::from(partitions) / avg;
             let paced = ((paced_rate * if a.quick { 4.0 } else { 10.0 }) as u64).clamp(1, fits);
             eprintln!("bench: {mode}: latency at {paced_rate:.0} records/s ({paced} records) ...");
@@ -518,9 +540,15 @@ async fn modes(a: ModesArgs) -> Result<ExitCode> {
         "os": std::env::consts::OS, "arch": std::env::consts::ARCH, "shards": shards,
     });
     if a.json {
-        println!("{}", serde_json::json!({"results": results, "records": records, "record_bytes": record_bytes, "partitions": partitions, "machine": machine}));
+        println!(
+            "{}",
+            serde_json::json!({"results": results, "records": records, "record_bytes": record_bytes, "partitions": partitions, "paced_fraction": a.paced_fraction, "machine": machine})
+        );
     } else {
-        println!("{records} records of ~{record_bytes} bytes over {partitions} partitions, {} cores, {shards} shards", machine["cores"]);
+        println!(
+            "{records} records of ~{record_bytes} bytes over {partitions} partitions, {} cores, {shards} shards; latency at {} of each mode's rate",
+            machine["cores"], a.paced_fraction
+        );
         println!("{:<22} {:>12} {:>9} {:>8} {:>8} {:>10} {:>12}", "MODE", "RECORDS/S", "OF RAW", "P50 MS", "P99 MS", "PEAK RSS", "CPU S / 1M");
         for r in &results {
             let ms = |k: &str| r[k].as_i64().map(|x| x.to_string()).unwrap_or_else(|| "-".into());
