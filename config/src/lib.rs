@@ -223,9 +223,8 @@ pub struct KafkaConfig {
     /// Default `100ms`; lower reacts faster to control messages, higher wastes fewer wakeups.
     #[serde(with = "humantime_serde")]
     pub poll_timeout: Duration,
-    /// Most data librdkafka prefetches per consumer, KiB: half for the consumer queue
-    /// (`queued.max.messages.kbytes`), half for a fetch response arriving on a full queue.
-    /// Default 32768 (32 MiB); bounds memory while Ingest waits for credits.
+    /// Most data librdkafka prefetches per consumer (`queued.max.messages.kbytes`), KiB.
+    /// Default 8192 (8 MiB); bounds memory while Ingest waits for credits.
     pub prefetch_kbytes_max: u32,
     /// Most data waiting in a producer for Kafka's acknowledgement
     /// (`queue.buffering.max.kbytes`), KiB. Default 65536 (64 MiB); when full, stages
@@ -243,7 +242,7 @@ impl Default for KafkaConfig {
             properties: BTreeMap::new(),
             embedded_partitions: 4,
             poll_timeout: Duration::from_millis(100),
-            prefetch_kbytes_max: 32768,
+            prefetch_kbytes_max: 8192,
             produce_queue_kbytes_max: 65536,
             security: KafkaSecurityConfig::default(),
         }
