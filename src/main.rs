@@ -891,8 +891,9 @@ async fn gen(a: GenArgs) -> Result<std::process::ExitCode> {
             }
             p.take(1);
         }
-        // Unpaced, nothing above waits: look for a stop signal every 1024 records.
-        if pace.is_none() && produced % 1024 == 0 {
+        // Unpaced (or paced faster than it ever waits), nothing above looks for a stop
+        // signal: look every 1024 records.
+        if produced % 1024 == 0 {
             tokio::select! {
                 biased;
                 _ = &mut stop => break,

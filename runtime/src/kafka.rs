@@ -399,8 +399,9 @@ impl BatchConsumer {
 /// only slightly slower than its fetches).
 pub const FETCH_QUEUE_BACKOFF_MS: u32 = 10;
 
-/// librdkafka's prefetch bound per partition (KiB): the node's budget split over its
-/// partitions, at least 64 KiB so a fetch can still carry a batch.
+/// The node's prefetch budget split over its partitions (KiB, at least 64 KiB so a fetch
+/// can still carry a batch), set as `queued.max.messages.kbytes`, which librdkafka applies
+/// to the whole consumer queue: see the comment where it is set.
 pub fn prefetch_per_partition_kbytes(total_kbytes: u32, partitions: usize) -> u32 {
     (total_kbytes / partitions.max(1) as u32).max(64)
 }

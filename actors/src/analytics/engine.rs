@@ -83,6 +83,16 @@ impl WindowAcc {
     fn new(end: i64, accs: Accs) -> Self {
         Self { end, accs, records: 0, revision: None, dirty: true, retracted: false, queued: false }
     }
+
+    /// When it next needs attention (its timer): its end until it fired, then the end of
+    /// its allowed lateness.
+    fn deadline(&self, lateness_ms: i64) -> i64 {
+        if self.revision.is_none() && !self.retracted {
+            self.end
+        } else {
+            self.end.saturating_add(lateness_ms)
+        }
+    }
 }
 
 /// What an aggregation emits.
@@ -219,7 +229,7 @@ impl Aggregation {
         a.watermark = watermark.unwrap_or(i64::MIN);
         for (key, start, w) in windows {
             let key: Arc<str> = key.into();
-            a.timers.insert((a.deadline(&w), key.clone(), start));
+            a.timers.insert((w.deadline(a.lateness_ms), key.clone(), start));
             if w.retracted || (w.dirty && w.revision.is_some()) {
                 a.pending.push((key.clone(), start));
             }
@@ -236,15 +246,6 @@ impl Aggregation {
     /// Watermark of the last advance (`None` before the first).
     pub fn watermark(&self) -> Option<i64> {
         (self.watermark > i64::MIN).then_some(self.watermark)
-    }
-
-    /// When `w` next needs attention: its end until it fired, then the end of its lateness.
-    fn deadline(&self, w: &WindowAcc) -> i64 {
-        if w.revision.is_none() && !w.retracted {
-            w.end
-        } else {
-            w.end.saturating_add(self.lateness_ms)
-        }
     }
 
     fn queue(changes: &mut Vec<(Arc<str>, i64)>, w: &mut WindowAcc, key: &Arc<str>, start: i64) {
@@ -344,7 +345,7 @@ impl Aggregation {
         let mut opened = true;
         for s in &hits {
             let Some(w) = self.windows.get_mut(key).and_then(|p| p.remove(s)) else { continue };
-            self.timers.remove(&(self.deadline(&w), key.clone(), *s));
+            self.timers.remove(&(w.deadline(lateness), key.clone(), *s));
             acc.accs.merge(&w.accs);
             acc.records += w.records;
             acc.revision = acc.revision.max(w.revision);
@@ -387,8 +388,7 @@ impl Aggregation {
         if acc.revision.is_some() {
             self.pending.push((key.clone(), start));
         }
-        let deadline = if acc.revision.is_none() { acc.end } else { acc.end.saturating_add(lateness) };
-        self.timers.insert((deadline, key.clone(), start));
+        self.timers.insert((acc.deadline(lateness), key.clone(), start));
         per_key.insert(start, acc);
         Ok(())
     }
@@ -407,8 +407,7 @@ impl Aggregation {
             return false;
         }
         let Some(w) = per_key.get_mut(&start) else { return false };
-        let old = if w.revision.is_none() { w.end } else { w.end.saturating_add(lateness) };
-        self.timers.remove(&(old, key.clone(), start));
+        self.timers.remove(&(w.deadline(lateness), key.clone(), start));
         w.accs.add(vals, ts);
         w.records += 1;
         w.end = w.end.max(end);
@@ -419,8 +418,7 @@ impl Aggregation {
         }
         w.dirty = true;
         Self::queue(&mut self.changes, w, key, start);
-        let deadline = if w.revision.is_none() { w.end } else { w.end.saturating_add(lateness) };
-        self.timers.insert((deadline, key.clone(), start));
+        self.timers.insert((w.deadline(lateness), key.clone(), start));
         touched(Touched::Window { start, opened: false });
         true
     }

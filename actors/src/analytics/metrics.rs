@@ -300,13 +300,12 @@ impl Accs {
 
     /// Add one record: `vals[i]` is the value of metric `i`'s field.
     pub fn add(&mut self, vals: &[Val<'_>], ts: i64) {
-        for (a, v) in self.0.iter_mut().zip(vals.iter().chain(std::iter::repeat(&Val::Missing))) {
-            a.add(*v, ts);
-        }
+        self.add_hashed(vals, &[], ts);
     }
 
     /// [`Accs::add`] with the distinct-count hashes of the record computed beforehand
-    /// ([`distinct_hashes`]): a record of a hopping window goes into several windows.
+    /// ([`distinct_hashes`]; missing ones are computed here): a record of a hopping window
+    /// goes into several windows.
     pub fn add_hashed(&mut self, vals: &[Val<'_>], hashes: &[Option<u64>], ts: i64) {
         let mut hashes = hashes.iter();
         for (a, v) in self.0.iter_mut().zip(vals.iter().chain(std::iter::repeat(&Val::Missing))) {
