@@ -566,7 +566,10 @@ mod tests {
 
     #[test]
     fn example_scenarios_parse() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/chaos");
+        // Where the crate is now, not where this binary was compiled (a shared target
+        // directory may reuse it from another checkout).
+        let here = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
+        let dir = std::path::Path::new(&here).join("../examples/chaos");
         let mut n = 0;
         for e in std::fs::read_dir(&dir).unwrap().flatten().filter(|e| e.path().extension().is_some_and(|x| x == "toml")) {
             let text = std::fs::read_to_string(e.path()).unwrap();

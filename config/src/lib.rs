@@ -223,7 +223,8 @@ pub struct KafkaConfig {
     /// Default `100ms`; lower reacts faster to control messages, higher wastes fewer wakeups.
     #[serde(with = "humantime_serde")]
     pub poll_timeout: Duration,
-    /// Most data librdkafka prefetches per consumer (`queued.max.messages.kbytes`), KiB.
+    /// Most data librdkafka prefetches for the node, KiB: half as the consumer queue
+    /// (`queued.max.messages.kbytes`), half for a fetch response landing on a full queue.
     /// Default 8192 (8 MiB); bounds memory while Ingest waits for credits.
     pub prefetch_kbytes_max: u32,
     /// Most data waiting in a producer for Kafka's acknowledgement
@@ -1402,7 +1403,10 @@ mod tests {
             }
         }
         let mut files = Vec::new();
-        walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples"), &mut files);
+        // Where the crate is now (a test binary may be reused from another checkout of the
+        // same sources, whose compile-time path is gone).
+        let here = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
+        walk(&Path::new(&here).join("../examples"), &mut files);
         assert!(files.len() >= 3, "{files:?}");
         for f in files {
             let text = std::fs::read_to_string(&f).unwrap();
