@@ -11,9 +11,14 @@ pub struct MemoryGovernor {
 }
 
 impl MemoryGovernor {
-    /// For a limit of `limit` bytes.
+    /// For a limit of `limit` bytes: held above 90 %, until back under 80 %.
     pub fn new(limit: u64) -> Self {
-        Self { high: limit / 10 * 9, low: limit / 10 * 8, throttled: false }
+        Self::with_bands(limit, 90, 80)
+    }
+
+    /// Held above `high` percent of `limit`, until back under `low` percent.
+    pub fn with_bands(limit: u64, high: u64, low: u64) -> Self {
+        Self { high: limit / 100 * high, low: limit / 100 * low, throttled: false }
     }
 
     /// Take a new reading of the resident size; returns `Some(now_throttled)` when the
@@ -56,5 +61,14 @@ mod tests {
         assert_eq!(g.observe(799), Some(false));
         assert_eq!(g.observe(900), None, "90 % exactly is not over");
         assert!(!g.throttled());
+    }
+
+    #[test]
+    fn bands_are_percentages_of_the_limit() {
+        let mut g = MemoryGovernor::with_bands(1000, 50, 40);
+        assert_eq!(g.observe(500), None, "50 % exactly is not over");
+        assert_eq!(g.observe(501), Some(true));
+        assert_eq!(g.observe(401), None);
+        assert_eq!(g.observe(399), Some(false));
     }
 }

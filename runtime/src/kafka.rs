@@ -50,11 +50,18 @@ pub struct LagContext {
     /// Brokers in state UP at the last report; -1 before the first.
     brokers_up: AtomicI64,
     partition_lag: std::sync::Mutex<BTreeMap<TopicPartition, i64>>,
+    /// Low and high watermark offsets per partition, once fetched.
+    ends: std::sync::Mutex<BTreeMap<TopicPartition, (i64, i64)>>,
 }
 
 impl Default for LagContext {
     fn default() -> Self {
-        Self { total_lag: AtomicI64::new(0), brokers_up: AtomicI64::new(-1), partition_lag: std::sync::Mutex::new(BTreeMap::new()) }
+        Self {
+            total_lag: AtomicI64::new(0),
+            brokers_up: AtomicI64::new(-1),
+            partition_lag: std::sync::Mutex::new(BTreeMap::new()),
+            ends: std::sync::Mutex::new(BTreeMap::new()),
+        }
     }
 }
 
@@ -81,16 +88,23 @@ impl ClientContext for LagContext {
         let mut total = 0;
         let mut prefetched = 0u64;
         let mut per = BTreeMap::new();
+        let mut ends = BTreeMap::new();
         for (topic, t) in stats.topics {
             for (p, part) in t.partitions {
                 if p < 0 || !part.desired {
                     continue;
                 }
+                // Every partition reports the consumer queue its fetch queue forwards to.
+                prefetched = prefetched.max(part.fetchq_size);
+                let tp = TopicPartition { topic: topic.clone(), partition: p };
+                // Offsets are -1 until the partition's first fetch response: unknown, left out.
+                if part.hi_offset >= 0 {
+                    ends.insert(tp.clone(), (part.lo_offset, part.hi_offset));
+                }
                 let lag = part.consumer_lag.max(0);
-                prefetched += part.fetchq_size;
                 total += lag;
                 metrics::gauge!("vigil_consumer_lag", "topic" => topic.clone(), "partition" => p.to_string()).set(lag as f64);
-                per.insert(TopicPartition { topic: topic.clone(), partition: p }, lag);
+                per.insert(tp, lag);
             }
         }
         let up = stats.brokers.values().filter(|b| b.nodeid >= 0 && b.state == "UP").count() as i64;
@@ -100,6 +114,9 @@ impl ClientContext for LagContext {
         metrics::gauge!("vigil_memory_bytes", "component" => "prefetch").set(prefetched as f64);
         if let Ok(mut m) = self.partition_lag.lock() {
             *m = per;
+        }
+        if let Ok(mut m) = self.ends.lock() {
+            *m = ends;
         }
     }
 }
@@ -150,7 +167,7 @@ impl BatchConsumer {
             assignment.extend(parts.into_iter().map(|p| TopicPartition::new(topic.clone(), p)));
         }
         drop(meta);
-        let per_partition = prefetch_per_partition_kbytes(kafka.prefetch_kbytes_max, assignment.len());
+        let fetch = FetchBudget::new(kafka.prefetch_kbytes_max, assignment.len());
         let defaults = [
             ("group.id", kafka.group_id.clone()),
             ("enable.auto.commit", "false".into()),
@@ -158,13 +175,12 @@ impl BatchConsumer {
             ("auto.offset.reset", "earliest".into()),
             ("enable.partition.eof", "false".into()),
             ("statistics.interval.ms", "1000".into()),
-            // Known wrong, kept for now: the high-level consumer applies this bound to its
-            // one queue, not per partition, so this split starves a node with many
-            // partitions. Giving the consumer the whole budget made it 1.6 - 1.8x faster
-            // on the 1M-record bench but broke the backlog test's memory bound, which this
-            // starvation had been holding (docs/performance.md, "Second round").
-            ("queued.max.messages.kbytes", per_partition.to_string()),
-            ("max.partition.fetch.bytes", (per_partition * 1024).to_string()),
+            // The high-level consumer applies `queued.max.messages.kbytes` to its one queue
+            // (every partition's fetch queue forwards to it), and a fetch response (capped
+            // by librdkafka at the same size, but at least `message.max.bytes`) may land on
+            // top of a full queue: half the budget each.
+            ("queued.max.messages.kbytes", fetch.queue_kbytes.to_string()),
+            ("max.partition.fetch.bytes", fetch.partition_bytes.to_string()),
             ("queued.min.messages", "1000000".into()),
             // A partition whose prefetch is full is fetched again this soon after (the
             // default, 1 s, stalls a consumer only slightly slower than its fetches).
@@ -388,6 +404,14 @@ impl BatchConsumer {
         self.next.iter().map(|(tp, o)| (tp.clone(), o.unwrap_or(-1), lag.get(tp).copied().unwrap_or(0))).collect()
     }
 
+    /// Partitions that may have records left to read: the high watermark of the last
+    /// statistics report is past the next offset (or past the log start, before the first
+    /// record), or no watermark is known yet (not fetched since the consumer started).
+    pub fn pending(&self) -> Vec<TopicPartition> {
+        let ends = self.consumer.context().ends.lock().map(|m| m.clone()).unwrap_or_default();
+        self.assignment.iter().filter(|tp| records_left(ends.get(*tp).copied(), self.next.get(*tp).copied().flatten())).cloned().collect()
+    }
+
     /// Brokers the consumer sees UP (`None` before the first statistics report).
     pub fn brokers_up(&self) -> Option<i64> {
         self.consumer.context().brokers_up()
@@ -399,11 +423,37 @@ impl BatchConsumer {
 /// only slightly slower than its fetches).
 pub const FETCH_QUEUE_BACKOFF_MS: u32 = 10;
 
-/// The node's prefetch budget split over its partitions (KiB, at least 64 KiB so a fetch
-/// can still carry a batch), set as `queued.max.messages.kbytes`, which librdkafka applies
-/// to the whole consumer queue: see the comment where it is set.
-pub fn prefetch_per_partition_kbytes(total_kbytes: u32, partitions: usize) -> u32 {
-    (total_kbytes / partitions.max(1) as u32).max(64)
+/// Whether a partition may have records left to read, given its low and high watermark
+/// offsets (if fetched yet) and the next offset to read (if known).
+fn records_left(ends: Option<(i64, i64)>, next: Option<i64>) -> bool {
+    match (ends, next) {
+        (None, _) => true,
+        (Some((_, hi)), Some(next)) => hi > next,
+        (Some((lo, hi)), None) => hi > lo.max(0),
+    }
+}
+
+/// How the consumer spends `kafka.prefetch_kbytes_max` (librdkafka 2.x semantics, see
+/// `rd_kafka_toppar_fetch_decide`: a partition is fetched while the consumer queue its
+/// fetch queue forwards to holds less than `queued.max.messages.kbytes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchBudget {
+    /// `queued.max.messages.kbytes`: the whole consumer queue, KiB. Half the budget: one
+    /// fetch response (`fetch.max.bytes`, which librdkafka caps at this size) may arrive
+    /// on top of a full queue.
+    pub queue_kbytes: u32,
+    /// `max.partition.fetch.bytes`: one partition's share of a response (at least 64 KiB,
+    /// so a fetch still carries a batch; a larger first batch is returned whole anyway).
+    pub partition_bytes: u32,
+}
+
+impl FetchBudget {
+    /// The split of `total_kbytes` for a consumer of `partitions` partitions.
+    pub fn new(total_kbytes: u32, partitions: usize) -> Self {
+        let queue_kbytes = (total_kbytes / 2).max(1);
+        let partition_bytes = (queue_kbytes.saturating_mul(1024) / partitions.max(1) as u32).max(64 * 1024);
+        Self { queue_kbytes, partition_bytes }
+    }
 }
 
 /// Copy a consumed message into `batch`.
@@ -676,4 +726,30 @@ pub fn cluster_facts(bootstrap: &str, kafka: &KafkaConfig, topics: &[String], ti
         }
     }
     Ok(ClusterFacts { cluster_id, partitions })
+}
+
+#[cfg(test)]
+mod fetch_budget_tests {
+    use super::{records_left, FetchBudget};
+
+    #[test]
+    fn records_are_left_until_the_next_offset_reaches_the_high_watermark() {
+        assert!(records_left(None, Some(5)), "not fetched yet: may have records");
+        assert!(records_left(Some((0, 10)), Some(5)));
+        assert!(!records_left(Some((0, 10)), Some(10)));
+        assert!(records_left(Some((0, 10)), None), "nothing read yet, records after the log start");
+        assert!(!records_left(Some((0, 0)), None), "an empty partition");
+        assert!(!records_left(Some((7, 7)), None), "emptied by retention");
+        assert!(records_left(Some((-1, 3)), None), "log start unknown");
+    }
+
+    #[test]
+    fn the_budget_is_half_queue_half_response_and_shared_by_partitions() {
+        let b = FetchBudget::new(8192, 4);
+        assert_eq!(b.queue_kbytes, 4096, "the whole consumer queue, not one partition's");
+        assert_eq!(b.partition_bytes, 1024 * 1024);
+        // Many partitions: each still gets a batch's worth.
+        assert_eq!(FetchBudget::new(8192, 1000).partition_bytes, 64 * 1024);
+        assert_eq!(FetchBudget::new(1, 0), FetchBudget { queue_kbytes: 1, partition_bytes: 64 * 1024 });
+    }
 }

@@ -60,7 +60,11 @@ fn describe() {
     describe_gauge!("vigil_open_windows", "Windows currently open, per aggregation and Process shard.");
     describe_gauge!(
         "vigil_ingest_held_partitions",
-        "Partitions Ingest holds back for running more than pipeline.event_time.max_drift ahead of the slowest (watermark alignment)."
+        "Partitions Ingest holds back for running more than pipeline.event_time.max_drift ahead of the slowest, or while a partition with records left has delivered none (watermark alignment)."
+    );
+    describe_gauge!(
+        "vigil_ingest_aligning",
+        "1 while the node is over half of node.memory_limit (until under 40 %), when watermark alignment holds partitions running more than max_drift ahead."
     );
     describe_gauge!("vigil_memory_limit_bytes", "node.memory_limit: the resident size the node keeps under.");
     describe_gauge!("vigil_memory_throttled", "1 while Ingest holds back because the node is over 90 % of node.memory_limit (until under 80 %).");

@@ -103,9 +103,23 @@ impl Watermarks {
 /// (`pending`), those whose largest event time runs more than `max_drift_ms` ahead of the
 /// slowest one's. Holding them back lets the slow ones catch up, so the watermark — the
 /// minimum — advances and windows close, instead of a backlog read unevenly keeping ever
-/// more windows open. Partitions without an event time yet do not count.
-pub fn ahead(event_time: &BTreeMap<TopicPartition, i64>, pending: &[TopicPartition], max_drift_ms: i64) -> std::collections::BTreeSet<TopicPartition> {
+/// more windows open.
+///
+/// A pending partition without an event time yet holds the watermark back as the slowest
+/// would, so while `wait_for_unseen` every partition with an event time is held until it
+/// has delivered (its fetches otherwise compete with theirs, and a consumer may go seconds
+/// before reaching it). The caller stops waiting after the idle timeout, as the watermark
+/// stops waiting for a silent partition.
+pub fn ahead(
+    event_time: &BTreeMap<TopicPartition, i64>,
+    pending: &[TopicPartition],
+    max_drift_ms: i64,
+    wait_for_unseen: bool,
+) -> std::collections::BTreeSet<TopicPartition> {
     let known = || pending.iter().filter_map(|tp| Some((tp, *event_time.get(tp)?)));
+    if wait_for_unseen && pending.iter().any(|tp| !event_time.contains_key(tp)) {
+        return known().map(|(tp, _)| tp.clone()).collect();
+    }
     let Some(min) = known().map(|(_, t)| t).min() else { return Default::default() };
     known().filter(|(_, t)| *t > min.saturating_add(max_drift_ms)).map(|(tp, _)| tp.clone()).collect()
 }
@@ -152,10 +166,22 @@ mod tests {
     fn partitions_far_ahead_of_the_slowest_pending_one_are_held() {
         let et: BTreeMap<TopicPartition, i64> = [(tp(0), 1_000), (tp(1), 40_000), (tp(2), 31_000), (tp(3), 90_000)].into();
         let pending = [tp(0), tp(1), tp(2), tp(4)];
-        // 3 has nothing left to read, 4 has no event time yet: neither is held or counts.
-        assert_eq!(ahead(&et, &pending, 30_000), [tp(1)].into());
-        assert_eq!(ahead(&et, &[tp(1), tp(2), tp(3)], 30_000), [tp(3)].into());
-        assert!(ahead(&et, &[], 30_000).is_empty());
-        assert!(ahead(&BTreeMap::new(), &pending, 30_000).is_empty());
+        // 3 has nothing left to read; 4 has no event time yet and, once the node has stopped
+        // waiting for it, does not count.
+        assert_eq!(ahead(&et, &pending, 30_000, false), [tp(1)].into());
+        assert_eq!(ahead(&et, &[tp(1), tp(2), tp(3)], 30_000, false), [tp(3)].into());
+        assert!(ahead(&et, &[], 30_000, false).is_empty());
+        assert!(ahead(&BTreeMap::new(), &pending, 30_000, false).is_empty());
+    }
+
+    #[test]
+    fn a_pending_partition_not_yet_seen_holds_every_partition_with_an_event_time() {
+        let et: BTreeMap<TopicPartition, i64> = [(tp(0), 1_000), (tp(1), 2_000), (tp(3), 90_000)].into();
+        // 4 has records to read and no event time: 0 and 1 wait for it, whatever the drift;
+        // 3 has nothing left to read and is not held.
+        assert_eq!(ahead(&et, &[tp(0), tp(1), tp(4)], 30_000, true), [tp(0), tp(1)].into());
+        // Once every pending partition has an event time, the drift decides again.
+        assert!(ahead(&et, &[tp(0), tp(1)], 30_000, true).is_empty());
+        assert!(ahead(&BTreeMap::new(), &[tp(4)], 30_000, true).is_empty());
     }
 }

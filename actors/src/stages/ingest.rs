@@ -5,7 +5,7 @@ use crate::quality::tracker::BatchQuality;
 use crate::rate::RateLimit;
 use crate::Error;
 use ractor::{Actor, ActorRef};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,8 +47,14 @@ pub struct IngestState {
     memory_poll: Instant,
     /// When partitions were last checked for running ahead in event time.
     aligned_at: Instant,
+    /// When this Ingest started reading (a partition not yet seen holds the others back
+    /// for up to `pipeline.event_time.idle_timeout` from then).
+    started: Instant,
     /// `node.memory_limit`, and when the resident size was last read.
     memory: crate::memory::MemoryGovernor,
+    /// Whether the node is over half its memory limit, when watermark alignment holds
+    /// partitions running ahead.
+    align_gate: crate::memory::MemoryGovernor,
     memory_checked: Instant,
     /// End-to-end latencies per source since the last quality report, ms.
     latency: BTreeMap<String, Vec<f64>>,
@@ -78,6 +84,9 @@ impl IngestState {
             self.memory_checked = Instant::now();
             let rss = vigil_runtime::metrics::resident_bytes().unwrap_or(0);
             metrics::gauge!("vigil_memory_bytes", "component" => "process").set(rss as f64);
+            if let Some(aligning) = self.align_gate.observe(rss) {
+                metrics::gauge!("vigil_ingest_aligning").set(if aligning { 1.0 } else { 0.0 });
+            }
             if let Some(throttled) = self.memory.observe(rss) {
                 self.ctx.memory_throttled.store(throttled, Ordering::SeqCst);
                 metrics::gauge!("vigil_memory_throttled").set(if throttled { 1.0 } else { 0.0 });
@@ -94,17 +103,29 @@ impl IngestState {
     }
 
     /// Watermark alignment, at most every [`ALIGN_EVERY`]: hold back the partitions running
-    /// more than `pipeline.event_time.max_drift` ahead of the slowest one with records left.
+    /// more than `pipeline.event_time.max_drift` ahead of the slowest one with records left,
+    /// and every partition with an event time while one with records left has none yet;
+    /// only while the node is over half its memory limit.
     fn align(&mut self) -> crate::Result<()> {
         let drift = self.ctx.config.pipeline.event_time.max_drift;
         if drift.is_zero() || self.aligned_at.elapsed() < ALIGN_EVERY {
             return Ok(());
         }
         self.aligned_at = Instant::now();
-        let pending: Vec<TopicPartition> = self.consumer.progress().into_iter().filter(|(_, _, lag)| *lag > 0).map(|(tp, ..)| tp).collect();
-        let held = match self.ctx.event_time.lock() {
-            Ok(board) => crate::analytics::watermark::ahead(&board, &pending, drift.as_millis() as i64),
-            Err(_) => return Ok(()),
+        // Holding partitions back costs throughput (about 45 % on `vigil bench`, whose
+        // partitions drift a fetch's worth apart: the few left unheld cannot feed the node,
+        // and a short run spends much of itself waiting for the last partitions' first
+        // records), and what it saves is memory: it applies above half the memory limit.
+        let held = if !self.align_gate.throttled() {
+            BTreeSet::new()
+        } else {
+            let pending = self.consumer.pending();
+            // As long as the watermark would wait for a partition not yet seen.
+            let wait_for_unseen = self.started.elapsed() < self.ctx.config.pipeline.event_time.idle_timeout;
+            match self.ctx.event_time.lock() {
+                Ok(board) => crate::analytics::watermark::ahead(&board, &pending, drift.as_millis() as i64, wait_for_unseen),
+                Err(_) => return Ok(()),
+            }
         };
         if held != *self.consumer.held() {
             tracing::debug!(held = held.len(), "watermark alignment: partitions ahead held back");
@@ -179,6 +200,7 @@ impl Actor for Ingest {
         }
         myself.send_message(IngestMsg::Poll)?;
         let memory = crate::memory::MemoryGovernor::new(ctx.config.node.memory_limit.0);
+        let align_gate = crate::memory::MemoryGovernor::with_bands(ctx.config.node.memory_limit.0, 50, 40);
         // Event times of a previous incarnation are ahead of what the replay brings.
         if let Ok(mut board) = ctx.event_time.lock() {
             board.clear();
@@ -188,6 +210,7 @@ impl Actor for Ingest {
         metrics::gauge!("vigil_ingest_credits").set(credits as f64);
         metrics::gauge!("vigil_memory_limit_bytes").set(ctx.config.node.memory_limit.0 as f64);
         metrics::gauge!("vigil_memory_throttled").set(0.0);
+        metrics::gauge!("vigil_ingest_aligning").set(0.0);
         metrics::counter!("vigil_memory_throttle_total").increment(0);
         metrics::gauge!("vigil_ingest_paused").set(0.0);
         ctx.stats.set_ready(true);
@@ -208,7 +231,9 @@ impl Actor for Ingest {
             rate,
             in_flight_bytes: 0,
             memory,
+            align_gate,
             aligned_at: Instant::now(),
+            started: Instant::now(),
             memory_poll: Instant::now(),
             sink_seen: (0, Instant::now()),
             memory_checked: Instant::now(),
