@@ -109,7 +109,7 @@ impl Watermarks {
 /// would, so while `wait_for_unseen` every partition with an event time is held until it
 /// has delivered (its fetches otherwise compete with theirs, and a consumer may go seconds
 /// before reaching it). The caller stops waiting after the idle timeout, as the watermark
-/// stops waiting for a silent partition.
+/// stops waiting for a silent partition, and decides when alignment applies at all.
 pub fn ahead(
     event_time: &BTreeMap<TopicPartition, i64>,
     pending: &[TopicPartition],
