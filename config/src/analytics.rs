@@ -24,11 +24,21 @@ pub struct EventTimeConfig {
     /// unevenly does not hold windows open without bound. `0s` turns it off. Default `30s`.
     #[serde(with = "humantime_serde")]
     pub max_drift: Duration,
+    /// Alignment applies while the node's resident size is above this percentage of
+    /// `node.memory_limit` (until 10 points under it): holding partitions costs throughput,
+    /// and what it saves is memory. `0`: always. Default `50`.
+    pub align_above_memory_percent: u8,
 }
 
 impl Default for EventTimeConfig {
     fn default() -> Self {
-        Self { field: "ts".into(), out_of_orderness: Duration::from_secs(2), idle_timeout: Duration::from_secs(10), max_drift: Duration::from_secs(30) }
+        Self {
+            field: "ts".into(),
+            out_of_orderness: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(10),
+            max_drift: Duration::from_secs(30),
+            align_above_memory_percent: 50,
+        }
     }
 }
 
@@ -621,6 +631,9 @@ impl crate::PipelineConfig {
         }
         if e.idle_timeout.is_zero() {
             err("pipeline.event_time.idle_timeout", "must be greater than 0");
+        }
+        if e.align_above_memory_percent > 100 {
+            err("pipeline.event_time.align_above_memory_percent", "must be between 0 (always) and 100");
         }
         if self.aggregations.is_empty() {
             err("pipeline.aggregations", "at least one aggregation is needed");

@@ -64,7 +64,7 @@ fn describe() {
     );
     describe_gauge!(
         "vigil_ingest_aligning",
-        "1 while the node is over half of node.memory_limit (until under 40 %), when watermark alignment holds partitions running more than max_drift ahead."
+        "1 while the node is over pipeline.event_time.align_above_memory_percent of node.memory_limit (until 10 points under), when watermark alignment applies."
     );
     describe_gauge!("vigil_memory_limit_bytes", "node.memory_limit: the resident size the node keeps under.");
     describe_gauge!("vigil_memory_throttled", "1 while Ingest holds back because the node is over 90 % of node.memory_limit (until under 80 %).");

@@ -52,8 +52,8 @@ pub struct IngestState {
     started: Instant,
     /// `node.memory_limit`, and when the resident size was last read.
     memory: crate::memory::MemoryGovernor,
-    /// Whether the node is over half its memory limit, when watermark alignment holds
-    /// partitions running ahead.
+    /// Whether the node is over `pipeline.event_time.align_above_memory_percent` of its
+    /// memory limit, when watermark alignment holds partitions back.
     align_gate: crate::memory::MemoryGovernor,
     memory_checked: Instant,
     /// End-to-end latencies per source since the last quality report, ms.
@@ -105,7 +105,7 @@ impl IngestState {
     /// Watermark alignment, at most every [`ALIGN_EVERY`]: hold back the partitions running
     /// more than `pipeline.event_time.max_drift` ahead of the slowest one with records left,
     /// and every partition with an event time while one with records left has none yet;
-    /// only while the node is over half its memory limit.
+    /// only above `pipeline.event_time.align_above_memory_percent` of the memory limit.
     fn align(&mut self) -> crate::Result<()> {
         let drift = self.ctx.config.pipeline.event_time.max_drift;
         if drift.is_zero() || self.aligned_at.elapsed() < ALIGN_EVERY {
@@ -115,8 +115,10 @@ impl IngestState {
         // Holding partitions back costs throughput (about 45 % on `vigil bench`, whose
         // partitions drift a fetch's worth apart: the few left unheld cannot feed the node,
         // and a short run spends much of itself waiting for the last partitions' first
-        // records), and what it saves is memory: it applies above half the memory limit.
-        let held = if !self.align_gate.throttled() {
+        // records), and what it saves is memory: by default it applies above half the
+        // memory limit.
+        let always = self.ctx.config.pipeline.event_time.align_above_memory_percent == 0;
+        let held = if !always && !self.align_gate.throttled() {
             BTreeSet::new()
         } else {
             let pending = self.consumer.pending();
@@ -200,7 +202,8 @@ impl Actor for Ingest {
         }
         myself.send_message(IngestMsg::Poll)?;
         let memory = crate::memory::MemoryGovernor::new(ctx.config.node.memory_limit.0);
-        let align_gate = crate::memory::MemoryGovernor::with_bands(ctx.config.node.memory_limit.0, 50, 40);
+        let pct = u64::from(ctx.config.pipeline.event_time.align_above_memory_percent);
+        let align_gate = crate::memory::MemoryGovernor::with_bands(ctx.config.node.memory_limit.0, pct, pct.saturating_sub(10));
         // Event times of a previous incarnation are ahead of what the replay brings.
         if let Ok(mut board) = ctx.event_time.lock() {
             board.clear();
