@@ -16,9 +16,10 @@ impl MemoryGovernor {
         Self::with_bands(limit, 90, 80)
     }
 
-    /// Held above `high` percent of `limit`, until back under `low` percent.
+    /// Held above `high` percent of `limit`, until back under `low` percent; with `high`
+    /// 0, held from the start and always.
     pub fn with_bands(limit: u64, high: u64, low: u64) -> Self {
-        Self { high: limit / 100 * high, low: limit / 100 * low, throttled: false }
+        Self { high: limit / 100 * high, low: limit / 100 * low, throttled: high == 0 }
     }
 
     /// Take a new reading of the resident size; returns `Some(now_throttled)` when the
@@ -70,5 +71,9 @@ mod tests {
         assert_eq!(g.observe(501), Some(true));
         assert_eq!(g.observe(401), None);
         assert_eq!(g.observe(399), Some(false));
+        let mut always = MemoryGovernor::with_bands(1000, 0, 0);
+        assert!(always.throttled(), "a band from 0 % holds before any reading");
+        assert_eq!(always.observe(0), None);
+        assert!(always.throttled());
     }
 }

@@ -49,19 +49,21 @@ pub struct LagContext {
     total_lag: AtomicI64,
     /// Brokers in state UP at the last report; -1 before the first.
     brokers_up: AtomicI64,
-    partition_lag: std::sync::Mutex<BTreeMap<TopicPartition, i64>>,
-    /// Low and high watermark offsets per partition, once fetched.
-    ends: std::sync::Mutex<BTreeMap<TopicPartition, (i64, i64)>>,
+    partitions: std::sync::Mutex<BTreeMap<TopicPartition, PartitionReport>>,
+}
+
+/// One partition in the last statistics report.
+#[derive(Debug, Clone, Copy)]
+struct PartitionReport {
+    /// Consumer lag (from the committed offset; 0 when unknown).
+    lag: i64,
+    /// Low and high watermark offsets, once fetched.
+    ends: Option<(i64, i64)>,
 }
 
 impl Default for LagContext {
     fn default() -> Self {
-        Self {
-            total_lag: AtomicI64::new(0),
-            brokers_up: AtomicI64::new(-1),
-            partition_lag: std::sync::Mutex::new(BTreeMap::new()),
-            ends: std::sync::Mutex::new(BTreeMap::new()),
-        }
+        Self { total_lag: AtomicI64::new(0), brokers_up: AtomicI64::new(-1), partitions: std::sync::Mutex::new(BTreeMap::new()) }
     }
 }
 
@@ -79,7 +81,7 @@ impl LagContext {
 
     /// Consumer lag per partition, from the last statistics report.
     pub fn partition_lag(&self) -> BTreeMap<TopicPartition, i64> {
-        self.partition_lag.lock().map(|m| m.clone()).unwrap_or_default()
+        self.partitions.lock().map(|m| m.iter().map(|(tp, r)| (tp.clone(), r.lag)).collect()).unwrap_or_default()
     }
 }
 
@@ -88,7 +90,6 @@ impl ClientContext for LagContext {
         let mut total = 0;
         let mut prefetched = 0u64;
         let mut per = BTreeMap::new();
-        let mut ends = BTreeMap::new();
         for (topic, t) in stats.topics {
             for (p, part) in t.partitions {
                 if p < 0 || !part.desired {
@@ -96,15 +97,12 @@ impl ClientContext for LagContext {
                 }
                 // Every partition reports the consumer queue its fetch queue forwards to.
                 prefetched = prefetched.max(part.fetchq_size);
-                let tp = TopicPartition { topic: topic.clone(), partition: p };
-                // Offsets are -1 until the partition's first fetch response: unknown, left out.
-                if part.hi_offset >= 0 {
-                    ends.insert(tp.clone(), (part.lo_offset, part.hi_offset));
-                }
+                // Offsets are -1 until the partition's first fetch response: unknown.
+                let ends = (part.hi_offset >= 0).then_some((part.lo_offset, part.hi_offset));
                 let lag = part.consumer_lag.max(0);
                 total += lag;
                 metrics::gauge!("vigil_consumer_lag", "topic" => topic.clone(), "partition" => p.to_string()).set(lag as f64);
-                per.insert(tp, lag);
+                per.insert(TopicPartition { topic: topic.clone(), partition: p }, PartitionReport { lag, ends });
             }
         }
         let up = stats.brokers.values().filter(|b| b.nodeid >= 0 && b.state == "UP").count() as i64;
@@ -112,11 +110,8 @@ impl ClientContext for LagContext {
         metrics::gauge!("vigil_kafka_brokers_up").set(up as f64);
         self.total_lag.store(total, Ordering::Relaxed);
         metrics::gauge!("vigil_memory_bytes", "component" => "prefetch").set(prefetched as f64);
-        if let Ok(mut m) = self.partition_lag.lock() {
+        if let Ok(mut m) = self.partitions.lock() {
             *m = per;
-        }
-        if let Ok(mut m) = self.ends.lock() {
-            *m = ends;
         }
     }
 }
@@ -408,8 +403,9 @@ impl BatchConsumer {
     /// statistics report is past the next offset (or past the log start, before the first
     /// record), or no watermark is known yet (not fetched since the consumer started).
     pub fn pending(&self) -> Vec<TopicPartition> {
-        let ends = self.consumer.context().ends.lock().map(|m| m.clone()).unwrap_or_default();
-        self.assignment.iter().filter(|tp| records_left(ends.get(*tp).copied(), self.next.get(*tp).copied().flatten())).cloned().collect()
+        let Ok(reports) = self.consumer.context().partitions.lock() else { return self.assignment.clone() };
+        let ends = |tp: &TopicPartition| reports.get(tp).and_then(|r| r.ends);
+        self.assignment.iter().filter(|tp| records_left(ends(tp), self.next.get(*tp).copied().flatten())).cloned().collect()
     }
 
     /// Brokers the consumer sees UP (`None` before the first statistics report).

@@ -117,8 +117,7 @@ impl IngestState {
         // and a short run spends much of itself waiting for the last partitions' first
         // records), and what it saves is memory: by default it applies above half the
         // memory limit.
-        let always = self.ctx.config.pipeline.event_time.align_above_memory_percent == 0;
-        let held = if !always && !self.align_gate.throttled() {
+        let held = if !self.align_gate.throttled() {
             BTreeSet::new()
         } else {
             let pending = self.consumer.pending();
@@ -213,7 +212,7 @@ impl Actor for Ingest {
         metrics::gauge!("vigil_ingest_credits").set(credits as f64);
         metrics::gauge!("vigil_memory_limit_bytes").set(ctx.config.node.memory_limit.0 as f64);
         metrics::gauge!("vigil_memory_throttled").set(0.0);
-        metrics::gauge!("vigil_ingest_aligning").set(0.0);
+        metrics::gauge!("vigil_ingest_aligning").set(if align_gate.throttled() { 1.0 } else { 0.0 });
         metrics::counter!("vigil_memory_throttle_total").increment(0);
         metrics::gauge!("vigil_ingest_paused").set(0.0);
         ctx.stats.set_ready(true);
