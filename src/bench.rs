@@ -150,15 +150,50 @@ pub(crate) struct BenchArgs {
     /// Rounds; each runs the pipeline once with the feature off and once on.
     #[arg(long, default_value_t = 3)]
     rounds: u32,
-    /// Partitions of the source topic (the mock keeps ~5 MiB per partition).
-    #[arg(long, default_value_t = 8)]
-    partitions: u32,
+    /// Partitions of the source topic. Default: 16, or as many more as the dataset needs (the
+    /// mock keeps ~5 MiB per partition; the bench refuses a dataset that would not fit).
+    #[arg(long)]
+    partitions: Option<u32>,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
 }
 
 const TOPIC: &str = "bench-events";
+
+/// Average bytes a generated record takes in the log, from a sample: its value (padded to
+/// `record_bytes`), the signature header when signed, and ~60 bytes of key, other headers
+/// and framing.
+fn sample_bytes(record_bytes: Option<usize>, sign: Option<(&str, &[u8])>) -> u64 {
+    let mut sample = EventGen::new(GenSpec { seed: 7, users: 500, bad_ratio: 0.02, start_ms: 0, step_ms: 1 });
+    let total: u64 = (0..1000)
+        .map(|_| {
+            let mut r = sample.next_record();
+            pad(&mut r.payload, record_bytes);
+            let sig = sign.map_or(0, |(p, k)| vigil_actors::signing::sign(p, k, r.id.as_bytes(), r.key.as_bytes(), &r.payload, 0).len() + 16);
+            (r.payload.len() + sig) as u64 + 60
+        })
+        .sum();
+    total / 1000
+}
+
+/// Partitions for `records` of ~`avg` bytes: `requested`, or multiples of 8 (at least 16) of
+/// up to ~2 MiB each. The mock cluster keeps ~5 MiB per partition: refuse a dataset it
+/// would cut, rather than measure a consumer stalled short of the end.
+fn dataset_partitions(records: u64, avg: u64, requested: Option<u32>) -> Result<u32> {
+    let partitions = requested.unwrap_or_else(|| (records * avg).div_ceil(2 * 1024 * 1024 * 8).max(2) as u32 * 8);
+    if partitions == 0 {
+        bail!("--partitions must be at least 1");
+    }
+    let per_partition = records * avg / u64::from(partitions);
+    if per_partition > 3 * 1024 * 1024 {
+        bail!(
+            "{records} records of ~{avg} bytes over {partitions} partitions is ~{} MiB per partition; the mock cluster keeps ~5 MiB: use more --partitions",
+            per_partition / (1024 * 1024)
+        );
+    }
+    Ok(partitions)
+}
 
 /// Produce `n` generated JSON records (2% malformed) to the bench topic; returns the bytes
 /// produced (keys, values and headers).
@@ -470,28 +505,11 @@ async fn modes(a: ModesArgs) -> Result<ExitCode> {
             bail!("unknown mode `{m}`; modes: {}", MODES.join(", "));
         }
     }
-    // The mock cluster keeps ~5 MiB per partition: refuse a dataset it would cut.
-    let mut sample = EventGen::new(GenSpec { seed: 7, users: 500, bad_ratio: 0.02, start_ms: 0, step_ms: 1 });
-    let avg = (0..1000)
-        .map(|_| {
-            let mut r = sample.next_record();
-            pad(&mut r.payload, a.record_bytes);
-            r.payload.len() as u64 + 60
-        })
-        .sum::<u64>()
-        / 1000;
-    // Default: 16 partitions, or multiples of 8 up to ~2 MiB each.
-    let partitions = a.partitions.or(a.quick.then_some(16)).unwrap_or_else(|| (records * avg).div_ceil(2 * 1024 * 1024 * 8).max(2) as u32 * 8);
-    if records == 0 || partitions == 0 {
-        bail!("--records and --partitions must be at least 1");
+    if records == 0 {
+        bail!("--records must be at least 1");
     }
-    let per_partition = records * avg / u64::from(partitions);
-    if per_partition > 3 * 1024 * 1024 {
-        bail!(
-            "{records} records of ~{avg} bytes over {partitions} partitions is ~{} MiB per partition; the mock cluster keeps ~5 MiB: use more --partitions",
-            per_partition / (1024 * 1024)
-        );
-    }
+    let avg = sample_bytes(a.record_bytes, None);
+    let partitions = dataset_partitions(records, avg, a.partitions.or(a.quick.then_some(16)))?;
     let mut topics: Vec<String> = [TOPIC, "vigil-output", "vigil-dlq"].iter().map(|s| s.to_string()).collect();
     topics.extend(a.modes.iter().filter(|m| *m != "raw").map(|m| paced_topic(m)));
     let broker = EmbeddedBroker::start(partitions, &topics, None).context("cannot start the mock cluster")?;
@@ -595,43 +613,52 @@ pub(crate) async fn run(cmd: BenchCmd) -> Result<ExitCode> {
         BenchCmd::Signing(a) => (Feature::Signing, a),
         BenchCmd::State(a) => return tokio::task::block_in_place(|| state_bench(&a)),
     };
-    if a.records == 0 || a.rounds == 0 || a.partitions == 0 {
-        bail!("--records, --rounds and --partitions must be at least 1");
+    if a.records == 0 || a.rounds == 0 {
+        bail!("--records and --rounds must be at least 1");
     }
     let name = feature.name();
-    let topics: Vec<String> = [TOPIC, "vigil-output", "vigil-dlq"].iter().map(|s| s.to_string()).collect();
-    let broker = EmbeddedBroker::start(a.partitions, &topics, None).context("cannot start the mock cluster")?;
-    let bootstrap = broker.bootstrap().to_string();
-    eprintln!("bench: producing {} records to {TOPIC} ({} partitions)...", a.records, a.partitions);
     let sign = (feature == Feature::Signing).then_some(BENCH_SIGN);
+    let partitions = dataset_partitions(a.records, sample_bytes(None, sign), a.partitions)?;
+    let topics: Vec<String> = [TOPIC, "vigil-output", "vigil-dlq"].iter().map(|s| s.to_string()).collect();
+    let broker = EmbeddedBroker::start(partitions, &topics, None).context("cannot start the mock cluster")?;
+    let bootstrap = broker.bootstrap().to_string();
+    eprintln!("bench: producing {} records to {TOPIC} ({partitions} partitions)...", a.records);
     let input_bytes = fill_signed(&bootstrap, a.records, None, sign).await?;
     let raw = raw_consume(&bootstrap, a.records).await?;
     eprintln!("bench: raw librdkafka consume {raw:.0} records/s");
     let (mut off, mut on, mut stored, mut disk) = (Vec::new(), Vec::new(), 0u64, 0u64);
+    // CPU µs per record of each run (the whole process: the mock cluster serves both alike).
+    let (mut cpu_off, mut cpu_on) = (Vec::new(), Vec::new());
     for round in 0..a.rounds {
         // Alternate which goes first, so drift in machine load hits both alike.
         let order = if round % 2 == 0 { [false, true] } else { [true, false] };
         for enabled in order {
+            let (cpu0, _) = usage();
             let (r, (lineage_bytes, lineage_disk)) = pipeline_run(&bootstrap, a.records, feature, enabled, round).await?;
-            eprintln!("bench: round {} {name} {}: {r:.0} records/s", round + 1, if enabled { "on " } else { "off" });
+            let cpu = (usage().0 - cpu0) * 1e6 / a.records as f64;
+            eprintln!("bench: round {} {name} {}: {r:.0} records/s, {cpu:.2} CPU µs/record", round + 1, if enabled { "on " } else { "off" });
             if enabled {
                 on.push(r);
+                cpu_on.push(cpu);
                 stored = stored.max(lineage_bytes);
                 disk = disk.max(lineage_disk);
             } else {
                 off.push(r);
+                cpu_off.push(cpu);
             }
         }
     }
     let (m_off, m_on) = (median(off.clone()), median(on.clone()));
+    let (c_off, c_on) = (median(cpu_off), median(cpu_on));
     let ratio = if m_off > 0.0 { m_on / m_off } else { 0.0 };
     let per_input = stored as f64 / input_bytes.max(1) as f64;
     let disk_per_input = disk as f64 / input_bytes.max(1) as f64;
     if a.json {
-        let mut v = serde_json::json!({"bench": name, "records": a.records, "rounds": a.rounds, "partitions": a.partitions,
+        let mut v = serde_json::json!({"bench": name, "records": a.records, "rounds": a.rounds, "partitions": partitions,
             "raw_consume_per_sec": raw, "off_per_sec": off, "on_per_sec": on,
             "median_off_per_sec": m_off, "median_on_per_sec": m_on, "on_over_off": ratio, "overhead": 1.0 - ratio,
-            "off_over_raw": m_off / raw.max(1e-9), "on_over_raw": m_on / raw.max(1e-9)});
+            "off_over_raw": m_off / raw.max(1e-9), "on_over_raw": m_on / raw.max(1e-9),
+            "median_off_cpu_us_per_record": c_off, "median_on_cpu_us_per_record": c_on});
         if feature == Feature::Lineage {
             v["input_bytes"] = input_bytes.into();
             v["lineage_bytes"] = stored.into();
@@ -646,6 +673,7 @@ pub(crate) async fn run(cmd: BenchCmd) -> Result<ExitCode> {
         println!("{name:<7} off (median) {m_off:>10.0} records/s  ({:.2} of raw)", m_off / raw.max(1e-9));
         println!("{name:<7} on  (median) {m_on:>10.0} records/s  ({:.2} of raw)", m_on / raw.max(1e-9));
         println!("on / off             {ratio:>10.3}  ({name} costs {:.1}% of throughput)", (1.0 - ratio) * 100.0);
+        println!("CPU per record       {c_off:>10.2} µs off, {c_on:.2} µs on (medians; {:+.2} µs)", c_on - c_off);
         if feature == Feature::Lineage {
             println!("lineage written      {stored:>10} bytes for {input_bytes} input bytes ({:.2}%)", per_input * 100.0);
             println!("lineage on disk      {disk:>10} bytes, LZ4-compressed ({:.2}% of input)", disk_per_input * 100.0);
@@ -655,4 +683,23 @@ pub(crate) async fn run(cmd: BenchCmd) -> Result<ExitCode> {
     // leave the broker up until then instead of making them log connection errors.
     std::mem::forget(broker);
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datasets_get_partitions_that_hold_them_or_are_refused() {
+        // Default: at least 16, more in multiples of 8 as the data grows (~2 MiB each).
+        assert_eq!(dataset_partitions(200_000, 170, None).ok(), Some(24));
+        assert_eq!(dataset_partitions(1_000, 170, None).ok(), Some(16));
+        // Signed records are larger: the same count needs more partitions.
+        let (plain, signed) = (sample_bytes(None, None), sample_bytes(None, Some(BENCH_SIGN)));
+        assert!(signed > plain + 60, "{signed} vs {plain}");
+        assert!(dataset_partitions(500_000, signed, None).is_ok_and(|p| 500_000 * signed / u64::from(p) <= 3 << 20));
+        // Asked for too few: refused with the figures, not a consumer stalled short of the end.
+        let e = dataset_partitions(500_000, signed, Some(8)).map_err(|e| e.to_string()).err().unwrap_or_default();
+        assert!(e.contains("over 8 partitions") && e.contains("use more --partitions"), "{e}");
+    }
 }

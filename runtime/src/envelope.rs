@@ -163,9 +163,10 @@ impl<'a> EnvelopeRef<'a> {
         b.headers[self.slot.headers.clone()].iter().map(move |(n, v)| (std::str::from_utf8(&b.data[n.clone()]).unwrap_or_default(), &b.data[v.clone()]))
     }
 
-    /// The first header called `name`.
+    /// The first header called `name` (names compared as bytes: no UTF-8 check per header).
     pub fn header(&self, name: &str) -> Option<&'a [u8]> {
-        self.headers().find(|(k, _)| *k == name).map(|(_, v)| v)
+        let b = self.batch;
+        b.headers[self.slot.headers.clone()].iter().find(|(n, _)| &b.data[n.clone()] == name.as_bytes()).map(|(_, v)| &b.data[v.clone()])
     }
 
     /// Stable id: the `vigil.id` header if present (and UTF-8), else `topic/partition/offset`.
