@@ -77,11 +77,15 @@ pub struct WindowAcc {
     /// Queued in the changes of the next checkpoint.
     #[serde(skip)]
     queued: bool,
+    /// When its timer is set: at or before its deadline (a session extended by a record
+    /// keeps its timer, which is moved when it comes due; see [`Aggregation::advance`]).
+    #[serde(skip)]
+    timer: i64,
 }
 
 impl WindowAcc {
     fn new(end: i64, accs: Accs) -> Self {
-        Self { end, accs, records: 0, revision: None, dirty: true, retracted: false, queued: false }
+        Self { end, accs, records: 0, revision: None, dirty: true, retracted: false, queued: false, timer: end }
     }
 
     /// When it next needs attention (its timer): its end until it fired, then the end of
@@ -227,9 +231,10 @@ impl Aggregation {
     ) -> Self {
         let mut a = Self::new(kind, lateness_ms, metrics);
         a.watermark = watermark.unwrap_or(i64::MIN);
-        for (key, start, w) in windows {
+        for (key, start, mut w) in windows {
             let key: Arc<str> = key.into();
-            a.timers.insert((w.deadline(a.lateness_ms), key.clone(), start));
+            w.timer = w.deadline(a.lateness_ms);
+            a.timers.insert((w.timer, key.clone(), start));
             if w.retracted || (w.dirty && w.revision.is_some()) {
                 a.pending.push((key.clone(), start));
             }
@@ -308,8 +313,8 @@ impl Aggregation {
                             w.accs.add_hashed(vals, &hashes, ts);
                             w.records = 1;
                             Self::queue(&mut self.changes, &mut w, key, start);
+                            self.timers.insert((w.timer, key.clone(), start));
                             per_key.insert(start, w);
-                            self.timers.insert((end, key.clone(), start));
                             true
                         }
                     };
@@ -345,7 +350,7 @@ impl Aggregation {
         let mut opened = true;
         for s in &hits {
             let Some(w) = self.windows.get_mut(key).and_then(|p| p.remove(s)) else { continue };
-            self.timers.remove(&(w.deadline(lateness), key.clone(), *s));
+            self.timers.remove(&(w.timer, key.clone(), *s));
             acc.accs.merge(&w.accs);
             acc.records += w.records;
             acc.revision = acc.revision.max(w.revision);
@@ -364,10 +369,12 @@ impl Aggregation {
         // retracted (kept as markers until the next advance emits the retraction).
         for (s, e, r) in retract {
             if s != start {
-                let mut marker = WindowAcc { end: e, accs: Accs(Vec::new()), records: 0, revision: Some(r), dirty: true, retracted: true, queued: false };
+                let timer = e.saturating_add(lateness);
+                let mut marker =
+                    WindowAcc { end: e, accs: Accs(Vec::new()), records: 0, revision: Some(r), dirty: true, retracted: true, queued: false, timer };
                 Self::queue(&mut self.changes, &mut marker, key, s);
                 per_key.insert(s, marker);
-                self.timers.insert((e.saturating_add(lateness), key.clone(), s));
+                self.timers.insert((timer, key.clone(), s));
                 self.pending.push((key.clone(), s));
             } else {
                 self.changes.push((key.clone(), s));
@@ -376,7 +383,7 @@ impl Aggregation {
         if let Some(marker) = per_key.remove(&start) {
             // A retraction marker whose output key is reused: continue its revisions.
             acc.revision = acc.revision.max(marker.revision);
-            self.timers.remove(&(marker.end.saturating_add(lateness), key.clone(), start));
+            self.timers.remove(&(marker.timer, key.clone(), start));
         }
         for s in &hits {
             if *s != start {
@@ -388,7 +395,8 @@ impl Aggregation {
         if acc.revision.is_some() {
             self.pending.push((key.clone(), start));
         }
-        self.timers.insert((acc.deadline(lateness), key.clone(), start));
+        acc.timer = acc.deadline(lateness);
+        self.timers.insert((acc.timer, key.clone(), start));
         per_key.insert(start, acc);
         Ok(())
     }
@@ -407,7 +415,8 @@ impl Aggregation {
             return false;
         }
         let Some(w) = per_key.get_mut(&start) else { return false };
-        self.timers.remove(&(w.deadline(lateness), key.clone(), start));
+        // Its timer stays where it is (at or before the later deadline): moving it in the
+        // ordered set per record cost more than the rest of the update.
         w.accs.add(vals, ts);
         w.records += 1;
         w.end = w.end.max(end);
@@ -418,7 +427,6 @@ impl Aggregation {
         }
         w.dirty = true;
         Self::queue(&mut self.changes, w, key, start);
-        self.timers.insert((w.deadline(lateness), key.clone(), start));
         touched(Touched::Window { start, opened: false });
         true
     }
@@ -450,10 +458,9 @@ impl Aggregation {
                 Self::queue(&mut self.changes, w, &key, start);
             }
             if w.retracted {
-                let end = w.end;
-                let queued = w.queued;
+                let (timer, queued) = (w.timer, w.queued);
                 per_key.remove(&start);
-                self.timers.remove(&(end.saturating_add(lateness), key.clone(), start));
+                self.timers.remove(&(timer, key.clone(), start));
                 if !queued {
                     self.changes.push((key.clone(), start));
                 }
@@ -469,6 +476,13 @@ impl Aggregation {
             let Some((_, key, start)) = self.timers.pop_first() else { break };
             let Some(per_key) = self.windows.get_mut(&key) else { continue };
             let Some(w) = per_key.get_mut(&start) else { continue };
+            // Set before a session grew: due later, so it moves there.
+            let deadline = w.deadline(lateness);
+            if deadline > wm {
+                w.timer = deadline;
+                self.timers.insert((deadline, key, start));
+                continue;
+            }
             if Self::emit(&self.metrics, wm, &key, start, w, &mut out) {
                 Self::queue(&mut self.changes, w, &key, start);
             }
@@ -483,6 +497,7 @@ impl Aggregation {
                     self.windows.remove(&key);
                 }
             } else {
+                w.timer = purge_at;
                 self.timers.insert((purge_at, key, start));
             }
         }
