@@ -334,6 +334,7 @@ fn bench_config(bootstrap: &str, tag: &str, topic: &str, configure: impl FnOnce(
     // The process also holds the mock cluster and its dataset, which the node's resident
     // size would count against its own limit.
     cfg.node.memory_limit = vigil_config::ByteSize(64 << 30);
+    vigil_runtime::embedded::tune_for_mock(&mut cfg.kafka);
     configure(&mut cfg);
     if let Some(s) = cfg.pipeline.sources.first_mut() {
         s.topic = topic.into();

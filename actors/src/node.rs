@@ -277,7 +277,10 @@ impl Node {
     /// # Errors
     /// Any failure to start the broker, open the store, create clients, start the tree or
     /// bind the listeners, with what and where.
-    pub async fn start(config: Config) -> Result<Node> {
+    pub async fn start(mut config: Config) -> Result<Node> {
+        if config.embedded_kafka() {
+            vigil_runtime::embedded::tune_for_mock(&mut config.kafka);
+        }
         let config = Arc::new(config);
         let prom = vigil_runtime::metrics::install()?;
         let embedded = if config.embedded_kafka() {

@@ -223,6 +223,11 @@ pub struct KafkaConfig {
     /// Default `100ms`; lower reacts faster to control messages, higher wastes fewer wakeups.
     #[serde(with = "humantime_serde")]
     pub poll_timeout: Duration,
+    /// How long a fetch waits at the broker when there is no data (`fetch.wait.max.ms`).
+    /// Default: 100 ms with brokers (which answer as soon as data arrives), 10 ms with the
+    /// embedded mock cluster (which answers an empty fetch only after the whole wait).
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub fetch_wait: Option<Duration>,
     /// Most data librdkafka prefetches for the node, KiB: half as the consumer queue
     /// (`queued.max.messages.kbytes`), half for a fetch response landing on a full queue.
     /// Default 8192 (8 MiB); bounds memory while Ingest waits for credits.
@@ -243,6 +248,7 @@ impl Default for KafkaConfig {
             properties: BTreeMap::new(),
             embedded_partitions: 4,
             poll_timeout: Duration::from_millis(100),
+            fetch_wait: None,
             prefetch_kbytes_max: 8192,
             produce_queue_kbytes_max: 65536,
             security: KafkaSecurityConfig::default(),

@@ -180,7 +180,7 @@ impl BatchConsumer {
             // A partition whose prefetch is full is fetched again this soon after (the
             // default, 1 s, stalls a consumer only slightly slower than its fetches).
             ("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS.to_string()),
-            ("fetch.wait.max.ms", "100".into()),
+            ("fetch.wait.max.ms", kafka.fetch_wait.unwrap_or(DEFAULT_FETCH_WAIT).as_millis().to_string()),
         ];
         let cfg = configure(bootstrap, kafka, &defaults)?;
         let consumer: StreamConsumer<LagContext> = cfg.create_with_context(LagContext::default()).map_err(|e| Error::kafka("create consumer", e))?;
@@ -419,6 +419,10 @@ impl BatchConsumer {
 /// only slightly slower than its fetches).
 pub const FETCH_QUEUE_BACKOFF_MS: u32 = 10;
 
+/// `kafka.fetch_wait` with brokers, when unset: a broker answers as soon as data arrives,
+/// so this only bounds how often an idle consumer asks.
+pub const DEFAULT_FETCH_WAIT: Duration = Duration::from_millis(100);
+
 /// Whether a partition may have records left to read, given its low and high watermark
 /// offsets (if fetched yet) and the next offset to read (if known).
 fn records_left(ends: Option<(i64, i64)>, next: Option<i64>) -> bool {
@@ -553,6 +557,9 @@ impl TrackedProducer {
             ("enable.idempotence", "true".to_string()),
             ("acks", "all".into()),
             ("linger.ms", "5".into()),
+            // Only failures are tracked (`flush` waits for every record either way): no
+            // delivery report per successful record for the callback thread to serve.
+            ("delivery.report.only.error", "true".into()),
             ("queue.buffering.max.messages", "100000".into()),
             ("queue.buffering.max.kbytes", kafka.produce_queue_kbytes_max.to_string()),
             ("statistics.interval.ms", "1000".into()),
