@@ -557,9 +557,6 @@ impl TrackedProducer {
             ("enable.idempotence", "true".to_string()),
             ("acks", "all".into()),
             ("linger.ms", "5".into()),
-            // Only failures are tracked (`flush` waits for every record either way): no
-            // delivery report per successful record for the callback thread to serve.
-            ("delivery.report.only.error", "true".into()),
             ("queue.buffering.max.messages", "100000".into()),
             ("queue.buffering.max.kbytes", kafka.produce_queue_kbytes_max.to_string()),
             ("statistics.interval.ms", "1000".into()),
