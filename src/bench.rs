@@ -11,6 +11,9 @@
 //! `pipeline_checkpoint` (every second), `pipeline_lineage`, `pipeline_quality` — with
 //! records/s, the ratio to `raw`, peak RSS and CPU seconds per million records.
 //!
+//! `vigil bench --workload nexmark`: Nexmark people, auctions and bids, with modes `q1`,
+//! `q5` and `q11` running those queries as written in examples/nexmark/node.toml.
+//!
 //! `vigil bench state`: what an incremental checkpoint writes after a fraction of the open
 //! windows changed, against the full state, and how long a restore of that state takes.
 use anyhow::{bail, Context, Result};
@@ -18,9 +21,10 @@ use clap::{Args, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
-use vigil_actors::generator::{EventGen, GenSpec, Wire};
+use vigil_actors::generator::{EventGen, GenSpec};
+use vigil_actors::nexmark::NexmarkGen;
 use vigil_actors::node::Node;
-use vigil_config::{Config, SourceFormat};
+use vigil_config::{Config, PipelineConfig, SourceFormat};
 use vigil_runtime::embedded::EmbeddedBroker;
 use vigil_runtime::kafka::{BatchConsumer, TrackedProducer};
 
@@ -35,10 +39,16 @@ pub(crate) struct ModesArgs {
     /// mock keeps ~5 MiB per partition; the bench refuses a dataset that would not fit).
     #[arg(long)]
     partitions: Option<u32>,
-    /// Modes, comma-separated: raw, pipeline, pipeline_checkpoint, pipeline_lineage,
-    /// pipeline_quality.
-    #[arg(long, value_delimiter = ',', default_value = "raw,pipeline,pipeline_checkpoint")]
-    modes: Vec<String>,
+    /// Modes, comma-separated. Default workload: raw, pipeline, pipeline_checkpoint,
+    /// pipeline_lineage, pipeline_quality (default: the first three). Nexmark: raw, q1, q5,
+    /// q11 (default: all).
+    #[arg(long, value_delimiter = ',')]
+    modes: Option<Vec<String>>,
+    /// The records: the embedded default's payments and page views with its three
+    /// aggregations, or Nexmark people, auctions and bids with queries q1, q5 and q11 as
+    /// aggregations (examples/nexmark/node.toml).
+    #[arg(long, value_enum, default_value = "default")]
+    workload: Workload,
     /// CI-sized run: 200,000 records over 16 partitions (under a minute).
     #[arg(long)]
     quick: bool,
@@ -60,6 +70,61 @@ pub(crate) struct ModesArgs {
     /// Its producer runs in this process, on the same cores as the node.
     #[arg(long, default_value_t = 0.5, value_parser = paced_fraction)]
     paced_fraction: f64,
+}
+
+/// What the bench's records are (`--workload`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+pub(crate) enum Workload {
+    /// Payments and page views (2 % malformed), the three default aggregations.
+    Default,
+    /// Nexmark people, auctions and bids; queries q1, q5, q11 (examples/nexmark/node.toml).
+    Nexmark,
+}
+
+impl Workload {
+    /// Modes this workload runs, the default ones first (`defaults` of them).
+    fn modes(self) -> (&'static [&'static str], usize) {
+        match self {
+            Workload::Default => (&["raw", "pipeline", "pipeline_checkpoint", "pipeline_lineage", "pipeline_quality"], 3),
+            Workload::Nexmark => (&["raw", "q1", "q5", "q11"], 4),
+        }
+    }
+}
+
+/// The Nexmark queries as Vigil aggregations: the example configuration, measured as it
+/// ships (the mode `qN` keeps the aggregations named `qN_...`).
+const NEXMARK_CONFIG: &str = include_str!("../examples/nexmark/node.toml");
+
+/// A generated record stream of either workload.
+enum Records {
+    Events(EventGen),
+    Nexmark(NexmarkGen),
+}
+
+impl Records {
+    /// The stream of `seed`, event times from `start_ms`, 1 ms apart.
+    fn new(workload: Workload, seed: u64, start_ms: i64) -> Self {
+        match workload {
+            Workload::Default => Records::Events(EventGen::new(GenSpec { seed, users: 500, bad_ratio: 0.02, start_ms, step_ms: 1 })),
+            Workload::Nexmark => Records::Nexmark(NexmarkGen::new(seed, start_ms, 1)),
+        }
+    }
+
+    /// The next record: id, key and value (padded to about `record_bytes`).
+    fn next(&mut self, record_bytes: Option<usize>) -> (String, String, Vec<u8>) {
+        let (id, key, mut payload) = match self {
+            Records::Events(g) => {
+                let r = g.next_record();
+                (r.id, r.key, r.payload)
+            }
+            Records::Nexmark(g) => {
+                let r = g.next_record();
+                (r.id, r.key, r.payload)
+            }
+        };
+        pad(&mut payload, record_bytes);
+        (id, key, payload)
+    }
 }
 
 /// `--paced-fraction`: above 0, at most 1.
@@ -164,14 +229,13 @@ const TOPIC: &str = "bench-events";
 /// Average bytes a generated record takes in the log, from a sample: its value (padded to
 /// `record_bytes`), the signature header when signed, and ~60 bytes of key, other headers
 /// and framing.
-fn sample_bytes(record_bytes: Option<usize>, sign: Option<(&str, &[u8])>) -> u64 {
-    let mut sample = EventGen::new(GenSpec { seed: 7, users: 500, bad_ratio: 0.02, start_ms: 0, step_ms: 1 });
+fn sample_bytes(workload: Workload, record_bytes: Option<usize>, sign: Option<(&str, &[u8])>) -> u64 {
+    let mut sample = Records::new(workload, 7, 0);
     let total: u64 = (0..1000)
         .map(|_| {
-            let mut r = sample.next_record();
-            pad(&mut r.payload, record_bytes);
-            let sig = sign.map_or(0, |(p, k)| vigil_actors::signing::sign(p, k, r.id.as_bytes(), r.key.as_bytes(), &r.payload, 0).len() + 16);
-            (r.payload.len() + sig) as u64 + 60
+            let (id, key, payload) = sample.next(record_bytes);
+            let sig = sign.map_or(0, |(p, k)| vigil_actors::signing::sign(p, k, id.as_bytes(), key.as_bytes(), &payload, 0).len() + 16);
+            (payload.len() + sig) as u64 + 60
         })
         .sum();
     total / 1000
@@ -195,25 +259,19 @@ fn dataset_partitions(records: u64, avg: u64, requested: Option<u32>) -> Result<
     Ok(partitions)
 }
 
-/// Produce `n` generated JSON records (2% malformed) to the bench topic; returns the bytes
-/// produced (keys, values and headers).
-async fn fill(bootstrap: &str, n: u64, record_bytes: Option<usize>) -> Result<u64> {
-    fill_signed(bootstrap, n, record_bytes, None).await
-}
-
-/// [`fill`], each record signed as `sign = (producer, key)` if given.
-async fn fill_signed(bootstrap: &str, n: u64, record_bytes: Option<usize>, sign: Option<(&str, &[u8])>) -> Result<u64> {
+/// Produce `n` generated JSON records of `workload` to the bench topic, each signed as
+/// `sign = (producer, key)` if given; returns the bytes produced (keys, values and headers).
+async fn fill(bootstrap: &str, workload: Workload, n: u64, record_bytes: Option<usize>, sign: Option<(&str, &[u8])>) -> Result<u64> {
     // Large batches: the mock cluster finds a fetch's start by scanning a partition's batches,
     // so many small ones would make every mode pay for how the data was written.
     let mut kafka = vigil_config::KafkaConfig::default();
     kafka.properties.extend([("linger.ms", "200"), ("batch.num.messages", "10000"), ("batch.size", "262144")].map(|(k, v)| (k.to_string(), v.to_string())));
     let producer = TrackedProducer::new(bootstrap, &kafka)?;
-    let mut g = EventGen::new(GenSpec { seed: 7, users: 500, bad_ratio: 0.02, start_ms: vigil_runtime::now_ms() - n as i64, step_ms: 1 });
+    let mut g = Records::new(workload, 7, vigil_runtime::now_ms() - n as i64);
     let mut bytes = 0u64;
     for _ in 0..n {
-        let mut r = g.next_record();
-        pad(&mut r.payload, record_bytes);
-        bytes += vigil_actors::stages::produce_generated(&producer, TOPIC, &r, &Wire::Json, Duration::from_secs(30), sign).await? as u64;
+        let (id, key, payload) = g.next(record_bytes);
+        bytes += vigil_actors::stages::produce_record(&producer, TOPIC, (&id, &key, &payload), Duration::from_secs(30), sign).await? as u64;
     }
     producer.flush_checked(Duration::from_secs(60), 0).await.context("not every bench record was acknowledged")?;
     Ok(bytes)
@@ -257,7 +315,7 @@ async fn raw_consume(bootstrap: &str, n: u64) -> Result<f64> {
 /// One pipeline run over the topic with `feature` on or off: records per second from the
 /// first record ingested to the last one processed or dead-lettered, and the bytes of
 /// lineage stored once the node has stopped (as written, and on disk after compression).
-async fn pipeline_run(bootstrap: &str, n: u64, feature: Feature, on: bool, round: u32) -> Result<(f64, (u64, u64))> {
+async fn pipeline_run(bootstrap: &str, n: u64, feature: Feature, on: bool, round: u32) -> Result<Run> {
     let tag = format!("{}-{round}-{}-{on}", std::process::id(), feature.name());
     measure_pipeline(bootstrap, n, &tag, |cfg| match feature {
         Feature::Quality => cfg.quality.enabled = on,
@@ -277,16 +335,25 @@ async fn pipeline_run(bootstrap: &str, n: u64, feature: Feature, on: bool, round
     .await
 }
 
-/// One run of mode `mode` (see [`configure_mode`]): records per second.
-async fn pipeline_mode(bootstrap: &str, n: u64, mode: &str, shards: usize) -> Result<f64> {
+/// One run of mode `mode` (see [`configure_mode`]).
+async fn pipeline_mode(bootstrap: &str, n: u64, mode: &str, shards: usize, nexmark: Option<&PipelineConfig>) -> Result<Run> {
     let tag = format!("{}-{mode}", std::process::id());
-    Ok(measure_pipeline(bootstrap, n, &tag, |cfg| configure_mode(cfg, mode, shards)).await?.0)
+    measure_pipeline(bootstrap, n, &tag, |cfg| configure_mode(cfg, mode, shards, nexmark)).await
+}
+
+/// What one node run over the bench topic measured.
+struct Run {
+    /// Records per second from the first record ingested.
+    rate: f64,
+    /// Records dead-lettered (invalid, or late for every window).
+    dead_lettered: u64,
+    /// Lineage bytes stored: as written, and on disk.
+    lineage: (u64, u64),
 }
 
 /// Run a node over the bench topic, configured by `configure`, until every record is
-/// processed or dead-lettered: records per second from the first record ingested, and the
-/// lineage bytes stored (as written, and on disk).
-async fn measure_pipeline(bootstrap: &str, n: u64, tag: &str, configure: impl FnOnce(&mut Config)) -> Result<(f64, (u64, u64))> {
+/// processed or dead-lettered.
+async fn measure_pipeline(bootstrap: &str, n: u64, tag: &str, configure: impl FnOnce(&mut Config)) -> Result<Run> {
     let (cfg, dir) = bench_config(bootstrap, tag, TOPIC, configure)?;
     let node = Node::start(cfg).await.context("bench node failed to start")?;
     let (stats, ctx) = (node.ctx.stats.clone(), node.ctx.clone());
@@ -296,14 +363,14 @@ async fn measure_pipeline(bootstrap: &str, n: u64, tag: &str, configure: impl Fn
     }));
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut first = None;
-    let rate = loop {
+    let (rate, dead_lettered) = loop {
         let s = stats.snapshot();
         if first.is_none() && s.ingested > 0 {
             first = Some((Instant::now(), s.ingested));
         }
         if s.processed + s.dlq >= n {
             let (t0, _) = first.unwrap_or((Instant::now(), 0));
-            break n as f64 / t0.elapsed().as_secs_f64().max(1e-6);
+            break (n as f64 / t0.elapsed().as_secs_f64().max(1e-6), s.dlq);
         }
         if Instant::now() > deadline {
             let _ = stop.send(());
@@ -316,7 +383,7 @@ async fn measure_pipeline(bootstrap: &str, n: u64, tag: &str, configure: impl Fn
     let logical = ctx.lineage.bytes.load(std::sync::atomic::Ordering::Relaxed);
     let disk = ctx.store.disk_bytes("lineage").context("size of the lineage store")?;
     let _ = std::fs::remove_dir_all(&dir);
-    Ok((rate, (logical, disk)))
+    Ok(Run { rate, dead_lettered, lineage: (logical, disk) })
 }
 
 /// A node configuration reading `topic` (plain JSON) with its data in a fresh temporary
@@ -358,10 +425,18 @@ fn paced_topic(mode: &str) -> String {
 /// The latency phase of `mode`: a node reads a fresh topic while `records` generated records
 /// are written to it at `rate` per second (event time = wall-clock time); returns the p50
 /// and p99 of produce → processed latency in ms.
-async fn paced_latency(bootstrap: &str, mode: &str, shards: usize, record_bytes: Option<usize>, rate: f64, records: u64) -> Result<(i64, i64)> {
+async fn paced_latency(
+    bootstrap: &str,
+    mode: &str,
+    workload: (Workload, Option<&PipelineConfig>),
+    shards: usize,
+    record_bytes: Option<usize>,
+    rate: f64,
+    records: u64,
+) -> Result<(i64, i64)> {
     let tag = format!("{}-{mode}-paced", std::process::id());
     let topic = paced_topic(mode);
-    let (cfg, dir) = bench_config(bootstrap, &tag, &topic, |cfg| configure_mode(cfg, mode, shards))?;
+    let (cfg, dir) = bench_config(bootstrap, &tag, &topic, |cfg| configure_mode(cfg, mode, shards, workload.1))?;
     let node = Node::start(cfg).await.context("bench node failed to start")?;
     let stats = node.ctx.stats.clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -378,7 +453,7 @@ async fn paced_latency(bootstrap: &str, mode: &str, shards: usize, record_bytes:
         }
         stats.latency.reset();
         let producer = TrackedProducer::new(bootstrap, &vigil_config::KafkaConfig::default())?;
-        let mut g = EventGen::new(GenSpec { seed: 11, users: 500, bad_ratio: 0.02, start_ms: vigil_runtime::now_ms(), step_ms: 1 });
+        let mut g = Records::new(workload.0, 11, vigil_runtime::now_ms());
         let started = Instant::now();
         let mut sent = 0u64;
         let mut warm = false;
@@ -391,9 +466,8 @@ async fn paced_latency(bootstrap: &str, mode: &str, shards: usize, record_bytes:
             }
             let due = ((started.elapsed().as_secs_f64() * rate) as u64).min(records);
             while sent < due {
-                let mut r = g.next_record();
-                pad(&mut r.payload, record_bytes);
-                vigil_actors::stages::produce_generated(&producer, &topic, &r, &Wire::Json, Duration::from_secs(30), None).await?;
+                let (id, key, payload) = g.next(record_bytes);
+                vigil_actors::stages::produce_record(&producer, &topic, (&id, &key, &payload), Duration::from_secs(30), None).await?;
                 sent += 1;
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -432,11 +506,17 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// The pipeline modes: what each switches on over the bare pipeline (quality, lineage,
-/// alerts and incidents off; checkpoints every hour, i.e. only the final one).
-const MODES: [&str; 5] = ["raw", "pipeline", "pipeline_checkpoint", "pipeline_lineage", "pipeline_quality"];
-
-fn configure_mode(cfg: &mut Config, mode: &str, shards: usize) {
+/// Configure a pipeline mode: what each switches on over the bare pipeline (quality,
+/// lineage, alerts and incidents off; checkpoints every hour, i.e. only the final one).
+/// With `nexmark` (the parsed [`NEXMARK_CONFIG`]), mode `qN` runs its fields, event time
+/// and the aggregations named `qN_...`.
+fn configure_mode(cfg: &mut Config, mode: &str, shards: usize, nexmark: Option<&PipelineConfig>) {
+    if let Some(nx) = nexmark {
+        cfg.pipeline.fields = nx.fields.clone();
+        cfg.pipeline.event_time = nx.event_time.clone();
+        let prefix = format!("{mode}_");
+        cfg.pipeline.aggregations = nx.aggregations.iter().filter(|a| a.name.starts_with(&prefix)).cloned().collect();
+    }
     cfg.pipeline.shards = shards;
     cfg.quality.enabled = mode == "pipeline_quality";
     cfg.alerts.enabled = false;
@@ -501,35 +581,47 @@ fn raw_librdkafka(bootstrap: &str, n: u64, partitions: u32) -> Result<f64> {
 /// Every mode on one dataset, side by side.
 async fn modes(a: ModesArgs) -> Result<ExitCode> {
     let records = if a.quick { 200_000 } else { a.records };
-    for m in &a.modes {
-        if !MODES.contains(&m.as_str()) {
-            bail!("unknown mode `{m}`; modes: {}", MODES.join(", "));
+    let (known, defaults) = a.workload.modes();
+    let modes: Vec<String> = a.modes.clone().unwrap_or_else(|| known[..defaults].iter().map(|m| m.to_string()).collect());
+    for m in &modes {
+        if !known.contains(&m.as_str()) {
+            bail!("unknown mode `{m}` for the {:?} workload; modes: {}", a.workload, known.join(", "));
         }
     }
     if records == 0 {
         bail!("--records must be at least 1");
     }
-    let avg = sample_bytes(a.record_bytes, None);
+    let nexmark = match a.workload {
+        Workload::Nexmark => Some(Config::from_toml_str(NEXMARK_CONFIG, std::iter::empty()).context("examples/nexmark/node.toml")?.pipeline),
+        Workload::Default => None,
+    };
+    let avg = sample_bytes(a.workload, a.record_bytes, None);
     let partitions = dataset_partitions(records, avg, a.partitions.or(a.quick.then_some(16)))?;
     let mut topics: Vec<String> = [TOPIC, "vigil-output", "vigil-dlq"].iter().map(|s| s.to_string()).collect();
-    topics.extend(a.modes.iter().filter(|m| *m != "raw").map(|m| paced_topic(m)));
+    topics.extend(modes.iter().filter(|m| *m != "raw").map(|m| paced_topic(m)));
     let broker = EmbeddedBroker::start(partitions, &topics, None).context("cannot start the mock cluster")?;
     let bootstrap = broker.bootstrap().to_string();
     eprintln!("bench: producing {records} records (~{avg} bytes) to {TOPIC} ({partitions} partitions)...");
-    fill(&bootstrap, records, a.record_bytes).await?;
+    fill(&bootstrap, a.workload, records, a.record_bytes, None).await?;
     let mut results = Vec::new();
     let mut raw_rate = None;
-    for mode in &a.modes {
+    for mode in &modes {
         eprintln!("bench: {mode} ...");
         reset_peak_rss();
         let (cpu0, _) = usage();
-        let rate = if mode == "raw" {
+        let (rate, dead_lettered) = if mode == "raw" {
             let b = bootstrap.clone();
             let r = tokio::task::spawn_blocking(move || raw_librdkafka(&b, records, partitions)).await??;
             raw_rate = Some(r);
-            r
+            (r, None)
         } else {
-            pipeline_mode(&bootstrap, records, mode, a.shards).await?
+            let run = pipeline_mode(&bootstrap, records, mode, a.shards, nexmark.as_ref()).await?;
+            // Nexmark events are all valid and in order: a dead letter means the query's
+            // configuration rejects them, and the figure would measure the DLQ instead.
+            if nexmark.is_some() && run.dead_lettered > 0 {
+                bail!("{mode}: {} of {records} Nexmark events were dead-lettered (see examples/nexmark/node.toml)", run.dead_lettered);
+            }
+            (run.rate, Some(run.dead_lettered))
         };
         let (cpu1, peak) = usage();
         let ratio = raw_rate.map(|r| rate / r.max(1e-9));
@@ -540,9 +632,11 @@ async fn modes(a: ModesArgs) -> Result<ExitCode> {
         } else {
             let paced_rate = (rate * a.paced_fraction).max(1.0);
             let fits = 2 * 1024 * 1024 * u64::from(partitions) / avg;
-            let paced = ((paced_rate * if a.quick { 4.0 } else { 10.0 }) as u64).clamp(1, fits);
+            // 4 s (--quick) or 10 s of records, no more than the dataset unless that is under
+            // 2 s (the first second is warm-up).
+            let paced = ((paced_rate * if a.quick { 4.0 } else { 10.0 }) as u64).min(records.max((paced_rate * 2.0) as u64)).clamp(1, fits);
             eprintln!("bench: {mode}: latency at {paced_rate:.0} records/s ({paced} records) ...");
-            let (p50, p99) = paced_latency(&bootstrap, mode, a.shards, a.record_bytes, paced_rate, paced).await?;
+            let (p50, p99) = paced_latency(&bootstrap, mode, (a.workload, nexmark.as_ref()), a.shards, a.record_bytes, paced_rate, paced).await?;
             eprintln!("bench: {mode}: produce → processed p50 {p50} ms, p99 {p99} ms");
             Some((p50, p99))
         };
@@ -550,6 +644,7 @@ async fn modes(a: ModesArgs) -> Result<ExitCode> {
             "mode": mode, "records_per_sec": rate, "ratio_to_raw": ratio,
             "p50_ms": latency.map(|l| l.0), "p99_ms": latency.map(|l| l.1),
             "peak_rss_bytes": peak, "cpu_s_per_million": (cpu1 - cpu0) / records as f64 * 1e6,
+            "records_per_cpu_sec": records as f64 / (cpu1 - cpu0).max(1e-9), "dead_lettered": dead_lettered,
         }));
     }
     let shards = vigil_config::PipelineConfig { shards: a.shards, ..Default::default() }.shard_count();
@@ -561,18 +656,23 @@ async fn modes(a: ModesArgs) -> Result<ExitCode> {
     if a.json {
         println!(
             "{}",
-            serde_json::json!({"results": results, "records": records, "record_bytes": record_bytes, "partitions": partitions, "paced_fraction": a.paced_fraction, "machine": machine})
+            serde_json::json!({"results": results, "workload": format!("{:?}", a.workload).to_lowercase(), "records": records, "record_bytes": record_bytes, "partitions": partitions, "paced_fraction": a.paced_fraction, "machine": machine})
         );
     } else {
         println!(
-            "{records} records of ~{record_bytes} bytes over {partitions} partitions, {} cores, {shards} shards; latency at {} of each mode's rate",
-            machine["cores"], a.paced_fraction
+            "{records} {} records of ~{record_bytes} bytes over {partitions} partitions, {} cores, {shards} shards; latency at {} of each mode's rate",
+            if a.workload == Workload::Nexmark { "Nexmark" } else { "generated" },
+            machine["cores"],
+            a.paced_fraction
         );
-        println!("{:<22} {:>12} {:>9} {:>8} {:>8} {:>10} {:>12}", "MODE", "RECORDS/S", "OF RAW", "P50 MS", "P99 MS", "PEAK RSS", "CPU S / 1M");
+        println!(
+            "{:<22} {:>12} {:>9} {:>8} {:>8} {:>10} {:>12} {:>12}",
+            "MODE", "RECORDS/S", "OF RAW", "P50 MS", "P99 MS", "PEAK RSS", "CPU S / 1M", "REC/CPU-S"
+        );
         for r in &results {
             let ms = |k: &str| r[k].as_i64().map(|x| x.to_string()).unwrap_or_else(|| "-".into());
             println!(
-                "{:<22} {:>12.0} {:>9} {:>8} {:>8} {:>6} MiB {:>12.2}",
+                "{:<22} {:>12.0} {:>9} {:>8} {:>8} {:>6} MiB {:>12.2} {:>12.0}",
                 r["mode"].as_str().unwrap_or(""),
                 r["records_per_sec"].as_f64().unwrap_or(0.0),
                 r["ratio_to_raw"].as_f64().map(|x| format!("{x:.2}")).unwrap_or_else(|| "-".into()),
@@ -580,6 +680,7 @@ async fn modes(a: ModesArgs) -> Result<ExitCode> {
                 ms("p99_ms"),
                 r["peak_rss_bytes"].as_u64().unwrap_or(0) / (1024 * 1024),
                 r["cpu_s_per_million"].as_f64().unwrap_or(0.0),
+                r["records_per_cpu_sec"].as_f64().unwrap_or(0.0),
             );
         }
     }
@@ -619,12 +720,12 @@ pub(crate) async fn run(cmd: BenchCmd) -> Result<ExitCode> {
     }
     let name = feature.name();
     let sign = (feature == Feature::Signing).then_some(BENCH_SIGN);
-    let partitions = dataset_partitions(a.records, sample_bytes(None, sign), a.partitions)?;
+    let partitions = dataset_partitions(a.records, sample_bytes(Workload::Default, None, sign), a.partitions)?;
     let topics: Vec<String> = [TOPIC, "vigil-output", "vigil-dlq"].iter().map(|s| s.to_string()).collect();
     let broker = EmbeddedBroker::start(partitions, &topics, None).context("cannot start the mock cluster")?;
     let bootstrap = broker.bootstrap().to_string();
     eprintln!("bench: producing {} records to {TOPIC} ({partitions} partitions)...", a.records);
-    let input_bytes = fill_signed(&bootstrap, a.records, None, sign).await?;
+    let input_bytes = fill(&bootstrap, Workload::Default, a.records, None, sign).await?;
     let raw = raw_consume(&bootstrap, a.records).await?;
     eprintln!("bench: raw librdkafka consume {raw:.0} records/s");
     let (mut off, mut on, mut stored, mut disk) = (Vec::new(), Vec::new(), 0u64, 0u64);
@@ -635,7 +736,7 @@ pub(crate) async fn run(cmd: BenchCmd) -> Result<ExitCode> {
         let order = if round % 2 == 0 { [false, true] } else { [true, false] };
         for enabled in order {
             let (cpu0, _) = usage();
-            let (r, (lineage_bytes, lineage_disk)) = pipeline_run(&bootstrap, a.records, feature, enabled, round).await?;
+            let Run { rate: r, lineage: (lineage_bytes, lineage_disk), .. } = pipeline_run(&bootstrap, a.records, feature, enabled, round).await?;
             let cpu = (usage().0 - cpu0) * 1e6 / a.records as f64;
             eprintln!("bench: round {} {name} {}: {r:.0} records/s, {cpu:.2} CPU µs/record", round + 1, if enabled { "on " } else { "off" });
             if enabled {
@@ -691,12 +792,46 @@ mod tests {
     use super::*;
 
     #[test]
+    fn each_nexmark_mode_runs_its_query_from_the_example() {
+        let nx = match Config::from_toml_str(NEXMARK_CONFIG, std::iter::empty()) {
+            Ok(c) => c.pipeline,
+            Err(e) => panic!("examples/nexmark/node.toml: {e}"),
+        };
+        let (modes, _) = Workload::Nexmark.modes();
+        for (mode, query) in modes.iter().skip(1).zip(["q1_bids", "q5_hot_items", "q11_user_sessions"]) {
+            let mut cfg = Config::default();
+            configure_mode(&mut cfg, mode, 0, Some(&nx));
+            let names: Vec<&str> = cfg.pipeline.aggregations.iter().map(|a| a.name.as_str()).collect();
+            assert_eq!(names, [query], "mode {mode}");
+            assert_eq!(cfg.pipeline.event_time.field, "ts");
+            assert!(cfg.validate().is_empty(), "mode {mode}: {:?}", cfg.validate());
+        }
+        // Every kind of generated event passes the example's field rules (the bench also
+        // refuses a run with dead letters).
+        let mut cfg = Config::default();
+        configure_mode(&mut cfg, "q5", 0, Some(&nx));
+        let (rules, an) = match vigil_actors::validate::Rules::compile(&cfg.pipeline.fields) {
+            Ok(r) => (r, vigil_actors::analytics::spec::Analytics::compile(&cfg.pipeline)),
+            Err(e) => panic!("rules: {e:?}"),
+        };
+        let mut g = Records::new(Workload::Nexmark, 1, 1_700_000_000_000);
+        let payloads: Vec<Vec<u8>> = (0..100).map(|_| g.next(None).2).collect();
+        let mut table = vigil_actors::analytics::spec::FieldTable::new(an.fields.len());
+        for (i, payload) in payloads.iter().enumerate() {
+            let fields = vigil_actors::validate::JsonFields::parse(payload).unwrap_or_else(|e| panic!("event {i}: {e:?}"));
+            if let Err(r) = rules.apply_into(&vigil_actors::validate::Decoded::Fields(fields), &an, &mut table) {
+                panic!("event {i} ({}) rejected: {r:?}", String::from_utf8_lossy(payload));
+            }
+        }
+    }
+
+    #[test]
     fn datasets_get_partitions_that_hold_them_or_are_refused() {
         // Default: at least 16, more in multiples of 8 as the data grows (~2 MiB each).
         assert_eq!(dataset_partitions(200_000, 170, None).ok(), Some(24));
         assert_eq!(dataset_partitions(1_000, 170, None).ok(), Some(16));
         // Signed records are larger: the same count needs more partitions.
-        let (plain, signed) = (sample_bytes(None, None), sample_bytes(None, Some(BENCH_SIGN)));
+        let (plain, signed) = (sample_bytes(Workload::Default, None, None), sample_bytes(Workload::Default, None, Some(BENCH_SIGN)));
         assert!(signed > plain + 60, "{signed} vs {plain}");
         assert!(dataset_partitions(500_000, signed, None).is_ok_and(|p| 500_000 * signed / u64::from(p) <= 3 << 20));
         // Asked for too few: refused with the figures, not a consumer stalled short of the end.

@@ -11,6 +11,7 @@ pub mod incidents;
 pub mod journal;
 pub mod lineage;
 pub mod memory;
+pub mod nexmark;
 pub mod node;
 pub mod outbox;
 pub mod pipeline;

@@ -47,14 +47,29 @@ pub async fn produce_generated(
     timeout: Duration,
     sign: Option<(&str, &[u8])>,
 ) -> vigil_runtime::Result<usize> {
-    let payload = wire.encode(r);
-    let sig = sign.map(|(producer, key)| crate::signing::sign(producer, key, r.id.as_bytes(), r.key.as_bytes(), &payload, vigil_runtime::now_ms()));
-    let mut headers: Vec<(&str, &[u8])> = vec![(vigil_runtime::envelope::HEADER_RECORD_ID, r.id.as_bytes()), (HEADER_PRODUCER, PRODUCER_ID.as_bytes())];
+    produce_record(producer, topic, (&r.id, &r.key, &wire.encode(r)), timeout, sign).await
+}
+
+/// Produce one record `(id, key, value)` to `topic` as the generators do: with its id and
+/// the producer id as headers, signed (`vigil.sig`) as `sign = (producer, key)` if given.
+/// Returns the bytes produced (key, value and headers).
+///
+/// # Errors
+/// [`vigil_runtime::Error`] if Kafka does not take it within `timeout`.
+pub async fn produce_record(
+    producer: &TrackedProducer,
+    topic: &str,
+    (id, key, payload): (&str, &str, &[u8]),
+    timeout: Duration,
+    sign: Option<(&str, &[u8])>,
+) -> vigil_runtime::Result<usize> {
+    let sig = sign.map(|(producer, k)| crate::signing::sign(producer, k, id.as_bytes(), key.as_bytes(), payload, vigil_runtime::now_ms()));
+    let mut headers: Vec<(&str, &[u8])> = vec![(vigil_runtime::envelope::HEADER_RECORD_ID, id.as_bytes()), (HEADER_PRODUCER, PRODUCER_ID.as_bytes())];
     if let Some(s) = &sig {
         headers.push((crate::signing::HEADER, s.as_bytes()));
     }
-    producer.send(&OutRecord { topic, key: r.key.as_bytes(), payload: &payload, headers: &headers }, timeout).await?;
-    Ok(r.key.len() + payload.len() + headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>())
+    producer.send(&OutRecord { topic, key: key.as_bytes(), payload, headers: &headers }, timeout).await?;
+    Ok(key.len() + payload.len() + headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>())
 }
 
 impl Actor for Generator {

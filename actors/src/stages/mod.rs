@@ -7,7 +7,7 @@ mod process;
 mod sink;
 mod validate;
 
-pub use generator::{produce_generated, step_ms_for_rate, Generator, GeneratorState};
+pub use generator::{produce_generated, produce_record, step_ms_for_rate, Generator, GeneratorState};
 pub use ingest::{Ingest, IngestState};
 pub use process::{Process, ProcessState};
 pub use sink::{Sink, SinkState};
