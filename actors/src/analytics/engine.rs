@@ -182,6 +182,20 @@ impl KeyWindows {
     }
 }
 
+/// A window's timer: (when, key, start).
+type Timer = (i64, Arc<str>, i64);
+
+/// Set `w`'s one timer (key `key`, start `start`) to `at`, remembering where it is.
+fn set_timer(timers: &mut BTreeSet<Timer>, w: &mut WindowAcc, at: i64, key: &Arc<str>, start: i64) {
+    w.timer = at;
+    timers.insert((at, key.clone(), start));
+}
+
+/// Cancel `w`'s timer, found where [`set_timer`] put it.
+fn cancel_timer(timers: &mut BTreeSet<Timer>, w: &WindowAcc, key: &Arc<str>, start: i64) {
+    timers.remove(&(w.timer, key.clone(), start));
+}
+
 /// A window changed since the last checkpoint: its new state, or `None` if it is gone.
 pub type Change = (String, i64, Option<Vec<u8>>);
 
@@ -197,8 +211,9 @@ pub struct Aggregation {
     lateness_ms: i64,
     metrics: Vec<Metric>,
     windows: HashMap<Arc<str>, KeyWindows>,
-    /// (deadline, key, start) of every window.
-    timers: BTreeSet<(i64, Arc<str>, i64)>,
+    /// (deadline, key, start) of every window; set and cancelled only through
+    /// [`set_timer`] and [`cancel_timer`], which keep [`WindowAcc::timer`] pointing at it.
+    timers: BTreeSet<Timer>,
     /// Fired windows updated since (or retracted): emitted by the next advance.
     pending: Vec<(Arc<str>, i64)>,
     /// Windows changed since the last checkpoint.
@@ -233,8 +248,8 @@ impl Aggregation {
         a.watermark = watermark.unwrap_or(i64::MIN);
         for (key, start, mut w) in windows {
             let key: Arc<str> = key.into();
-            w.timer = w.deadline(a.lateness_ms);
-            a.timers.insert((w.timer, key.clone(), start));
+            let due = w.deadline(a.lateness_ms);
+            set_timer(&mut a.timers, &mut w, due, &key, start);
             if w.retracted || (w.dirty && w.revision.is_some()) {
                 a.pending.push((key.clone(), start));
             }
@@ -313,7 +328,7 @@ impl Aggregation {
                             w.accs.add_hashed(vals, &hashes, ts);
                             w.records = 1;
                             Self::queue(&mut self.changes, &mut w, key, start);
-                            self.timers.insert((w.timer, key.clone(), start));
+                            set_timer(&mut self.timers, &mut w, end, key, start);
                             per_key.insert(start, w);
                             true
                         }
@@ -350,7 +365,7 @@ impl Aggregation {
         let mut opened = true;
         for s in &hits {
             let Some(w) = self.windows.get_mut(key).and_then(|p| p.remove(s)) else { continue };
-            self.timers.remove(&(w.timer, key.clone(), *s));
+            cancel_timer(&mut self.timers, &w, key, *s);
             acc.accs.merge(&w.accs);
             acc.records += w.records;
             acc.revision = acc.revision.max(w.revision);
@@ -369,12 +384,10 @@ impl Aggregation {
         // retracted (kept as markers until the next advance emits the retraction).
         for (s, e, r) in retract {
             if s != start {
-                let timer = e.saturating_add(lateness);
-                let mut marker =
-                    WindowAcc { end: e, accs: Accs(Vec::new()), records: 0, revision: Some(r), dirty: true, retracted: true, queued: false, timer };
+                let mut marker = WindowAcc { revision: Some(r), retracted: true, ..WindowAcc::new(e, Accs(Vec::new())) };
                 Self::queue(&mut self.changes, &mut marker, key, s);
+                set_timer(&mut self.timers, &mut marker, e.saturating_add(lateness), key, s);
                 per_key.insert(s, marker);
-                self.timers.insert((timer, key.clone(), s));
                 self.pending.push((key.clone(), s));
             } else {
                 self.changes.push((key.clone(), s));
@@ -383,7 +396,7 @@ impl Aggregation {
         if let Some(marker) = per_key.remove(&start) {
             // A retraction marker whose output key is reused: continue its revisions.
             acc.revision = acc.revision.max(marker.revision);
-            self.timers.remove(&(marker.timer, key.clone(), start));
+            cancel_timer(&mut self.timers, &marker, key, start);
         }
         for s in &hits {
             if *s != start {
@@ -395,8 +408,8 @@ impl Aggregation {
         if acc.revision.is_some() {
             self.pending.push((key.clone(), start));
         }
-        acc.timer = acc.deadline(lateness);
-        self.timers.insert((acc.timer, key.clone(), start));
+        let due = acc.deadline(lateness);
+        set_timer(&mut self.timers, &mut acc, due, key, start);
         per_key.insert(start, acc);
         Ok(())
     }
@@ -458,9 +471,10 @@ impl Aggregation {
                 Self::queue(&mut self.changes, w, &key, start);
             }
             if w.retracted {
-                let (timer, queued) = (w.timer, w.queued);
-                per_key.remove(&start);
-                self.timers.remove(&(timer, key.clone(), start));
+                let queued = w.queued;
+                if let Some(gone) = per_key.remove(&start) {
+                    cancel_timer(&mut self.timers, &gone, &key, start);
+                }
                 if !queued {
                     self.changes.push((key.clone(), start));
                 }
@@ -479,8 +493,7 @@ impl Aggregation {
             // Set before a session grew: due later, so it moves there.
             let deadline = w.deadline(lateness);
             if deadline > wm {
-                w.timer = deadline;
-                self.timers.insert((deadline, key, start));
+                set_timer(&mut self.timers, w, deadline, &key, start);
                 continue;
             }
             if Self::emit(&self.metrics, wm, &key, start, w, &mut out) {
@@ -497,8 +510,7 @@ impl Aggregation {
                     self.windows.remove(&key);
                 }
             } else {
-                w.timer = purge_at;
-                self.timers.insert((purge_at, key, start));
+                set_timer(&mut self.timers, w, purge_at, &key, start);
             }
         }
         out.sort_by(|a, b| (a.end, &a.key, a.start).cmp(&(b.end, &b.key, b.start)));
