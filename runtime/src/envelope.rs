@@ -157,16 +157,20 @@ impl<'a> EnvelopeRef<'a> {
         &self.batch.data[self.slot.payload.clone()]
     }
 
+    /// Record headers as stored: name and value bytes, in order.
+    fn raw_headers(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
+        let b = self.batch;
+        b.headers[self.slot.headers.clone()].iter().map(move |(n, v)| (&b.data[n.clone()], &b.data[v.clone()]))
+    }
+
     /// Record headers, in order.
     pub fn headers(&self) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
-        let b = self.batch;
-        b.headers[self.slot.headers.clone()].iter().map(move |(n, v)| (std::str::from_utf8(&b.data[n.clone()]).unwrap_or_default(), &b.data[v.clone()]))
+        self.raw_headers().map(|(n, v)| (std::str::from_utf8(n).unwrap_or_default(), v))
     }
 
     /// The first header called `name` (names compared as bytes: no UTF-8 check per header).
     pub fn header(&self, name: &str) -> Option<&'a [u8]> {
-        let b = self.batch;
-        b.headers[self.slot.headers.clone()].iter().find(|(n, _)| &b.data[n.clone()] == name.as_bytes()).map(|(_, v)| &b.data[v.clone()])
+        self.raw_headers().find(|(n, _)| *n == name.as_bytes()).map(|(_, v)| v)
     }
 
     /// Stable id: the `vigil.id` header if present (and UTF-8), else `topic/partition/offset`.
