@@ -246,6 +246,9 @@ pub enum IngestMsg {
         /// Checkpoint id.
         id: u64,
     },
+    /// Sink holds more outputs than `checkpoint.held_outputs_max`: checkpoint soon, so they
+    /// can be published.
+    CheckpointSoon,
     /// One batch of the given Ingest incarnation has left the pipeline.
     Credit {
         /// Ingest incarnation the credit belongs to.

@@ -516,11 +516,17 @@ pub struct CheckpointConfig {
     /// Resume from a checkpoint taken against another Kafka cluster (its offsets are then
     /// applied to this one as they are). Default false: the node refuses to start.
     pub allow_cluster_change: bool,
+    /// Window outputs are held until the checkpoint that produced them commits (then
+    /// published, so a crash never leaves outputs of a run it does not repeat); held beyond
+    /// this size, the next checkpoint is taken early and Sink keeps its credits until they
+    /// are published. Unset: a sixteenth of `node.memory_limit`, at most 16 MiB (see
+    /// [`Config::held_outputs_max`]).
+    pub held_outputs_max: Option<ByteSize>,
 }
 
 impl Default for CheckpointConfig {
     fn default() -> Self {
-        Self { interval: Duration::from_secs(2), retained: 10, flush_timeout: Duration::from_secs(30), allow_cluster_change: false }
+        Self { interval: Duration::from_secs(2), retained: 10, flush_timeout: Duration::from_secs(30), allow_cluster_change: false, held_outputs_max: None }
     }
 }
 
@@ -984,6 +990,12 @@ impl Config {
         }
     }
 
+    /// Bytes of window outputs Sink holds before it asks for an early checkpoint:
+    /// `checkpoint.held_outputs_max`, or a sixteenth of `node.memory_limit`, at most 16 MiB.
+    pub fn held_outputs_max(&self) -> u64 {
+        self.checkpoint.held_outputs_max.map_or((self.node.memory_limit.0 / 16).min(16 << 20), |b| b.0)
+    }
+
     /// Check relations between fields; returns every problem found.
     pub fn validate(&self) -> Vec<FieldError> {
         let mut errs = Vec::new();
@@ -1095,6 +1107,11 @@ impl Config {
         }
         if self.checkpoint.interval < Duration::from_millis(10) {
             err("checkpoint.interval", "must be at least 10ms");
+        }
+        if let Some(ByteSize(held)) = self.checkpoint.held_outputs_max {
+            if held < 64 << 10 || held > limit / 4 {
+                err("checkpoint.held_outputs_max", &format!("must be between 64KiB and a quarter of node.memory_limit ({})", ByteSize(limit / 4)));
+            }
         }
         if self.checkpoint.retained == 0 {
             err("checkpoint.retained", "must be at least 1");

@@ -7,6 +7,11 @@
 /// disk would; `sleep(ms)` makes it slow like a stalled fsync.
 pub const STORE_COMMIT: &str = "store-commit-checkpoint";
 
+/// Right after a checkpoint that holds window outputs commits, before they are published:
+/// `return` aborts the process there, as a SIGKILL at that instant would (the outputs are
+/// then published by the next start).
+pub const SINK_PUBLISH: &str = "sink-publish";
+
 /// Self-test of the drills only: Sink commits a checkpoint without waiting for its outputs
 /// to be flushed ("acknowledge before flushing"), a real bug that a SIGKILL turns into
 /// lost records. `vigil drill run node-kill --sabotage ack-before-flush` must fail.
@@ -22,7 +27,7 @@ pub const BUG_SKIP_OFFSET_COMMIT: &str = "bug-skip-offset-commit";
 pub const STAGE_PREFIX: &str = "stage.";
 
 /// Fixed points besides the per-stage ones.
-pub const FIXED: [&str; 3] = [STORE_COMMIT, BUG_ACK_BEFORE_FLUSH, BUG_SKIP_OFFSET_COMMIT];
+pub const FIXED: [&str; 4] = [STORE_COMMIT, SINK_PUBLISH, BUG_ACK_BEFORE_FLUSH, BUG_SKIP_OFFSET_COMMIT];
 
 /// Whether this build has failpoints compiled in.
 pub const fn enabled() -> bool {

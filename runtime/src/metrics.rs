@@ -58,6 +58,7 @@ fn describe() {
     describe_gauge!("vigil_ingest_credits", "Batches Ingest may still send before it pauses (backpressure).");
     describe_gauge!("vigil_ingest_paused", "1 while Ingest has paused its partitions for backpressure.");
     describe_gauge!("vigil_open_windows", "Windows currently open, per aggregation and Process shard.");
+    describe_gauge!("vigil_sink_held_outputs", "Window outputs Sink holds until the checkpoint that produced them commits.");
     describe_gauge!(
         "vigil_ingest_held_partitions",
         "Partitions Ingest holds back for running more than pipeline.event_time.max_drift ahead of the slowest, or while a partition with records left has delivered none (watermark alignment)."

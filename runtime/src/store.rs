@@ -23,8 +23,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Column families, created on open.
-pub const COLUMN_FAMILIES: [&str; 12] =
-    ["offsets", "state", "checkpoints", "meta", "schemas", "quality", "alerts", "journal", "incidents", "lineage", "windows", "audit"];
+pub const COLUMN_FAMILIES: [&str; 13] =
+    ["offsets", "state", "checkpoints", "meta", "schemas", "quality", "alerts", "journal", "incidents", "lineage", "windows", "outputs", "audit"];
 
 /// One write of a [`Store::write_ops`] batch: put a value, or delete the key (`None`).
 pub type Op = (Vec<u8>, Option<Vec<u8>>);
@@ -388,13 +388,14 @@ impl Store {
         Ok(out)
     }
 
-    /// Forget all checkpointed offsets, state, checkpoints and their lineage (fresh start).
+    /// Forget all checkpointed offsets, state, checkpoints, their lineage and held outputs
+    /// (fresh start).
     ///
     /// # Errors
     /// [`Error::Store`].
     pub fn reset(&self) -> Result<()> {
         let mut batch = WriteBatch::default();
-        for name in ["offsets", "state", "checkpoints", "lineage", "windows"] {
+        for name in ["offsets", "state", "checkpoints", "lineage", "windows", "outputs"] {
             let cf = self.cf(name)?;
             for item in self.db.iterator_cf(cf, IteratorMode::Start) {
                 let (k, _) = item.map_err(|e| self.err("reset", e))?;

@@ -15,6 +15,35 @@ pub struct Output {
     pub emit: Emit,
 }
 
+/// An output held until the checkpoint that produced it commits (published then, and again
+/// after a restart that finds it still in the store): the Kafka record as it will be
+/// written.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct HeldOutput {
+    /// Topic.
+    pub topic: String,
+    /// Key.
+    pub key: Vec<u8>,
+    /// Value; `None` is a tombstone (a retracted session).
+    pub payload: Option<Vec<u8>>,
+    /// Headers, in order.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Input records it represents when it is a window's first emission (else 0).
+    pub records: u64,
+}
+
+impl HeldOutput {
+    /// Store key of the `i`th output held by checkpoint `id`: in publishing order.
+    pub fn store_key(id: u64, i: u32) -> Vec<u8> {
+        let mut k = id.to_be_bytes().to_vec();
+        k.extend_from_slice(&i.to_be_bytes());
+        k
+    }
+}
+
+/// Column family of held outputs.
+pub const HELD_CF: &str = "outputs";
+
 /// Avro schema of results (`format = "avro"`), registered under `<topic>-value`; one schema
 /// serves every aggregation writing to a topic.
 pub const OUTPUT_AVRO_SCHEMA: &str = r#"{"type":"record","name":"AggregationResult","namespace":"vigil","doc":"One window of one group of one aggregation","fields":[

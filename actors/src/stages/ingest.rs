@@ -33,6 +33,9 @@ pub struct IngestState {
     credits: usize,
     inflight: Option<(u64, Instant, BTreeMap<TopicPartition, i64>)>,
     last_checkpoint: Instant,
+    /// Sink holds more outputs than `checkpoint.held_outputs_max`: the next checkpoint is
+    /// injected as soon as none is in flight.
+    early: bool,
     done: watch::Receiver<u64>,
     /// Counts stalls (credits exhausted), so a late stall check is ignored.
     stalls: u64,
@@ -169,7 +172,8 @@ impl IngestState {
                 }
             }
         }
-        if self.inflight.is_none() && self.last_checkpoint.elapsed() >= cfg.interval {
+        if self.inflight.is_none() && (self.early || self.last_checkpoint.elapsed() >= cfg.interval) {
+            self.early = false;
             self.inject_barrier()?;
         }
         Ok(())
@@ -227,6 +231,7 @@ impl Actor for Ingest {
             credits,
             inflight: None,
             last_checkpoint: Instant::now(),
+            early: false,
             done,
             stalls: 0,
             starved: false,
@@ -333,6 +338,10 @@ impl Actor for Ingest {
                     st.inflight = None;
                     st.last_checkpoint = Instant::now();
                 }
+            }
+            IngestMsg::CheckpointSoon => {
+                st.early = true;
+                st.maybe_checkpoint()?;
             }
             IngestMsg::CheckStall { stall } => {
                 if st.starved && stall == st.stalls {

@@ -1,6 +1,7 @@
-//! Sink: writes closed windows (JSON or Confluent-framed Avro) and completes checkpoints.
+//! Sink: encodes closed windows (JSON or Confluent-framed Avro), completes checkpoints and
+//! publishes each checkpoint's outputs once it has committed.
 use super::R;
-use crate::analytics::output::{output_key, to_avro, to_json, Output};
+use crate::analytics::output::{output_key, to_avro, to_json, HeldOutput, Output, HELD_CF};
 use crate::lineage::record::{commit_ops, EpochLineage};
 use crate::pipeline::{Aligned, Aligner, Barrier, Credit, IngestMsg, NodeCtx, SinkMsg};
 use crate::Error;
@@ -13,8 +14,13 @@ use vigil_runtime::failpoints::StagePoint;
 use vigil_runtime::kafka::OutRecord;
 use vigil_runtime::stats::{CheckpointSummary, Stage};
 use vigil_runtime::store::{Checkpoint, CheckpointMeta, Op};
-/// Sink: writes closed windows with deterministic keys, returns credits, and completes
-/// checkpoints: flush outputs, then one atomic RocksDB commit.
+/// Sink: holds closed windows with deterministic keys, returns credits, and completes
+/// checkpoints: flush what other stages wrote (dead letters), one atomic RocksDB commit that
+/// includes the held outputs, then publish them.
+///
+/// Outputs wait for their checkpoint because a run restored from an earlier one need not
+/// repeat them: which sessions merge, and which records are late, depend on how partitions
+/// interleave. Published only once committed, every output belongs to the run that goes on.
 #[derive(Clone, Copy)]
 pub struct Sink;
 
@@ -35,6 +41,18 @@ pub struct SinkState {
     carry_ops: Vec<Op>,
     /// Fault injection (`stage.sink`), once per batch of windows.
     fault: StagePoint,
+    /// Outputs since the last checkpoint, published once the next one commits.
+    /// Each is an encoded [`HeldOutput`]: what the store keeps, one allocation, its size
+    /// exact.
+    held: Vec<Vec<u8>>,
+    held_bytes: usize,
+    /// An early checkpoint was asked for (`checkpoint.held_outputs_max`) since the last one.
+    asked_early: bool,
+    /// Credits of batches whose outputs arrived beyond `checkpoint.held_outputs_max`,
+    /// returned once they are published: a slow sink holds Ingest back.
+    held_credits: Vec<Credit>,
+    /// Store keys of held outputs already published, deleted by the next checkpoint.
+    published: Vec<Vec<u8>>,
 }
 
 /// How a checkpoint attempt failed.
@@ -59,7 +77,20 @@ impl Actor for Sink {
         ctx.lineage.begin(&ctx.store, ctx.checkpoint_done.borrow().to_owned())?;
         let aligner = Aligner::new(ctx.slots.process.len());
         let per_sec = ctx.config.pipeline.max_outputs_per_sec;
-        let rate = (per_sec > 0).then(|| crate::rate::RateLimit::new(per_sec, (per_sec / 10).max(1), Instant::now()));
+        let mut rate = (per_sec > 0).then(|| crate::rate::RateLimit::new(per_sec, (per_sec / 10).max(1), Instant::now()));
+        // Outputs the last checkpoint committed may not all have been published before the
+        // node stopped: publish them (again) before anything new.
+        let (mut held, mut published) = (Vec::new(), Vec::new());
+        ctx.store.for_each(HELD_CF, &[], |k, v| {
+            published.push(k.to_vec());
+            held.push(v.to_vec());
+            Ok(())
+        })?;
+        if !held.is_empty() {
+            tracing::info!(outputs = held.len(), "publishing the outputs of the last checkpoint");
+            let _ = Self::publish(&ctx, &mut rate, &held).await?;
+            ctx.producer.flush_checked(ctx.config.checkpoint.flush_timeout, failed_before).await?;
+        }
         Ok(SinkState {
             ctx,
             aligner,
@@ -69,6 +100,11 @@ impl Actor for Sink {
             carry: EpochLineage::default(),
             carry_ops: Vec::new(),
             fault: StagePoint::new("sink", "sink"),
+            held: Vec::new(),
+            held_bytes: 0,
+            asked_early: false,
+            held_credits: Vec::new(),
+            published,
         })
     }
 
@@ -84,8 +120,14 @@ impl Actor for Sink {
         }
         while let Some(next) = st.aligner.pop() {
             match next {
-                // The credit is released once its windows are written.
-                Aligned::Data((_credit, windows)) => Self::write_windows(st, &windows).await?,
+                // The credit is released once its windows are held, or beyond the bound of
+                // held outputs, once they are published.
+                Aligned::Data((credit, windows)) => {
+                    Self::write_windows(st, &windows).await?;
+                    if Self::over_bound(st) {
+                        st.held_credits.extend(credit);
+                    }
+                }
                 Aligned::Barrier(parts) => {
                     let Some(b) = merge_shards(parts)? else { continue };
                     self.complete_checkpoint(st, b).await?
@@ -106,20 +148,13 @@ fn merge_shards(mut parts: Vec<Barrier>) -> crate::Result<Option<Barrier>> {
 }
 
 impl Sink {
-    /// Write closed windows with their deterministic keys.
+    /// Encode closed windows with their deterministic keys and hold them for the next
+    /// checkpoint; ask for it early when they grow past `checkpoint.held_outputs_max`.
     async fn write_windows(st: &mut SinkState, windows: &[Output]) -> crate::Result<()> {
         let ctx = st.ctx.clone();
         let started = Instant::now();
-        let node = ctx.config.node.id.as_bytes();
         let epoch = st.epoch.to_string();
-        let mut records = 0u64;
         for Output { agg, emit } in windows {
-            if let Some(rate) = &mut st.rate {
-                while rate.available(Instant::now()) == 0 {
-                    tokio::time::sleep(rate.wait()).await;
-                }
-                rate.take(1);
-            }
             let Some(spec) = ctx.analytics.aggs.get(*agg) else { continue };
             let key = output_key(&spec.name, &emit.key, emit.start);
             let topic = spec.topic.as_str();
@@ -134,37 +169,84 @@ impl Sink {
                 },
                 None => to_json(spec, emit).map(|v| serde_json::to_vec(&v)).transpose().map_err(|e| Error::Encode(e.to_string()))?,
             };
-            let revision = emit.revision.to_string();
-            let headers: [(&str, &[u8]); 6] = [
-                ("vigil.node", node),
-                ("vigil.epoch", epoch.as_bytes()),
-                ("vigil.config", ctx.config_hash.as_bytes()),
-                ("vigil.version", env!("CARGO_PKG_VERSION").as_bytes()),
-                ("vigil.aggregation", spec.name.as_bytes()),
-                ("vigil.revision", revision.as_bytes()),
+            let headers = [
+                ("vigil.node", ctx.config.node.id.as_str()),
+                ("vigil.epoch", epoch.as_str()),
+                ("vigil.config", ctx.config_hash.as_str()),
+                ("vigil.version", env!("CARGO_PKG_VERSION")),
+                ("vigil.aggregation", &spec.name),
+                ("vigil.revision", &emit.revision.to_string()),
             ];
-            let out = OutRecord { topic, key: key.as_bytes(), payload: payload.as_deref().unwrap_or_default(), headers: &headers };
-            if payload.is_some() {
-                ctx.producer.send(&out, ctx.send_timeout()).await?;
-                if emit.revision == 0 {
-                    records += emit.count;
+            let records = if payload.is_some() && emit.revision == 0 { emit.count } else { 0 };
+            let out = HeldOutput {
+                topic: topic.to_string(),
+                key: key.into_bytes(),
+                payload,
+                headers: headers.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect(),
+                records,
+            };
+            let out = vigil_runtime::store::encode("held output", &out)?;
+            st.held_bytes += out.len();
+            st.held.push(out);
+        }
+        metrics::gauge!("vigil_sink_held_outputs").set(st.held.len() as f64);
+        if !st.asked_early && Self::over_bound(st) {
+            st.asked_early = true;
+            let _ = ctx.slots.ingest.send("ingest", IngestMsg::CheckpointSoon);
+        }
+        metrics::histogram!("vigil_stage_batch_seconds", "stage" => "sink").record(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Whether Sink holds more outputs than it should before they are published: over
+    /// `checkpoint.held_outputs_max` bytes, or (with `pipeline.max_outputs_per_sec`) more
+    /// than it may write in one `checkpoint.interval`.
+    fn over_bound(st: &SinkState) -> bool {
+        let c = &st.ctx.config;
+        let per_interval = c.pipeline.max_outputs_per_sec as f64 * c.checkpoint.interval.as_secs_f64();
+        st.held_bytes as u64 > c.held_outputs_max() || (c.pipeline.max_outputs_per_sec > 0 && st.held.len() as f64 > per_interval)
+    }
+
+    /// Send held outputs in order (at most `pipeline.max_outputs_per_sec`); the caller
+    /// flushes. Returns whether all were sent: a node shutting down stops where the rate
+    /// limit would make it wait, and leaves the rest (still in the store) to its next start.
+    async fn publish(ctx: &NodeCtx, rate: &mut Option<crate::rate::RateLimit>, held: &[Vec<u8>]) -> crate::Result<bool> {
+        let mut records = 0u64;
+        let mut all = true;
+        for h in held {
+            let h: HeldOutput = vigil_runtime::store::decode("held output", h)?;
+            if let Some(rate) = rate {
+                while rate.available(Instant::now()) == 0 {
+                    if ctx.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
+                        all = false;
+                        break;
+                    }
+                    tokio::time::sleep(rate.wait()).await;
                 }
-            } else {
-                ctx.producer.send_tombstone(&out, ctx.send_timeout()).await?;
+                if !all {
+                    break;
+                }
+                rate.take(1);
+            }
+            let headers: Vec<(&str, &[u8])> = h.headers.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+            let out = OutRecord { topic: &h.topic, key: &h.key, payload: h.payload.as_deref().unwrap_or_default(), headers: &headers };
+            match h.payload {
+                Some(_) => ctx.producer.send(&out, ctx.send_timeout()).await?,
+                None => ctx.producer.send_tombstone(&out, ctx.send_timeout()).await?,
             }
             // Per window: a large emission written slowly shows its progress.
             ctx.stats.add(Stage::Sink, 1);
+            records += h.records;
         }
         ctx.stats.add_window_records(records);
-        metrics::histogram!("vigil_stage_batch_seconds", "stage" => "sink").record(started.elapsed().as_secs_f64());
-        Ok(())
+        Ok(all)
     }
 
     async fn complete_checkpoint(&self, st: &mut SinkState, b: Barrier) -> crate::Result<()> {
         let ctx = st.ctx.clone();
         let id = b.id;
-        let size = match self.commit(st, b).await {
-            Ok(size) => size,
+        let (size, summary) = match self.commit(st, b).await {
+            Ok(done) => done,
             Err(CommitError::Rewind(e)) => {
                 ctx.stats.checkpoint_failed();
                 ctx.note(crate::pipeline::Recent::CheckpointFailure, vigil_runtime::now_ms());
@@ -181,6 +263,7 @@ impl Sink {
                 ctx.lineage.failed(&format!("checkpoint {id} failed: {e}"), Some(last_committed));
                 let text = format!("checkpoint {id} failed: {e}; processing continues, the next checkpoint retries");
                 ctx.journal.record(crate::journal::Event::now(crate::journal::EventKind::CheckpointFailure, "sink", text).stage("sink"));
+                // Its held outputs stay held, for the next checkpoint.
                 st.carry = lineage;
                 st.carry_ops = ops;
                 st.failed_before = ctx.producer.failed();
@@ -190,6 +273,38 @@ impl Sink {
                 return Ok(());
             }
         };
+        // Committed: publish what it held. Until they are acknowledged they stay in the
+        // store, and a restart publishes them again.
+        let held = std::mem::take(&mut st.held);
+        st.held_bytes = 0;
+        st.asked_early = false;
+        metrics::gauge!("vigil_sink_held_outputs").set(0.0);
+        if !held.is_empty() && vigil_runtime::failpoints::eval(vigil_runtime::failpoints::SINK_PUBLISH).is_some() {
+            tracing::error!(checkpoint = id, outputs = held.len(), "failpoint {}: aborting before publishing", vigil_runtime::failpoints::SINK_PUBLISH);
+            std::process::abort();
+        }
+        let bug = vigil_runtime::failpoints::eval(vigil_runtime::failpoints::BUG_ACK_BEFORE_FLUSH).is_some();
+        let published = match Self::publish(&ctx, &mut st.rate, &held).await {
+            Ok(all) if bug => Ok(all),
+            Ok(all) => ctx.producer.flush_checked(ctx.config.checkpoint.flush_timeout, st.failed_before).await.map(|()| all).map_err(Error::from),
+            Err(e) => Err(e),
+        };
+        st.held_credits.clear();
+        let all = match published {
+            Ok(all) => all,
+            Err(e) => {
+                let text = format!("checkpoint {id} committed, but its outputs were not acknowledged: {e}; the pipeline restarts and publishes them again");
+                tracing::error!(checkpoint = id, error = %e, "{text}");
+                ctx.journal.record(crate::journal::Event::now(crate::journal::EventKind::CheckpointFailure, "sink", text).stage("sink"));
+                return Err(e);
+            }
+        };
+        // Outputs left unpublished by a shutdown stay in the store for the next start.
+        st.published = if all && !bug { (0..held.len() as u32).map(|i| HeldOutput::store_key(id, i)).collect() } else { Vec::new() };
+        if !all {
+            tracing::warn!(checkpoint = id, outputs = held.len(), "shutting down: the rest of this checkpoint's outputs are published by the next start");
+        }
+        ctx.stats.checkpointed(summary, size);
         ctx.checkpoint_done.send_if_modified(|d| {
             let newer = id > *d;
             if newer {
@@ -203,28 +318,35 @@ impl Sink {
         Ok(())
     }
 
-    /// Flush outputs, then commit offsets, states, lineage and metadata atomically. Returns
-    /// the state size in bytes.
-    async fn commit(&self, st: &mut SinkState, mut b: Barrier) -> Result<u64, CommitError> {
+    /// Flush what other stages wrote (dead letters, late records), then commit offsets,
+    /// states, lineage, held outputs and metadata atomically. Returns the state size in
+    /// bytes and the checkpoint's summary.
+    async fn commit(&self, st: &mut SinkState, mut b: Barrier) -> Result<(u64, CheckpointSummary), CommitError> {
         let ctx = st.ctx.clone();
-        // The drills' self-test switches this bug on: commit without waiting for the outputs.
-        if vigil_runtime::failpoints::eval(vigil_runtime::failpoints::BUG_ACK_BEFORE_FLUSH).is_none() {
+        // The drills' self-test switches this bug on: commit without waiting for the outputs,
+        // and count held outputs as published once committed, without keeping them.
+        let bug = vigil_runtime::failpoints::eval(vigil_runtime::failpoints::BUG_ACK_BEFORE_FLUSH).is_some();
+        if !bug {
             ctx.producer.flush_checked(ctx.config.checkpoint.flush_timeout, st.failed_before).await.map_err(|e| CommitError::Rewind(e.into()))?;
+        }
+        let mut held_ops: Vec<Op> = st.published.iter().map(|k| (k.clone(), None)).collect();
+        if !bug {
+            held_ops.extend(st.held.iter().enumerate().map(|(i, h)| (HeldOutput::store_key(b.id, i as u32), Some(h.clone()))));
         }
         let mut lineage = std::mem::take(&mut st.carry);
         lineage.absorb(std::mem::take(&mut b.lineage));
         let mut ops = std::mem::take(&mut st.carry_ops);
         ops.append(&mut b.window_ops);
-        match Self::write(&ctx, b, &lineage, &ops) {
-            Ok(size) => Ok(size),
+        match Self::write(&ctx, b, &lineage, &ops, &held_ops) {
+            Ok(done) => Ok(done),
             // The outputs are safe; this epoch's lineage and window changes go with the next checkpoint.
             Err(e) => Err(CommitError::Store(e, lineage, ops)),
         }
     }
 
-    /// The store part of a checkpoint: one atomic write of offsets, states, `lineage` and
-    /// metadata. Returns the state size in bytes.
-    fn write(ctx: &NodeCtx, b: Barrier, lineage: &EpochLineage, window_ops: &[Op]) -> crate::Result<u64> {
+    /// The store part of a checkpoint: one atomic write of offsets, states, `lineage`, held
+    /// outputs and metadata. Returns the state size in bytes and the checkpoint's summary.
+    fn write(ctx: &NodeCtx, b: Barrier, lineage: &EpochLineage, window_ops: &[Op], held_ops: &[Op]) -> crate::Result<(u64, CheckpointSummary)> {
         let completed_ms = vigil_runtime::now_ms();
         let mut committed = None;
         let mut lineage_ops: Vec<Op> = Vec::new();
@@ -245,6 +367,7 @@ impl Sink {
         let mut state_bytes: BTreeMap<String, u64> = b.states.iter().map(|(k, v)| (k.clone(), v.len() as u64)).collect();
         let windows_written: u64 = window_ops.iter().map(|(k, v)| (k.len() + v.as_ref().map_or(0, Vec::len)) as u64).sum();
         state_bytes.insert("windows".into(), windows_written);
+        state_bytes.insert("outputs".into(), held_ops.iter().map(|(k, v)| (k.len() + v.as_ref().map_or(0, Vec::len)) as u64).sum());
         let (puts, deletes) = window_ops.iter().fold((0u64, 0u64), |(p, d), (_, v)| if v.is_some() { (p + 1, d) } else { (p, d + 1) });
         let meta = CheckpointMeta {
             id: b.id,
@@ -258,17 +381,16 @@ impl Sink {
         let summary = CheckpointSummary { id: meta.id, completed_ms: meta.completed_ms, duration_us: meta.duration_us };
         let text =
             format!("checkpoint {} committed ({:.1} ms, {} partitions, {size} state bytes)", meta.id, meta.duration_us as f64 / 1000.0, meta.offsets.len());
-        let extra: [(&str, &[Op]); 2] = [(crate::analytics::state::CF, window_ops), ("lineage", &lineage_ops)];
+        let extra: [(&str, &[Op]); 3] = [(crate::analytics::state::CF, window_ops), ("lineage", &lineage_ops), (HELD_CF, held_ops)];
         ctx.store.commit_checkpoint(&Checkpoint { meta, states: b.states }, ctx.config.checkpoint.retained, &extra)?;
         metrics::counter!("vigil_checkpoint_window_writes_total", "op" => "put").increment(puts);
         metrics::counter!("vigil_checkpoint_window_writes_total", "op" => "delete").increment(deletes);
-        ctx.stats.checkpointed(summary, size);
         let lineage_bytes = committed.as_ref().map_or(0, |(l, _)| l.bytes);
         metrics::gauge!("vigil_checkpoint_bytes").set((size + lineage_bytes) as f64);
         if let Some((l, next)) = committed {
             ctx.lineage.committed(&l.record, l.entries, l.bytes, next);
         }
         ctx.journal.record(crate::journal::Event::now(crate::journal::EventKind::Checkpoint, "sink", text).stage("sink"));
-        Ok(size)
+        Ok((size, summary))
     }
 }
