@@ -110,6 +110,11 @@ impl Store {
                 // Window keys and topic names repeat from entry to entry: LZ4 takes most of it.
                 o.set_compression_type(rocksdb::DBCompressionType::Lz4);
             }
+            if *n == "outputs" {
+                // Held outputs live one checkpoint interval (a put, then a delete): small
+                // memtables, instead of the default 64 MiB each holding both.
+                o.set_write_buffer_size(4 << 20);
+            }
             ColumnFamilyDescriptor::new(*n, o)
         });
         let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|source| Error::Store { path: path.display().to_string(), op: "open".into(), source })?;

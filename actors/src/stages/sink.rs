@@ -61,7 +61,7 @@ enum CommitError {
     Rewind(Error),
     /// The store write failed after the outputs were safe: processing continues and the next
     /// checkpoint retries, committing this one's lineage and window changes with its own.
-    Store(Error, EpochLineage, Vec<Op>),
+    Store(Error, EpochLineage, Vec<Op>, Vec<Vec<u8>>),
 }
 
 impl Actor for Sink {
@@ -245,7 +245,7 @@ impl Sink {
     async fn complete_checkpoint(&self, st: &mut SinkState, b: Barrier) -> crate::Result<()> {
         let ctx = st.ctx.clone();
         let id = b.id;
-        let (size, summary) = match self.commit(st, b).await {
+        let (size, summary, held) = match self.commit(st, b).await {
             Ok(done) => done,
             Err(CommitError::Rewind(e)) => {
                 ctx.stats.checkpoint_failed();
@@ -255,7 +255,7 @@ impl Sink {
                 ctx.journal.record(crate::journal::Event::now(crate::journal::EventKind::CheckpointFailure, "sink", text).stage("sink"));
                 return Err(e);
             }
-            Err(CommitError::Store(e, lineage, ops)) => {
+            Err(CommitError::Store(e, lineage, ops, held)) => {
                 ctx.stats.checkpoint_failed();
                 ctx.note(crate::pipeline::Recent::CheckpointFailure, vigil_runtime::now_ms());
                 tracing::error!(checkpoint = id, error = %e, "checkpoint not committed: the store write failed; processing continues and the next checkpoint retries");
@@ -264,6 +264,7 @@ impl Sink {
                 let text = format!("checkpoint {id} failed: {e}; processing continues, the next checkpoint retries");
                 ctx.journal.record(crate::journal::Event::now(crate::journal::EventKind::CheckpointFailure, "sink", text).stage("sink"));
                 // Its held outputs stay held, for the next checkpoint.
+                st.held = held;
                 st.carry = lineage;
                 st.carry_ops = ops;
                 st.failed_before = ctx.producer.failed();
@@ -275,7 +276,6 @@ impl Sink {
         };
         // Committed: publish what it held. Until they are acknowledged they stay in the
         // store, and a restart publishes them again.
-        let held = std::mem::take(&mut st.held);
         st.held_bytes = 0;
         st.asked_early = false;
         metrics::gauge!("vigil_sink_held_outputs").set(0.0);
@@ -320,8 +320,8 @@ impl Sink {
 
     /// Flush what other stages wrote (dead letters, late records), then commit offsets,
     /// states, lineage, held outputs and metadata atomically. Returns the state size in
-    /// bytes and the checkpoint's summary.
-    async fn commit(&self, st: &mut SinkState, mut b: Barrier) -> Result<(u64, CheckpointSummary), CommitError> {
+    /// bytes, the checkpoint's summary and the outputs it held, to publish.
+    async fn commit(&self, st: &mut SinkState, mut b: Barrier) -> Result<(u64, CheckpointSummary, Vec<Vec<u8>>), CommitError> {
         let ctx = st.ctx.clone();
         // The drills' self-test switches this bug on: commit without waiting for the outputs,
         // and count held outputs as published once committed, without keeping them.
@@ -329,18 +329,25 @@ impl Sink {
         if !bug {
             ctx.producer.flush_checked(ctx.config.checkpoint.flush_timeout, st.failed_before).await.map_err(|e| CommitError::Rewind(e.into()))?;
         }
+        // Held outputs move into the write and back out of it (no copy of them).
+        let deletes = st.published.len();
         let mut held_ops: Vec<Op> = st.published.iter().map(|k| (k.clone(), None)).collect();
+        let mut held = std::mem::take(&mut st.held);
         if !bug {
-            held_ops.extend(st.held.iter().enumerate().map(|(i, h)| (HeldOutput::store_key(b.id, i as u32), Some(h.clone()))));
+            held_ops.extend(held.drain(..).enumerate().map(|(i, h)| (HeldOutput::store_key(b.id, i as u32), Some(h))));
         }
+        let take_back = move |ops: Vec<Op>| {
+            held.extend(ops.into_iter().skip(deletes).filter_map(|(_, v)| v));
+            held
+        };
         let mut lineage = std::mem::take(&mut st.carry);
         lineage.absorb(std::mem::take(&mut b.lineage));
         let mut ops = std::mem::take(&mut st.carry_ops);
         ops.append(&mut b.window_ops);
         match Self::write(&ctx, b, &lineage, &ops, &held_ops) {
-            Ok(done) => Ok(done),
+            Ok((size, summary)) => Ok((size, summary, take_back(held_ops))),
             // The outputs are safe; this epoch's lineage and window changes go with the next checkpoint.
-            Err(e) => Err(CommitError::Store(e, lineage, ops)),
+            Err(e) => Err(CommitError::Store(e, lineage, ops, take_back(held_ops))),
         }
     }
 
