@@ -16,7 +16,8 @@ use vigil_runtime::stats::{CheckpointSummary, Stage};
 use vigil_runtime::store::{Checkpoint, CheckpointMeta, Op};
 /// Sink: holds closed windows with deterministic keys, returns credits, and completes
 /// checkpoints: flush what other stages wrote (dead letters), one atomic RocksDB commit that
-/// includes the held outputs, then publish them.
+/// includes the held outputs, then publish them; the checkpoint is complete once Kafka has
+/// acknowledged them.
 ///
 /// Outputs wait for their checkpoint because a run restored from an earlier one need not
 /// repeat them: which sessions merge, and which records are late, depend on how partitions
@@ -53,6 +54,9 @@ pub struct SinkState {
     held_credits: Vec<Credit>,
     /// Store keys of held outputs already published, deleted by the next checkpoint.
     published: Vec<Vec<u8>>,
+    /// Last checkpoint committed (its outputs may still await acknowledgement, after which
+    /// `checkpoint_done` says so).
+    committed: u64,
 }
 
 /// How a checkpoint attempt failed.
@@ -91,6 +95,7 @@ impl Actor for Sink {
             let _ = Self::publish(&ctx, &mut rate, &held).await?;
             ctx.producer.flush_checked(ctx.config.checkpoint.flush_timeout, failed_before).await?;
         }
+        let committed = *ctx.checkpoint_done.borrow();
         Ok(SinkState {
             ctx,
             aligner,
@@ -105,6 +110,7 @@ impl Actor for Sink {
             asked_early: false,
             held_credits: Vec::new(),
             published,
+            committed,
         })
     }
 
@@ -137,6 +143,20 @@ impl Actor for Sink {
         metrics::gauge!("vigil_aligner_held_messages", "stage" => "sink", "shard" => "0").set(st.aligner.held() as f64);
         Ok(())
     }
+}
+
+/// Checkpoint `id` is complete (committed, its outputs acknowledged): status and Ingest
+/// hear of it.
+fn complete(ctx: &NodeCtx, id: u64, summary: CheckpointSummary, size: u64) {
+    ctx.stats.checkpointed(summary, size);
+    ctx.checkpoint_done.send_if_modified(|d| {
+        let newer = id > *d;
+        if newer {
+            *d = id;
+        }
+        newer
+    });
+    tracing::debug!(checkpoint = id, size, "checkpoint complete");
 }
 
 /// The barrier parts of every Process shard as one: their meta records merged.
@@ -259,15 +279,13 @@ impl Sink {
                 ctx.stats.checkpoint_failed();
                 ctx.note(crate::pipeline::Recent::CheckpointFailure, vigil_runtime::now_ms());
                 tracing::error!(checkpoint = id, error = %e, "checkpoint not committed: the store write failed; processing continues and the next checkpoint retries");
-                let last_committed = *ctx.checkpoint_done.borrow();
-                ctx.lineage.failed(&format!("checkpoint {id} failed: {e}"), Some(last_committed));
+                ctx.lineage.failed(&format!("checkpoint {id} failed: {e}"), Some(st.committed));
                 let text = format!("checkpoint {id} failed: {e}; processing continues, the next checkpoint retries");
                 ctx.journal.record(crate::journal::Event::now(crate::journal::EventKind::CheckpointFailure, "sink", text).stage("sink"));
                 // Its held outputs stay held, for the next checkpoint.
                 st.held = held;
                 st.carry = lineage;
                 st.carry_ops = ops;
-                st.failed_before = ctx.producer.failed();
                 st.epoch = id + 1;
                 // Ingest may be restarting; its successor injects barriers afresh.
                 let _ = ctx.slots.ingest.send("ingest", IngestMsg::CheckpointFailed { id });
@@ -276,6 +294,7 @@ impl Sink {
         };
         // Committed: publish what it held. Until they are acknowledged they stay in the
         // store, and a restart publishes them again.
+        st.committed = id;
         st.held_bytes = 0;
         st.asked_early = false;
         metrics::gauge!("vigil_sink_held_outputs").set(0.0);
@@ -284,37 +303,36 @@ impl Sink {
             std::process::abort();
         }
         let bug = vigil_runtime::failpoints::eval(vigil_runtime::failpoints::BUG_ACK_BEFORE_FLUSH).is_some();
-        let published = match Self::publish(&ctx, &mut st.rate, &held).await {
-            Ok(all) if bug => Ok(all),
-            Ok(all) => ctx.producer.flush_checked(ctx.config.checkpoint.flush_timeout, st.failed_before).await.map(|()| all).map_err(Error::from),
-            Err(e) => Err(e),
-        };
-        st.held_credits.clear();
-        let all = match published {
+        let all = match Self::publish(&ctx, &mut st.rate, &held).await {
             Ok(all) => all,
             Err(e) => {
-                let text = format!("checkpoint {id} committed, but its outputs were not acknowledged: {e}; the pipeline restarts and publishes them again");
+                let text = format!("checkpoint {id} committed, but its outputs could not be sent: {e}; the pipeline restarts and publishes them again");
                 tracing::error!(checkpoint = id, error = %e, "{text}");
                 ctx.journal.record(crate::journal::Event::now(crate::journal::EventKind::CheckpointFailure, "sink", text).stage("sink"));
                 return Err(e);
             }
         };
+        st.held_credits.clear();
+        st.epoch = id + 1;
         // Outputs left unpublished by a shutdown stay in the store for the next start.
         st.published = if all && !bug { (0..held.len() as u32).map(|i| HeldOutput::store_key(id, i)).collect() } else { Vec::new() };
         if !all {
             tracing::warn!(checkpoint = id, outputs = held.len(), "shutting down: the rest of this checkpoint's outputs are published by the next start");
         }
-        ctx.stats.checkpointed(summary, size);
-        ctx.checkpoint_done.send_if_modified(|d| {
-            let newer = id > *d;
-            if newer {
-                *d = id;
+        if held.is_empty() || bug || !all {
+            complete(&ctx, id, summary, size);
+            return Ok(());
+        }
+        // Complete once Kafka has acknowledged its outputs: a task waits for that while Sink
+        // goes on. A delivery that failed also fails the next checkpoint's flush, which
+        // rewinds the pipeline; the outputs are still in the store until that one commits.
+        let failed_before = st.failed_before;
+        tokio::spawn(async move {
+            match ctx.producer.flush_checked(ctx.config.checkpoint.flush_timeout, failed_before).await {
+                Ok(()) => complete(&ctx, id, summary, size),
+                Err(e) => tracing::warn!(checkpoint = id, error = %e, "outputs not acknowledged; the next checkpoint's flush decides"),
             }
-            newer
         });
-        st.failed_before = ctx.producer.failed();
-        st.epoch = id + 1;
-        tracing::debug!(checkpoint = id, size, "checkpoint committed");
         Ok(())
     }
 
@@ -329,6 +347,8 @@ impl Sink {
         if !bug {
             ctx.producer.flush_checked(ctx.config.checkpoint.flush_timeout, st.failed_before).await.map_err(|e| CommitError::Rewind(e.into()))?;
         }
+        // Deliveries that fail from here on fail the next checkpoint.
+        st.failed_before = ctx.producer.failed();
         // Held outputs move into the write and back out of it (no copy of them).
         let deletes = st.published.len();
         let mut held_ops: Vec<Op> = st.published.iter().map(|k| (k.clone(), None)).collect();
