@@ -226,6 +226,11 @@ pub(crate) struct BenchArgs {
 
 const TOPIC: &str = "bench-events";
 
+/// Paced phase of the feature benches: this fraction of the feature-off median rate (below
+/// the knee where the in-process producer and the node fill both cores, see
+/// docs/performance.md).
+const FEATURE_PACED_FRACTION: f64 = 0.3;
+
 /// Average bytes a generated record takes in the log, from a sample: its value (padded to
 /// `record_bytes`), the signature header when signed, and ~60 bytes of key, other headers
 /// and framing.
@@ -317,7 +322,12 @@ async fn raw_consume(bootstrap: &str, n: u64) -> Result<f64> {
 /// lineage stored once the node has stopped (as written, and on disk after compression).
 async fn pipeline_run(bootstrap: &str, n: u64, feature: Feature, on: bool, round: u32) -> Result<Run> {
     let tag = format!("{}-{round}-{}-{on}", std::process::id(), feature.name());
-    measure_pipeline(bootstrap, n, &tag, |cfg| match feature {
+    measure_pipeline(bootstrap, n, &tag, |cfg| configure_feature(cfg, feature, on)).await
+}
+
+/// Switch `feature` on or off in a bench node's configuration.
+fn configure_feature(cfg: &mut Config, feature: Feature, on: bool) {
+    match feature {
         Feature::Quality => cfg.quality.enabled = on,
         Feature::Lineage => cfg.lineage.enabled = on,
         Feature::Signing => {
@@ -331,8 +341,7 @@ async fn pipeline_run(bootstrap: &str, n: u64, feature: Feature, on: bool, round
                 });
             }
         }
-    })
-    .await
+    }
 }
 
 /// One run of mode `mode` (see [`configure_mode`]).
@@ -422,21 +431,24 @@ fn paced_topic(mode: &str) -> String {
     format!("bench-paced-{mode}")
 }
 
-/// The latency phase of `mode`: a node reads a fresh topic while `records` generated records
-/// are written to it at `rate` per second (event time = wall-clock time); returns the p50
-/// and p99 of produce → processed latency in ms.
+/// The records of a paced phase: the workload, the padding of each value, and the
+/// producer key signing them (if any).
+type PacedRecords<'a> = (Workload, Option<usize>, Option<(&'a str, &'a [u8])>);
+
+/// The latency phase of `mode`: a node configured by `configure` reads a fresh topic while
+/// `records` generated records are written to it at `rate` per second (event time =
+/// wall-clock time); returns the p50 and p99 of produce → processed latency in ms.
 async fn paced_latency(
     bootstrap: &str,
     mode: &str,
-    workload: (Workload, Option<&PipelineConfig>),
-    shards: usize,
-    record_bytes: Option<usize>,
+    configure: impl FnOnce(&mut Config),
+    (workload, record_bytes, sign): PacedRecords<'_>,
     rate: f64,
     records: u64,
 ) -> Result<(i64, i64)> {
     let tag = format!("{}-{mode}-paced", std::process::id());
     let topic = paced_topic(mode);
-    let (cfg, dir) = bench_config(bootstrap, &tag, &topic, |cfg| configure_mode(cfg, mode, shards, workload.1))?;
+    let (cfg, dir) = bench_config(bootstrap, &tag, &topic, configure)?;
     let node = Node::start(cfg).await.context("bench node failed to start")?;
     let stats = node.ctx.stats.clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -453,7 +465,7 @@ async fn paced_latency(
         }
         stats.latency.reset();
         let producer = TrackedProducer::new(bootstrap, &vigil_config::KafkaConfig::default())?;
-        let mut g = Records::new(workload.0, 11, vigil_runtime::now_ms());
+        let mut g = Records::new(workload, 11, vigil_runtime::now_ms());
         let started = Instant::now();
         let mut sent = 0u64;
         let mut warm = false;
@@ -467,7 +479,7 @@ async fn paced_latency(
             let due = ((started.elapsed().as_secs_f64() * rate) as u64).min(records);
             while sent < due {
                 let (id, key, payload) = g.next(record_bytes);
-                vigil_actors::stages::produce_record(&producer, &topic, (&id, &key, &payload), Duration::from_secs(30), None).await?;
+                vigil_actors::stages::produce_record(&producer, &topic, (&id, &key, &payload), Duration::from_secs(30), sign).await?;
                 sent += 1;
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -636,7 +648,8 @@ async fn modes(a: ModesArgs) -> Result<ExitCode> {
             // 2 s (the first second is warm-up).
             let paced = ((paced_rate * if a.quick { 4.0 } else { 10.0 }) as u64).min(records.max((paced_rate * 2.0) as u64)).clamp(1, fits);
             eprintln!("bench: {mode}: latency at {paced_rate:.0} records/s ({paced} records) ...");
-            let (p50, p99) = paced_latency(&bootstrap, mode, (a.workload, nexmark.as_ref()), a.shards, a.record_bytes, paced_rate, paced).await?;
+            let configure = |cfg: &mut Config| configure_mode(cfg, mode, a.shards, nexmark.as_ref());
+            let (p50, p99) = paced_latency(&bootstrap, mode, configure, (a.workload, a.record_bytes, None), paced_rate, paced).await?;
             eprintln!("bench: {mode}: produce → processed p50 {p50} ms, p99 {p99} ms");
             Some((p50, p99))
         };
@@ -721,7 +734,9 @@ pub(crate) async fn run(cmd: BenchCmd) -> Result<ExitCode> {
     let name = feature.name();
     let sign = (feature == Feature::Signing).then_some(BENCH_SIGN);
     let partitions = dataset_partitions(a.records, sample_bytes(Workload::Default, None, sign), a.partitions)?;
-    let topics: Vec<String> = [TOPIC, "vigil-output", "vigil-dlq"].iter().map(|s| s.to_string()).collect();
+    let paced_modes = [format!("{name}-off"), format!("{name}-on")];
+    let mut topics: Vec<String> = [TOPIC, "vigil-output", "vigil-dlq"].iter().map(|s| s.to_string()).collect();
+    topics.extend(paced_modes.iter().map(|m| paced_topic(m)));
     let broker = EmbeddedBroker::start(partitions, &topics, None).context("cannot start the mock cluster")?;
     let bootstrap = broker.bootstrap().to_string();
     eprintln!("bench: producing {} records to {TOPIC} ({partitions} partitions)...", a.records);
@@ -752,6 +767,20 @@ pub(crate) async fn run(cmd: BenchCmd) -> Result<ExitCode> {
     }
     let (m_off, m_on) = (median(off.clone()), median(on.clone()));
     let (c_off, c_on) = (median(cpu_off), median(cpu_on));
+    // Below saturation: the same records at half the feature-off rate, to either node. A
+    // feature that keeps up passes every record at the input's rate, and latency shows the
+    // rest of its cost.
+    let paced_rate = (m_off * FEATURE_PACED_FRACTION).max(1.0);
+    let fits = 2 * 1024 * 1024 * u64::from(partitions) / sample_bytes(Workload::Default, None, sign).max(1);
+    let paced = ((paced_rate * 6.0) as u64).clamp(1, fits);
+    let mut latency = Vec::new();
+    for (enabled, mode) in [false, true].into_iter().zip(&paced_modes) {
+        eprintln!("bench: {name} {}: latency at {paced_rate:.0} records/s ({paced} records) ...", if enabled { "on " } else { "off" });
+        let (p50, p99) =
+            paced_latency(&bootstrap, mode, |cfg| configure_feature(cfg, feature, enabled), (Workload::Default, None, sign), paced_rate, paced).await?;
+        latency.push((p50, p99));
+    }
+    let [(p50_off, p99_off), (p50_on, p99_on)] = [latency[0], latency[1]];
     let ratio = if m_off > 0.0 { m_on / m_off } else { 0.0 };
     let per_input = stored as f64 / input_bytes.max(1) as f64;
     let disk_per_input = disk as f64 / input_bytes.max(1) as f64;
@@ -760,7 +789,9 @@ pub(crate) async fn run(cmd: BenchCmd) -> Result<ExitCode> {
             "raw_consume_per_sec": raw, "off_per_sec": off, "on_per_sec": on,
             "median_off_per_sec": m_off, "median_on_per_sec": m_on, "on_over_off": ratio, "overhead": 1.0 - ratio,
             "off_over_raw": m_off / raw.max(1e-9), "on_over_raw": m_on / raw.max(1e-9),
-            "median_off_cpu_us_per_record": c_off, "median_on_cpu_us_per_record": c_on});
+            "median_off_cpu_us_per_record": c_off, "median_on_cpu_us_per_record": c_on,
+            "paced_per_sec": paced_rate, "paced_records": paced, "paced_off_p50_ms": p50_off, "paced_off_p99_ms": p99_off,
+            "paced_on_p50_ms": p50_on, "paced_on_p99_ms": p99_on});
         if feature == Feature::Lineage {
             v["input_bytes"] = input_bytes.into();
             v["lineage_bytes"] = stored.into();
@@ -776,6 +807,10 @@ pub(crate) async fn run(cmd: BenchCmd) -> Result<ExitCode> {
         println!("{name:<7} on  (median) {m_on:>10.0} records/s  ({:.2} of raw)", m_on / raw.max(1e-9));
         println!("on / off             {ratio:>10.3}  ({name} costs {:.1}% of throughput)", (1.0 - ratio) * 100.0);
         println!("CPU per record       {c_off:>10.2} µs off, {c_on:.2} µs on (medians; {:+.2} µs)", c_on - c_off);
+        println!(
+            "paced {paced_rate:>10.0} records/s: every record processed; p50/p99 {p50_off}/{p99_off} ms off, {p50_on}/{p99_on} ms on ({:.0} % of the off rate, {paced} records)",
+            FEATURE_PACED_FRACTION * 100.0
+        );
         if feature == Feature::Lineage {
             println!("lineage written      {stored:>10} bytes for {input_bytes} input bytes ({:.2}%)", per_input * 100.0);
             println!("lineage on disk      {disk:>10} bytes, LZ4-compressed ({:.2}% of input)", disk_per_input * 100.0);
