@@ -223,6 +223,13 @@ impl Verifier {
     /// Check one record: `Ok` for an authentic record of a known producer, or why it fails
     /// (with the claimed producer when the header named one). Allocates only on failure.
     pub fn verify(&self, sig: Option<&[u8]>, id: &[u8], key: &[u8], value: &[u8], now_ms: i64) -> Result<(), (SigReject, Option<String>)> {
+        let producer = self.authenticate(sig, id, key, value, now_ms)?;
+        self.not_replayed(&mut self.replay_memory(), producer, id, now_ms)
+    }
+
+    /// The checks of [`Self::verify`] before the replay memory (no lock): the producer of an
+    /// authentic record, or why it fails.
+    pub fn authenticate<'h>(&self, sig: Option<&'h [u8]>, id: &[u8], key: &[u8], value: &[u8], now_ms: i64) -> Result<&'h str, (SigReject, Option<String>)> {
         let (producer, ts, sig_tag) = parse(sig.ok_or((SigReject::Unsigned, None))?).map_err(|r| (r, None))?;
         let claimed = || Some(producer.to_string());
         let Some(k) = self.keys.get(producer) else { return Err((SigReject::UnknownProducer, claimed())) };
@@ -232,9 +239,20 @@ impl Verifier {
         if (ts - now_ms).abs() > self.max_skew_ms {
             return Err((SigReject::Skewed { by_ms: ts - now_ms }, claimed()));
         }
-        // Only authentic records enter the replay memory: forgeries cannot evict real ids.
-        if self.replay.lock().unwrap_or_else(|p| p.into_inner()).seen_before(id, now_ms) {
-            return Err((SigReject::Replayed, claimed()));
+        Ok(producer)
+    }
+
+    /// The replay memory, locked: take it once for a batch's authentic records (Validate
+    /// shards share it).
+    pub fn replay_memory(&self) -> std::sync::MutexGuard<'_, ReplayGuard> {
+        self.replay.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The last check of [`Self::verify`], for a record [`Self::authenticate`] passed: only
+    /// authentic records enter the replay memory, so forgeries cannot evict real ids.
+    pub fn not_replayed(&self, memory: &mut ReplayGuard, producer: &str, id: &[u8], now_ms: i64) -> Result<(), (SigReject, Option<String>)> {
+        if memory.seen_before(id, now_ms) {
+            return Err((SigReject::Replayed, Some(producer.to_string())));
         }
         Ok(())
     }

@@ -7,13 +7,14 @@ use crate::lineage::record::DeadLetter;
 use crate::pipeline::{key_shard, NodeCtx, ProcessMsg, Record, Rejection, Route, Valid, ValidateMsg};
 use crate::quality::dedup::DuplicateDetector;
 use crate::quality::tracker::BatchQuality;
+use crate::signing::SigReject;
 use crate::validate::{DecodeResult, Reject, Scalar, SchemaInfo, SourceDecoder};
 use crate::Error;
 use ractor::{Actor, ActorRef};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
-use vigil_runtime::envelope::PartitionBatch;
+use vigil_runtime::envelope::{EnvelopeRef, PartitionBatch};
 use vigil_runtime::failpoints::StagePoint;
 use vigil_runtime::stats::Stage;
 
@@ -45,6 +46,11 @@ struct QualityProbe {
     watched: Vec<String>,
 }
 
+/// A record's id as its producer signed it (the `vigil.id` header; empty without one).
+fn record_id<'a>(env: &EnvelopeRef<'a>) -> &'a [u8] {
+    env.header(vigil_runtime::envelope::HEADER_RECORD_ID).unwrap_or_default()
+}
+
 /// The verdict on one record: its event time (fields appended to the batch's table), or why
 /// it was rejected; with the schema it was read with.
 type Verdict = Result<(i64, Option<SchemaInfo>), (Reject, Option<SchemaInfo>)>;
@@ -64,12 +70,23 @@ impl ValidateState {
             let qi = idx.unwrap_or(self.decoders.len());
             let verifier = idx.and_then(|i| ctx.verifiers.get(i)).and_then(Option::as_ref);
             let now_ms = vigil_runtime::now_ms();
+            // Producer authentication comes first: an unauthenticated record is not decoded.
+            // Signatures are checked without a lock, then the authentic ids against the
+            // replay memory (shared by the Validate shards) under one lock for the batch.
+            let rejected: Vec<Option<(SigReject, Option<String>)>> = match verifier {
+                Some(v) => {
+                    let authentic: Vec<_> = pb
+                        .iter()
+                        .map(|env| v.authenticate(env.header(crate::signing::HEADER), record_id(&env), env.key().unwrap_or_default(), env.payload(), now_ms))
+                        .collect();
+                    let mut memory = v.replay_memory();
+                    pb.iter().zip(authentic).map(|(env, a)| a.and_then(|p| v.not_replayed(&mut memory, p, record_id(&env), now_ms)).err()).collect()
+                }
+                None => Vec::new(),
+            };
+            let mut rejected = rejected.into_iter();
             for (ri, env) in pb.iter().enumerate() {
-                // Producer authentication comes first: an unauthenticated record is not decoded.
-                let forged = verifier.and_then(|v| {
-                    let id = env.header(vigil_runtime::envelope::HEADER_RECORD_ID).unwrap_or_default();
-                    v.verify(env.header(crate::signing::HEADER), id, env.key().unwrap_or_default(), env.payload(), now_ms).err()
-                });
+                let forged = rejected.next().flatten();
                 let decoded: DecodeResult<'_> = match (forged, idx.and_then(|i| self.decoders.get_mut(i))) {
                     (Some((r, producer)), _) => Err((Reject::Security { code: r.code(), detail: r.to_string(), producer }, None)),
                     (None, Some(d)) => d.decode(env.payload(), ctx.resolver.as_ref()).map_err(Error::Registry)?,
