@@ -188,6 +188,19 @@ impl ReplayGuard {
         Self { window_ms, capacity: capacity.max(1), seen: HashSet::default(), order: VecDeque::new() }
     }
 
+    /// The last check of [`Verifier::verify`], for a record [`Verifier::authenticate`]
+    /// passed by `producer`: only authentic records enter the memory, so forgeries cannot
+    /// evict real ids.
+    ///
+    /// # Errors
+    /// [`SigReject::Replayed`] (with the producer) when `id` was seen within the window.
+    pub fn admit(&mut self, producer: &str, id: &[u8], now_ms: i64) -> Result<(), (SigReject, Option<String>)> {
+        if self.seen_before(id, now_ms) {
+            return Err((SigReject::Replayed, Some(producer.to_string())));
+        }
+        Ok(())
+    }
+
     /// Whether `id` was seen within the window before `now_ms`; records it.
     pub fn seen_before(&mut self, id: &[u8], now_ms: i64) -> bool {
         while let Some(&(at, old)) = self.order.front() {
@@ -224,7 +237,7 @@ impl Verifier {
     /// (with the claimed producer when the header named one). Allocates only on failure.
     pub fn verify(&self, sig: Option<&[u8]>, id: &[u8], key: &[u8], value: &[u8], now_ms: i64) -> Result<(), (SigReject, Option<String>)> {
         let producer = self.authenticate(sig, id, key, value, now_ms)?;
-        self.not_replayed(&mut self.replay_memory(), producer, id, now_ms)
+        self.replay_memory().admit(producer, id, now_ms)
     }
 
     /// The checks of [`Self::verify`] before the replay memory (no lock): the producer of an
@@ -246,15 +259,6 @@ impl Verifier {
     /// shards share it).
     pub fn replay_memory(&self) -> std::sync::MutexGuard<'_, ReplayGuard> {
         self.replay.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The last check of [`Self::verify`], for a record [`Self::authenticate`] passed: only
-    /// authentic records enter the replay memory, so forgeries cannot evict real ids.
-    pub fn not_replayed(&self, memory: &mut ReplayGuard, producer: &str, id: &[u8], now_ms: i64) -> Result<(), (SigReject, Option<String>)> {
-        if memory.seen_before(id, now_ms) {
-            return Err((SigReject::Replayed, Some(producer.to_string())));
-        }
-        Ok(())
     }
 }
 

@@ -92,8 +92,12 @@ impl Actor for Sink {
         })?;
         if !held.is_empty() {
             tracing::info!(outputs = held.len(), "publishing the outputs of the last checkpoint");
-            let _ = Self::publish(&ctx, &mut rate, &held).await?;
+            let all = Self::publish(&ctx, &mut rate, &held).await?;
             ctx.producer.flush_checked(ctx.config.checkpoint.flush_timeout, failed_before).await?;
+            // Stopped by a shutdown: none of them is forgotten by the next checkpoint.
+            if !all {
+                published.clear();
+            }
         }
         let committed = *ctx.checkpoint_done.borrow();
         Ok(SinkState {
@@ -265,7 +269,10 @@ impl Sink {
     async fn complete_checkpoint(&self, st: &mut SinkState, b: Barrier) -> crate::Result<()> {
         let ctx = st.ctx.clone();
         let id = b.id;
-        let (size, summary, held) = match self.commit(st, b).await {
+        // The drills' self-test switches this bug on: commit without waiting for the outputs,
+        // and count held outputs as published once committed, without keeping them.
+        let bug = vigil_runtime::failpoints::eval(vigil_runtime::failpoints::BUG_ACK_BEFORE_FLUSH).is_some();
+        let (size, summary, held) = match self.commit(st, b, bug).await {
             Ok(done) => done,
             Err(CommitError::Rewind(e)) => {
                 ctx.stats.checkpoint_failed();
@@ -302,7 +309,6 @@ impl Sink {
             tracing::error!(checkpoint = id, outputs = held.len(), "failpoint {}: aborting before publishing", vigil_runtime::failpoints::SINK_PUBLISH);
             std::process::abort();
         }
-        let bug = vigil_runtime::failpoints::eval(vigil_runtime::failpoints::BUG_ACK_BEFORE_FLUSH).is_some();
         let all = match Self::publish(&ctx, &mut st.rate, &held).await {
             Ok(all) => all,
             Err(e) => {
@@ -338,12 +344,10 @@ impl Sink {
 
     /// Flush what other stages wrote (dead letters, late records), then commit offsets,
     /// states, lineage, held outputs and metadata atomically. Returns the state size in
-    /// bytes, the checkpoint's summary and the outputs it held, to publish.
-    async fn commit(&self, st: &mut SinkState, mut b: Barrier) -> Result<(u64, CheckpointSummary, Vec<Vec<u8>>), CommitError> {
+    /// bytes, the checkpoint's summary and the outputs it held, to publish. With the
+    /// self-test `bug`, neither waits nor keeps the outputs.
+    async fn commit(&self, st: &mut SinkState, mut b: Barrier, bug: bool) -> Result<(u64, CheckpointSummary, Vec<Vec<u8>>), CommitError> {
         let ctx = st.ctx.clone();
-        // The drills' self-test switches this bug on: commit without waiting for the outputs,
-        // and count held outputs as published once committed, without keeping them.
-        let bug = vigil_runtime::failpoints::eval(vigil_runtime::failpoints::BUG_ACK_BEFORE_FLUSH).is_some();
         if !bug {
             ctx.producer.flush_checked(ctx.config.checkpoint.flush_timeout, st.failed_before).await.map_err(|e| CommitError::Rewind(e.into()))?;
         }

@@ -80,7 +80,7 @@ impl ValidateState {
                         .map(|env| v.authenticate(env.header(crate::signing::HEADER), record_id(&env), env.key().unwrap_or_default(), env.payload(), now_ms))
                         .collect();
                     let mut memory = v.replay_memory();
-                    pb.iter().zip(authentic).map(|(env, a)| a.and_then(|p| v.not_replayed(&mut memory, p, record_id(&env), now_ms)).err()).collect()
+                    pb.iter().zip(authentic).map(|(env, a)| a.and_then(|p| memory.admit(p, record_id(&env), now_ms)).err()).collect()
                 }
                 None => Vec::new(),
             };
