@@ -26,6 +26,13 @@ use std::path::{Path, PathBuf};
 pub const COLUMN_FAMILIES: [&str; 13] =
     ["offsets", "state", "checkpoints", "meta", "schemas", "quality", "alerts", "journal", "incidents", "lineage", "windows", "outputs", "audit"];
 
+/// RocksDB's memory budget for [`Store::open`]: 64 MiB (a node passes an eighth of its
+/// `node.memory_limit` to [`Store::open_within`]).
+pub const DEFAULT_MEMORY: u64 = 64 << 20;
+
+/// The smallest budget [`Store::open_within`] takes: 8 MiB.
+const MIN_MEMORY: u64 = 8 << 20;
+
 /// One write of a [`Store::write_ops`] batch: put a value, or delete the key (`None`).
 pub type Op = (Vec<u8>, Option<Vec<u8>>);
 
@@ -96,24 +103,46 @@ fn parse_offset_key(k: &[u8]) -> Option<TopicPartition> {
 }
 
 impl Store {
-    /// Open (or create) the store under `path`.
+    /// Open (or create) the store under `path`, with RocksDB's default memory budget
+    /// ([`DEFAULT_MEMORY`]).
     ///
     /// # Errors
     /// [`Error::Store`] if RocksDB cannot open it (permissions, lock held by another node).
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_within(path, DEFAULT_MEMORY)
+    }
+
+    /// Open (or create) the store under `path`, RocksDB's memory held to about `memory`
+    /// bytes: half for the memtables of every column family together (past it RocksDB
+    /// flushes the largest), a quarter for one block cache shared by all, the rest for the
+    /// flush in progress. Without a budget each column family would take up to two 64 MiB
+    /// memtables and its own cache, far past a node's `memory_limit`.
+    ///
+    /// # Errors
+    /// [`Error::Store`] if RocksDB cannot open it (permissions, lock held by another node).
+    pub fn open_within(path: &Path, memory: u64) -> Result<Self> {
+        let memory = memory.max(MIN_MEMORY) as usize;
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
+        opts.set_db_write_buffer_size(memory / 2);
+        let cache = rocksdb::Cache::new_lru_cache(memory / 4);
+        // One column family's memtable: an eighth of the budget, at most RocksDB's default.
+        let memtable = (memory / 8).min(64 << 20);
         let cfs = COLUMN_FAMILIES.iter().map(|n| {
             let mut o = Options::default();
+            let mut table = rocksdb::BlockBasedOptions::default();
+            table.set_block_cache(&cache);
+            o.set_block_based_table_factory(&table);
+            o.set_write_buffer_size(memtable);
             if *n == "lineage" || *n == "windows" {
                 // Window keys and topic names repeat from entry to entry: LZ4 takes most of it.
                 o.set_compression_type(rocksdb::DBCompressionType::Lz4);
             }
             if *n == "outputs" {
                 // Held outputs live one checkpoint interval (a put, then a delete): small
-                // memtables, instead of the default 64 MiB each holding both.
-                o.set_write_buffer_size(4 << 20);
+                // memtables holding both.
+                o.set_write_buffer_size(memtable.min(4 << 20));
             }
             ColumnFamilyDescriptor::new(*n, o)
         });
