@@ -129,3 +129,51 @@ fn over_the_memory_limit_ingest_trickles_and_finishes() {
     let rate = (total - at) as f64 / started.elapsed().as_secs_f64();
     assert!(rate < 2_500.0 * 1.5, "held to about 10 batches a second: {rate:.0} records/s");
 }
+
+/// `checkpoint.changes_max` bounds what one checkpoint writes at once: with checkpoints an
+/// hour apart, 5,000 users and one record per window, the node checkpoints early again and
+/// again, the windows changed since the last checkpoint never pass the bound by more than
+/// the batches in flight and the windows they close, and the whole input still gets
+/// through. Without the bound all 100,000 windows would change, and close, before the
+/// only (final) checkpoint.
+#[test]
+fn windows_changed_past_changes_max_bring_the_next_checkpoint_forward() {
+    const CHANGES_MAX: u64 = 2_000;
+    const TOTAL: u64 = 100_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_broker, bootstrap) = start_broker(8, &["events", "out", "dlq"]);
+    let generated = std::process::Command::new(BIN)
+        .args(["gen", "--bootstrap", &bootstrap, "--topic", "events", "--count", &TOTAL.to_string(), "--users", "5000", "--seed", "3"])
+        .args(["--bad-ratio", "0", "--start-ms", "1700000000000", "--step-ms", "1", "--format", "json", "--json"])
+        .env("VIGIL_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("vigil gen");
+    assert!(generated.success(), "vigil gen: {generated}");
+    let data = dir.path().join("data");
+    let analytics = default_analytics(1_000);
+    let cfg = write_config(
+        dir.path(),
+        &NodeCfg { batch_max_records: 500, checkpoint_ms: 3_600_000, analytics: &analytics, ..NodeCfg::new(&bootstrap, &data, "changes") },
+    );
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    std::fs::write(&cfg, text.replacen("[checkpoint]\n", &format!("[checkpoint]\nchanges_max = {CHANGES_MAX}\n"), 1)).expect("config");
+    let mut node = start_node(&cfg);
+    // Past the bound Ingest waits, but 4 batches of 500 records may be in flight, each
+    // record opening a window that may close in the same epoch (two changes), and their
+    // watermark may close every window still open: near the end of the input, when the
+    // last partitions catch up, ~10,000 at once. Without the bound: 200,000.
+    let slack = 4 * 500 * 2 + 14_000;
+    let mut most = 0.0f64;
+    let s = wait_for("the whole input", Duration::from_secs(120), || {
+        if let Some(m) = http_get(&node.metrics, "/metrics") {
+            most = most.max(metric(&m, "vigil_checkpoint_pending_changes").unwrap_or(0.0));
+        }
+        status(&node.admin).filter(|s| s["position"].as_u64() == Some(TOTAL))
+    });
+    let checkpoints = s["last_checkpoint"]["id"].as_u64().unwrap_or(0);
+    eprintln!("changes: at most {most} pending of {CHANGES_MAX}; {checkpoints} checkpoints");
+    assert!(checkpoints >= 10, "checkpoints taken early for the changed windows, not an hour apart: {s}");
+    assert!(most <= (CHANGES_MAX + slack) as f64, "at most {most} windows changed before a checkpoint took them");
+    assert!(node.proc.terminate(Duration::from_secs(60)).success());
+}

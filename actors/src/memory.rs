@@ -1,6 +1,14 @@
-//! The node's memory limit: when the resident set passes 90 % of `node.memory_limit`,
-//! Ingest slows to a trickle until it is back under 80 % (hysteresis, so it does not flap).
-//! The rule is pure: the resident size is passed in.
+//! The node's memory limit: when the resident set passes [`HIGH_PERCENT`] of
+//! `node.memory_limit`, Ingest slows to a trickle until it is back under [`LOW_PERCENT`]
+//! (hysteresis, so it does not flap). The rule is pure: the resident size is passed in.
+
+/// Ingest trickles above this percentage of the memory limit. The fifth left above it is
+/// for what a checkpoint briefly takes (the changed windows encoded, the store's write
+/// batch and memtable), which grows with the state in memory.
+pub const HIGH_PERCENT: u64 = 80;
+
+/// ... until the node is back under this percentage.
+pub const LOW_PERCENT: u64 = 70;
 
 /// Whether Ingest must hold back for memory.
 #[derive(Debug, Clone)]
@@ -11,9 +19,10 @@ pub struct MemoryGovernor {
 }
 
 impl MemoryGovernor {
-    /// For a limit of `limit` bytes: held above 90 %, until back under 80 %.
+    /// For a limit of `limit` bytes: held above [`HIGH_PERCENT`], until back under
+    /// [`LOW_PERCENT`].
     pub fn new(limit: u64) -> Self {
-        Self::with_bands(limit, 90, 80)
+        Self::with_bands(limit, HIGH_PERCENT, LOW_PERCENT)
     }
 
     /// Held above `high` percent of `limit`, until back under `low` percent; with `high`
@@ -48,19 +57,31 @@ pub fn release_free_memory() {
     }
 }
 
+/// After a checkpoint, whose encoding and store write briefly take memory in proportion to
+/// the state that changed: above half of `limit`, hand what was freed back to the system
+/// (on a blocking thread; it takes milliseconds on a large heap). The allocator would keep
+/// it for reuse, but Ingest may be held back (credits, memory) so nothing reuses it until
+/// the next checkpoint, whose own temporaries then come on top of it.
+pub fn after_checkpoint(limit: u64) {
+    let resident = vigil_runtime::metrics::resident_bytes().unwrap_or(0);
+    if resident > limit / 2 {
+        tokio::task::spawn_blocking(release_free_memory);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn throttles_above_ninety_and_resumes_below_eighty_percent() {
+    fn throttles_above_eighty_and_resumes_below_seventy_percent() {
         let mut g = MemoryGovernor::new(1000);
-        assert_eq!(g.observe(850), None);
-        assert_eq!(g.observe(901), Some(true));
-        assert_eq!(g.observe(850), None, "still above 80 %: held");
+        assert_eq!(g.observe(750), None);
+        assert_eq!(g.observe(801), Some(true));
+        assert_eq!(g.observe(750), None, "still above 70 %: held");
         assert!(g.throttled());
-        assert_eq!(g.observe(799), Some(false));
-        assert_eq!(g.observe(900), None, "90 % exactly is not over");
+        assert_eq!(g.observe(699), Some(false));
+        assert_eq!(g.observe(800), None, "80 % exactly is not over");
         assert!(!g.throttled());
     }
 

@@ -294,7 +294,8 @@ impl Node {
         let bootstrap = embedded.as_ref().map(|e| e.bootstrap().to_string()).unwrap_or_else(|| config.kafka.bootstrap.clone());
         let data_dir = config.node.data_dir.clone();
         std::fs::create_dir_all(&data_dir).map_err(|e| vigil_runtime::Error::Embedded(format!("create data_dir {}: {e}", data_dir.display())))?;
-        let store = Arc::new(Store::open(&data_dir)?);
+        // RocksDB's memtables and block cache: an eighth of the memory limit.
+        let store = Arc::new(Store::open_within(&data_dir, config.node.memory_limit.0 / 8)?);
         // Certificates and token files are checked before anything starts.
         let (security, tls) = security_of(&config, &store)?;
         if embedded.is_some() && store.latest_checkpoint()?.is_some() {
@@ -353,6 +354,7 @@ impl Node {
             checkpoint_done,
             shutting_down: AtomicBool::new(false),
             memory_throttled: AtomicBool::new(false),
+            window_changes: (0..config.pipeline.shard_count()).map(|_| std::sync::atomic::AtomicUsize::new(0)).collect(),
             event_time: Default::default(),
             generator_position: AtomicU64::new(0),
             generator_start_ms: vigil_runtime::now_ms(),

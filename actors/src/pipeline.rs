@@ -495,6 +495,9 @@ pub struct NodeCtx {
     pub shutting_down: AtomicBool,
     /// Whether Ingest holds back because the node is over `node.memory_limit`.
     pub memory_throttled: AtomicBool,
+    /// Windows changed since the last checkpoint, per Process shard (each writes its own;
+    /// Ingest reads the sum against `checkpoint.changes_max`).
+    pub window_changes: Box<[AtomicUsize]>,
     /// Largest event time seen per source partition (Process shard 0 writes, Ingest reads
     /// it for watermark alignment).
     pub event_time: std::sync::Mutex<BTreeMap<TopicPartition, i64>>,
@@ -555,6 +558,11 @@ pub enum Recent {
 }
 
 impl NodeCtx {
+    /// Windows changed since the last checkpoint, over every Process shard.
+    pub fn window_changes(&self) -> u64 {
+        self.window_changes.iter().map(|c| c.load(Ordering::Relaxed) as u64).sum()
+    }
+
     /// Count an event of `kind` at `now_ms`.
     pub fn note(&self, kind: Recent, now_ms: i64) {
         if let Ok(mut all) = self.recent.lock() {

@@ -522,11 +522,24 @@ pub struct CheckpointConfig {
     /// are published. Unset: a sixteenth of `node.memory_limit`, at most 16 MiB (see
     /// [`Config::held_outputs_max`]).
     pub held_outputs_max: Option<ByteSize>,
+    /// Windows changed (opened, updated, closed) since the last checkpoint beyond which
+    /// Ingest waits for the next one; past half of it that one is taken early. A checkpoint
+    /// briefly takes memory in proportion to them (about half a KiB each with lineage), so
+    /// this bounds it. Unset: one per 4 KiB of `node.memory_limit` (131072 at 512 MiB; see
+    /// [`Config::changes_max`]).
+    pub changes_max: Option<u64>,
 }
 
 impl Default for CheckpointConfig {
     fn default() -> Self {
-        Self { interval: Duration::from_secs(2), retained: 10, flush_timeout: Duration::from_secs(30), allow_cluster_change: false, held_outputs_max: None }
+        Self {
+            interval: Duration::from_secs(2),
+            retained: 10,
+            flush_timeout: Duration::from_secs(30),
+            allow_cluster_change: false,
+            held_outputs_max: None,
+            changes_max: None,
+        }
     }
 }
 
@@ -996,6 +1009,12 @@ impl Config {
         self.checkpoint.held_outputs_max.map_or((self.node.memory_limit.0 / 16).min(16 << 20), |b| b.0)
     }
 
+    /// Windows changed since the last checkpoint beyond which Ingest waits for the next:
+    /// `checkpoint.changes_max`, or one per 4 KiB of `node.memory_limit`.
+    pub fn changes_max(&self) -> u64 {
+        self.checkpoint.changes_max.unwrap_or(self.node.memory_limit.0 >> 13)
+    }
+
     /// Check relations between fields; returns every problem found.
     pub fn validate(&self) -> Vec<FieldError> {
         let mut errs = Vec::new();
@@ -1112,6 +1131,9 @@ impl Config {
             if held < 64 << 10 || held > limit / 4 {
                 err("checkpoint.held_outputs_max", &format!("must be between 64KiB and a quarter of node.memory_limit ({})", ByteSize(limit / 4)));
             }
+        }
+        if self.checkpoint.changes_max.is_some_and(|n| n < 1_000) {
+            err("checkpoint.changes_max", "must be at least 1000");
         }
         if self.checkpoint.retained == 0 {
             err("checkpoint.retained", "must be at least 1");
@@ -1407,6 +1429,16 @@ mod tests {
         assert!(e.contains("node.memory_limit") && e.contains("kafka.prefetch_kbytes_max"), "{e}");
         let e = Config::from_toml_str("[node]\nmemory_limit = \"lots\"\n", no_env()).unwrap_err().to_string();
         assert!(e.contains("lots"), "{e}");
+    }
+
+    #[test]
+    fn changes_max_follows_the_memory_limit_unless_set() {
+        let c = Config::from_toml_str("[node]\nmemory_limit = \"512MiB\"\n", no_env()).unwrap();
+        assert_eq!(c.changes_max(), 65_536);
+        let c = Config::from_toml_str("[checkpoint]\nchanges_max = 5000\n", no_env()).unwrap();
+        assert_eq!(c.changes_max(), 5_000);
+        let e = Config::from_toml_str("[checkpoint]\nchanges_max = 10\n", no_env()).unwrap_err().to_string();
+        assert!(e.contains("checkpoint.changes_max") && e.contains("at least 1000"), "{e}");
     }
 
     /// Every shipped example configuration loads without a problem (`examples/chaos` holds

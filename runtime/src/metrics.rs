@@ -68,7 +68,12 @@ fn describe() {
         "1 while the node is over pipeline.event_time.align_above_memory_percent of node.memory_limit (until 10 points under), when watermark alignment applies."
     );
     describe_gauge!("vigil_memory_limit_bytes", "node.memory_limit: the resident size the node keeps under.");
-    describe_gauge!("vigil_memory_throttled", "1 while Ingest holds back because the node is over 90 % of node.memory_limit (until under 80 %).");
+    describe_gauge!("vigil_memory_throttled", "1 while Ingest holds back because the node is over 80 % of node.memory_limit (until under 70 %).");
+    describe_gauge!(
+        "vigil_checkpoint_pending_changes",
+        "Windows changed since the last checkpoint (what the next one encodes and writes); past checkpoint.changes_max Ingest waits for that checkpoint."
+    );
+    describe_counter!("vigil_ingest_change_holds_total", "Times Ingest waited for a checkpoint because windows changed past checkpoint.changes_max.");
     describe_counter!("vigil_memory_throttle_total", "Times Ingest started holding back for node.memory_limit.");
     describe_gauge!("vigil_aligner_held_messages", "Messages a stage (shard) holds back behind a checkpoint barrier until every input's barrier has arrived.");
     describe_counter!("vigil_aggregation_records_total", "Validated records per aggregation and outcome: counted, filtered (by its filter) or late.");

@@ -538,6 +538,12 @@ impl Aggregation {
         Ok(out)
     }
 
+    /// Windows changed since the last [`Aggregation::take_changes`] (at most: a window
+    /// closed and opened again counts twice).
+    pub fn pending_changes(&self) -> usize {
+        self.changes.len()
+    }
+
     /// Windows held.
     pub fn open_windows(&self) -> usize {
         self.timers.len()

@@ -17,6 +17,10 @@ use vigil_runtime::stats::{Progress, Stage};
 /// How often Ingest reads the resident size against `node.memory_limit`.
 const MEMORY_CHECK: Duration = Duration::from_millis(100);
 
+/// How often Ingest looks again while it waits for a checkpoint to take the windows changed
+/// (`checkpoint.changes_max`).
+const CHANGES_RECHECK: Duration = Duration::from_millis(10);
+
 /// How often Ingest looks for partitions running ahead in event time.
 const ALIGN_EVERY: Duration = Duration::from_millis(200);
 
@@ -36,6 +40,8 @@ pub struct IngestState {
     /// Sink holds more outputs than `checkpoint.held_outputs_max`: the next checkpoint is
     /// injected as soon as none is in flight.
     early: bool,
+    /// Reading waits for a checkpoint: windows changed past `checkpoint.changes_max`.
+    held_for_changes: bool,
     done: watch::Receiver<u64>,
     /// Counts stalls (credits exhausted), so a late stall check is ignored.
     stalls: u64,
@@ -95,10 +101,10 @@ impl IngestState {
                 metrics::gauge!("vigil_memory_throttled").set(if throttled { 1.0 } else { 0.0 });
                 if throttled {
                     metrics::counter!("vigil_memory_throttle_total").increment(1);
-                    tracing::warn!(resident = rss, limit = %self.ctx.config.node.memory_limit, "over 90 % of node.memory_limit: ingest slows to one batch per 100 ms");
+                    tracing::warn!(resident = rss, limit = %self.ctx.config.node.memory_limit, "over {} % of node.memory_limit: ingest slows to one batch per 100 ms", crate::memory::HIGH_PERCENT);
                     crate::memory::release_free_memory();
                 } else {
-                    tracing::info!(resident = rss, "back under 80 % of node.memory_limit: ingest resumes");
+                    tracing::info!(resident = rss, "back under {} % of node.memory_limit: ingest resumes", crate::memory::LOW_PERCENT);
                 }
             }
         }
@@ -232,6 +238,7 @@ impl Actor for Ingest {
             inflight: None,
             last_checkpoint: Instant::now(),
             early: false,
+            held_for_changes: false,
             done,
             stalls: 0,
             starved: false,
@@ -266,6 +273,26 @@ impl Actor for Ingest {
                     }
                     st.memory_poll = Instant::now();
                 }
+                // Windows changed since the last checkpoint: past half the bound the next
+                // is taken early; past the bound, reading waits for it, so what a
+                // checkpoint encodes and writes at once stays bounded.
+                let changes = st.ctx.window_changes();
+                let max = st.ctx.config.changes_max();
+                metrics::gauge!("vigil_checkpoint_pending_changes").set(changes as f64);
+                if changes >= max / 2 && !st.early && st.inflight.is_none() {
+                    st.early = true;
+                    st.maybe_checkpoint()?;
+                }
+                if changes >= max {
+                    if !st.held_for_changes {
+                        st.held_for_changes = true;
+                        metrics::counter!("vigil_ingest_change_holds_total").increment(1);
+                        tracing::debug!(changes, max, "windows changed past checkpoint.changes_max: reading waits for the next checkpoint");
+                    }
+                    myself.send_after(CHANGES_RECHECK, || IngestMsg::Poll);
+                    return Ok(());
+                }
+                st.held_for_changes = false;
                 if st.credits == 0 {
                     // Stop polling now; pause partitions only if the stall lasts.
                     st.starved = true;

@@ -203,6 +203,7 @@ impl ProcessState {
                     let accepted = self.process(&valid, &route).await?;
                     self.ctx.stats.add(Stage::Process, accepted);
                     let windows = self.close();
+                    self.count_changes();
                     metrics::histogram!("vigil_stage_batch_seconds", "stage" => "process").record(started.elapsed().as_secs_f64());
                     self.ctx.slots.sink.send("sink", SinkMsg::Windows { from: self.shard, credit: Some(credit), windows })?;
                     // The last shard done with the batch measures its latency.
@@ -233,7 +234,16 @@ impl ProcessState {
         let meta = state::snapshot(&self.ctx.analytics, &mut self.aggs, &self.watermarks, &mut ops)?;
         b.states.insert("process".into(), meta);
         b.window_ops = ops;
+        self.count_changes();
         Ok(())
+    }
+
+    /// Tell Ingest how many windows this shard changed since the last checkpoint.
+    fn count_changes(&self) {
+        let n = self.aggs.iter().map(Aggregation::pending_changes).sum();
+        if let Some(slot) = self.ctx.window_changes.get(self.shard) {
+            slot.store(n, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 }
 
@@ -280,6 +290,10 @@ impl Actor for Process {
         let tick = (et.idle_timeout / 2).clamp(Duration::from_millis(50), Duration::from_secs(1));
         let ticker = myself.send_interval(tick, || ProcessMsg::Tick);
         ctx.slots.process.get(shard).set(myself);
+        // A restored shard has changed nothing since its checkpoint.
+        if let Some(slot) = ctx.window_changes.get(shard) {
+            slot.store(0, std::sync::atomic::Ordering::Relaxed);
+        }
         let epoch = ctx.current_epoch();
         let lineage = ctx.config.lineage.enabled.then(Collector::default);
         let aligner = Aligner::new(ctx.slots.validate.len());

@@ -299,6 +299,7 @@ impl Sink {
                 return Ok(());
             }
         };
+        crate::memory::after_checkpoint(ctx.config.node.memory_limit.0);
         // Committed: publish what it held. Until they are acknowledged they stay in the
         // store, and a restart publishes them again.
         st.committed = id;
