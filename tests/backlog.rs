@@ -21,20 +21,25 @@ fn rss(pid: u32) -> Option<(u64, u64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
-#[test]
-fn backlog_with_a_slow_sink_stays_under_the_memory_limit_and_status_stays_fast() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (_broker, bootstrap) = start_broker(PARTITIONS, &["events", "out", "dlq"]);
-    // 1 ms of event time per record, 1000 users (keys spread over every partition), 1 s
-    // windows: hundreds of windows close per 1000 records, far more than the sink may write.
+/// `count` valid JSON records of `users` users into `events`, 1 ms of event time apart.
+fn gen_users(bootstrap: &str, count: u64, users: u32, seed: u64) {
     let generated = std::process::Command::new(BIN)
-        .args(["gen", "--bootstrap", &bootstrap, "--topic", "events", "--count", &RECORDS.to_string(), "--users", "1000", "--seed", "11"])
+        .args(["gen", "--bootstrap", bootstrap, "--topic", "events", "--count", &count.to_string(), "--users", &users.to_string(), "--seed", &seed.to_string()])
         .args(["--bad-ratio", "0", "--start-ms", "1700000000000", "--step-ms", "1", "--format", "json", "--json"])
         .env("VIGIL_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .status()
         .expect("vigil gen");
     assert!(generated.success(), "vigil gen: {generated}");
+}
+
+#[test]
+fn backlog_with_a_slow_sink_stays_under_the_memory_limit_and_status_stays_fast() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_broker, bootstrap) = start_broker(PARTITIONS, &["events", "out", "dlq"]);
+    // 1 ms of event time per record, 1000 users (keys spread over every partition), 1 s
+    // windows: hundreds of windows close per 1000 records, far more than the sink may write.
+    gen_users(&bootstrap, RECORDS, 1_000, 11);
     for p in 0..PARTITIONS as i32 {
         let (low, high) = watermarks(&bootstrap, "events", p);
         assert!(low == 0 && high > 0, "partition {p} holds its records: {low}..{high}");
@@ -142,14 +147,7 @@ fn windows_changed_past_changes_max_bring_the_next_checkpoint_forward() {
     const TOTAL: u64 = 100_000;
     let dir = tempfile::tempdir().expect("tempdir");
     let (_broker, bootstrap) = start_broker(8, &["events", "out", "dlq"]);
-    let generated = std::process::Command::new(BIN)
-        .args(["gen", "--bootstrap", &bootstrap, "--topic", "events", "--count", &TOTAL.to_string(), "--users", "5000", "--seed", "3"])
-        .args(["--bad-ratio", "0", "--start-ms", "1700000000000", "--step-ms", "1", "--format", "json", "--json"])
-        .env("VIGIL_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("vigil gen");
-    assert!(generated.success(), "vigil gen: {generated}");
+    gen_users(&bootstrap, TOTAL, 5_000, 3);
     let data = dir.path().join("data");
     let analytics = default_analytics(1_000);
     let cfg = write_config(
