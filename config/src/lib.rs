@@ -525,7 +525,7 @@ pub struct CheckpointConfig {
     /// Windows changed (opened, updated, closed) since the last checkpoint beyond which
     /// Ingest waits for the next one; past half of it that one is taken early. A checkpoint
     /// briefly takes memory in proportion to them (about half a KiB each with lineage), so
-    /// this bounds it. Unset: one per 4 KiB of `node.memory_limit` (131072 at 512 MiB; see
+    /// this bounds it. Unset: one per 8 KiB of `node.memory_limit` (65536 at 512 MiB; see
     /// [`Config::changes_max`]).
     pub changes_max: Option<u64>,
 }
@@ -1010,7 +1010,7 @@ impl Config {
     }
 
     /// Windows changed since the last checkpoint beyond which Ingest waits for the next:
-    /// `checkpoint.changes_max`, or one per 4 KiB of `node.memory_limit`.
+    /// `checkpoint.changes_max`, or one per 8 KiB of `node.memory_limit`.
     pub fn changes_max(&self) -> u64 {
         self.checkpoint.changes_max.unwrap_or(self.node.memory_limit.0 >> 13)
     }
