@@ -58,33 +58,64 @@ type Verdict = Result<(i64, Option<SchemaInfo>), (Reject, Option<SchemaInfo>)>;
 /// One judged record: batch and index within it, verdict, and index of its quality report.
 type Judged = (u32, u32, Verdict, usize);
 
+/// Why a record failed its signature check (and the producer it claimed), if it did.
+type SigVerdict = Option<(SigReject, Option<String>)>;
+
 impl ValidateState {
+    /// Producer authentication, per partition batch (empty where the source is not signed):
+    /// every signature is checked without a lock, then the authentic ids against each
+    /// source's replay memory (shared by the Validate shards) under one lock for the whole
+    /// batch, in batch order. Locking per partition batch made the shards contend dozens of
+    /// times a batch.
+    fn check_signatures(&self, batches: &[PartitionBatch]) -> Vec<Vec<SigVerdict>> {
+        let ctx = &self.ctx;
+        if ctx.verifiers.iter().all(Option::is_none) {
+            return Vec::new();
+        }
+        let now_ms = vigil_runtime::now_ms();
+        let source = |pb: &PartitionBatch| {
+            let i = *self.by_topic.get(&pb.source.topic)?;
+            Some((i, ctx.verifiers.get(i)?.as_ref()?))
+        };
+        let authentic: Vec<Option<Vec<_>>> = batches
+            .iter()
+            .map(|pb| {
+                let (_, v) = source(pb)?;
+                Some(
+                    pb.iter()
+                        .map(|env| v.authenticate(env.header(crate::signing::HEADER), record_id(&env), env.key().unwrap_or_default(), env.payload(), now_ms))
+                        .collect(),
+                )
+            })
+            .collect();
+        let mut memories: Vec<Option<std::sync::MutexGuard<'_, crate::signing::ReplayGuard>>> = ctx.verifiers.iter().map(|_| None).collect();
+        batches
+            .iter()
+            .zip(authentic)
+            .map(|(pb, authentic)| match (source(pb), authentic) {
+                (Some((i, v)), Some(authentic)) => match memories.get_mut(i) {
+                    Some(slot) => {
+                        let memory = slot.get_or_insert_with(|| v.replay_memory());
+                        pb.iter().zip(authentic).map(|(env, a)| a.and_then(|p| memory.admit(p, record_id(&env), now_ms)).err()).collect()
+                    }
+                    None => Vec::new(),
+                },
+                _ => Vec::new(),
+            })
+            .collect()
+    }
+
     /// Decode and check every record of a batch (no awaits: may run in `block_in_place`),
     /// appending the fields of the valid ones to `fields` in order.
     /// Reports `qual` is indexed by: one per source, one for unconfigured topics.
     fn judge(&mut self, batches: &[PartitionBatch], fields: &mut FieldTable, qual: &mut [BatchQuality]) -> crate::Result<Vec<Judged>> {
         let ctx = self.ctx.clone();
         let mut out = Vec::with_capacity(batches.iter().map(PartitionBatch::len).sum());
+        let mut signatures = self.check_signatures(batches).into_iter();
         for (bi, pb) in batches.iter().enumerate() {
             let idx = self.by_topic.get(&pb.source.topic).copied();
             let qi = idx.unwrap_or(self.decoders.len());
-            let verifier = idx.and_then(|i| ctx.verifiers.get(i)).and_then(Option::as_ref);
-            let now_ms = vigil_runtime::now_ms();
-            // Producer authentication comes first: an unauthenticated record is not decoded.
-            // Signatures are checked without a lock, then the authentic ids against the
-            // replay memory (shared by the Validate shards) under one lock for the batch.
-            let rejected: Vec<Option<(SigReject, Option<String>)>> = match verifier {
-                Some(v) => {
-                    let authentic: Vec<_> = pb
-                        .iter()
-                        .map(|env| v.authenticate(env.header(crate::signing::HEADER), record_id(&env), env.key().unwrap_or_default(), env.payload(), now_ms))
-                        .collect();
-                    let mut memory = v.replay_memory();
-                    pb.iter().zip(authentic).map(|(env, a)| a.and_then(|p| memory.admit(p, record_id(&env), now_ms)).err()).collect()
-                }
-                None => Vec::new(),
-            };
-            let mut rejected = rejected.into_iter();
+            let mut rejected = signatures.next().unwrap_or_default().into_iter();
             for (ri, env) in pb.iter().enumerate() {
                 let forged = rejected.next().flatten();
                 let decoded: DecodeResult<'_> = match (forged, idx.and_then(|i| self.decoders.get_mut(i))) {
