@@ -88,6 +88,14 @@ pub fn decode<T: for<'de> Deserialize<'de>>(what: &str, bytes: &[u8]) -> Result<
     bincode::serde::decode_from_slice(bytes, codec()).map(|(v, _)| v).map_err(|e| Error::Corrupt { what: what.into(), reason: e.to_string() })
 }
 
+/// [`decode`] into a value that borrows its strings and bytes from `bytes` (no copies).
+///
+/// # Errors
+/// [`Error::Corrupt`] naming `what` if the bytes do not decode.
+pub fn decode_borrowed<'a, T: Deserialize<'a>>(what: &str, bytes: &'a [u8]) -> Result<T> {
+    bincode::serde::borrow_decode_from_slice(bytes, codec()).map(|(v, _)| v).map_err(|e| Error::Corrupt { what: what.into(), reason: e.to_string() })
+}
+
 fn offset_key(tp: &TopicPartition) -> Vec<u8> {
     let mut k = tp.topic.as_bytes().to_vec();
     k.push(0);

@@ -32,6 +32,23 @@ pub struct HeldOutput {
     pub records: u64,
 }
 
+/// A [`HeldOutput`] read in place from its encoding: what Sink sends, without copying the
+/// record's parts out of the store's bytes.
+#[derive(Debug, PartialEq, serde::Deserialize)]
+pub struct HeldOutputRef<'a> {
+    /// Topic.
+    pub topic: &'a str,
+    /// Key.
+    pub key: &'a [u8],
+    /// Value; `None` is a tombstone.
+    pub payload: Option<&'a [u8]>,
+    /// Headers, in order.
+    #[serde(borrow)]
+    pub headers: Vec<(&'a str, &'a [u8])>,
+    /// Input records it represents.
+    pub records: u64,
+}
+
 impl HeldOutput {
     /// Store key of the `i`th output held by checkpoint `id`: in publishing order.
     pub fn store_key(id: u64, i: u32) -> Vec<u8> {
@@ -128,6 +145,33 @@ pub fn to_avro(spec: &AggSpec, e: &Emit) -> Option<Avro> {
 mod tests {
     use super::*;
     use crate::analytics::spec::Analytics;
+
+    #[test]
+    fn a_held_output_reads_back_in_place() {
+        let held = HeldOutput {
+            topic: "out".into(),
+            key: b"w/alice@0".to_vec(),
+            payload: Some(br#"{"count":3}"#.to_vec()),
+            headers: vec![("vigil.node".into(), b"n1".to_vec()), ("vigil.revision".into(), Vec::new())],
+            records: 3,
+        };
+        let bytes = vigil_runtime::store::encode("held output", &held).unwrap();
+        let r: HeldOutputRef<'_> = vigil_runtime::store::decode_borrowed("held output", &bytes).unwrap();
+        assert_eq!(
+            r,
+            HeldOutputRef {
+                topic: "out",
+                key: b"w/alice@0",
+                payload: Some(br#"{"count":3}"#),
+                headers: vec![("vigil.node", b"n1"), ("vigil.revision", b"")],
+                records: 3
+            }
+        );
+        let tombstone = vigil_runtime::store::encode("held output", &HeldOutput { payload: None, ..held }).unwrap();
+        let r: HeldOutputRef<'_> = vigil_runtime::store::decode_borrowed("held output", &tombstone).unwrap();
+        assert_eq!(r.payload, None);
+        assert!(vigil_runtime::store::decode_borrowed::<HeldOutputRef<'_>>("held output", &bytes[..bytes.len() - 3]).is_err(), "truncated");
+    }
 
     #[test]
     fn json_and_avro_carry_window_revision_name_and_metrics() {

@@ -1,7 +1,7 @@
 //! Sink: encodes closed windows (JSON or Confluent-framed Avro), completes checkpoints and
 //! publishes each checkpoint's outputs once it has committed.
 use super::R;
-use crate::analytics::output::{output_key, to_avro, to_json, HeldOutput, Output, HELD_CF};
+use crate::analytics::output::{output_key, to_avro, to_json, HeldOutput, HeldOutputRef, Output, HELD_CF};
 use crate::lineage::record::{commit_ops, EpochLineage};
 use crate::pipeline::{Aligned, Aligner, Barrier, Credit, IngestMsg, NodeCtx, SinkMsg};
 use crate::Error;
@@ -238,7 +238,7 @@ impl Sink {
         let mut records = 0u64;
         let mut all = true;
         for h in held {
-            let h: HeldOutput = vigil_runtime::store::decode("held output", h)?;
+            let h: HeldOutputRef<'_> = vigil_runtime::store::decode_borrowed("held output", h)?;
             if let Some(rate) = rate {
                 while rate.available(Instant::now()) == 0 {
                     if ctx.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
@@ -252,8 +252,7 @@ impl Sink {
                 }
                 rate.take(1);
             }
-            let headers: Vec<(&str, &[u8])> = h.headers.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
-            let out = OutRecord { topic: &h.topic, key: &h.key, payload: h.payload.as_deref().unwrap_or_default(), headers: &headers };
+            let out = OutRecord { topic: h.topic, key: h.key, payload: h.payload.unwrap_or_default(), headers: &h.headers };
             match h.payload {
                 Some(_) => ctx.producer.send(&out, ctx.send_timeout()).await?,
                 None => ctx.producer.send_tombstone(&out, ctx.send_timeout()).await?,
