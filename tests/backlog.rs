@@ -175,3 +175,29 @@ fn windows_changed_past_changes_max_bring_the_next_checkpoint_forward() {
     assert!(most <= (CHANGES_MAX + slack) as f64, "at most {most} windows changed before a checkpoint took them");
     assert!(node.proc.terminate(Duration::from_secs(60)).success());
 }
+
+/// A Sink holding more outputs than `checkpoint.held_outputs_max` keeps the batches'
+/// credits until the next checkpoint publishes them, and asks for that checkpoint early.
+/// When it asks while one is still in flight, Ingest, out of credits and not polling, must
+/// still inject it once the one in flight completes: with checkpoints an hour apart and a
+/// tiny bound, the whole input gets through only if it does.
+#[test]
+fn a_sink_holding_credits_for_its_outputs_still_gets_its_checkpoint() {
+    const TOTAL: u64 = 200_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_broker, bootstrap) = start_broker(8, &["events", "out", "dlq"]);
+    gen_users(&bootstrap, TOTAL, 1_000, 5);
+    let data = dir.path().join("data");
+    let analytics = default_analytics(1_000);
+    let cfg = write_config(
+        dir.path(),
+        &NodeCfg { batch_max_records: 500, checkpoint_ms: 3_600_000, analytics: &analytics, ..NodeCfg::new(&bootstrap, &data, "held") },
+    );
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    std::fs::write(&cfg, text.replacen("[checkpoint]\n", "[checkpoint]\nheld_outputs_max = \"64KiB\"\n", 1)).expect("config");
+    let mut node = start_node(&cfg);
+    let s = wait_for("the whole input", Duration::from_secs(90), || status(&node.admin).filter(|s| s["position"].as_u64() == Some(TOTAL)));
+    let checkpoints = s["last_checkpoint"]["id"].as_u64().unwrap_or(0);
+    assert!(checkpoints >= 5, "early checkpoints for the held outputs: {s}");
+    assert!(node.proc.terminate(Duration::from_secs(60)).success());
+}

@@ -240,6 +240,12 @@ pub enum IngestMsg {
         /// Stall the check belongs to.
         stall: u64,
     },
+    /// Still without credits: look after checkpoints meanwhile (a Sink holding outputs
+    /// keeps credits until the next checkpoint publishes them, so that one must come).
+    StarvedTick {
+        /// Stall the tick belongs to.
+        stall: u64,
+    },
     /// Checkpoint `id` was not committed (its store write failed): inject the next one as
     /// usual; it covers this one's work.
     CheckpointFailed {

@@ -17,6 +17,9 @@ use vigil_runtime::stats::{Progress, Stage};
 /// How often Ingest reads the resident size against `node.memory_limit`.
 const MEMORY_CHECK: Duration = Duration::from_millis(100);
 
+/// How often Ingest, out of credits, looks whether a checkpoint is due.
+const STARVED_TICK: Duration = Duration::from_millis(50);
+
 /// How often Ingest looks again while it waits for a checkpoint to take the windows changed
 /// (`checkpoint.changes_max`).
 const CHANGES_RECHECK: Duration = Duration::from_millis(10);
@@ -299,6 +302,7 @@ impl Actor for Ingest {
                     st.stalls += 1;
                     let stall = st.stalls;
                     myself.send_after(st.ctx.config.pipeline.pause_after, move || IngestMsg::CheckStall { stall });
+                    myself.send_after(STARVED_TICK, move || IngestMsg::StarvedTick { stall });
                     return Ok(());
                 }
                 // Out of a stall (credits back, or memory back under the limit).
@@ -369,6 +373,14 @@ impl Actor for Ingest {
             IngestMsg::CheckpointSoon => {
                 st.early = true;
                 st.maybe_checkpoint()?;
+            }
+            IngestMsg::StarvedTick { stall } => {
+                // Without credits Ingest does not poll, but barriers must still come: the
+                // interval's, and the early one a Sink holding credits asked for.
+                if st.starved && stall == st.stalls {
+                    st.maybe_checkpoint()?;
+                    myself.send_after(STARVED_TICK, move || IngestMsg::StarvedTick { stall });
+                }
             }
             IngestMsg::CheckStall { stall } => {
                 if st.starved && stall == st.stalls {
