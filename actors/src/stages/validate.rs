@@ -73,14 +73,19 @@ impl ValidateState {
             return Vec::new();
         }
         let now_ms = vigil_runtime::now_ms();
-        let source = |pb: &PartitionBatch| {
-            let i = *self.by_topic.get(&pb.source.topic)?;
-            Some((i, ctx.verifiers.get(i)?.as_ref()?))
-        };
-        let authentic: Vec<Option<Vec<_>>> = batches
+        // The signed source of each partition batch: its index and its verifier.
+        let sources: Vec<Option<(usize, &crate::signing::Verifier)>> = batches
             .iter()
             .map(|pb| {
-                let (_, v) = source(pb)?;
+                let i = *self.by_topic.get(&pb.source.topic)?;
+                Some((i, ctx.verifiers.get(i)?.as_ref()?))
+            })
+            .collect();
+        let authentic: Vec<Option<Vec<_>>> = batches
+            .iter()
+            .zip(&sources)
+            .map(|(pb, source)| {
+                let (_, v) = (*source)?;
                 Some(
                     pb.iter()
                         .map(|env| v.authenticate(env.header(crate::signing::HEADER), record_id(&env), env.key().unwrap_or_default(), env.payload(), now_ms))
@@ -91,8 +96,8 @@ impl ValidateState {
         let mut memories: Vec<Option<std::sync::MutexGuard<'_, crate::signing::ReplayGuard>>> = ctx.verifiers.iter().map(|_| None).collect();
         batches
             .iter()
-            .zip(authentic)
-            .map(|(pb, authentic)| match (source(pb), authentic) {
+            .zip(sources.into_iter().zip(authentic))
+            .map(|(pb, source)| match source {
                 (Some((i, v)), Some(authentic)) => match memories.get_mut(i) {
                     Some(slot) => {
                         let memory = slot.get_or_insert_with(|| v.replay_memory());
