@@ -767,9 +767,9 @@ pub(crate) async fn run(cmd: BenchCmd) -> Result<ExitCode> {
     }
     let (m_off, m_on) = (median(off.clone()), median(on.clone()));
     let (c_off, c_on) = (median(cpu_off), median(cpu_on));
-    // Below saturation: the same records at half the feature-off rate, to either node. A
-    // feature that keeps up passes every record at the input's rate, and latency shows the
-    // rest of its cost.
+    // Below saturation: the same records at FEATURE_PACED_FRACTION of the feature-off
+    // rate, to either node. A feature that keeps up passes every record at the input's
+    // rate, and latency shows the rest of its cost.
     let paced_rate = (m_off * FEATURE_PACED_FRACTION).max(1.0);
     let fits = 2 * 1024 * 1024 * u64::from(partitions) / sample_bytes(Workload::Default, None, sign).max(1);
     let paced = ((paced_rate * 6.0) as u64).clamp(1, fits);
