@@ -21,6 +21,15 @@ fn rss(pid: u32) -> Option<(u64, u64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
+/// Add `lines` at the top of table `[section]` of the configuration file `cfg` (a table
+/// [`write_config`] writes).
+fn set_in(cfg: &std::path::Path, section: &str, lines: &str) {
+    let header = format!("[{section}]\n");
+    let text = std::fs::read_to_string(cfg).expect("config");
+    assert!(text.contains(&header), "the configuration has a [{section}] table");
+    std::fs::write(cfg, text.replacen(&header, &format!("{header}{lines}\n"), 1)).expect("config");
+}
+
 /// `count` valid JSON records of `users` users into `events`, 1 ms of event time apart.
 fn gen_users(bootstrap: &str, count: u64, users: u32, seed: u64) {
     let generated = std::process::Command::new(BIN)
@@ -50,8 +59,7 @@ fn backlog_with_a_slow_sink_stays_under_the_memory_limit_and_status_stays_fast()
         dir.path(),
         &NodeCfg { batch_max_records: 500, checkpoint_ms: 1_000, analytics: &analytics, ..NodeCfg::new(&bootstrap, &data, "backlog") },
     );
-    let text = std::fs::read_to_string(&cfg).expect("config");
-    std::fs::write(&cfg, text.replacen("[node]\n", &format!("[node]\nmemory_limit = \"{LIMIT_MIB}MiB\"\n"), 1)).expect("config");
+    set_in(&cfg, "node", &format!("memory_limit = \"{LIMIT_MIB}MiB\""));
     let mut node = start_node(&cfg);
     let pid = node.proc.child.id();
 
@@ -115,13 +123,8 @@ fn over_the_memory_limit_ingest_trickles_and_finishes() {
     gen(&bootstrap, "events", total, 5, 0.0, 1_700_000_000_000, 5);
     let data = dir.path().join("data");
     let cfg = write_config(dir.path(), &NodeCfg { batch_max_records: 250, ..NodeCfg::new(&bootstrap, &data, "tight") });
-    let text = std::fs::read_to_string(&cfg).expect("config");
-    let text = text.replacen("[node]\n", "[node]\nmemory_limit = \"32MiB\"\n", 1).replacen(
-        "[kafka]\n",
-        "[kafka]\nprefetch_kbytes_max = 1024\nproduce_queue_kbytes_max = 8192\n",
-        1,
-    );
-    std::fs::write(&cfg, text).expect("config");
+    set_in(&cfg, "node", "memory_limit = \"32MiB\"");
+    set_in(&cfg, "kafka", "prefetch_kbytes_max = 1024\nproduce_queue_kbytes_max = 8192");
     let node = start_node(&cfg);
     let s = wait_for("ingest held back", Duration::from_secs(30), || status(&node.admin).filter(|s| s["memory"]["throttled"] == true));
     let at = s["position"].as_u64().unwrap_or(0);
@@ -154,8 +157,7 @@ fn windows_changed_past_changes_max_bring_the_next_checkpoint_forward() {
         dir.path(),
         &NodeCfg { batch_max_records: 500, checkpoint_ms: 3_600_000, analytics: &analytics, ..NodeCfg::new(&bootstrap, &data, "changes") },
     );
-    let text = std::fs::read_to_string(&cfg).expect("config");
-    std::fs::write(&cfg, text.replacen("[checkpoint]\n", &format!("[checkpoint]\nchanges_max = {CHANGES_MAX}\n"), 1)).expect("config");
+    set_in(&cfg, "checkpoint", &format!("changes_max = {CHANGES_MAX}"));
     let mut node = start_node(&cfg);
     // Past the bound Ingest waits, but 4 batches of 500 records may be in flight, each
     // record opening a window that may close in the same epoch (two changes), and their
@@ -193,8 +195,7 @@ fn a_sink_holding_credits_for_its_outputs_still_gets_its_checkpoint() {
         dir.path(),
         &NodeCfg { batch_max_records: 500, checkpoint_ms: 3_600_000, analytics: &analytics, ..NodeCfg::new(&bootstrap, &data, "held") },
     );
-    let text = std::fs::read_to_string(&cfg).expect("config");
-    std::fs::write(&cfg, text.replacen("[checkpoint]\n", "[checkpoint]\nheld_outputs_max = \"64KiB\"\n", 1)).expect("config");
+    set_in(&cfg, "checkpoint", "held_outputs_max = \"64KiB\"");
     let mut node = start_node(&cfg);
     let s = wait_for("the whole input", Duration::from_secs(90), || status(&node.admin).filter(|s| s["position"].as_u64() == Some(TOTAL)));
     let checkpoints = s["last_checkpoint"]["id"].as_u64().unwrap_or(0);
