@@ -88,6 +88,9 @@ struct Model {
     not_payments: u64,
     allowed_late: u64,
     out_of_order: u64,
+    /// Where a reference run pauses until it has read everything before: the record at this
+    /// index bridges two sessions that have fired by then (see [`input`]).
+    pause: usize,
 }
 
 /// Generate the input: records round-robin over partitions with event time advancing
@@ -95,6 +98,13 @@ struct Model {
 /// within the out-of-orderness, allowed-late ones beyond it but within the lateness (never
 /// late, whatever the interleaving), very late ones (only in the second half, when every
 /// partition has a watermark) and invalid ones.
+///
+/// One retraction is certain for a run that pauses at `Model::pause`: user `~bridge` has two
+/// sessions in partition 0, at `W - 2700` and `W - 2050` ms (650 ms apart, more than the
+/// 500 ms gap), where `W` is the event time reached at the pause. Once everything before the
+/// pause is read the watermark is about `W - 1000`: both sessions have fired and are still
+/// within their lateness. The first record after the pause, at `W - 2375`, is within the gap of
+/// both, so the two merge and the second one's output is retracted.
 fn input() -> (Vec<(i32, String, Vec<u8>)>, Model) {
     let mut rng = Rng(42);
     let mut m = Model::default();
@@ -102,9 +112,30 @@ fn input() -> (Vec<(i32, String, Vec<u8>)>, Model) {
     let mut out = Vec::with_capacity(RECORDS);
     let pages = ["/", "/search", "/product", "/cart"];
     let countries = ["DE", "FR", "US", "JP"];
+    let pause_at = RECORDS / 2;
+    let pause_ms = START_MS + pause_at as i64 * STEP_MS;
+    let bridge = |ts: i64| {
+        let v = format!(r#"{{"kind":"bridge","user":"~bridge","amount":1,"page":"/","country":"-","ts":{ts}}}"#);
+        (0, "~bridge".to_string(), v.into_bytes())
+    };
     for i in 0..RECORDS {
         let p = (i % PARTITIONS as usize) as i32;
         let base = START_MS + i as i64 * STEP_MS;
+        // Partition 0's own records run ahead of these by at most one round (24 ms).
+        let bridging = if i + 1350 == pause_at {
+            Some(pause_ms - 2700)
+        } else if i + 1025 == pause_at {
+            Some(pause_ms - 2050)
+        } else if i == pause_at {
+            m.pause = out.len();
+            Some(pause_ms - 2375)
+        } else {
+            None
+        };
+        if let Some(ts) = bridging {
+            out.push(bridge(ts));
+            m.not_payments += 1;
+        }
         let slot = (base - START_MS) / 2_000;
         let mut user = rng.below(30);
         for _ in 0..8 {
@@ -171,8 +202,8 @@ fn produce(bootstrap: &str, records: &[(i32, String, Vec<u8>)]) {
 }
 
 /// Everything in `topic` up to its current end: key → last value (a tombstone removes the
-/// key, as compaction would), and the values of `header` per message (`tombstone` for one).
-fn read_all(bootstrap: &str, topic: &str, header_name: &str) -> (BTreeMap<String, String>, Vec<String>) {
+/// key, as compaction would), and each message's key with its `header` (`tombstone` for one).
+fn read_all(bootstrap: &str, topic: &str, header_name: &str) -> (BTreeMap<String, String>, Vec<(String, String)>) {
     let c = reader(bootstrap, &format!("all-{topic}"));
     let mut tpl = rdkafka::TopicPartitionList::new();
     let mut ends = BTreeMap::new();
@@ -195,12 +226,12 @@ fn read_all(bootstrap: &str, topic: &str, header_name: &str) -> (BTreeMap<String
         let k = m.key().map(|k| String::from_utf8_lossy(k).to_string()).unwrap_or_default();
         match m.payload() {
             Some(v) => {
-                map.insert(k, String::from_utf8_lossy(v).to_string());
-                headers.push(header(&m, header_name).unwrap_or_default());
+                map.insert(k.clone(), String::from_utf8_lossy(v).to_string());
+                headers.push((k, header(&m, header_name).unwrap_or_default()));
             }
             None => {
                 map.remove(&k);
-                headers.push("tombstone".into());
+                headers.push((k, "tombstone".into()));
             }
         }
     }
@@ -264,14 +295,23 @@ fn twenty_sigkills_across_every_window_kind_and_shard_counts_converge_on_the_uni
     let mut first = start_node(&cfg);
     run_to_end(&first, primer as i64);
     first.proc.kill9();
-    produce(&bootstrap, &records[primer..]);
+    // The reference reads up to the pause before the bridging record exists (see `input`).
+    produce(&bootstrap, &records[primer..model.pause]);
+    run_to_end(&reference, model.pause as i64);
+    produce(&bootstrap, &records[model.pause..]);
     for p in 0..PARTITIONS {
         assert_eq!(watermarks(&bootstrap, "events", p).0, 0, "partition {p} kept all its records");
     }
     run_to_end(&reference, total);
     let (want, revisions) = read_all(&bootstrap, "out-ref", "vigil.revision");
-    let retracted = revisions.iter().filter(|h| *h == "tombstone").count();
-    assert!(retracted > 0, "allowed-late records bridged fired sessions, which were retracted");
+    // The bridged sessions of `input`: the second was written, then retracted by the merge.
+    let pause_ms = START_MS + (RECORDS / 2) as i64 * STEP_MS;
+    let (first, second) = (format!("sessions/~bridge@{}", pause_ms - 2700), format!("sessions/~bridge@{}", pause_ms - 2050));
+    let of = |key: &str| revisions.iter().filter(|(k, _)| k == key).map(|(_, h)| h.as_str()).collect::<Vec<_>>();
+    assert_eq!(of(&second).last(), Some(&"tombstone"), "{second} fired, then was retracted: {:?}", of(&second));
+    assert!(of(&second).len() >= 2 && of(&first).len() >= 2, "{first}: {:?}, {second}: {:?}", of(&first), of(&second));
+    let merged: serde_json::Value = serde_json::from_str(want.get(&first).map_or("null", String::as_str)).expect("json");
+    assert_eq!(merged["records"], 3, "{first} holds all three bridge records: {merged}");
     // Lineage: every session (merged ones included) and a sample of the other windows trace
     // back to exactly as many source records as the output counted.
     let mut traced = 0;
@@ -292,8 +332,8 @@ fn twenty_sigkills_across_every_window_kind_and_shard_counts_converge_on_the_uni
     // The reference against the model: every input is counted, filtered, late or invalid.
     assert_eq!(dlq_ref.len() as u64, model.invalid, "invalid records in the DLQ");
     assert_eq!(late_ref.len() as u64, model.late, "late records in the late topic");
-    let late_for = |agg: &str| late_aggs.iter().filter(|h| h.split(',').any(|a| a == agg)).count() as u64;
-    let inputs = RECORDS as u64 + PARTITIONS as u64;
+    let late_for = |agg: &str| late_aggs.iter().filter(|(_, h)| h.split(',').any(|a| a == agg)).count() as u64;
+    let inputs = records.len() as u64;
     let open_sentinels = PARTITIONS as u64;
     for agg in ["tumbling", "sessions"] {
         let counted = records_of(&want, agg) + open_sentinels;
