@@ -120,9 +120,11 @@ pub fn partition_shard(tp: &TopicPartition, shards: usize) -> usize {
 }
 
 /// Shard owning the windows of `key` in aggregation `agg` (Process): a stable hash, so a
-/// restore with the same or another shard count finds each window's owner.
+/// restore with the same or another shard count finds each window's owner. wyhash of the
+/// key seeded by the aggregation's: taken per record and aggregation, where FNV-1a's
+/// byte-at-a-time multiplies cost Validate 4 % of its time.
 pub fn key_shard(agg: &str, key: &str, shards: usize) -> usize {
-    let h = crate::alerting::engine::fnv1a(agg.bytes().chain([0]).chain(key.bytes()));
+    let h = wyhash::wyhash(key.as_bytes(), wyhash::wyhash(agg.as_bytes(), 0x5eed_0000_0000_0003));
     (h % shards.max(1) as u64) as usize
 }
 
