@@ -133,7 +133,7 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Resident memory the node keeps under (`"512MiB"`, `"2GiB"` or bytes). Default 512 MiB.
     /// Kafka's prefetch and produce queue must fit in half of it (checked at start); above
-    /// 90 % of it Ingest slows to one batch per 100 ms until the node is back under 80 %.
+    /// 70 % of it Ingest slows to one batch per 100 ms until the node is back under 60 %.
     pub memory_limit: ByteSize,
 }
 

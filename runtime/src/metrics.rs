@@ -68,7 +68,7 @@ fn describe() {
         "1 while the node is over pipeline.event_time.align_above_memory_percent of node.memory_limit (until 10 points under), when watermark alignment applies."
     );
     describe_gauge!("vigil_memory_limit_bytes", "node.memory_limit: the resident size the node keeps under.");
-    describe_gauge!("vigil_memory_throttled", "1 while Ingest holds back because the node is over 80 % of node.memory_limit (until under 70 %).");
+    describe_gauge!("vigil_memory_throttled", "1 while Ingest holds back because the node is over 70 % of node.memory_limit (until under 60 %).");
     describe_gauge!(
         "vigil_checkpoint_pending_changes",
         "Windows changed since the last checkpoint (what the next one encodes and writes); past checkpoint.changes_max Ingest waits for that checkpoint."
