@@ -943,6 +943,41 @@ mod tests {
             }
         }
 
+        /// Records broken at random (bytes replaced, inserted, removed) are accepted or
+        /// rejected as `serde_json` does, with the same fields (numbers within serde_json's
+        /// last-bit rounding).
+        #[test]
+        fn mutated_records_are_judged_as_serde_json_judges_them(
+            edits in proptest::collection::vec((0usize..200, 0u8..3, proptest::sample::select(b"{}[]\":,0123456789.eE-+ \\u\x00\xff\xc3a".to_vec())), 1..4),
+        ) {
+            let mut r = br#"{"event_id":"e-7-1","kind":"payment","user":"user-001","amount":12.50,"page":"/a\"b","ts":1700000000000}"#.to_vec();
+            for (at, op, byte) in edits {
+                let i = at % (r.len() + 1);
+                match op {
+                    0 if i < r.len() => r[i] = byte,
+                    1 if i < r.len() => { r.remove(i); }
+                    _ => r.insert(i, byte),
+                }
+            }
+            let ours = JsonFields::parse(&r);
+            let theirs = serde_json::from_slice::<Value>(&r);
+            match (&ours, theirs) {
+                (Ok(f), Ok(Value::Object(m))) => {
+                    let j = Decoded::Json(m.clone());
+                    proptest::prop_assert!(f.0.iter().all(|(k, _)| m.contains_key(k.as_ref())), "the same keys");
+                    for k in m.keys() {
+                        match (f.get(k), j.get(k)) {
+                            (Some(Scalar::Float(a)), Some(Scalar::Float(b))) => proptest::prop_assert!((a - b).abs() <= a.abs() * 1e-15, "{} {} {}", k, a, b),
+                            (a, b) => proptest::prop_assert_eq!(a, b, "field {}", k),
+                        }
+                    }
+                }
+                (Err(Reject::NotAnObject), Ok(v)) => proptest::prop_assert!(!v.is_object()),
+                (Err(Reject::InvalidJson(_)), Err(_)) => {}
+                (o, t) => proptest::prop_assert!(false, "{:?} vs {:?} for {:?}", o, t, String::from_utf8_lossy(&r)),
+            }
+        }
+
         /// Arbitrary bytes never panic the decoder, whatever the format.
         #[test]
         fn arbitrary_payloads_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
