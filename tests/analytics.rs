@@ -91,6 +91,8 @@ struct Model {
     /// Where a reference run pauses until it has read everything before: the record at this
     /// index bridges two sessions that have fired by then (see [`input`]).
     pause: usize,
+    /// Starts of the two sessions of `~bridge` it bridges.
+    bridged: [i64; 2],
 }
 
 /// Generate the input: records round-robin over partitions with event time advancing
@@ -114,6 +116,7 @@ fn input() -> (Vec<(i32, String, Vec<u8>)>, Model) {
     let countries = ["DE", "FR", "US", "JP"];
     let pause_at = RECORDS / 2;
     let pause_ms = START_MS + pause_at as i64 * STEP_MS;
+    m.bridged = [pause_ms - 2700, pause_ms - 2050];
     let bridge = |ts: i64| {
         let v = format!(r#"{{"kind":"bridge","user":"~bridge","amount":1,"page":"/","country":"-","ts":{ts}}}"#);
         (0, "~bridge".to_string(), v.into_bytes())
@@ -123,9 +126,9 @@ fn input() -> (Vec<(i32, String, Vec<u8>)>, Model) {
         let base = START_MS + i as i64 * STEP_MS;
         // Partition 0's own records run ahead of these by at most one round (24 ms).
         let bridging = if i + 1350 == pause_at {
-            Some(pause_ms - 2700)
+            Some(m.bridged[0])
         } else if i + 1025 == pause_at {
-            Some(pause_ms - 2050)
+            Some(m.bridged[1])
         } else if i == pause_at {
             m.pause = out.len();
             Some(pause_ms - 2375)
@@ -305,8 +308,7 @@ fn twenty_sigkills_across_every_window_kind_and_shard_counts_converge_on_the_uni
     run_to_end(&reference, total);
     let (want, revisions) = read_all(&bootstrap, "out-ref", "vigil.revision");
     // The bridged sessions of `input`: the second was written, then retracted by the merge.
-    let pause_ms = START_MS + (RECORDS / 2) as i64 * STEP_MS;
-    let (first, second) = (format!("sessions/~bridge@{}", pause_ms - 2700), format!("sessions/~bridge@{}", pause_ms - 2050));
+    let [first, second] = model.bridged.map(|start| format!("sessions/~bridge@{start}"));
     let of = |key: &str| revisions.iter().filter(|(k, _)| k == key).map(|(_, h)| h.as_str()).collect::<Vec<_>>();
     assert_eq!(of(&second).last(), Some(&"tombstone"), "{second} fired, then was retracted: {:?}", of(&second));
     assert!(of(&second).len() >= 2 && of(&first).len() >= 2, "{first}: {:?}, {second}: {:?}", of(&first), of(&second));
