@@ -426,6 +426,16 @@ fn bench_config(bootstrap: &str, tag: &str, topic: &str, configure: impl FnOnce(
 /// The start of the paced phase left out of its latency figures.
 const PACED_WARM_UP: Duration = Duration::from_secs(1);
 
+/// What a paced phase measures after its warm-up, at least: a mode's paced topic gets the
+/// partitions this takes (the dataset's count at least).
+const PACED_MEASURED: Duration = Duration::from_secs(2);
+
+/// Bytes a paced topic puts in a partition (the mock cluster keeps ~5 MiB).
+const PACED_PARTITION_BYTES: u64 = 2 * 1024 * 1024;
+
+/// Most partitions of a paced topic.
+const PACED_PARTITIONS_MAX: u32 = 512;
+
 /// Topic the paced (latency) phase of `mode` reads.
 fn paced_topic(mode: &str) -> String {
     format!("bench-paced-{mode}")
@@ -609,8 +619,7 @@ async fn modes(a: ModesArgs) -> Result<ExitCode> {
     };
     let avg = sample_bytes(a.workload, a.record_bytes, None);
     let partitions = dataset_partitions(records, avg, a.partitions.or(a.quick.then_some(16)))?;
-    let mut topics: Vec<String> = [TOPIC, "vigil-output", "vigil-dlq"].iter().map(|s| s.to_string()).collect();
-    topics.extend(modes.iter().filter(|m| *m != "raw").map(|m| paced_topic(m)));
+    let topics: Vec<String> = [TOPIC, "vigil-output", "vigil-dlq"].iter().map(|s| s.to_string()).collect();
     let broker = EmbeddedBroker::start(partitions, &topics, None).context("cannot start the mock cluster")?;
     let bootstrap = broker.bootstrap().to_string();
     eprintln!("bench: producing {records} records (~{avg} bytes) to {TOPIC} ({partitions} partitions)...");
@@ -638,18 +647,28 @@ async fn modes(a: ModesArgs) -> Result<ExitCode> {
         let (cpu1, peak) = usage();
         let ratio = raw_rate.map(|r| rate / r.max(1e-9));
         eprintln!("bench: {mode}: {rate:.0} records/s{}", ratio.map(|r| format!(" ({r:.2} of raw)")).unwrap_or_default());
-        // Latency at half the measured rate, for as long as the topic holds (≤ 2 MiB a partition).
+        // Latency at half the measured rate, on a cluster of its own (the dataset's keeps
+        // only the dataset), with enough partitions (≤ 2 MiB each) for the warm-up and at
+        // least PACED_MEASURED after it.
         let latency = if mode == "raw" {
             None
         } else {
             let paced_rate = (rate * a.paced_fraction).max(1.0);
-            let fits = 2 * 1024 * 1024 * u64::from(partitions) / avg;
             // 4 s (--quick) or 10 s of records, no more than the dataset unless that is under
-            // 2 s (the first second is warm-up).
-            let paced = ((paced_rate * if a.quick { 4.0 } else { 10.0 }) as u64).min(records.max((paced_rate * 2.0) as u64)).clamp(1, fits);
-            eprintln!("bench: {mode}: latency at {paced_rate:.0} records/s ({paced} records) ...");
+            // the warm-up and PACED_MEASURED.
+            let span = (paced_rate * (PACED_WARM_UP + PACED_MEASURED).as_secs_f64()) as u64;
+            let planned = ((paced_rate * if a.quick { 4.0 } else { 10.0 }) as u64).min(records.max(span)).max(1);
+            let paced_partitions = partitions.max(u32::try_from((span * avg).div_ceil(PACED_PARTITION_BYTES)).unwrap_or(u32::MAX).min(PACED_PARTITIONS_MAX));
+            let paced = planned.min(PACED_PARTITION_BYTES * u64::from(paced_partitions) / avg);
+            let cluster = EmbeddedBroker::start(paced_partitions, &[paced_topic(mode), "vigil-output".into(), "vigil-dlq".into()], None)
+                .context("cannot start the paced phase's mock cluster")?;
+            eprintln!("bench: {mode}: latency at {paced_rate:.0} records/s ({paced} records, {paced_partitions} partitions) ...");
             let configure = |cfg: &mut Config| configure_mode(cfg, mode, a.shards, nexmark.as_ref());
-            let (p50, p99) = paced_latency(&bootstrap, mode, configure, (a.workload, a.record_bytes, None), paced_rate, paced).await?;
+            let (p50, p99) = paced_latency(cluster.bootstrap(), mode, configure, (a.workload, a.record_bytes, None), paced_rate, paced).await?;
+            drop(cluster);
+            // The next mode's peak resident size starts from here: without what the phase's
+            // cluster held, which the allocator would otherwise keep.
+            vigil_actors::memory::release_free_memory();
             eprintln!("bench: {mode}: produce → processed p50 {p50} ms, p99 {p99} ms");
             Some((p50, p99))
         };
