@@ -250,7 +250,7 @@ fn sample_bytes(workload: Workload, record_bytes: Option<usize>, sign: Option<(&
 /// up to ~2 MiB each. The mock cluster keeps ~5 MiB per partition: refuse a dataset it
 /// would cut, rather than measure a consumer stalled short of the end.
 fn dataset_partitions(records: u64, avg: u64, requested: Option<u32>) -> Result<u32> {
-    let partitions = requested.unwrap_or_else(|| (records * avg).div_ceil(2 * 1024 * 1024 * 8).max(2) as u32 * 8);
+    let partitions = requested.unwrap_or_else(|| (records * avg).div_ceil(PARTITION_BYTES * 8).max(2) as u32 * 8);
     if partitions == 0 {
         bail!("--partitions must be at least 1");
     }
@@ -430,8 +430,8 @@ const PACED_WARM_UP: Duration = Duration::from_secs(1);
 /// partitions this takes (the dataset's count at least).
 const PACED_MEASURED: Duration = Duration::from_secs(2);
 
-/// Bytes a paced topic puts in a partition (the mock cluster keeps ~5 MiB).
-const PACED_PARTITION_BYTES: u64 = 2 * 1024 * 1024;
+/// Bytes the bench puts in a partition of any of its topics (the mock cluster keeps ~5 MiB).
+const PARTITION_BYTES: u64 = 2 * 1024 * 1024;
 
 /// Most partitions of a paced topic.
 const PACED_PARTITIONS_MAX: u32 = 512;
@@ -658,8 +658,8 @@ async fn modes(a: ModesArgs) -> Result<ExitCode> {
             // the warm-up and PACED_MEASURED.
             let span = (paced_rate * (PACED_WARM_UP + PACED_MEASURED).as_secs_f64()) as u64;
             let planned = ((paced_rate * if a.quick { 4.0 } else { 10.0 }) as u64).min(records.max(span)).max(1);
-            let paced_partitions = partitions.max(u32::try_from((span * avg).div_ceil(PACED_PARTITION_BYTES)).unwrap_or(u32::MAX).min(PACED_PARTITIONS_MAX));
-            let paced = planned.min(PACED_PARTITION_BYTES * u64::from(paced_partitions) / avg);
+            let paced_partitions = partitions.max(u32::try_from((span * avg).div_ceil(PARTITION_BYTES)).unwrap_or(u32::MAX).min(PACED_PARTITIONS_MAX));
+            let paced = planned.min(PARTITION_BYTES * u64::from(paced_partitions) / avg);
             let cluster = EmbeddedBroker::start(paced_partitions, &[paced_topic(mode), "vigil-output".into(), "vigil-dlq".into()], None)
                 .context("cannot start the paced phase's mock cluster")?;
             eprintln!("bench: {mode}: latency at {paced_rate:.0} records/s ({paced} records, {paced_partitions} partitions) ...");
@@ -790,7 +790,7 @@ pub(crate) async fn run(cmd: BenchCmd) -> Result<ExitCode> {
     // rate, to either node. A feature that keeps up passes every record at the input's
     // rate, and latency shows the rest of its cost.
     let paced_rate = (m_off * FEATURE_PACED_FRACTION).max(1.0);
-    let fits = 2 * 1024 * 1024 * u64::from(partitions) / sample_bytes(Workload::Default, None, sign).max(1);
+    let fits = PARTITION_BYTES * u64::from(partitions) / sample_bytes(Workload::Default, None, sign).max(1);
     let paced = ((paced_rate * 6.0) as u64).clamp(1, fits);
     let mut latency = Vec::new();
     for (enabled, mode) in [false, true].into_iter().zip(&paced_modes) {
