@@ -138,6 +138,19 @@ fn over_the_memory_limit_ingest_trickles_and_finishes() {
     assert!(rate < 2_500.0 * 1.5, "held to about 10 batches a second: {rate:.0} records/s");
 }
 
+/// A node `name` in `dir` reading `total` records of `users` users (`seed`) from an
+/// 8-partition broker, checkpoints an hour apart unless `checkpoint` (a line added to its
+/// `[checkpoint]` table) brings them forward. The broker must outlive the node.
+fn hourly_node(dir: &std::path::Path, name: &str, total: u64, users: u32, seed: u64, checkpoint: &str) -> (Proc, NodeProc) {
+    let (broker, bootstrap) = start_broker(8, &["events", "out", "dlq"]);
+    gen_users(&bootstrap, total, users, seed);
+    let data = dir.join("data");
+    let analytics = default_analytics(1_000);
+    let cfg = write_config(dir, &NodeCfg { batch_max_records: 500, checkpoint_ms: 3_600_000, analytics: &analytics, ..NodeCfg::new(&bootstrap, &data, name) });
+    set_in(&cfg, "checkpoint", checkpoint);
+    (broker, start_node(&cfg))
+}
+
 /// `checkpoint.changes_max` bounds what one checkpoint writes at once: with checkpoints an
 /// hour apart, 5,000 users and one record per window, the node checkpoints early again and
 /// again, the windows changed since the last checkpoint never pass the bound by more than
@@ -149,16 +162,7 @@ fn windows_changed_past_changes_max_bring_the_next_checkpoint_forward() {
     const CHANGES_MAX: u64 = 2_000;
     const TOTAL: u64 = 100_000;
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_broker, bootstrap) = start_broker(8, &["events", "out", "dlq"]);
-    gen_users(&bootstrap, TOTAL, 5_000, 3);
-    let data = dir.path().join("data");
-    let analytics = default_analytics(1_000);
-    let cfg = write_config(
-        dir.path(),
-        &NodeCfg { batch_max_records: 500, checkpoint_ms: 3_600_000, analytics: &analytics, ..NodeCfg::new(&bootstrap, &data, "changes") },
-    );
-    set_in(&cfg, "checkpoint", &format!("changes_max = {CHANGES_MAX}"));
-    let mut node = start_node(&cfg);
+    let (_broker, mut node) = hourly_node(dir.path(), "changes", TOTAL, 5_000, 3, &format!("changes_max = {CHANGES_MAX}"));
     // Past the bound Ingest waits, but 4 batches of 500 records may be in flight, each
     // record opening a window that may close in the same epoch (two changes), and their
     // watermark may close every window still open: near the end of the input, when the
@@ -187,16 +191,7 @@ fn windows_changed_past_changes_max_bring_the_next_checkpoint_forward() {
 fn a_sink_holding_credits_for_its_outputs_still_gets_its_checkpoint() {
     const TOTAL: u64 = 200_000;
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_broker, bootstrap) = start_broker(8, &["events", "out", "dlq"]);
-    gen_users(&bootstrap, TOTAL, 1_000, 5);
-    let data = dir.path().join("data");
-    let analytics = default_analytics(1_000);
-    let cfg = write_config(
-        dir.path(),
-        &NodeCfg { batch_max_records: 500, checkpoint_ms: 3_600_000, analytics: &analytics, ..NodeCfg::new(&bootstrap, &data, "held") },
-    );
-    set_in(&cfg, "checkpoint", "held_outputs_max = \"64KiB\"");
-    let mut node = start_node(&cfg);
+    let (_broker, mut node) = hourly_node(dir.path(), "held", TOTAL, 1_000, 5, "held_outputs_max = \"64KiB\"");
     let s = wait_for("the whole input", Duration::from_secs(90), || status(&node.admin).filter(|s| s["position"].as_u64() == Some(TOTAL)));
     let checkpoints = s["last_checkpoint"]["id"].as_u64().unwrap_or(0);
     assert!(checkpoints >= 5, "early checkpoints for the held outputs: {s}");
