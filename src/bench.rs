@@ -18,6 +18,7 @@
 //! windows changed, against the full state, and how long a restore of that state takes.
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -31,9 +32,8 @@ use vigil_runtime::kafka::{BatchConsumer, TrackedProducer};
 /// `vigil bench` without a subcommand: every mode on one dataset.
 #[derive(Args)]
 pub(crate) struct ModesArgs {
-    /// Records produced once and read by every mode (2,000,000 over the mock stalls the raw
-    /// consumer short of the end: see docs/performance.md).
-    #[arg(long, default_value_t = 1_000_000)]
+    /// Records produced once and read by every mode.
+    #[arg(long, default_value_t = 2_000_000)]
     records: u64,
     /// Partitions of the bench topic. Default: 16, or as many more as the dataset needs (the
     /// mock keeps ~5 MiB per partition; the bench refuses a dataset that would not fit).
@@ -266,7 +266,34 @@ fn dataset_partitions(records: u64, avg: u64, requested: Option<u32>) -> Result<
 
 /// Produce `n` generated JSON records of `workload` to the bench topic, each signed as
 /// `sign = (producer, key)` if given; returns the bytes produced (keys, values and headers).
-async fn fill(bootstrap: &str, workload: Workload, n: u64, record_bytes: Option<usize>, sign: Option<(&str, &[u8])>) -> Result<u64> {
+/// Keys dealt to partitions in turn as they first appear: records stay keyed (one user's
+/// records in one partition, as Kafka producers write them), and partitions get as many
+/// keys as they can evenly. With the producer's hash instead, 500 users over 168
+/// partitions put up to 9 in one (3× the average), past the ~5 MiB the mock cluster keeps.
+struct KeyedSpread {
+    partitions: u32,
+    of_key: HashMap<String, i32>,
+}
+
+impl KeyedSpread {
+    fn new(partitions: u32) -> Self {
+        Self { partitions: partitions.max(1), of_key: HashMap::new() }
+    }
+
+    /// The partition of `key`.
+    fn partition(&mut self, key: &str) -> i32 {
+        if let Some(p) = self.of_key.get(key) {
+            return *p;
+        }
+        let p = (self.of_key.len() as u64 % u64::from(self.partitions)) as i32;
+        self.of_key.insert(key.to_string(), p);
+        p
+    }
+}
+
+/// Produce the dataset: `n` generated records over the topic's `partitions` (a
+/// [`KeyedSpread`]), then check that every record is there.
+async fn fill(bootstrap: &str, (workload, partitions): (Workload, u32), n: u64, record_bytes: Option<usize>, sign: Option<(&str, &[u8])>) -> Result<u64> {
     // Large batches: the mock cluster finds a fetch's start by scanning a partition's batches,
     // so many small ones would make every mode pay for how the data was written.
     let mut kafka = vigil_config::KafkaConfig::default();
@@ -274,12 +301,34 @@ async fn fill(bootstrap: &str, workload: Workload, n: u64, record_bytes: Option<
     let producer = TrackedProducer::new(bootstrap, &kafka)?;
     let mut g = Records::new(workload, 7, vigil_runtime::now_ms() - n as i64);
     let mut bytes = 0u64;
+    let mut spread = KeyedSpread::new(partitions);
     for _ in 0..n {
         let (id, key, payload) = g.next(record_bytes);
-        bytes += vigil_actors::stages::produce_record(&producer, TOPIC, (&id, &key, &payload), Duration::from_secs(30), sign).await? as u64;
+        let partition = Some(spread.partition(&key));
+        bytes += vigil_actors::stages::produce_record(&producer, (TOPIC, partition), (&id, &key, &payload), Duration::from_secs(30), sign).await? as u64;
     }
     producer.flush_checked(Duration::from_secs(60), 0).await.context("not every bench record was acknowledged")?;
+    tokio::task::block_in_place(|| check_kept(bootstrap, TOPIC, partitions, n))?;
     Ok(bytes)
+}
+
+/// Fail unless `topic`'s `partitions` hold exactly `n` records from offset 0: the mock
+/// cluster moves a partition's log start past what it does not keep, without an error.
+fn check_kept(bootstrap: &str, topic: &str, partitions: u32, n: u64) -> Result<()> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = rdkafka::config::ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
+    let mut kept = 0;
+    for p in 0..partitions as i32 {
+        let (low, high) = c.fetch_watermarks(topic, p, Duration::from_secs(10)).with_context(|| format!("offsets of {topic}/{p}"))?;
+        if low > 0 {
+            bail!("the mock cluster dropped the first {low} records of {topic}/{p} (it keeps ~5 MiB per partition): use more --partitions or fewer --records");
+        }
+        kept += high;
+    }
+    if u64::try_from(kept).ok() != Some(n) {
+        bail!("{topic} holds {kept} records, not the {n} produced");
+    }
+    Ok(())
 }
 
 /// Pad a JSON object to about `to` bytes with a `"pad"` field (values that are not objects,
@@ -441,9 +490,9 @@ fn paced_topic(mode: &str) -> String {
     format!("bench-paced-{mode}")
 }
 
-/// The records of a paced phase: the workload, the padding of each value, and the
-/// producer key signing them (if any).
-type PacedRecords<'a> = (Workload, Option<usize>, Option<(&'a str, &'a [u8])>);
+/// The records of a paced phase: the workload, the padding of each value, the producer key
+/// signing them (if any), and the partitions of the paced topic they are spread over.
+type PacedRecords<'a> = (Workload, Option<usize>, Option<(&'a str, &'a [u8])>, u32);
 
 /// The latency phase of `mode`: a node configured by `configure` reads a fresh topic while
 /// `records` generated records are written to it at `rate` per second (event time =
@@ -452,7 +501,7 @@ async fn paced_latency(
     bootstrap: &str,
     mode: &str,
     configure: impl FnOnce(&mut Config),
-    (workload, record_bytes, sign): PacedRecords<'_>,
+    (workload, record_bytes, sign, partitions): PacedRecords<'_>,
     rate: f64,
     records: u64,
 ) -> Result<(i64, i64)> {
@@ -479,6 +528,7 @@ async fn paced_latency(
         let started = Instant::now();
         let mut sent = 0u64;
         let mut warm = false;
+        let mut spread = KeyedSpread::new(partitions);
         while sent < records {
             // The first second is warm-up: the consumer's first fetches after start-up (up to
             // ~0.5 s, even at 5 % of the rate) are start-up latency, not steady-state latency.
@@ -489,7 +539,8 @@ async fn paced_latency(
             let due = ((started.elapsed().as_secs_f64() * rate) as u64).min(records);
             while sent < due {
                 let (id, key, payload) = g.next(record_bytes);
-                vigil_actors::stages::produce_record(&producer, &topic, (&id, &key, &payload), Duration::from_secs(30), sign).await?;
+                let partition = Some(spread.partition(&key));
+                vigil_actors::stages::produce_record(&producer, (&topic, partition), (&id, &key, &payload), Duration::from_secs(30), sign).await?;
                 sent += 1;
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -623,7 +674,7 @@ async fn modes(a: ModesArgs) -> Result<ExitCode> {
     let broker = EmbeddedBroker::start(partitions, &topics, None).context("cannot start the mock cluster")?;
     let bootstrap = broker.bootstrap().to_string();
     eprintln!("bench: producing {records} records (~{avg} bytes) to {TOPIC} ({partitions} partitions)...");
-    fill(&bootstrap, a.workload, records, a.record_bytes, None).await?;
+    fill(&bootstrap, (a.workload, partitions), records, a.record_bytes, None).await?;
     let mut results = Vec::new();
     let mut raw_rate = None;
     for mode in &modes {
@@ -664,7 +715,8 @@ async fn modes(a: ModesArgs) -> Result<ExitCode> {
                 .context("cannot start the paced phase's mock cluster")?;
             eprintln!("bench: {mode}: latency at {paced_rate:.0} records/s ({paced} records, {paced_partitions} partitions) ...");
             let configure = |cfg: &mut Config| configure_mode(cfg, mode, a.shards, nexmark.as_ref());
-            let (p50, p99) = paced_latency(cluster.bootstrap(), mode, configure, (a.workload, a.record_bytes, None), paced_rate, paced).await?;
+            let (p50, p99) =
+                paced_latency(cluster.bootstrap(), mode, configure, (a.workload, a.record_bytes, None, paced_partitions), paced_rate, paced).await?;
             drop(cluster);
             // The next mode's peak resident size starts from here: without what the phase's
             // cluster held, which the allocator would otherwise keep.
@@ -759,7 +811,7 @@ pub(crate) async fn run(cmd: BenchCmd) -> Result<ExitCode> {
     let broker = EmbeddedBroker::start(partitions, &topics, None).context("cannot start the mock cluster")?;
     let bootstrap = broker.bootstrap().to_string();
     eprintln!("bench: producing {} records to {TOPIC} ({partitions} partitions)...", a.records);
-    let input_bytes = fill(&bootstrap, Workload::Default, a.records, None, sign).await?;
+    let input_bytes = fill(&bootstrap, (Workload::Default, partitions), a.records, None, sign).await?;
     let raw = raw_consume(&bootstrap, a.records).await?;
     eprintln!("bench: raw librdkafka consume {raw:.0} records/s");
     let (mut off, mut on, mut stored, mut disk) = (Vec::new(), Vec::new(), 0u64, 0u64);
@@ -796,7 +848,8 @@ pub(crate) async fn run(cmd: BenchCmd) -> Result<ExitCode> {
     for (enabled, mode) in [false, true].into_iter().zip(&paced_modes) {
         eprintln!("bench: {name} {}: latency at {paced_rate:.0} records/s ({paced} records) ...", if enabled { "on " } else { "off" });
         let (p50, p99) =
-            paced_latency(&bootstrap, mode, |cfg| configure_feature(cfg, feature, enabled), (Workload::Default, None, sign), paced_rate, paced).await?;
+            paced_latency(&bootstrap, mode, |cfg| configure_feature(cfg, feature, enabled), (Workload::Default, None, sign, partitions), paced_rate, paced)
+                .await?;
         latency.push((p50, p99));
     }
     let [(p50_off, p99_off), (p50_on, p99_on)] = [latency[0], latency[1]];

@@ -690,7 +690,8 @@ impl NodeCtx {
             headers.push(("vigil.schema.version", v.as_bytes()));
         }
         let id = env.id();
-        let rec = OutRecord { topic: to.unwrap_or(&self.config.pipeline.dlq_topic), key: id.as_bytes(), payload: env.payload(), headers: &headers };
+        let rec =
+            OutRecord { topic: to.unwrap_or(&self.config.pipeline.dlq_topic), partition: None, key: id.as_bytes(), payload: env.payload(), headers: &headers };
         self.producer.send(&rec, self.send_timeout()).await?;
         if to.is_none() {
             self.stats.add(Stage::Dlq, 1);

@@ -539,6 +539,8 @@ pub struct TrackedProducer {
 pub struct OutRecord<'a> {
     /// Topic.
     pub topic: &'a str,
+    /// Partition; `None` lets the producer's partitioner pick it from the key.
+    pub partition: Option<i32>,
     /// Key (deterministic, so replays deduplicate).
     pub key: &'a [u8],
     /// Value.
@@ -594,6 +596,9 @@ impl TrackedProducer {
                 headers = headers.insert(Header { key: k, value: Some(*v) });
             }
             let mut record = BaseRecord::to(rec.topic).key(rec.key).headers(headers);
+            if let Some(p) = rec.partition {
+                record = record.partition(p);
+            }
             if let Some(p) = payload {
                 record = record.payload(p);
             }

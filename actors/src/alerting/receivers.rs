@@ -50,7 +50,7 @@ impl Target {
             ReceiverKind::Kafka => {
                 for (key, value) in kafka_records(n, &self.external_url) {
                     let payload = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
-                    let rec = OutRecord { topic: &self.cfg.topic, key: key.as_bytes(), payload: &payload, headers: &[] };
+                    let rec = OutRecord { topic: &self.cfg.topic, partition: None, key: key.as_bytes(), payload: &payload, headers: &[] };
                     self.producer.send(&rec, self.timeout).await.map_err(|e| e.to_string())?;
                 }
                 Ok(())

@@ -47,18 +47,18 @@ pub async fn produce_generated(
     timeout: Duration,
     sign: Option<(&str, &[u8])>,
 ) -> vigil_runtime::Result<usize> {
-    produce_record(producer, topic, (&r.id, &r.key, &wire.encode(r)), timeout, sign).await
+    produce_record(producer, (topic, None), (&r.id, &r.key, &wire.encode(r)), timeout, sign).await
 }
 
-/// Produce one record `(id, key, value)` to `topic` as the generators do: with its id and
-/// the producer id as headers, signed (`vigil.sig`) as `sign = (producer, key)` if given.
-/// Returns the bytes produced (key, value and headers).
+/// Produce one record `(id, key, value)` to `topic`, at `partition` or by key, as the
+/// generators do: with its id and the producer id as headers, signed (`vigil.sig`) as
+/// `sign = (producer, key)` if given. Returns the bytes produced (key, value and headers).
 ///
 /// # Errors
 /// [`vigil_runtime::Error`] if Kafka does not take it within `timeout`.
 pub async fn produce_record(
     producer: &TrackedProducer,
-    topic: &str,
+    (topic, partition): (&str, Option<i32>),
     (id, key, payload): (&str, &str, &[u8]),
     timeout: Duration,
     sign: Option<(&str, &[u8])>,
@@ -68,7 +68,7 @@ pub async fn produce_record(
     if let Some(s) = &sig {
         headers.push((crate::signing::HEADER, s.as_bytes()));
     }
-    producer.send(&OutRecord { topic, key: key.as_bytes(), payload, headers: &headers }, timeout).await?;
+    producer.send(&OutRecord { topic, partition, key: key.as_bytes(), payload, headers: &headers }, timeout).await?;
     Ok(key.len() + payload.len() + headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>())
 }
 

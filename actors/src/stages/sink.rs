@@ -252,7 +252,7 @@ impl Sink {
                 }
                 rate.take(1);
             }
-            let out = OutRecord { topic: h.topic, key: h.key, payload: h.payload.unwrap_or_default(), headers: &h.headers };
+            let out = OutRecord { topic: h.topic, partition: None, key: h.key, payload: h.payload.unwrap_or_default(), headers: &h.headers };
             match h.payload {
                 Some(_) => ctx.producer.send(&out, ctx.send_timeout()).await?,
                 None => ctx.producer.send_tombstone(&out, ctx.send_timeout()).await?,
