@@ -5,6 +5,7 @@ use super::engine::Emit;
 use super::spec::AggSpec;
 use apache_avro::types::Value as Avro;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 
 /// One emission of one aggregation, on its way to the Sink.
 #[derive(Debug, Clone, PartialEq)]
@@ -17,39 +18,48 @@ pub struct Output {
 
 /// An output held until the checkpoint that produced it commits (published then, and again
 /// after a restart that finds it still in the store): the Kafka record as it will be
-/// written.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct HeldOutput {
+/// written. Sink encodes it from borrowed parts and reads it back in place, so neither way
+/// copies the record's parts.
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct HeldOutput<'a> {
     /// Topic.
-    pub topic: String,
+    pub topic: &'a str,
     /// Key.
-    pub key: Vec<u8>,
+    #[serde(serialize_with = "bytes")]
+    pub key: &'a [u8],
     /// Value; `None` is a tombstone (a retracted session).
-    pub payload: Option<Vec<u8>>,
+    #[serde(serialize_with = "optional_bytes")]
+    pub payload: Option<&'a [u8]>,
     /// Headers, in order.
-    pub headers: Vec<(String, Vec<u8>)>,
+    #[serde(borrow, serialize_with = "header_bytes")]
+    pub headers: Vec<(&'a str, &'a [u8])>,
     /// Input records it represents when it is a window's first emission (else 0).
     pub records: u64,
 }
 
-/// A [`HeldOutput`] read in place from its encoding: what Sink sends, without copying the
-/// record's parts out of the store's bytes.
-#[derive(Debug, PartialEq, serde::Deserialize)]
-pub struct HeldOutputRef<'a> {
-    /// Topic.
-    pub topic: &'a str,
-    /// Key.
-    pub key: &'a [u8],
-    /// Value; `None` is a tombstone.
-    pub payload: Option<&'a [u8]>,
-    /// Headers, in order.
-    #[serde(borrow)]
-    pub headers: Vec<(&'a str, &'a [u8])>,
-    /// Input records it represents.
-    pub records: u64,
+/// Bytes written as one byte string: serde writes a `[u8]` element by element, which
+/// bincode encodes the same way (length, then the bytes) but a byte at a time.
+struct Raw<'a>(&'a [u8]);
+
+impl serde::Serialize for Raw<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
 }
 
-impl HeldOutput {
+fn bytes<S: serde::Serializer>(b: &&[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_bytes(b)
+}
+
+fn optional_bytes<S: serde::Serializer>(b: &Option<&[u8]>, s: S) -> Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(&b.map(Raw), s)
+}
+
+fn header_bytes<S: serde::Serializer>(h: &[(&str, &[u8])], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(h.iter().map(|(k, v)| (k, Raw(v))))
+}
+
+impl HeldOutput<'_> {
     /// Store key of the `i`th output held by checkpoint `id`: in publishing order.
     pub fn store_key(id: u64, i: u32) -> Vec<u8> {
         let mut k = id.to_be_bytes().to_vec();
@@ -98,26 +108,55 @@ pub fn aggregation_of(lineage_key: &str) -> &str {
     lineage_key.split_once('/').map_or(lineage_key, |(a, _)| a)
 }
 
+/// An emission's JSON object from borrowed parts, its fields in name order (as a JSON map
+/// keeps them).
+#[derive(serde::Serialize)]
+struct JsonOutput<'a> {
+    aggregation: &'a str,
+    group: BTreeMap<&'a str, &'a str>,
+    key: &'a str,
+    metrics: &'a serde_json::Map<String, Value>,
+    records: u64,
+    revision: u32,
+    window_end: i64,
+    window_start: i64,
+}
+
+impl<'a> JsonOutput<'a> {
+    /// `None` for a retraction.
+    fn of(spec: &'a AggSpec, e: &'a Emit) -> Option<Self> {
+        Some(Self {
+            aggregation: &spec.name,
+            group: spec.group_parts(&e.key).unwrap_or_default(),
+            key: &e.key,
+            metrics: e.values.as_ref()?,
+            records: e.count,
+            revision: e.revision,
+            window_end: e.end,
+            window_start: e.start,
+        })
+    }
+}
+
 /// The JSON value of an emission; `None` for a retraction (a tombstone).
 pub fn to_json(spec: &AggSpec, e: &Emit) -> Option<Value> {
-    let metrics = e.values.as_ref()?;
-    Some(json!({
-        "aggregation": &*spec.name,
-        "key": e.key,
-        "group": spec.group_json(&e.key).unwrap_or_default(),
-        "window_start": e.start,
-        "window_end": e.end,
-        "revision": e.revision,
-        "records": e.count,
-        "metrics": metrics,
-    }))
+    JsonOutput::of(spec, e).map(|o| json!(o))
+}
+
+/// The JSON text of an emission, written straight from its parts (the bytes of
+/// [`to_json`]'s value); `None` for a retraction.
+///
+/// # Errors
+/// A metric value JSON cannot hold.
+pub fn json_bytes(spec: &AggSpec, e: &Emit) -> Result<Option<Vec<u8>>, serde_json::Error> {
+    JsonOutput::of(spec, e).map(|o| serde_json::to_vec(&o)).transpose()
 }
 
 /// The Avro record of an emission, `None` for a retraction.
 pub fn to_avro(spec: &AggSpec, e: &Emit) -> Option<Avro> {
     let metrics = e.values.as_ref()?;
-    let group = spec.group_json(&e.key).unwrap_or_default();
-    let group = group.into_iter().map(|(k, v)| (k, Avro::String(v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))).collect();
+    let group = spec.group_parts(&e.key).unwrap_or_default();
+    let group = group.into_iter().map(|(k, v)| (k.to_string(), Avro::String(v.to_string()))).collect();
     let metrics = metrics
         .iter()
         .map(|(k, v)| {
@@ -146,31 +185,76 @@ mod tests {
     use super::*;
     use crate::analytics::spec::Analytics;
 
+    /// The owned layout outputs were held in before Sink wrote them from borrowed parts.
+    #[derive(serde::Serialize)]
+    struct OwnedHeldOutput {
+        topic: String,
+        key: Vec<u8>,
+        payload: Option<Vec<u8>>,
+        headers: Vec<(String, Vec<u8>)>,
+        records: u64,
+    }
+
     #[test]
-    fn a_held_output_reads_back_in_place() {
+    fn a_held_output_reads_back_in_place_and_encodes_as_the_owned_layout_did() {
         let held = HeldOutput {
-            topic: "out".into(),
-            key: b"w/alice@0".to_vec(),
-            payload: Some(br#"{"count":3}"#.to_vec()),
-            headers: vec![("vigil.node".into(), b"n1".to_vec()), ("vigil.revision".into(), Vec::new())],
-            records: 3,
+            topic: "out",
+            key: b"w/alice@0",
+            payload: Some(br#"{"count":3}"#),
+            headers: vec![("vigil.node", b"n1"), ("vigil.revision", b"")],
+            records: 300,
         };
         let bytes = vigil_runtime::store::encode("held output", &held).unwrap();
-        let r: HeldOutputRef<'_> = vigil_runtime::store::decode_borrowed("held output", &bytes).unwrap();
-        assert_eq!(
-            r,
-            HeldOutputRef {
-                topic: "out",
-                key: b"w/alice@0",
-                payload: Some(br#"{"count":3}"#),
-                headers: vec![("vigil.node", b"n1"), ("vigil.revision", b"")],
-                records: 3
-            }
-        );
+        let r: HeldOutput<'_> = vigil_runtime::store::decode_borrowed("held output", &bytes).unwrap();
+        assert_eq!(r, held);
+        let owned = |payload: Option<Vec<u8>>| OwnedHeldOutput {
+            topic: "out".into(),
+            key: b"w/alice@0".to_vec(),
+            payload,
+            headers: vec![("vigil.node".into(), b"n1".to_vec()), ("vigil.revision".into(), Vec::new())],
+            records: 300,
+        };
+        // Outputs held by an older node (still in its store after a crash) read back.
+        assert_eq!(bytes, vigil_runtime::store::encode("held output", &owned(Some(br#"{"count":3}"#.to_vec()))).unwrap());
         let tombstone = vigil_runtime::store::encode("held output", &HeldOutput { payload: None, ..held }).unwrap();
-        let r: HeldOutputRef<'_> = vigil_runtime::store::decode_borrowed("held output", &tombstone).unwrap();
+        assert_eq!(tombstone, vigil_runtime::store::encode("held output", &owned(None)).unwrap());
+        let r: HeldOutput<'_> = vigil_runtime::store::decode_borrowed("held output", &tombstone).unwrap();
         assert_eq!(r.payload, None);
-        assert!(vigil_runtime::store::decode_borrowed::<HeldOutputRef<'_>>("held output", &bytes[..bytes.len() - 3]).is_err(), "truncated");
+        assert!(vigil_runtime::store::decode_borrowed::<HeldOutput<'_>>("held output", &bytes[..bytes.len() - 3]).is_err(), "truncated");
+    }
+
+    #[test]
+    fn json_text_is_the_json_value_written_out() {
+        let mut p = vigil_config::PipelineConfig::default();
+        p.aggregations[0].group_by = vec!["user".into(), "country".into()];
+        let an = Analytics::compile(&p);
+        let spec = &an.aggs[0];
+        let mut values = serde_json::Map::new();
+        values.insert("sum_amount".into(), json!(2.5));
+        values.insert("count".into(), json!(3));
+        values.insert("avg_amount".into(), Value::Null);
+        values.insert("first_page".into(), json!("a \"quoted\" \u{e9}"));
+        for key in ["user-1|fr", "a|b|c", ""] {
+            let e = Emit { key: key.into(), start: -10_000, end: 20_000, revision: 7, values: Some(values.clone()), count: 3 };
+            let text = json_bytes(spec, &e).unwrap().unwrap();
+            // As the JSON value was built before the text was written directly.
+            let parts: Vec<&str> = key.split('|').collect();
+            let group: serde_json::Map<String, Value> = if parts.len() == 2 {
+                [("user", parts[0]), ("country", parts[1])].iter().map(|(n, v)| (n.to_string(), json!(v))).collect()
+            } else {
+                Default::default()
+            };
+            let built = json!({"aggregation": "spend_per_user", "key": key, "group": group, "window_start": -10_000, "window_end": 20_000, "revision": 7, "records": 3, "metrics": values});
+            assert_eq!(text, serde_json::to_vec(&built).unwrap(), "key {key:?}");
+            assert_eq!(to_json(spec, &e), Some(built));
+            let v: Value = serde_json::from_slice(&text).unwrap();
+            let fields: Vec<&String> = v.as_object().unwrap().keys().collect();
+            assert_eq!(fields, ["aggregation", "group", "key", "metrics", "records", "revision", "window_end", "window_start"]);
+        }
+        let e = Emit { key: "user-1|fr".into(), start: 0, end: 1, revision: 0, values: Some(values), count: 1 };
+        let v: Value = serde_json::from_slice(&json_bytes(spec, &e).unwrap().unwrap()).unwrap();
+        assert_eq!(v["group"], json!({"country": "fr", "user": "user-1"}));
+        assert_eq!(json_bytes(spec, &Emit { values: None, ..e }).unwrap(), None, "a retraction is a tombstone");
     }
 
     #[test]

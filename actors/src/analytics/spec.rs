@@ -233,14 +233,15 @@ impl AggSpec {
         }
     }
 
-    /// The group object of an output, from its key: field name → value text. Values that
-    /// themselves contain `|` make the split ambiguous; then only the key is given.
-    pub fn group_json(&self, key: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+    /// The group fields of an output, from its key: field name → value text, by name.
+    /// Values that themselves contain `|` make the split ambiguous; then `None` (only the
+    /// key is given).
+    pub fn group_parts<'k>(&'k self, key: &'k str) -> Option<std::collections::BTreeMap<&'k str, &'k str>> {
         if self.group_names.is_empty() {
-            return Some(serde_json::Map::new());
+            return Some(Default::default());
         }
-        let parts: Vec<&str> = key.split('|').collect();
-        (parts.len() == self.group_names.len()).then(|| self.group_names.iter().zip(parts).map(|(n, v)| (n.clone(), serde_json::json!(v))).collect())
+        let parts = key.split('|');
+        (parts.clone().count() == self.group_names.len()).then(|| self.group_names.iter().map(String::as_str).zip(parts).collect())
     }
 
     /// Metric inputs of a record into `out` (cleared first).

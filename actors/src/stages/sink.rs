@@ -1,7 +1,7 @@
 //! Sink: encodes closed windows (JSON or Confluent-framed Avro), completes checkpoints and
 //! publishes each checkpoint's outputs once it has committed.
 use super::R;
-use crate::analytics::output::{output_key, to_avro, to_json, HeldOutput, HeldOutputRef, Output, HELD_CF};
+use crate::analytics::output::{json_bytes, output_key, to_avro, HeldOutput, Output, HELD_CF};
 use crate::lineage::record::{commit_ops, EpochLineage};
 use crate::pipeline::{Aligned, Aligner, Barrier, Credit, IngestMsg, NodeCtx, SinkMsg};
 use crate::Error;
@@ -191,24 +191,19 @@ impl Sink {
                     }
                     None => None,
                 },
-                None => to_json(spec, emit).map(|v| serde_json::to_vec(&v)).transpose().map_err(|e| Error::Encode(e.to_string()))?,
+                None => json_bytes(spec, emit).map_err(|e| Error::Encode(e.to_string()))?,
             };
-            let headers = [
-                ("vigil.node", ctx.config.node.id.as_str()),
-                ("vigil.epoch", epoch.as_str()),
-                ("vigil.config", ctx.config_hash.as_str()),
-                ("vigil.version", env!("CARGO_PKG_VERSION")),
-                ("vigil.aggregation", &spec.name),
-                ("vigil.revision", &emit.revision.to_string()),
+            let revision = emit.revision.to_string();
+            let headers = vec![
+                ("vigil.node", ctx.config.node.id.as_bytes()),
+                ("vigil.epoch", epoch.as_bytes()),
+                ("vigil.config", ctx.config_hash.as_bytes()),
+                ("vigil.version", env!("CARGO_PKG_VERSION").as_bytes()),
+                ("vigil.aggregation", spec.name.as_bytes()),
+                ("vigil.revision", revision.as_bytes()),
             ];
             let records = if payload.is_some() && emit.revision == 0 { emit.count } else { 0 };
-            let out = HeldOutput {
-                topic: topic.to_string(),
-                key: key.into_bytes(),
-                payload,
-                headers: headers.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect(),
-                records,
-            };
+            let out = HeldOutput { topic, key: key.as_bytes(), payload: payload.as_deref(), headers, records };
             let out = vigil_runtime::store::encode("held output", &out)?;
             st.held_bytes += out.len();
             st.held.push(out);
@@ -238,7 +233,7 @@ impl Sink {
         let mut records = 0u64;
         let mut all = true;
         for h in held {
-            let h: HeldOutputRef<'_> = vigil_runtime::store::decode_borrowed("held output", h)?;
+            let h: HeldOutput<'_> = vigil_runtime::store::decode_borrowed("held output", h)?;
             if let Some(rate) = rate {
                 while rate.available(Instant::now()) == 0 {
                     if ctx.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
