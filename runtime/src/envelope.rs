@@ -53,10 +53,31 @@ pub struct PartitionBatch {
     headers: Vec<(Range<usize>, Range<usize>)>,
 }
 
+/// What a batch holds: bytes of keys, values and headers, records, and headers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchSize {
+    /// Bytes of keys, values and header names and values.
+    pub bytes: usize,
+    /// Records.
+    pub records: usize,
+    /// Headers, all records together.
+    pub headers: usize,
+}
+
 impl PartitionBatch {
     /// An empty batch of `source`.
     pub fn new(source: TopicPartition) -> Self {
-        Self { source, data: Vec::new(), slots: Vec::new(), headers: Vec::new() }
+        Self::with_capacity(source, BatchSize::default())
+    }
+
+    /// An empty batch of `source` with room for `size` without growing.
+    pub fn with_capacity(source: TopicPartition, size: BatchSize) -> Self {
+        Self { source, data: Vec::with_capacity(size.bytes), slots: Vec::with_capacity(size.records), headers: Vec::with_capacity(size.headers) }
+    }
+
+    /// What the batch holds.
+    pub fn size(&self) -> BatchSize {
+        BatchSize { bytes: self.data.len(), records: self.slots.len(), headers: self.headers.len() }
     }
 
     fn put(&mut self, bytes: &[u8]) -> Range<usize> {
@@ -206,6 +227,14 @@ mod tests {
         assert_eq!(r1.headers().collect::<Vec<_>>(), vec![("a", &b"1"[..]), (HEADER_RECORD_ID, &b"abc"[..])]);
         assert_eq!(r1.id(), "abc");
         assert!(b.get(2).is_none());
+        let size = b.size();
+        assert_eq!(size, BatchSize { bytes: 3 + 1 + 3 + (1 + 1) + (8 + 3), records: 2, headers: 2 });
+        let mut again = PartitionBatch::with_capacity(b.source.clone(), size);
+        let room = again.memory_bytes();
+        for r in b.iter() {
+            again.push(r.offset(), r.timestamp_ms(), r.key(), r.payload(), r.headers());
+        }
+        assert_eq!((again.memory_bytes(), again.size()), (room, size), "a batch the size of the last fits without growing");
         b.clear();
         assert!(b.is_empty());
     }

@@ -1,7 +1,7 @@
 //! Kafka I/O in batches: client configuration from `[kafka]`, a batch consumer with
 //! explicit assignment, pause/resume and retention-gap detection, and a producer that
 //! tracks delivery failures so a checkpoint never covers an unacknowledged output.
-use crate::envelope::{EnvelopeRef, PartitionBatch, TopicPartition};
+use crate::envelope::{BatchSize, EnvelopeRef, PartitionBatch, TopicPartition};
 use crate::{Error, Result};
 use futures::{FutureExt, StreamExt};
 use rdkafka::config::ClientConfig;
@@ -127,6 +127,9 @@ pub struct BatchConsumer {
     paused: bool,
     /// Partitions held back on their own (watermark alignment), whatever `paused` says.
     held: BTreeSet<TopicPartition>,
+    /// The size of each partition's last batch: the next one starts with room for as much,
+    /// instead of growing its buffers from empty record by record.
+    last_sizes: BTreeMap<TopicPartition, BatchSize>,
 }
 
 /// Records skipped because the log start moved past them.
@@ -185,7 +188,7 @@ impl BatchConsumer {
         let cfg = configure(bootstrap, kafka, &defaults)?;
         let consumer: StreamConsumer<LagContext> = cfg.create_with_context(LagContext::default()).map_err(|e| Error::kafka("create consumer", e))?;
         let next = assignment.iter().map(|tp| (tp.clone(), None)).collect();
-        Ok(Self { consumer, assignment, next, paused: false, held: BTreeSet::new() })
+        Ok(Self { consumer, assignment, next, paused: false, held: BTreeSet::new(), last_sizes: BTreeMap::new() })
     }
 
     /// Partitions this consumer reads.
@@ -250,7 +253,9 @@ impl BatchConsumer {
             let i = match batches.iter().rposition(|b| b.source.partition == partition && b.source.topic == topic) {
                 Some(i) => i,
                 None => {
-                    batches.push(PartitionBatch::new(TopicPartition::new(topic, partition)));
+                    let source = TopicPartition::new(topic, partition);
+                    let size = self.last_sizes.get(&source).copied().unwrap_or_default();
+                    batches.push(PartitionBatch::with_capacity(source, size));
                     batches.len() - 1
                 }
             };
@@ -269,6 +274,12 @@ impl BatchConsumer {
         }
         drop(stream);
         for b in &batches {
+            match self.last_sizes.get_mut(&b.source) {
+                Some(size) => *size = b.size(),
+                None => {
+                    self.last_sizes.insert(b.source.clone(), b.size());
+                }
+            }
             if let Some(last) = b.last_offset() {
                 match self.next.get_mut(&b.source) {
                     Some(slot) => *slot = Some(last + 1),
