@@ -110,8 +110,9 @@ pub struct Emit {
     pub end: i64,
     /// 0 when first fired, then +1 per update.
     pub revision: u32,
-    /// Metric values; `None` retracts the output (a merged-away session).
-    pub values: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Metric values in the aggregation's metric order; `None` retracts the output (a
+    /// merged-away session).
+    pub values: Option<Vec<serde_json::Value>>,
     /// Records in the window (0 for a retraction).
     pub count: u64,
 }
@@ -445,10 +446,10 @@ impl Aggregation {
     }
 
     /// Emit `w` if it is due: fired and changed, or a retraction.
-    fn emit(metrics: &[Metric], wm: i64, key: &str, start: i64, w: &mut WindowAcc, out: &mut Vec<Emit>) -> bool {
+    fn emit(wm: i64, key: &str, start: i64, w: &mut WindowAcc, out: &mut Vec<Emit>) -> bool {
         if w.dirty && (w.end <= wm || w.retracted) {
             let revision = w.revision.map_or(0, |r| r + 1);
-            let values = (!w.retracted).then(|| w.accs.values(metrics));
+            let values = (!w.retracted).then(|| w.accs.value_list());
             let count = w.records;
             out.push(Emit { key: key.to_string(), start, end: w.end, revision, values, count });
             w.revision = Some(revision);
@@ -467,7 +468,7 @@ impl Aggregation {
         for (key, start) in std::mem::take(&mut self.pending) {
             let Some(per_key) = self.windows.get_mut(&key) else { continue };
             let Some(w) = per_key.get_mut(&start) else { continue };
-            if Self::emit(&self.metrics, wm, &key, start, w, &mut out) {
+            if Self::emit(wm, &key, start, w, &mut out) {
                 Self::queue(&mut self.changes, w, &key, start);
             }
             if w.retracted {
@@ -496,7 +497,7 @@ impl Aggregation {
                 set_timer(&mut self.timers, w, deadline, &key, start);
                 continue;
             }
-            if Self::emit(&self.metrics, wm, &key, start, w, &mut out) {
+            if Self::emit(wm, &key, start, w, &mut out) {
                 Self::queue(&mut self.changes, w, &key, start);
             }
             let purge_at = w.end.saturating_add(lateness);
@@ -561,6 +562,11 @@ mod tests {
         vec![Metric::Count, Metric::Sum { field: "v".into() }, Metric::Min { field: "v".into() }, Metric::Last { field: "v".into() }]
     }
 
+    /// An emission's values by metric name (`metrics()`).
+    fn named(e: &Emit) -> serde_json::Map<String, Value> {
+        metrics().iter().map(Metric::name).zip(e.values.clone().unwrap_or_default()).collect()
+    }
+
     /// Final output per `key@start`: the latest revision, retractions removing the key.
     fn converge(out: &mut BTreeMap<String, (u32, Value)>, emits: Vec<Emit>) {
         for e in emits {
@@ -569,7 +575,7 @@ mod tests {
                 assert!(e.revision > *r, "revisions rise: {k} {} after {r}", e.revision);
             }
             match e.values {
-                Some(v) => out.insert(k, (e.revision, Value::Object(v))),
+                Some(_) => out.insert(k, (e.revision, Value::Object(named(&e)))),
                 None => out.remove(&k),
             };
         }
@@ -581,10 +587,10 @@ mod tests {
         a.add("k", 1, &[Val::Missing, Val::Num(1.0), Val::Num(1.0), Val::Num(1.0)], |_| {}).unwrap();
         assert!(a.advance(9).is_empty());
         let e = a.advance(10);
-        assert_eq!((e.len(), e[0].revision, e[0].values.as_ref().unwrap()["count"].as_u64()), (1, 0, Some(1)));
+        assert_eq!((e.len(), e[0].revision, named(&e[0])["count"].as_u64()), (1, 0, Some(1)));
         a.add("k", 2, &[Val::Missing, Val::Num(2.0), Val::Num(2.0), Val::Num(2.0)], |_| {}).unwrap();
         let e = a.advance(12);
-        assert_eq!((e[0].revision, e[0].values.as_ref().unwrap()["sum_v"].as_f64()), (1, Some(3.0)));
+        assert_eq!((e[0].revision, named(&e[0])["sum_v"].as_f64()), (1, Some(3.0)));
         assert!(a.advance(14).is_empty(), "no change, no emission");
         a.advance(15);
         assert_eq!(a.add("k", 3, &[], |_| {}), Err(Late { watermark: 15 }));
@@ -612,7 +618,7 @@ mod tests {
         let e = a.advance(31);
         assert_eq!(e.len(), 2, "{e:?}");
         let merged = e.iter().find(|e| e.start == 0).unwrap();
-        assert_eq!((merged.end, merged.revision, merged.values.as_ref().unwrap()["sum_v"].as_f64()), (25, 1, Some(7.0)));
+        assert_eq!((merged.end, merged.revision, named(merged)["sum_v"].as_f64()), (25, 1, Some(7.0)));
         let gone = e.iter().find(|e| e.start == 15).unwrap();
         assert_eq!((gone.revision, &gone.values), (1, &None));
     }

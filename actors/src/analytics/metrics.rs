@@ -323,8 +323,8 @@ impl Accs {
         }
     }
 
-    /// `name → value` per metric.
-    pub fn values(&self, metrics: &[Metric]) -> Map<String, Value> {
+    /// The value of each metric, in metric order.
+    pub fn value_list(&self) -> Vec<Value> {
         let value = |a: &Acc| match a {
             Acc::QuantileOf(j, q) => match self.0.get(usize::from(*j)) {
                 Some(Acc::Percentile(d, _)) => json!(d.quantile(*q)),
@@ -332,7 +332,12 @@ impl Accs {
             },
             a => a.value(),
         };
-        metrics.iter().zip(&self.0).map(|(m, a)| (m.name(), value(a))).collect()
+        self.0.iter().map(value).collect()
+    }
+
+    /// `name → value` per metric.
+    pub fn values(&self, metrics: &[Metric]) -> Map<String, Value> {
+        metrics.iter().map(Metric::name).zip(self.value_list()).collect()
     }
 }
 

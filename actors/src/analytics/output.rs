@@ -115,11 +115,30 @@ struct JsonOutput<'a> {
     aggregation: &'a str,
     group: BTreeMap<&'a str, &'a str>,
     key: &'a str,
-    metrics: &'a serde_json::Map<String, Value>,
+    metrics: Metrics<'a>,
     records: u64,
     revision: u32,
     window_end: i64,
     window_start: i64,
+}
+
+/// An emission's metric values as a JSON object: name → value, by name.
+struct Metrics<'a> {
+    order: &'a [(String, usize)],
+    values: &'a [Value],
+}
+
+impl<'a> Metrics<'a> {
+    fn iter(&self) -> impl Iterator<Item = (&'a str, &'a Value)> + use<'a> {
+        let values = self.values;
+        self.order.iter().filter_map(move |(name, i)| Some((name.as_str(), values.get(*i)?)))
+    }
+}
+
+impl serde::Serialize for Metrics<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
 }
 
 impl<'a> JsonOutput<'a> {
@@ -129,7 +148,7 @@ impl<'a> JsonOutput<'a> {
             aggregation: &spec.name,
             group: spec.group_parts(&e.key).unwrap_or_default(),
             key: &e.key,
-            metrics: e.values.as_ref()?,
+            metrics: Metrics { order: &spec.metric_order, values: e.values.as_deref()? },
             records: e.count,
             revision: e.revision,
             window_end: e.end,
@@ -154,7 +173,7 @@ pub fn json_bytes(spec: &AggSpec, e: &Emit) -> Result<Option<Vec<u8>>, serde_jso
 
 /// The Avro record of an emission, `None` for a retraction.
 pub fn to_avro(spec: &AggSpec, e: &Emit) -> Option<Avro> {
-    let metrics = e.values.as_ref()?;
+    let metrics = Metrics { order: &spec.metric_order, values: e.values.as_deref()? };
     let group = spec.group_parts(&e.key).unwrap_or_default();
     let group = group.into_iter().map(|(k, v)| (k.to_string(), Avro::String(v.to_string()))).collect();
     let metrics = metrics
@@ -165,7 +184,7 @@ pub fn to_avro(spec: &AggSpec, e: &Emit) -> Option<Avro> {
                 Value::String(s) => Avro::Union(2, Box::new(Avro::String(s.clone()))),
                 _ => Avro::Union(0, Box::new(Avro::Null)),
             };
-            (k.clone(), v)
+            (k.to_string(), v)
         })
         .collect();
     Some(Avro::Record(vec![
@@ -229,11 +248,13 @@ mod tests {
         p.aggregations[0].group_by = vec!["user".into(), "country".into()];
         let an = Analytics::compile(&p);
         let spec = &an.aggs[0];
-        let mut values = serde_json::Map::new();
-        values.insert("sum_amount".into(), json!(2.5));
-        values.insert("count".into(), json!(3));
-        values.insert("avg_amount".into(), Value::Null);
-        values.insert("first_page".into(), json!("a \"quoted\" \u{e9}"));
+        // count, sum(amount), avg(amount), max(amount)
+        let values = vec![json!(3), json!(2.5), Value::Null, json!("a \"quoted\" \u{e9}")];
+        let by_name: serde_json::Map<String, Value> =
+            [("count", json!(3)), ("sum_amount", json!(2.5)), ("avg_amount", Value::Null), ("max_amount", json!("a \"quoted\" \u{e9}"))]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
         for key in ["user-1|fr", "a|b|c", ""] {
             let e = Emit { key: key.into(), start: -10_000, end: 20_000, revision: 7, values: Some(values.clone()), count: 3 };
             let text = json_bytes(spec, &e).unwrap().unwrap();
@@ -244,7 +265,7 @@ mod tests {
             } else {
                 Default::default()
             };
-            let built = json!({"aggregation": "spend_per_user", "key": key, "group": group, "window_start": -10_000, "window_end": 20_000, "revision": 7, "records": 3, "metrics": values});
+            let built = json!({"aggregation": "spend_per_user", "key": key, "group": group, "window_start": -10_000, "window_end": 20_000, "revision": 7, "records": 3, "metrics": by_name});
             assert_eq!(text, serde_json::to_vec(&built).unwrap(), "key {key:?}");
             assert_eq!(to_json(spec, &e), Some(built));
             let v: Value = serde_json::from_slice(&text).unwrap();
@@ -258,13 +279,21 @@ mod tests {
     }
 
     #[test]
+    fn metrics_sharing_a_name_keep_the_last_as_a_json_object_does() {
+        let mut p = vigil_config::PipelineConfig::default();
+        p.aggregations[0].metrics = vec![vigil_config::Metric::Count, vigil_config::Metric::Max { field: "amount".into() }, vigil_config::Metric::Count];
+        let an = Analytics::compile(&p);
+        let e = Emit { key: "u".into(), start: 0, end: 1, revision: 0, values: Some(vec![json!(1), json!(9.5), json!(2)]), count: 2 };
+        let v: Value = serde_json::from_slice(&json_bytes(&an.aggs[0], &e).unwrap().unwrap()).unwrap();
+        assert_eq!(v["metrics"], json!({"count": 2, "max_amount": 9.5}));
+    }
+
+    #[test]
     fn json_and_avro_carry_window_revision_name_and_metrics() {
         let p = vigil_config::PipelineConfig::default();
         let an = Analytics::compile(&p);
         let spec = &an.aggs[0];
-        let mut values = serde_json::Map::new();
-        values.insert("count".into(), json!(3));
-        values.insert("avg_amount".into(), Value::Null);
+        let values = vec![json!(3), json!(30.5), Value::Null, json!(12)];
         let e = Emit { key: "user-1".into(), start: 10_000, end: 20_000, revision: 2, values: Some(values), count: 3 };
         let j = to_json(spec, &e).unwrap();
         assert_eq!(j["aggregation"], "spend_per_user");
@@ -274,7 +303,12 @@ mod tests {
         let schema = apache_avro::Schema::parse_str(OUTPUT_AVRO_SCHEMA).unwrap();
         let datum = apache_avro::to_avro_datum(&schema, to_avro(spec, &e).unwrap()).unwrap();
         let back = apache_avro::from_avro_datum(&schema, &mut datum.as_slice(), None).unwrap();
-        assert!(matches!(back, Avro::Record(_)));
+        let Avro::Record(fields) = back else { panic!("not a record: {back:?}") };
+        let metrics = fields.iter().find(|(n, _)| n == "metrics").map(|(_, v)| v);
+        let Some(Avro::Map(metrics)) = metrics else { panic!("no metrics map: {metrics:?}") };
+        assert_eq!(metrics.get("count"), Some(&Avro::Union(1, Box::new(Avro::Double(3.0)))));
+        assert_eq!(metrics.get("max_amount"), Some(&Avro::Union(1, Box::new(Avro::Double(12.0)))));
+        assert_eq!(metrics.get("avg_amount"), Some(&Avro::Union(0, Box::new(Avro::Null))));
         assert_eq!(output_key("a", "k|x", 5), "a/k|x@5");
         assert_eq!(aggregation_of(&lineage_key("a", "k/x")), "a");
         assert!(to_json(spec, &Emit { values: None, ..e }).is_none(), "a retraction is a tombstone");

@@ -3,6 +3,7 @@
 //! Pure.
 use super::engine::WindowKind;
 use super::metrics::{Metric, Val};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use vigil_config::{AggregationConfig, CmpOp, FilterExpr, Lit, PipelineConfig, SinkFormat, WindowSpec};
 
@@ -200,6 +201,9 @@ pub struct AggSpec {
     pub lateness_ms: i64,
     /// Metrics.
     pub metrics: Vec<Metric>,
+    /// Output names of the metrics in name order, each with the index of its value in an
+    /// emission (of metrics sharing a name, the last: as a JSON object keeps it).
+    pub metric_order: Vec<(String, usize)>,
     /// Group-by field names.
     pub group_names: Vec<String>,
     /// Group-by fields (indices into the field table).
@@ -236,7 +240,7 @@ impl AggSpec {
     /// The group fields of an output, from its key: field name → value text, by name.
     /// Values that themselves contain `|` make the split ambiguous; then `None` (only the
     /// key is given).
-    pub fn group_parts<'k>(&'k self, key: &'k str) -> Option<std::collections::BTreeMap<&'k str, &'k str>> {
+    pub fn group_parts<'k>(&'k self, key: &'k str) -> Option<BTreeMap<&'k str, &'k str>> {
         if self.group_names.is_empty() {
             return Some(Default::default());
         }
@@ -303,6 +307,7 @@ impl Analytics {
                 kind: window_kind(&a.window),
                 lateness_ms: a.allowed_lateness.as_millis() as i64,
                 metrics: a.metrics.clone(),
+                metric_order: a.metrics.iter().enumerate().map(|(i, m)| (m.name(), i)).collect::<BTreeMap<_, _>>().into_iter().collect(),
                 group_names: a.group_by.clone(),
                 group: a.group_by.iter().map(|f| index(f)).collect(),
                 inputs: a.metrics.iter().map(|m| m.field().map(index)).collect(),
