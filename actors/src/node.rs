@@ -67,6 +67,9 @@ pub struct Node {
     pub security: Arc<Security>,
     /// TLS of the listeners (reloaded on SIGHUP), if configured.
     pub tls: Option<Arc<Reloadable>>,
+    /// The metrics and admin listeners: they stop when the node does (their routes hold
+    /// the context, so a node in a process that goes on lets its store and clients go).
+    listeners: [vigil_runtime::security::Listening; 2],
 }
 
 /// The producer-signature checks of the sources that require them, keys read now.
@@ -392,7 +395,7 @@ impl Node {
         };
         let metrics_opts = ListenerOpts { tls: if config.security.tls.metrics { tls.clone() } else { None }, ..opts.clone() };
         let sec = security.clone();
-        let metrics_addr = vigil_runtime::security::serve(
+        let metrics = vigil_runtime::security::serve(
             "metrics listener",
             &config.observability.metrics_addr,
             vigil_runtime::metrics::routes(prom),
@@ -409,10 +412,11 @@ impl Node {
         }
         let routes = vigil_runtime::security::rest::with_security_routes(routes, security.clone());
         let sec = security.clone();
-        let admin_addr = vigil_runtime::security::serve("admin listener", &config.observability.admin_addr, routes, |t| Guard::admin(sec, t), opts)?;
+        let admin = vigil_runtime::security::serve("admin listener", &config.observability.admin_addr, routes, |t| Guard::admin(sec, t), opts)?;
+        let (metrics_addr, admin_addr) = (metrics.addr, admin.addr);
         let housekeeping = schemas.local.clone().map(|reg| tokio::spawn(registry_housekeeping(reg)));
         tokio::spawn(journal_housekeeping(Arc::downgrade(&ctx)));
-        Ok(Node { ctx, root, metrics_addr, admin_addr, events, embedded, housekeeping, security, tls })
+        Ok(Node { ctx, root, metrics_addr, admin_addr, events, embedded, housekeeping, security, tls, listeners: [metrics, admin] })
     }
 
     /// What SIGHUP reloads.
@@ -459,7 +463,7 @@ impl Node {
     /// Run until `shutdown` resolves (then stop in reverse order with a final checkpoint)
     /// or until the tree fails on its own. `Err` carries why the node failed.
     pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()>) -> std::result::Result<(), String> {
-        let Node { ctx, mut root, embedded, housekeeping, .. } = self;
+        let Node { ctx, mut root, embedded, housekeeping, listeners, .. } = self;
         let failed = tokio::select! {
             _ = shutdown => None,
             r = root.wait() => Some(r),
@@ -496,6 +500,7 @@ impl Node {
                 tracing::warn!(error = %e, "schema usage not persisted at exit");
             }
         }
+        drop(listeners);
         drop(embedded);
         res
     }

@@ -32,13 +32,22 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// A listener [`serve`] started. Dropping it stops the listener: it accepts no more, its
+/// thread and runtime end, and open connections and the routes' state (a node's context,
+/// its store and Kafka clients) are let go.
+pub struct Listening {
+    /// The bound address.
+    pub addr: SocketAddr,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
 /// Bind `addr` (port 0 picks one) and serve `routes` behind `guard` on it, on a thread and
 /// runtime of its own, so that a data path keeping every worker busy never delays
-/// `/status`, `/metrics` or a drill. Returns the bound address.
+/// `/status`, `/metrics` or a drill; until the returned [`Listening`] is dropped.
 ///
 /// # Errors
 /// [`Error::Listen`] naming `what` if the address cannot be bound.
-pub fn serve(what: &str, addr: &str, routes: Routes, guard: impl FnOnce(access::RouteTable) -> Guard, opts: ListenerOpts) -> Result<SocketAddr> {
+pub fn serve(what: &str, addr: &str, routes: Routes, guard: impl FnOnce(access::RouteTable) -> Guard, opts: ListenerOpts) -> Result<Listening> {
     let (router, table) = routes.into_parts();
     let app = guard(table).layer(router);
     let listen_err = |source| Error::Listen { what: what.into(), addr: addr.into(), source };
@@ -48,25 +57,36 @@ pub fn serve(what: &str, addr: &str, routes: Routes, guard: impl FnOnce(access::
     let what = what.to_string();
     let name = format!("vigil-{}", what.replace(' ', "-"));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().thread_name(name.clone()).build().map_err(listen_err)?;
+    let (stop, stopped) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name(name)
         .spawn(move || {
             runtime.block_on(async move {
                 match tokio::net::TcpListener::from_std(listener) {
-                    Ok(l) => accept_loop(&what, l, app, opts).await,
+                    Ok(l) => accept_loop(&what, l, app, opts, stopped).await,
                     Err(e) => tracing::error!(error = %e, "{what} stopped"),
                 }
             })
+            // The runtime drops here, and with it the connections' tasks.
         })
         .map_err(listen_err)?;
-    Ok(local)
+    Ok(Listening { addr: local, _stop: stop })
 }
 
-async fn accept_loop(what: &str, listener: tokio::net::TcpListener, app: axum::Router, opts: ListenerOpts) {
+/// Accept connections until `stop` fires or its sender is dropped.
+async fn accept_loop(what: &str, listener: tokio::net::TcpListener, app: axum::Router, opts: ListenerOpts, mut stop: tokio::sync::oneshot::Receiver<()>) {
     let slots = Arc::new(tokio::sync::Semaphore::new(opts.max_connections.max(1)));
     loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else { return };
-        let (tcp, peer) = match listener.accept().await {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => p,
+            _ = &mut stop => return,
+        };
+        let Ok(permit) = permit else { return };
+        let accepted = tokio::select! {
+            c = listener.accept() => c,
+            _ = &mut stop => return,
+        };
+        let (tcp, peer) = match accepted {
             Ok(c) => c,
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -118,5 +138,48 @@ where
     http.timer(TokioTimer::new()).header_read_timeout(opts.header_timeout).max_buf_size(opts.max_headers.max(8192));
     if let Err(e) = http.serve_connection(io, svc).await {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::access::Security;
+    use super::tokens::TokenStore;
+    use super::*;
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+
+    fn get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    }
+
+    #[test]
+    fn a_dropped_listener_stops_and_lets_its_routes_state_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = Arc::new(TokenStore::new(vec![], dir.path().join("tokens.json")).unwrap());
+        let sec = Arc::new(Security::new(&vigil_config::SecurityConfig::default(), tokens, None));
+        // Stands for a node's context, which the admin routes hold.
+        let state = Arc::new(());
+        let held = state.clone();
+        let routes: Routes = Routes::new().get("/healthz", "health.read", move || {
+            let _held = held.clone();
+            async { "ok\n" }
+        });
+        let opts = ListenerOpts { tls: None, max_headers: 8192, header_timeout: Duration::from_secs(5), max_connections: 4 };
+        let l = serve("test listener", "127.0.0.1:0", routes, |t| Guard::metrics(sec, t), opts).unwrap();
+        let addr = l.addr;
+        assert!(get(addr, "/healthz").unwrap().ends_with("ok\n"));
+        assert!(Arc::strong_count(&state) > 1);
+        drop(l);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Arc::strong_count(&state) > 1 || std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            assert!(Instant::now() < deadline, "the listener still holds its routes or accepts connections 10 s after it was dropped");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
