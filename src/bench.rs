@@ -70,6 +70,11 @@ pub(crate) struct ModesArgs {
     /// Its producer runs in this process, on the same cores as the node.
     #[arg(long, default_value_t = 0.5, value_parser = paced_fraction)]
     paced_fraction: f64,
+    /// Measure every mode's throughput this many times, the modes in turn each round, and
+    /// report medians (ratios: of each round's own pair). This machine's load moves one
+    /// run's figures by up to a third; the latency phase runs once, after the rounds.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
 }
 
 /// What the bench's records are (`--workload`).
@@ -394,8 +399,10 @@ fn configure_feature(cfg: &mut Config, feature: Feature, on: bool) {
 }
 
 /// One run of mode `mode` (see [`configure_mode`]).
-async fn pipeline_mode(bootstrap: &str, n: u64, mode: &str, shards: usize, nexmark: Option<&PipelineConfig>) -> Result<Run> {
-    let tag = format!("{}-{mode}", std::process::id());
+async fn pipeline_mode(bootstrap: &str, n: u64, (mode, round): (&str, u32), shards: usize, nexmark: Option<&PipelineConfig>) -> Result<Run> {
+    // A directory and group of its own per round: a stopped node's store may still be
+    // closing when the next round's opens.
+    let tag = format!("{}-{mode}-{round}", std::process::id());
     measure_pipeline(bootstrap, n, &tag, |cfg| configure_mode(cfg, mode, shards, nexmark)).await
 }
 
@@ -567,6 +574,20 @@ async fn paced_latency(
     result
 }
 
+/// One mode's throughput runs (`--rounds`).
+#[derive(Default)]
+struct Runs {
+    rates: Vec<f64>,
+    /// Of each round's run to that round's `raw` (when `raw` ran before it).
+    ratios: Vec<f64>,
+    /// CPU seconds of each run.
+    cpu_s: Vec<f64>,
+    /// Peak resident size of the first round's run (later rounds' start from what the
+    /// allocator kept of earlier ones, ~150 MiB more).
+    peak: u64,
+    dead_lettered: Option<u64>,
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
@@ -675,29 +696,49 @@ async fn modes(a: ModesArgs) -> Result<ExitCode> {
     let bootstrap = broker.bootstrap().to_string();
     eprintln!("bench: producing {records} records (~{avg} bytes) to {TOPIC} ({partitions} partitions)...");
     fill(&bootstrap, (a.workload, partitions), records, a.record_bytes, None).await?;
-    let mut results = Vec::new();
-    let mut raw_rate = None;
-    for mode in &modes {
-        eprintln!("bench: {mode} ...");
-        reset_peak_rss();
-        let (cpu0, _) = usage();
-        let (rate, dead_lettered) = if mode == "raw" {
-            let b = bootstrap.clone();
-            let r = tokio::task::spawn_blocking(move || raw_librdkafka(&b, records, partitions)).await??;
-            raw_rate = Some(r);
-            (r, None)
-        } else {
-            let run = pipeline_mode(&bootstrap, records, mode, a.shards, nexmark.as_ref()).await?;
-            // Nexmark events are all valid and in order: a dead letter means the query's
-            // configuration rejects them, and the figure would measure the DLQ instead.
-            if nexmark.is_some() && run.dead_lettered > 0 {
-                bail!("{mode}: {} of {records} Nexmark events were dead-lettered (see examples/nexmark/node.toml)", run.dead_lettered);
+    // Throughput, the modes in turn, `rounds` times.
+    let mut runs: Vec<Runs> = modes.iter().map(|_| Runs::default()).collect();
+    for round in 1..=a.rounds {
+        let of = if a.rounds > 1 { format!("round {round}/{}: ", a.rounds) } else { String::new() };
+        let mut raw_rate = None;
+        for (mode, runs) in modes.iter().zip(&mut runs) {
+            eprintln!("bench: {of}{mode} ...");
+            reset_peak_rss();
+            let (cpu0, _) = usage();
+            let (rate, dead_lettered) = if mode == "raw" {
+                let b = bootstrap.clone();
+                let r = tokio::task::spawn_blocking(move || raw_librdkafka(&b, records, partitions)).await??;
+                raw_rate = Some(r);
+                (r, None)
+            } else {
+                let run = pipeline_mode(&bootstrap, records, (mode, round), a.shards, nexmark.as_ref()).await?;
+                // Nexmark events are all valid and in order: a dead letter means the query's
+                // configuration rejects them, and the figure would measure the DLQ instead.
+                if nexmark.is_some() && run.dead_lettered > 0 {
+                    bail!("{mode}: {} of {records} Nexmark events were dead-lettered (see examples/nexmark/node.toml)", run.dead_lettered);
+                }
+                (run.rate, Some(run.dead_lettered))
+            };
+            let (cpu1, peak) = usage();
+            // The next run's peak resident size starts from what is live, not from what the
+            // allocator kept of this one.
+            vigil_actors::memory::release_free_memory();
+            let ratio = raw_rate.map(|r| rate / r.max(1e-9));
+            eprintln!("bench: {of}{mode}: {rate:.0} records/s{}", ratio.map(|r| format!(" ({r:.2} of raw)")).unwrap_or_default());
+            runs.rates.push(rate);
+            runs.ratios.extend(ratio);
+            runs.cpu_s.push(cpu1 - cpu0);
+            if round == 1 {
+                runs.peak = peak;
             }
-            (run.rate, Some(run.dead_lettered))
-        };
-        let (cpu1, peak) = usage();
-        let ratio = raw_rate.map(|r| rate / r.max(1e-9));
-        eprintln!("bench: {mode}: {rate:.0} records/s{}", ratio.map(|r| format!(" ({r:.2} of raw)")).unwrap_or_default());
+            runs.dead_lettered = dead_lettered;
+        }
+    }
+    let mut results = Vec::new();
+    for (mode, runs) in modes.iter().zip(runs) {
+        let rate = median(runs.rates.clone());
+        let ratio = (!runs.ratios.is_empty()).then(|| median(runs.ratios));
+        let cpu = median(runs.cpu_s);
         // Latency at half the measured rate, on a cluster of its own (the dataset's keeps
         // only the dataset), with enough partitions (≤ 2 MiB each) for the warm-up and at
         // least PACED_MEASURED after it.
@@ -724,11 +765,13 @@ async fn modes(a: ModesArgs) -> Result<ExitCode> {
             eprintln!("bench: {mode}: produce → processed p50 {p50} ms, p99 {p99} ms");
             Some((p50, p99))
         };
+        let (peak, dead_lettered, rates) = (runs.peak, runs.dead_lettered, runs.rates);
         results.push(serde_json::json!({
             "mode": mode, "records_per_sec": rate, "ratio_to_raw": ratio,
             "p50_ms": latency.map(|l| l.0), "p99_ms": latency.map(|l| l.1),
-            "peak_rss_bytes": peak, "cpu_s_per_million": (cpu1 - cpu0) / records as f64 * 1e6,
-            "records_per_cpu_sec": records as f64 / (cpu1 - cpu0).max(1e-9), "dead_lettered": dead_lettered,
+            "peak_rss_bytes": peak, "cpu_s_per_million": cpu / records as f64 * 1e6,
+            "records_per_cpu_sec": records as f64 / cpu.max(1e-9), "dead_lettered": dead_lettered,
+            "records_per_sec_runs": rates,
         }));
     }
     let shards = vigil_config::PipelineConfig { shards: a.shards, ..Default::default() }.shard_count();
@@ -740,14 +783,15 @@ async fn modes(a: ModesArgs) -> Result<ExitCode> {
     if a.json {
         println!(
             "{}",
-            serde_json::json!({"results": results, "workload": format!("{:?}", a.workload).to_lowercase(), "records": records, "record_bytes": record_bytes, "partitions": partitions, "paced_fraction": a.paced_fraction, "machine": machine})
+            serde_json::json!({"results": results, "workload": format!("{:?}", a.workload).to_lowercase(), "records": records, "record_bytes": record_bytes, "partitions": partitions, "paced_fraction": a.paced_fraction, "rounds": a.rounds, "machine": machine})
         );
     } else {
         println!(
-            "{records} {} records of ~{record_bytes} bytes over {partitions} partitions, {} cores, {shards} shards; latency at {} of each mode's rate",
+            "{records} {} records of ~{record_bytes} bytes over {partitions} partitions, {} cores, {shards} shards; latency at {} of each mode's rate{}",
             if a.workload == Workload::Nexmark { "Nexmark" } else { "generated" },
             machine["cores"],
-            a.paced_fraction
+            a.paced_fraction,
+            if a.rounds > 1 { format!("; medians of {} rounds", a.rounds) } else { String::new() }
         );
         println!(
             "{:<22} {:>12} {:>9} {:>8} {:>8} {:>10} {:>12} {:>12}",

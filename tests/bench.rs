@@ -1,14 +1,15 @@
 //! `vigil bench --workload nexmark` end to end: generated Nexmark events go through each
 //! query's aggregation from examples/nexmark/node.toml (none dead-lettered, which the bench
-//! itself refuses), and the figures come out as exactly one JSON object.
+//! itself refuses), measured in two rounds, and the figures come out as exactly one JSON
+//! object.
 mod common;
 
 #[test]
 fn nexmark_queries_run_on_generated_events() {
-    let out = common::vigil_ok(&["bench", "--workload", "nexmark", "--records", "20000", "--paced-fraction", "0.05", "--json"]);
+    let out = common::vigil_ok(&["bench", "--workload", "nexmark", "--records", "20000", "--paced-fraction", "0.05", "--rounds", "2", "--json"]);
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("not one JSON object ({e}):\n{out}"));
     assert_eq!(v["workload"], "nexmark", "{v}");
-    assert_eq!(v["records"], 20000, "{v}");
+    assert_eq!((&v["records"], &v["rounds"]), (&serde_json::json!(20000), &serde_json::json!(2)), "{v}");
     let results = v["results"].as_array().cloned().unwrap_or_default();
     let modes: Vec<&str> = results.iter().filter_map(|r| r["mode"].as_str()).collect();
     assert_eq!(modes, ["raw", "q1", "q5", "q11"], "the default Nexmark modes:\n{v}");
@@ -16,6 +17,10 @@ fn nexmark_queries_run_on_generated_events() {
         let mode = r["mode"].as_str().unwrap_or_default();
         assert!(r["records_per_sec"].as_f64().is_some_and(|x| x > 0.0), "{mode}: {r}");
         assert!(r["records_per_cpu_sec"].as_f64().is_some_and(|x| x > 0.0), "{mode}: {r}");
+        let runs: Vec<f64> = r["records_per_sec_runs"].as_array().map(|a| a.iter().filter_map(|x| x.as_f64()).collect()).unwrap_or_default();
+        assert_eq!(runs.len(), 2, "{mode}: one figure per round: {r}");
+        let median = (runs[0] + runs[1]) / 2.0;
+        assert!(r["records_per_sec"].as_f64().is_some_and(|x| (x - median).abs() <= 1e-6 * median), "{mode}: the median of the rounds: {r}");
         if mode != "raw" {
             assert!(r["ratio_to_raw"].as_f64().is_some_and(|x| x > 0.0), "{mode}: {r}");
             assert_eq!(r["dead_lettered"], 0, "{mode}: every generated event is valid and on time: {r}");
