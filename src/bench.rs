@@ -269,8 +269,6 @@ fn dataset_partitions(records: u64, avg: u64, requested: Option<u32>) -> Result<
     Ok(partitions)
 }
 
-/// Produce `n` generated JSON records of `workload` to the bench topic, each signed as
-/// `sign = (producer, key)` if given; returns the bytes produced (keys, values and headers).
 /// Keys dealt to partitions in turn as they first appear: records stay keyed (one user's
 /// records in one partition, as Kafka producers write them), and partitions get as many
 /// keys as they can evenly. With the producer's hash instead, 500 users over 168
@@ -296,8 +294,9 @@ impl KeyedSpread {
     }
 }
 
-/// Produce the dataset: `n` generated records over the topic's `partitions` (a
-/// [`KeyedSpread`]), then check that every record is there.
+/// Produce `n` generated JSON records of `workload` to the bench topic's `partitions` (a
+/// [`KeyedSpread`]), each signed as `sign = (producer, key)` if given, then check that every
+/// record is there; returns the bytes produced (keys, values and headers).
 async fn fill(bootstrap: &str, (workload, partitions): (Workload, u32), n: u64, record_bytes: Option<usize>, sign: Option<(&str, &[u8])>) -> Result<u64> {
     // Large batches: the mock cluster finds a fetch's start by scanning a partition's batches,
     // so many small ones would make every mode pay for how the data was written.

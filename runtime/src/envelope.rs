@@ -137,6 +137,20 @@ impl PartitionBatch {
             + self.headers.capacity() * std::mem::size_of::<(Range<usize>, Range<usize>)>()
     }
 
+    /// Give back room reserved beyond what the batch holds (a batch sized from an earlier,
+    /// larger one), so that it holds no more memory in flight than it needs. Shrinking in
+    /// place, the allocator copies nothing.
+    pub fn trim(&mut self) {
+        fn trim<T>(v: &mut Vec<T>) {
+            if v.capacity() > v.len() + v.len() / 4 {
+                v.shrink_to_fit();
+            }
+        }
+        trim(&mut self.data);
+        trim(&mut self.slots);
+        trim(&mut self.headers);
+    }
+
     /// Forget the records, keeping the buffers for reuse.
     pub fn clear(&mut self) {
         self.data.clear();
@@ -235,6 +249,10 @@ mod tests {
             again.push(r.offset(), r.timestamp_ms(), r.key(), r.payload(), r.headers());
         }
         assert_eq!((again.memory_bytes(), again.size()), (room, size), "a batch the size of the last fits without growing");
+        let mut fewer = PartitionBatch::with_capacity(b.source.clone(), BatchSize { bytes: 1 << 20, records: 10_000, headers: 10_000 });
+        fewer.push(1, None, None, b"one", []);
+        fewer.trim();
+        assert!(fewer.memory_bytes() < 1024, "room beyond what it holds is given back: {}", fewer.memory_bytes());
         b.clear();
         assert!(b.is_empty());
     }

@@ -273,7 +273,8 @@ impl BatchConsumer {
             n += 1;
         }
         drop(stream);
-        for b in &batches {
+        for b in &mut batches {
+            b.trim();
             match self.last_sizes.get_mut(&b.source) {
                 Some(size) => *size = b.size(),
                 None => {
