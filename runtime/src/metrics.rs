@@ -3,7 +3,7 @@
 use crate::security::access::Routes;
 use crate::{Error, Result};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -131,20 +131,34 @@ fn describe() {
     );
 }
 
-/// The `/metrics` route (action `metrics.read`) and `/healthz`; starts the recorder's
-/// periodic upkeep.
+/// The `/metrics` route (action `metrics.read`) and `/healthz`; runs the recorder's
+/// periodic upkeep for as long as the routes exist.
 pub fn routes(handle: PrometheusHandle) -> Routes {
-    let upkeep = handle.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
-        loop {
-            tick.tick().await;
-            upkeep.run_upkeep();
-        }
-    });
+    let alive = Arc::new(());
+    upkeep_while(Arc::downgrade(&alive), handle.clone(), UPKEEP_EVERY);
     Routes::new().get("/healthz", "health.read", || async { "ok\n" }).get("/metrics", "metrics.read", move || {
+        // Held by the route, so the upkeep ends when the routes are dropped.
+        let _routes_alive = &alive;
         let h = handle.clone();
         async move { ([("content-type", "text/plain; version=0.0.4")], h.render()) }
+    })
+}
+
+/// How often the recorder's upkeep runs (drains histogram samples into their summaries).
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Run `handle`'s upkeep every `every` until `alive` is gone (a node's stopped listener
+/// dropped its routes).
+fn upkeep_while(alive: std::sync::Weak<()>, handle: PrometheusHandle, every: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            if alive.strong_count() == 0 {
+                return;
+            }
+            handle.run_upkeep();
+        }
     })
 }
 
@@ -164,4 +178,24 @@ pub fn resident_bytes() -> Option<u64> {
 /// Peak resident memory of this process in bytes (`VmHWM`), where the platform tells.
 pub fn peak_resident_bytes() -> Option<u64> {
     proc_status_bytes("VmHWM:")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_upkeep_ends_once_the_routes_are_gone() {
+        let handle = PrometheusBuilder::new().build_recorder().handle();
+        let alive = Arc::new(());
+        let task = upkeep_while(Arc::downgrade(&alive), handle, Duration::from_millis(10));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!task.is_finished(), "runs while the routes exist");
+        drop(alive);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !task.is_finished() {
+            assert!(std::time::Instant::now() < deadline, "still running 5 s after the routes were dropped");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
 }
