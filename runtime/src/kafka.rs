@@ -127,8 +127,8 @@ pub struct BatchConsumer {
     paused: bool,
     /// Partitions held back on their own (watermark alignment), whatever `paused` says.
     held: BTreeSet<TopicPartition>,
-    /// The size of each partition's last batch: the next one starts with room for as much,
-    /// instead of growing its buffers from empty record by record.
+    /// The size of each assigned partition's last batch: the next one starts with room for
+    /// as much, instead of growing its buffers from empty record by record.
     last_sizes: BTreeMap<TopicPartition, BatchSize>,
 }
 
@@ -188,7 +188,8 @@ impl BatchConsumer {
         let cfg = configure(bootstrap, kafka, &defaults)?;
         let consumer: StreamConsumer<LagContext> = cfg.create_with_context(LagContext::default()).map_err(|e| Error::kafka("create consumer", e))?;
         let next = assignment.iter().map(|tp| (tp.clone(), None)).collect();
-        Ok(Self { consumer, assignment, next, paused: false, held: BTreeSet::new(), last_sizes: BTreeMap::new() })
+        let last_sizes = assignment.iter().map(|tp| (tp.clone(), BatchSize::default())).collect();
+        Ok(Self { consumer, assignment, next, paused: false, held: BTreeSet::new(), last_sizes })
     }
 
     /// Partitions this consumer reads.
@@ -275,11 +276,8 @@ impl BatchConsumer {
         drop(stream);
         for b in &mut batches {
             b.trim();
-            match self.last_sizes.get_mut(&b.source) {
-                Some(size) => *size = b.size(),
-                None => {
-                    self.last_sizes.insert(b.source.clone(), b.size());
-                }
+            if let Some(size) = self.last_sizes.get_mut(&b.source) {
+                *size = b.size();
             }
             if let Some(last) = b.last_offset() {
                 match self.next.get_mut(&b.source) {
