@@ -4,7 +4,7 @@
 use super::engine::Emit;
 use super::spec::AggSpec;
 use apache_avro::types::Value as Avro;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::BTreeMap;
 
 /// One emission of one aggregation, on its way to the Sink.
@@ -157,13 +157,8 @@ impl<'a> JsonOutput<'a> {
     }
 }
 
-/// The JSON value of an emission; `None` for a retraction (a tombstone).
-pub fn to_json(spec: &AggSpec, e: &Emit) -> Option<Value> {
-    JsonOutput::of(spec, e).map(|o| json!(o))
-}
-
-/// The JSON text of an emission, written straight from its parts (the bytes of
-/// [`to_json`]'s value); `None` for a retraction.
+/// The JSON text of an emission, written straight from its parts; `None` for a retraction
+/// (a tombstone).
 ///
 /// # Errors
 /// A metric value JSON cannot hold.
@@ -203,6 +198,7 @@ pub fn to_avro(spec: &AggSpec, e: &Emit) -> Option<Avro> {
 mod tests {
     use super::*;
     use crate::analytics::spec::Analytics;
+    use serde_json::json;
 
     /// The owned layout outputs were held in before Sink wrote them from borrowed parts.
     #[derive(serde::Serialize)]
@@ -267,7 +263,6 @@ mod tests {
             };
             let built = json!({"aggregation": "spend_per_user", "key": key, "group": group, "window_start": -10_000, "window_end": 20_000, "revision": 7, "records": 3, "metrics": by_name});
             assert_eq!(text, serde_json::to_vec(&built).unwrap(), "key {key:?}");
-            assert_eq!(to_json(spec, &e), Some(built));
             let v: Value = serde_json::from_slice(&text).unwrap();
             let fields: Vec<&String> = v.as_object().unwrap().keys().collect();
             assert_eq!(fields, ["aggregation", "group", "key", "metrics", "records", "revision", "window_end", "window_start"]);
@@ -295,7 +290,7 @@ mod tests {
         let spec = &an.aggs[0];
         let values = vec![json!(3), json!(30.5), Value::Null, json!(12)];
         let e = Emit { key: "user-1".into(), start: 10_000, end: 20_000, revision: 2, values: Some(values), count: 3 };
-        let j = to_json(spec, &e).unwrap();
+        let j: Value = serde_json::from_slice(&json_bytes(spec, &e).unwrap().unwrap()).unwrap();
         assert_eq!(j["aggregation"], "spend_per_user");
         assert_eq!(j["group"]["user"], "user-1");
         assert_eq!((j["window_start"].as_i64(), j["window_end"].as_i64(), j["revision"].as_u64()), (Some(10_000), Some(20_000), Some(2)));
@@ -311,6 +306,6 @@ mod tests {
         assert_eq!(metrics.get("avg_amount"), Some(&Avro::Union(0, Box::new(Avro::Null))));
         assert_eq!(output_key("a", "k|x", 5), "a/k|x@5");
         assert_eq!(aggregation_of(&lineage_key("a", "k/x")), "a");
-        assert!(to_json(spec, &Emit { values: None, ..e }).is_none(), "a retraction is a tombstone");
+        assert_eq!(json_bytes(spec, &Emit { values: None, ..e }).unwrap(), None, "a retraction is a tombstone");
     }
 }
