@@ -539,6 +539,9 @@ impl ProducerContext for DeliveryTracker {
     }
 }
 
+/// Longest pause between a flush's checks of what is still in flight.
+const FLUSH_PAUSE_MAX: Duration = Duration::from_millis(5);
+
 /// An idempotent producer whose deliveries are tracked so checkpoints can wait for them.
 #[derive(Clone)]
 pub struct TrackedProducer {
@@ -630,11 +633,21 @@ impl TrackedProducer {
     /// # Errors
     /// [`Error::KafkaTimeout`] if not done within `timeout`.
     pub async fn flush(&self, timeout: Duration) -> Result<()> {
-        let p = self.inner.clone();
-        let res = tokio::task::spawn_blocking(move || p.flush(timeout)).await;
-        match res {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) | Err(_) => Err(Error::KafkaTimeout { op: "flush outputs".into(), timeout }),
+        // rust-rdkafka's `flush(timeout)` waits on the main queue 100 ms at a time, and
+        // with `delivery.report.only.error` no event ends that wait early: every flush with
+        // a record in flight took ≥ 100 ms, and a checkpoint's stalled the pipeline as long.
+        // `flush(0)` only sends what lingers and counts what is left; poll it briefly.
+        let deadline = Instant::now() + timeout;
+        let mut pause = Duration::from_micros(200);
+        loop {
+            match self.inner.flush(Duration::ZERO) {
+                Ok(()) => return Ok(()),
+                Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) if Instant::now() < deadline => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(FLUSH_PAUSE_MAX);
+                }
+                Err(_) => return Err(Error::KafkaTimeout { op: "flush outputs".into(), timeout }),
+            }
         }
     }
 
