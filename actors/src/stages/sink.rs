@@ -363,7 +363,9 @@ impl Sink {
         lineage.absorb(std::mem::take(&mut b.lineage));
         let mut ops = std::mem::take(&mut st.carry_ops);
         ops.append(&mut b.window_ops);
-        match Self::write(&ctx, b, &lineage, &ops, &held_ops) {
+        // A synced write of every held output and changed window takes tens of ms: off the
+        // worker, so the other stages go on meanwhile.
+        match tokio::task::block_in_place(|| Self::write(&ctx, b, &lineage, &ops, &held_ops)) {
             Ok((size, summary)) => Ok((size, summary, take_back(held_ops))),
             // The outputs are safe; this epoch's lineage and window changes go with the next checkpoint.
             Err(e) => Err(CommitError::Store(e, lineage, ops, take_back(held_ops))),
