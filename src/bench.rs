@@ -107,11 +107,11 @@ enum Records {
 }
 
 impl Records {
-    /// The stream of `seed`, event times from `start_ms`, 1 ms apart.
-    fn new(workload: Workload, seed: u64, start_ms: i64) -> Self {
+    /// The stream of `seed`, event times from `start_ms` on, 1 ms per `per_ms` records.
+    fn new(workload: Workload, seed: u64, start_ms: i64, per_ms: u64) -> Self {
         match workload {
-            Workload::Default => Records::Events(EventGen::new(GenSpec { seed, users: 500, bad_ratio: 0.02, start_ms, step_ms: 1 })),
-            Workload::Nexmark => Records::Nexmark(NexmarkGen::new(seed, start_ms, 1)),
+            Workload::Default => Records::Events(EventGen::new(GenSpec { seed, users: 500, bad_ratio: 0.02, start_ms, step_ms: 1 }).records_per_step(per_ms)),
+            Workload::Nexmark => Records::Nexmark(NexmarkGen::new(seed, start_ms, 1).records_per_step(per_ms)),
         }
     }
 
@@ -240,7 +240,7 @@ const FEATURE_PACED_FRACTION: f64 = 0.3;
 /// `record_bytes`), the signature header when signed, and ~60 bytes of key, other headers
 /// and framing.
 fn sample_bytes(workload: Workload, record_bytes: Option<usize>, sign: Option<(&str, &[u8])>) -> u64 {
-    let mut sample = Records::new(workload, 7, 0);
+    let mut sample = Records::new(workload, 7, 0, 1);
     let total: u64 = (0..1000)
         .map(|_| {
             let (id, key, payload) = sample.next(record_bytes);
@@ -294,6 +294,47 @@ impl KeyedSpread {
     }
 }
 
+/// Records generated ahead of a paced phase, so that its producing side only produces:
+/// generating them (formatting ids and JSON) cost as much CPU as producing them, on the
+/// cores the node under test needs.
+struct Generated {
+    /// Every record's id, key and value, one after the other.
+    bytes: Vec<u8>,
+    /// Where each record's id, key and value end in `bytes`, and its partition.
+    ends: Vec<([usize; 3], i32)>,
+}
+
+impl Generated {
+    /// `n` records of `workload` (seed 11) to produce at `rate` per second: event times
+    /// from now on, keeping pace with the wall clock (as a live source's do, so windows
+    /// close as often as they would); values padded to about `record_bytes`, keys spread
+    /// over `partitions` as [`KeyedSpread`] does.
+    fn new(workload: Workload, record_bytes: Option<usize>, partitions: u32, (n, rate): (u64, f64)) -> Self {
+        let mut g = Records::new(workload, 11, vigil_runtime::now_ms(), (rate / 1000.0).round() as u64);
+        let mut spread = KeyedSpread::new(partitions);
+        let mut set = Self { bytes: Vec::new(), ends: Vec::with_capacity(usize::try_from(n).unwrap_or(0)) };
+        for _ in 0..n {
+            let (id, key, payload) = g.next(record_bytes);
+            let partition = spread.partition(&key);
+            let mut ends = [0; 3];
+            for (end, part) in ends.iter_mut().zip([id.as_bytes(), key.as_bytes(), &payload]) {
+                set.bytes.extend_from_slice(part);
+                *end = set.bytes.len();
+            }
+            set.ends.push((ends, partition));
+        }
+        set
+    }
+
+    /// Record `i`: id, key, value and partition.
+    fn get(&self, i: usize) -> (&str, &str, &[u8], i32) {
+        let start = i.checked_sub(1).map_or(0, |p| self.ends[p].0[2]);
+        let ([id, key, value], partition) = self.ends[i];
+        let text = |a, b| std::str::from_utf8(&self.bytes[a..b]).unwrap_or_default();
+        (text(start, id), text(id, key), &self.bytes[key..value], partition)
+    }
+}
+
 /// Produce `n` generated JSON records of `workload` to the bench topic's `partitions` (a
 /// [`KeyedSpread`]), each signed as `sign = (producer, key)` if given, then check that every
 /// record is there; returns the bytes produced (keys, values and headers).
@@ -303,7 +344,7 @@ async fn fill(bootstrap: &str, (workload, partitions): (Workload, u32), n: u64, 
     let mut kafka = vigil_config::KafkaConfig::default();
     kafka.properties.extend([("linger.ms", "200"), ("batch.num.messages", "10000"), ("batch.size", "262144")].map(|(k, v)| (k.to_string(), v.to_string())));
     let producer = TrackedProducer::new(bootstrap, &kafka)?;
-    let mut g = Records::new(workload, 7, vigil_runtime::now_ms() - n as i64);
+    let mut g = Records::new(workload, 7, vigil_runtime::now_ms() - n as i64, 1);
     let mut bytes = 0u64;
     let mut spread = KeyedSpread::new(partitions);
     for _ in 0..n {
@@ -530,11 +571,10 @@ async fn paced_latency(
         }
         stats.latency.reset();
         let producer = TrackedProducer::new(bootstrap, &vigil_config::KafkaConfig::default())?;
-        let mut g = Records::new(workload, 11, vigil_runtime::now_ms());
+        let set = tokio::task::block_in_place(|| Generated::new(workload, record_bytes, partitions, (records, rate)));
         let started = Instant::now();
         let mut sent = 0u64;
         let mut warm = false;
-        let mut spread = KeyedSpread::new(partitions);
         while sent < records {
             // The first second is warm-up: the consumer's first fetches after start-up (up to
             // ~0.5 s, even at 5 % of the rate) are start-up latency, not steady-state latency.
@@ -544,9 +584,8 @@ async fn paced_latency(
             }
             let due = ((started.elapsed().as_secs_f64() * rate) as u64).min(records);
             while sent < due {
-                let (id, key, payload) = g.next(record_bytes);
-                let partition = Some(spread.partition(&key));
-                vigil_actors::stages::produce_record(&producer, (&topic, partition), (&id, &key, &payload), Duration::from_secs(30), sign).await?;
+                let (id, key, payload, partition) = set.get(sent as usize);
+                vigil_actors::stages::produce_record(&producer, (&topic, Some(partition)), (id, key, payload), Duration::from_secs(30), sign).await?;
                 sent += 1;
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -964,7 +1003,7 @@ mod tests {
             Ok(r) => (r, vigil_actors::analytics::spec::Analytics::compile(&cfg.pipeline)),
             Err(e) => panic!("rules: {e:?}"),
         };
-        let mut g = Records::new(Workload::Nexmark, 1, 1_700_000_000_000);
+        let mut g = Records::new(Workload::Nexmark, 1, 1_700_000_000_000, 1);
         let payloads: Vec<Vec<u8>> = (0..100).map(|_| g.next(None).2).collect();
         let mut table = vigil_actors::analytics::spec::FieldTable::new(an.fields.len());
         for (i, payload) in payloads.iter().enumerate() {

@@ -216,6 +216,8 @@ pub struct EventGen {
     spec: GenSpec,
     rng: ChaCha8Rng,
     next: u64,
+    /// Records that share an event time before it moves on by `step_ms`.
+    per_step: u64,
 }
 
 /// Length of the event-time slots in which users are active or not.
@@ -255,7 +257,6 @@ const COUNTRIES: [&str; 6] = ["DE", "FR", "US", "BR", "JP", "IN"];
 const PAGES: [&str; 5] = ["/", "/search", "/product", "/cart", "/checkout"];
 
 impl EventGen {
-    /// New stream.
     /// Change the fraction of malformed records from the next record on (drills). The
     /// stream stays deterministic only while the ratio is the configured one.
     pub fn set_bad_ratio(&mut self, ratio: f64) {
@@ -265,7 +266,15 @@ impl EventGen {
     /// A generator at the start of its stream.
     pub fn new(spec: GenSpec) -> Self {
         let rng = ChaCha8Rng::seed_from_u64(spec.seed);
-        Self { spec, rng, next: 0 }
+        Self { spec, rng, next: 0, per_step: 1 }
+    }
+
+    /// Give `n` records (at least one) each event time, so that event time keeps pace with a
+    /// producer writing `n` records per `step_ms` of wall-clock time.
+    #[must_use]
+    pub fn records_per_step(mut self, n: u64) -> Self {
+        self.per_step = n.max(1);
+        self
     }
 
     /// Skip ahead so the next record is number `index` (used to resume after a restart).
@@ -284,7 +293,7 @@ impl EventGen {
     pub fn next_record(&mut self) -> GenRecord {
         let i = self.next;
         self.next += 1;
-        let ts = self.spec.start_ms + i as i64 * self.spec.step_ms;
+        let ts = self.spec.start_ms + (i / self.per_step) as i64 * self.spec.step_ms;
         // Users come and go: in each 30 s slot of event time about a third are active, so
         // session windows open and close. A few draws find one (or settle for the last).
         let slot = (ts - self.spec.start_ms).div_euclid(ACTIVITY_SLOT_MS) as u64;
@@ -361,6 +370,22 @@ mod tests {
         let mut g = EventGen::new(spec(7));
         g.skip_to(150);
         assert_eq!(g.next_record(), a[150]);
+    }
+
+    #[test]
+    fn records_share_event_times_as_asked() {
+        let one: Vec<_> = EventGen::new(spec(7)).take(40).collect();
+        let four: Vec<_> = EventGen::new(spec(7)).records_per_step(4).take(40).collect();
+        for (i, (a, b)) in one.iter().zip(&four).enumerate() {
+            assert_eq!(a.ts, 1_700_000_000_000 + 5 * i as i64, "record {i}, one per step");
+            assert_eq!(b.ts, 1_700_000_000_000 + 5 * (i / 4) as i64, "record {i}, four per step");
+            let v: serde_json::Value = serde_json::from_slice(&b.payload).unwrap_or(serde_json::Value::Null);
+            if !b.bad {
+                assert_eq!(v["ts"], b.ts, "record {i}'s value carries its event time");
+            }
+        }
+        // Zero is taken as one.
+        assert_eq!(EventGen::new(spec(7)).records_per_step(0).take(40).collect::<Vec<_>>(), one);
     }
 
     #[test]

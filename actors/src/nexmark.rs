@@ -57,13 +57,14 @@ pub struct NexmarkRecord {
 }
 
 /// The generator: records `0, 1, 2...` of the stream of `seed`, event times `start_ms`
-/// plus `step_ms` per record.
+/// plus `step_ms` per record (or per `per_step` records).
 pub struct NexmarkGen {
     seed: u64,
     rng: ChaCha8Rng,
     next: u64,
     start_ms: i64,
     step_ms: i64,
+    per_step: u64,
 }
 
 /// People and auctions created before event `i` (ids from [`FIRST_ID`]).
@@ -77,7 +78,15 @@ fn created_before(i: u64) -> (u64, u64) {
 impl NexmarkGen {
     /// A stream at its start.
     pub fn new(seed: u64, start_ms: i64, step_ms: i64) -> Self {
-        Self { seed, rng: ChaCha8Rng::seed_from_u64(seed), next: 0, start_ms, step_ms }
+        Self { seed, rng: ChaCha8Rng::seed_from_u64(seed), next: 0, start_ms, step_ms, per_step: 1 }
+    }
+
+    /// Give `n` records (at least one) each event time, so that event time keeps pace with a
+    /// producer writing `n` records per `step_ms` of wall-clock time.
+    #[must_use]
+    pub fn records_per_step(mut self, n: u64) -> Self {
+        self.per_step = n.max(1);
+        self
     }
 
     /// One of the latest `IN_FLIGHT` of `count` ids (`count` ≥ 1).
@@ -90,7 +99,7 @@ impl NexmarkGen {
     pub fn next_record(&mut self) -> NexmarkRecord {
         let i = self.next;
         self.next += 1;
-        let ts = self.start_ms + i as i64 * self.step_ms;
+        let ts = self.start_ms + (i / self.per_step) as i64 * self.step_ms;
         let (people, auctions) = created_before(i);
         let pos = i % BLOCK;
         let mut p = String::with_capacity(160);
@@ -158,6 +167,14 @@ impl Iterator for NexmarkGen {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_share_event_times_as_asked() {
+        for (i, r) in NexmarkGen::new(3, 1_000, 2).records_per_step(3).take(30).enumerate() {
+            let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap_or_else(|e| panic!("record {i} is not JSON: {e}"));
+            assert_eq!((r.ts, &v["ts"]), (1_000 + 2 * (i / 3) as i64, &serde_json::json!(1_000 + 2 * (i / 3) as i64)), "record {i}");
+        }
+    }
 
     #[test]
     fn proportions_references_and_determinism() {
