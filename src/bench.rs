@@ -461,7 +461,8 @@ struct Run {
 async fn measure_pipeline(bootstrap: &str, n: u64, tag: &str, configure: impl FnOnce(&mut Config)) -> Result<Run> {
     let (cfg, dir) = bench_config(bootstrap, tag, TOPIC, configure)?;
     let node = Node::start(cfg).await.context("bench node failed to start")?;
-    let (stats, ctx) = (node.ctx.stats.clone(), node.ctx.clone());
+    // Not the whole context: a stopping node waits until it alone holds that.
+    let (stats, store) = (node.ctx.stats.clone(), node.ctx.store.clone());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(node.run_until(async move {
         let _ = stopped.await;
@@ -485,8 +486,9 @@ async fn measure_pipeline(bootstrap: &str, n: u64, tag: &str, configure: impl Fn
     };
     let _ = stop.send(());
     let _ = running.await;
-    let logical = ctx.lineage.bytes.load(std::sync::atomic::Ordering::Relaxed);
-    let disk = ctx.store.disk_bytes("lineage").context("size of the lineage store")?;
+    let (_, logical, _, _) = vigil_actors::lineage::retention::totals(&store).context("lineage retained")?;
+    let disk = store.disk_bytes("lineage").context("size of the lineage store")?;
+    drop(store);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(Run { rate, dead_lettered, lineage: (logical, disk) })
 }

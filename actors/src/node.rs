@@ -35,7 +35,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, watch};
 use vigil_config::{Config, SinkFormat, SourceFormat};
 use vigil_runtime::admin::AdminApi;
@@ -70,7 +70,13 @@ pub struct Node {
     /// The metrics and admin listeners: they stop when the node does (their routes hold
     /// the context, so a node in a process that goes on lets its store and clients go).
     listeners: [vigil_runtime::security::Listening; 2],
+    /// The task journaling supervision events (it holds the context).
+    tree_events: tokio::task::JoinHandle<()>,
 }
+
+/// Longest a stopping node waits for the last holders of its context (tasks and listener
+/// threads winding down) before it returns anyway.
+const RELEASE_WAIT: Duration = Duration::from_secs(5);
 
 /// The producer-signature checks of the sources that require them, keys read now.
 fn verifiers(config: &Config) -> Result<Vec<Option<crate::signing::Verifier>>> {
@@ -383,8 +389,8 @@ impl Node {
         });
         init_series(&config);
         let (events, _) = broadcast::channel(256);
-        // Ends when the tree's event channel closes.
-        tokio::spawn(journal_tree_events(ctx.clone(), events.subscribe()));
+        // Ends when the tree's event channel closes, or when the node stops.
+        let tree_events = tokio::spawn(journal_tree_events(ctx.clone(), events.subscribe()));
         let root = vigil_supervision::start_root(tree_spec(&ctx, &events)).await?;
         let limits = &config.security.limits;
         let opts = ListenerOpts {
@@ -416,7 +422,7 @@ impl Node {
         let (metrics_addr, admin_addr) = (metrics.addr, admin.addr);
         let housekeeping = schemas.local.clone().map(|reg| tokio::spawn(registry_housekeeping(reg)));
         tokio::spawn(journal_housekeeping(Arc::downgrade(&ctx)));
-        Ok(Node { ctx, root, metrics_addr, admin_addr, events, embedded, housekeeping, security, tls, listeners: [metrics, admin] })
+        Ok(Node { ctx, root, metrics_addr, admin_addr, events, embedded, housekeeping, security, tls, listeners: [metrics, admin], tree_events })
     }
 
     /// What SIGHUP reloads.
@@ -463,7 +469,7 @@ impl Node {
     /// Run until `shutdown` resolves (then stop in reverse order with a final checkpoint)
     /// or until the tree fails on its own. `Err` carries why the node failed.
     pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()>) -> std::result::Result<(), String> {
-        let Node { ctx, mut root, embedded, housekeeping, listeners, .. } = self;
+        let Node { ctx, mut root, embedded, housekeeping, listeners, tree_events, .. } = self;
         let failed = tokio::select! {
             _ = shutdown => None,
             r = root.wait() => Some(r),
@@ -500,10 +506,31 @@ impl Node {
                 tracing::warn!(error = %e, "schema usage not persisted at exit");
             }
         }
+        tree_events.abort();
+        let _ = tree_events.await;
         drop(listeners);
+        release(ctx, RELEASE_WAIT).await;
         drop(embedded);
         res
     }
+}
+
+/// Let go of the node's context once nothing else holds it (bounded by `within`), so that
+/// its Kafka clients and store are closed when the node has stopped: a process that goes on
+/// (the bench, drills, tests) may then drop the cluster, or open the store again.
+async fn release<T>(ctx: Arc<T>, within: Duration) {
+    let deadline = Instant::now() + within;
+    while Arc::strong_count(&ctx) > 1 {
+        if Instant::now() >= deadline {
+            tracing::warn!(
+                holders = Arc::strong_count(&ctx) - 1,
+                "the node stopped, but its context is still held: its clients and store close when that lets go"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    drop(ctx);
 }
 
 struct NodeAdmin {
@@ -672,5 +699,50 @@ async fn journal_tree_events(ctx: Arc<NodeCtx>, mut rx: broadcast::Receiver<Tree
             }
         };
         journal.record(event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Stands for the node's context: records when it is dropped.
+    struct Held(Arc<AtomicBool>);
+
+    impl Drop for Held {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stopping_node_lets_go_of_its_context_only_after_its_last_holder() {
+        let dropped = Arc::new(AtomicBool::new(false));
+        let ctx = Arc::new(Held(dropped.clone()));
+        // A task winding down after the node stopped (a listener thread, a checkpoint's
+        // flush): it lets go a little later.
+        let (go, gone) = tokio::sync::oneshot::channel::<()>();
+        let holder = ctx.clone();
+        tokio::spawn(async move {
+            let _ = gone.await;
+            drop(holder);
+        });
+        let releasing = tokio::spawn(release(ctx, Duration::from_secs(10)));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!releasing.is_finished(), "release returned while another task held the context");
+        let _ = go.send(());
+        releasing.await.unwrap();
+        assert!(dropped.load(Ordering::SeqCst), "the context is dropped by the time release returns");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_context_held_for_good_is_given_up_on_after_the_bound() {
+        let dropped = Arc::new(AtomicBool::new(false));
+        let ctx = Arc::new(Held(dropped.clone()));
+        let kept = ctx.clone();
+        release(ctx, Duration::from_millis(100)).await;
+        assert!(!dropped.load(Ordering::SeqCst));
+        drop(kept);
+        assert!(dropped.load(Ordering::SeqCst));
     }
 }
