@@ -525,7 +525,7 @@ fn bench_config(bootstrap: &str, tag: &str, topic: &str, configure: impl FnOnce(
 const PACED_WARM_UP: Duration = Duration::from_secs(1);
 
 /// What a paced phase measures after its warm-up, at least: a mode's paced topic gets the
-/// partitions this takes (the dataset's count at least).
+/// partitions this takes (as a dataset of that many records would).
 const PACED_MEASURED: Duration = Duration::from_secs(2);
 
 /// Bytes the bench puts in a partition of any of its topics (the mock cluster keeps ~5 MiB).
@@ -790,7 +790,10 @@ async fn modes(a: ModesArgs) -> Result<ExitCode> {
             // the warm-up and PACED_MEASURED.
             let span = (paced_rate * (PACED_WARM_UP + PACED_MEASURED).as_secs_f64()) as u64;
             let planned = ((paced_rate * if a.quick { 4.0 } else { 10.0 }) as u64).min(records.max(span)).max(1);
-            let paced_partitions = partitions.max(u32::try_from((span * avg).div_ceil(PARTITION_BYTES)).unwrap_or(u32::MAX).min(PACED_PARTITIONS_MAX));
+            // A live topic: as many partitions as the phase's first seconds need, not the
+            // dataset's (which only the mock cluster's retention sets); fewer partitions
+            // make larger batches, for the producer as for the node.
+            let paced_partitions = dataset_partitions(span, avg, None)?.min(PACED_PARTITIONS_MAX);
             let paced = planned.min(PARTITION_BYTES * u64::from(paced_partitions) / avg);
             let cluster = EmbeddedBroker::start(paced_partitions, &[paced_topic(mode), "vigil-output".into(), "vigil-dlq".into()], None)
                 .context("cannot start the paced phase's mock cluster")?;
