@@ -855,7 +855,7 @@ async fn modes(a: ModesArgs) -> Result<ExitCode> {
             );
         }
     }
-    std::mem::forget(broker);
+    drop(broker);
     if let Some(min) = a.min_ratio {
         let ratio = results.iter().find(|r| r["mode"] == "pipeline").and_then(|r| r["ratio_to_raw"].as_f64());
         match ratio {
