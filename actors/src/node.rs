@@ -107,10 +107,11 @@ fn security_of(config: &Config, store: &Arc<Store>) -> Result<(Arc<Security>, Op
     Ok((Arc::new(Security::new(s, tokens, Some(audit))), tls))
 }
 
-/// What SIGHUP re-reads: the listeners' certificates and the alert rules.
+/// What SIGHUP re-reads: the listeners' certificates and the alert rules. It does not keep
+/// a stopped node's context (its store and clients) alive.
 #[derive(Clone)]
 pub struct Reloader {
-    ctx: Arc<NodeCtx>,
+    ctx: std::sync::Weak<NodeCtx>,
     tls: Option<Arc<Reloadable>>,
 }
 
@@ -123,9 +124,10 @@ impl Reloader {
                 tls.reload().map(|()| "TLS certificates reloaded".to_string()).map_err(|e| format!("TLS certificates not reloaded (the old ones stay): {e}")),
             );
         }
-        if self.ctx.config.loaded_from.is_some() {
+        let Some(ctx) = self.ctx.upgrade() else { return out };
+        if ctx.config.loaded_from.is_some() {
             out.push(
-                crate::alerting::rest::reload_rules(&self.ctx)
+                crate::alerting::rest::reload_rules(&ctx)
                     .await
                     .map(|(file, n)| format!("{n} alert rules reloaded from {file}"))
                     .map_err(|(_, e, problems)| format!("alert rules not reloaded: {e}{}", problems.iter().map(|p| format!("; {p}")).collect::<String>())),
@@ -427,7 +429,7 @@ impl Node {
 
     /// What SIGHUP reloads.
     pub fn reloader(&self) -> Reloader {
-        Reloader { ctx: self.ctx.clone(), tls: self.tls.clone() }
+        Reloader { ctx: Arc::downgrade(&self.ctx), tls: self.tls.clone() }
     }
 
     /// `https` when the admin listener serves TLS, else `http`.
