@@ -86,6 +86,17 @@ impl FieldTable {
         Self { width, ..Self::default() }
     }
 
+    /// An empty table of rows of `width` fields, with room for `rows` rows holding
+    /// `text_bytes` of text.
+    pub fn with_capacity(width: usize, rows: usize, text_bytes: usize) -> Self {
+        Self { width, rows: 0, slots: Vec::with_capacity(rows.saturating_mul(width)), text: String::with_capacity(text_bytes) }
+    }
+
+    /// Bytes of text the rows hold.
+    pub fn text_len(&self) -> usize {
+        self.text.len()
+    }
+
     /// Append a row; values beyond the width are ignored, missing ones are [`FieldVal::Missing`].
     pub fn push_row<'v>(&mut self, vals: impl IntoIterator<Item = FieldVal<'v>>) {
         let before = self.slots.len();
