@@ -143,43 +143,53 @@ pub enum Touched {
     },
 }
 
-/// The windows of one group key by start: a small sorted vector (a key holds one or a few
-/// windows; a map per key would cost a node allocation each).
+/// The windows of one group key by start: small sorted vectors (a key holds one or a few
+/// windows; a map per key would cost a node allocation each). Starts are kept apart from
+/// the windows, so a lookup's binary search reads one cache line, not a line per large
+/// window it probes.
 #[derive(Debug, Clone, Default)]
-pub struct KeyWindows(Vec<(i64, WindowAcc)>);
+pub struct KeyWindows {
+    starts: Vec<i64>,
+    accs: Vec<WindowAcc>,
+}
 
 impl KeyWindows {
     fn pos(&self, start: i64) -> Result<usize, usize> {
-        self.0.binary_search_by_key(&start, |(s, _)| *s)
+        self.starts.binary_search(&start)
     }
 
     fn get_mut(&mut self, start: &i64) -> Option<&mut WindowAcc> {
-        self.pos(*start).ok().map(|i| &mut self.0[i].1)
+        self.pos(*start).ok().map(|i| &mut self.accs[i])
     }
 
     fn insert(&mut self, start: i64, w: WindowAcc) {
         match self.pos(start) {
-            Ok(i) => self.0[i].1 = w,
-            Err(i) => self.0.insert(i, (start, w)),
+            Ok(i) => self.accs[i] = w,
+            Err(i) => {
+                self.starts.insert(i, start);
+                self.accs.insert(i, w);
+            }
         }
     }
 
     fn remove(&mut self, start: &i64) -> Option<WindowAcc> {
-        self.pos(*start).ok().map(|i| self.0.remove(i).1)
+        let i = self.pos(*start).ok()?;
+        self.starts.remove(i);
+        Some(self.accs.remove(i))
     }
 
     /// Windows starting before `end`.
     fn before(&self, end: i64) -> impl Iterator<Item = (&i64, &WindowAcc)> {
-        self.0.iter().take_while(move |(s, _)| *s < end).map(|(s, w)| (s, w))
+        self.iter().take_while(move |(s, _)| **s < end)
     }
 
     fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.starts.is_empty()
     }
 
     /// The windows, by start.
     pub fn iter(&self) -> impl Iterator<Item = (&i64, &WindowAcc)> {
-        self.0.iter().map(|(s, w)| (s, w))
+        self.starts.iter().zip(&self.accs)
     }
 }
 
