@@ -440,8 +440,8 @@ fn configure_feature(cfg: &mut Config, feature: Feature, on: bool) {
 
 /// One run of mode `mode` (see [`configure_mode`]).
 async fn pipeline_mode(bootstrap: &str, n: u64, (mode, round): (&str, u32), shards: usize, nexmark: Option<&PipelineConfig>) -> Result<Run> {
-    // A directory and group of its own per round: a stopped node's store may still be
-    // closing when the next round's opens.
+    // A directory and group of its own per round: no run shares state with another (a node
+    // resumes from its store's offsets, and each starts with an empty store).
     let tag = format!("{}-{mode}-{round}", std::process::id());
     measure_pipeline(bootstrap, n, &tag, |cfg| configure_mode(cfg, mode, shards, nexmark)).await
 }
