@@ -438,7 +438,7 @@ pub struct PipelineConfig {
     /// framing, schema registered under `<topic>-value` at start).
     pub sink_format: SinkFormat,
     /// Most records one poll hands downstream. Default 2000: with the default 8 credits that
-    /// keeps enough records in flight that no stage waits for work (500 left the cores ~20 %
+    /// keeps enough records in flight that no stage waits for work (500 left the cores 10-15 %
     /// idle and cost ~25 % more CPU per record; see docs/performance.md). A poll takes only
     /// what is buffered, so below saturation batches stay small and latency low.
     pub batch_max_records: usize,
