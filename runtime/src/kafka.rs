@@ -2,10 +2,10 @@
 //! explicit assignment, pause/resume and retention-gap detection, and a producer that
 //! tracks delivery failures so a checkpoint never covers an unacknowledged output.
 use crate::envelope::{BatchSize, EnvelopeRef, PartitionBatch, TopicPartition};
+use crate::fetch_queue::FetchQueue;
 use crate::{Error, Result};
-use futures::{FutureExt, StreamExt};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer};
@@ -118,9 +118,12 @@ impl ClientContext for LagContext {
 
 impl ConsumerContext for LagContext {}
 
-/// A consumer with an explicit assignment, reading in batches.
+/// A consumer with an explicit assignment, reading in batches: its partitions' records are
+/// forwarded to a queue of its own and taken many per call (see `fetch_queue`).
 pub struct BatchConsumer {
-    consumer: StreamConsumer<LagContext>,
+    /// Declared before `consumer`, so dropped before it: the queue lives on its client.
+    fetch: FetchQueue,
+    consumer: BaseConsumer<LagContext>,
     assignment: Vec<TopicPartition>,
     /// Next offset expected per partition (None until known).
     next: BTreeMap<TopicPartition, Option<i64>>,
@@ -186,10 +189,12 @@ impl BatchConsumer {
             ("fetch.wait.max.ms", kafka.fetch_wait.unwrap_or(DEFAULT_FETCH_WAIT).as_millis().to_string()),
         ];
         let cfg = configure(bootstrap, kafka, &defaults)?;
-        let consumer: StreamConsumer<LagContext> = cfg.create_with_context(LagContext::default()).map_err(|e| Error::kafka("create consumer", e))?;
+        let consumer: BaseConsumer<LagContext> = cfg.create_with_context(LagContext::default()).map_err(|e| Error::kafka("create consumer", e))?;
+        // SAFETY: the consumer's handle is live, and outlives the queue (dropped first).
+        let fetch = unsafe { FetchQueue::new(consumer.client().native_ptr())? };
         let next = assignment.iter().map(|tp| (tp.clone(), None)).collect();
         let last_sizes = assignment.iter().map(|tp| (tp.clone(), BatchSize::default())).collect();
-        Ok(Self { consumer, assignment, next, paused: false, held: BTreeSet::new(), last_sizes })
+        Ok(Self { fetch, consumer, assignment, next, paused: false, held: BTreeSet::new(), last_sizes })
     }
 
     /// Partitions this consumer reads.
@@ -211,6 +216,10 @@ impl BatchConsumer {
             };
             tpl.add_partition_offset(&tp.topic, tp.partition, off).map_err(|e| Error::kafka(format!("assign {tp}"), e))?;
             self.next.insert(tp.clone(), offsets.get(tp).copied());
+            // Before the assignment starts fetching, so that every record of the partition
+            // arrives on the fetch queue, in order.
+            // SAFETY: the consumer's handle is live; the queue was created on it.
+            unsafe { self.fetch.forward(self.consumer.client().native_ptr(), tp)? };
         }
         self.consumer.assign(&tpl).map_err(|e| Error::kafka("assign", e))
     }
@@ -222,58 +231,23 @@ impl BatchConsumer {
     /// # Errors
     /// [`Error::Kafka`] on a fatal consumer error.
     pub async fn poll(&mut self, max: usize, timeout: Duration) -> Result<(Vec<PartitionBatch>, Vec<RetentionGap>)> {
+        self.serve_events()?;
         let mut batches: Vec<PartitionBatch> = Vec::new();
-        let mut gaps = Vec::new();
-        let mut n = 0;
+        let mut jumps = Vec::new();
         let deadline = Instant::now() + timeout;
-        // One stream for the whole poll: its waker slot is registered once, not per record.
-        let mut stream = self.consumer.stream();
-        while n < max {
-            let msg = if n == 0 {
-                match tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), stream.next()).await {
-                    Ok(Some(m)) => m,
-                    Ok(None) | Err(_) => break,
-                }
-            } else {
-                match stream.next().now_or_never() {
-                    Some(Some(m)) => m,
-                    Some(None) | None => break,
-                }
-            };
-            let msg = match msg {
-                Ok(m) => m,
-                Err(KafkaError::MessageConsumption(code)) if is_transient(code) => {
-                    tracing::warn!(error = %code, "transient consumer error");
-                    continue;
-                }
-                Err(e) => return Err(Error::kafka("consume", e)),
-            };
-            // Records of a partition arrive together: find its batch without allocating a
-            // TopicPartition per record.
-            let (topic, partition, offset) = (msg.topic(), msg.partition(), msg.offset());
-            let i = match batches.iter().rposition(|b| b.source.partition == partition && b.source.topic == topic) {
-                Some(i) => i,
-                None => {
-                    let source = TopicPartition::new(topic, partition);
-                    let size = self.last_sizes.get(&source).copied().unwrap_or_default();
-                    batches.push(PartitionBatch::with_capacity(source, size));
-                    batches.len() - 1
-                }
-            };
-            let b = &batches[i];
-            let expected = match b.last_offset() {
-                Some(last) => Some(last + 1),
-                None => self.next.get(&b.source).copied().flatten(),
-            };
-            if let Some(expected) = expected.filter(|e| offset > *e) {
-                if let Some(gap) = self.check_gap(&b.source, expected, offset) {
-                    gaps.push(gap);
-                }
+        let notify = self.fetch.notify();
+        loop {
+            if self.take(max, &mut batches, &mut jumps)? > 0 {
+                break;
             }
-            push_message(&mut batches[i], &msg);
-            n += 1;
+            let left = deadline.saturating_duration_since(Instant::now());
+            // librdkafka signals every arrival, also those an earlier take already got: a
+            // wake-up may find nothing, and the loop waits again for what is left.
+            if left.is_zero() || tokio::time::timeout(left, notify.notified()).await.is_err() {
+                break;
+            }
         }
-        drop(stream);
+        let gaps = jumps.iter().filter_map(|(tp, expected, got)| self.check_gap(tp, *expected, *got)).collect();
         for b in &mut batches {
             b.trim();
             if let Some(size) = self.last_sizes.get_mut(&b.source) {
@@ -290,6 +264,87 @@ impl BatchConsumer {
         }
         batches.sort_by(|a, b| a.source.cmp(&b.source));
         Ok((batches, gaps))
+    }
+
+    /// Take up to `max` records already fetched into `batches` (one per partition, in
+    /// offset order), noting offset jumps (partition, expected, got) in `jumps`. Returns
+    /// the records taken.
+    ///
+    /// # Errors
+    /// [`Error::Kafka`] on a fatal consumer error (transient ones are logged and skipped).
+    fn take(&mut self, max: usize, batches: &mut Vec<PartitionBatch>, jumps: &mut Vec<(TopicPartition, i64, i64)>) -> Result<usize> {
+        let (next, last_sizes) = (&self.next, &self.last_sizes);
+        let mut fatal = None;
+        let mut n = 0;
+        // The batch of the last record's (topic handle, partition): records of a partition
+        // arrive together.
+        let mut last: Option<(*const std::ffi::c_void, i32, usize)> = None;
+        self.fetch.take(max, |m| {
+            if let Some(code) = m.error() {
+                if is_transient(code) {
+                    tracing::warn!(error = %code, "transient consumer error");
+                } else {
+                    fatal.get_or_insert(code);
+                }
+                return;
+            }
+            let (handle, partition, offset) = (m.topic_handle(), m.partition(), m.offset());
+            let i = match last {
+                Some((h, p, i)) if h == handle && p == partition => i,
+                _ => {
+                    let topic = m.topic();
+                    match batches.iter().rposition(|b| b.source.partition == partition && b.source.topic == topic) {
+                        Some(i) => i,
+                        None => {
+                            let source = TopicPartition::new(topic, partition);
+                            let size = last_sizes.get(&source).copied().unwrap_or_default();
+                            batches.push(PartitionBatch::with_capacity(source, size));
+                            batches.len() - 1
+                        }
+                    }
+                }
+            };
+            last = Some((handle, partition, i));
+            let b = &mut batches[i];
+            let expected = match b.last_offset() {
+                Some(last) => Some(last + 1),
+                None => next.get(&b.source).copied().flatten(),
+            };
+            if let Some(expected) = expected.filter(|e| offset > *e) {
+                jumps.push((b.source.clone(), expected, offset));
+            }
+            m.push_into(b);
+            n += 1;
+        });
+        match fatal {
+            Some(code) => Err(Error::kafka("consume", KafkaError::MessageConsumption(code))),
+            None => Ok(n),
+        }
+    }
+
+    /// Serve what waits on the consumer queue: statistics (lag, brokers), commit results and
+    /// client errors. Records never arrive there (every partition forwards to the fetch
+    /// queue before it is assigned); one that did would be out of order, so it fails the
+    /// poll, and the stage restarts from its checkpoint.
+    ///
+    /// # Errors
+    /// [`Error::Kafka`] on a fatal client error, or a record on the consumer queue.
+    fn serve_events(&self) -> Result<()> {
+        for _ in 0..EVENTS_PER_POLL {
+            if self.fetch.events_waiting() == 0 {
+                break;
+            }
+            match self.consumer.poll(Duration::ZERO) {
+                None => {}
+                Some(Ok(m)) => {
+                    let what = format!("{}/{} offset {} arrived on the consumer queue, not the fetch queue", m.topic(), m.partition(), m.offset());
+                    return Err(Error::kafka(format!("consume: {what}"), KafkaError::MessageConsumption(RDKafkaErrorCode::Fail)));
+                }
+                Some(Err(KafkaError::MessageConsumption(code))) if is_transient(code) => tracing::warn!(error = %code, "transient consumer error"),
+                Some(Err(e)) => return Err(Error::kafka("consume", e)),
+            }
+        }
+        Ok(())
     }
 
     /// An offset jump is data loss only if the log start moved past what we expected;
@@ -423,6 +478,9 @@ impl BatchConsumer {
         self.consumer.context().brokers_up()
     }
 }
+
+/// Most events a poll serves from the consumer queue (statistics come once a second).
+const EVENTS_PER_POLL: usize = 64;
 
 /// `fetch.queue.backoff.ms` of Vigil's consumers: how soon a partition skipped because the
 /// consumer queue was full is fetched again (librdkafka's default, 1 s, stalls a consumer

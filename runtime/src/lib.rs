@@ -8,6 +8,7 @@ pub mod embedded;
 pub mod envelope;
 mod error;
 pub mod failpoints;
+mod fetch_queue;
 pub mod kafka;
 pub mod metrics;
 pub mod rate;
