@@ -842,3 +842,66 @@ mod fetch_budget_tests {
         assert_eq!(FetchBudget::new(1, 0), FetchBudget { queue_kbytes: 1, partition_bytes: 64 * 1024 });
     }
 }
+
+#[cfg(test)]
+mod batch_consumer_tests {
+    use super::{BatchConsumer, OutRecord, TrackedProducer};
+    use crate::embedded::EmbeddedBroker;
+    use std::collections::BTreeMap;
+    use std::time::{Duration, Instant};
+    use vigil_config::KafkaConfig;
+
+    /// Every record arrives once, in offset order per partition, with its key, value,
+    /// timestamp and headers; and the consumer queue's events are still served (the
+    /// statistics that report brokers and lag arrive while records are read from the
+    /// fetch queue).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn records_arrive_whole_and_in_order_and_statistics_still_arrive() {
+        let topic = "batch-consumer-test".to_string();
+        let broker = EmbeddedBroker::start(4, std::slice::from_ref(&topic), None).expect("mock cluster");
+        let kafka = KafkaConfig { group_id: "batch-consumer-test".into(), ..KafkaConfig::default() };
+        let producer = TrackedProducer::new(broker.bootstrap(), &kafka).expect("producer");
+        let n = 4_000;
+        for i in 0..n {
+            let (key, value, id) = (format!("k{i}"), format!("{{\"i\":{i}}}"), format!("id-{i}"));
+            let headers: [(&str, &[u8]); 2] = [("vigil.id", id.as_bytes()), ("empty", b"")];
+            let rec = OutRecord { topic: &topic, partition: Some(i % 4), key: key.as_bytes(), payload: value.as_bytes(), headers: &headers };
+            producer.send(&rec, Duration::from_secs(10)).await.expect("send");
+        }
+        producer.flush(Duration::from_secs(10)).await.expect("flush");
+        let (b, k, t) = (broker.bootstrap().to_string(), kafka.clone(), topic.clone());
+        let mut c = tokio::task::spawn_blocking(move || BatchConsumer::new(&b, &k, &[t], Duration::from_secs(10))).await.expect("join").expect("consumer");
+        c.assign_from(&BTreeMap::new()).expect("assign");
+        let mut next = BTreeMap::new();
+        let mut seen = 0;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while seen < n && Instant::now() < deadline {
+            let (batches, gaps) = c.poll(300, Duration::from_millis(100)).await.expect("poll");
+            assert!(gaps.is_empty(), "{gaps:?}");
+            for b in &batches {
+                for r in b.iter() {
+                    let expected = next.entry(b.source.partition).or_insert(0i64);
+                    assert_eq!(r.offset(), *expected, "partition {} out of order", b.source.partition);
+                    *expected += 1;
+                    let i: i32 = std::str::from_utf8(r.key().expect("key")).expect("utf-8")[1..].parse().expect("index");
+                    assert_eq!(i % 4, b.source.partition);
+                    assert_eq!(r.payload(), format!("{{\"i\":{i}}}").as_bytes());
+                    assert!(r.timestamp_ms().is_some_and(|t| t > 0), "timestamp");
+                    assert_eq!(r.id(), format!("id-{i}"));
+                    assert_eq!(r.header("empty"), Some(&b""[..]));
+                    assert_eq!(r.headers().map(|(h, _)| h).collect::<Vec<_>>(), ["vigil.id", "empty"], "headers in order");
+                    seen += 1;
+                }
+            }
+        }
+        assert_eq!(seen, n, "every record, once");
+        assert_eq!(c.position_sum(), i64::from(n));
+        // Statistics come once a second on the consumer queue, which each poll serves.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while c.brokers_up().is_none() && Instant::now() < deadline {
+            let (batches, _) = c.poll(100, Duration::from_millis(100)).await.expect("poll");
+            assert!(batches.is_empty(), "no record twice");
+        }
+        assert_eq!(c.brokers_up(), Some(1), "statistics served while records come from the fetch queue");
+    }
+}
