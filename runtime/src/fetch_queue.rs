@@ -110,7 +110,8 @@ pub(crate) struct FetchQueue {
 // used only by the one thread that holds the value at a time.
 unsafe impl Send for FetchQueue {}
 
-/// Wakes the reader: called by librdkafka whenever an op is enqueued.
+/// Wakes the reader: called by librdkafka, on one of its threads, when an op lands in the
+/// empty queue.
 unsafe extern "C" fn wake(_rk: *mut rdsys::rd_kafka_t, opaque: *mut c_void) {
     // SAFETY: `opaque` is the `Notify` kept alive by `FetchQueue` until it disables this
     // callback (before it frees the Notify).

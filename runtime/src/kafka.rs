@@ -241,8 +241,10 @@ impl BatchConsumer {
                 break;
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            // librdkafka signals every arrival, also those an earlier take already got: a
-            // wake-up may find nothing, and the loop waits again for what is left.
+            // librdkafka signals when the queue goes from empty to non-empty, and the take
+            // just found it empty, so the next arrival wakes this wait. `Notify` keeps one
+            // signal given while nobody waited, possibly for records a take already got:
+            // such a wake-up finds nothing, and the loop waits again.
             if left.is_zero() || tokio::time::timeout(left, notify.notified()).await.is_err() {
                 break;
             }
