@@ -75,6 +75,38 @@ pub(crate) struct ModesArgs {
     /// run's figures by up to a third; the latency phase runs once, after the rounds.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     rounds: u32,
+    /// Add the mode `pipeline_variant`: `pipeline` with this setting (a configuration path
+    /// and a TOML value, e.g. `pipeline.batch_max_records=500`; repeatable). It runs in
+    /// turn with the other modes each round, on the same data: an A/B in one process,
+    /// which this machine's noise would swamp across separate runs.
+    #[arg(long = "variant", value_name = "PATH=VALUE")]
+    variants: Vec<String>,
+}
+
+/// The mode `pipeline` with the `--variant` settings.
+const VARIANT: &str = "pipeline_variant";
+
+/// `--variant PATH=VALUE` arguments as (path, value) pairs, checked against the default
+/// configuration so that a mistyped path fails before anything runs.
+fn variant_settings(args: &[String]) -> Result<Vec<(String, String)>> {
+    let pairs: Vec<(String, String)> = args
+        .iter()
+        .map(|a| match a.split_once('=') {
+            Some((path, value)) if !path.trim().is_empty() => Ok((path.trim().to_string(), value.trim().to_string())),
+            _ => Err(anyhow::anyhow!("--variant `{a}`: expected PATH=VALUE, e.g. pipeline.batch_max_records=500")),
+        })
+        .collect::<Result<_>>()?;
+    Config::default().with_settings(pairs.iter().map(|(p, v)| (p.as_str(), v.as_str()))).map_err(|e| anyhow::anyhow!("--variant: {e}"))?;
+    Ok(pairs)
+}
+
+/// Configure `mode` (see [`configure_mode`]); `pipeline_variant` then takes `variant`.
+fn configure_mode_variant(cfg: &mut Config, mode: &str, shards: usize, nexmark: Option<&PipelineConfig>, variant: &[(String, String)]) -> Result<()> {
+    configure_mode(cfg, mode, shards, nexmark);
+    if mode == VARIANT {
+        *cfg = cfg.with_settings(variant.iter().map(|(p, v)| (p.as_str(), v.as_str()))).map_err(|e| anyhow::anyhow!("--variant: {e}"))?;
+    }
+    Ok(())
 }
 
 /// What the bench's records are (`--workload`).
@@ -90,7 +122,7 @@ impl Workload {
     /// Modes this workload runs, the default ones first (`defaults` of them).
     fn modes(self) -> (&'static [&'static str], usize) {
         match self {
-            Workload::Default => (&["raw", "pipeline", "pipeline_checkpoint", "pipeline_lineage", "pipeline_quality"], 3),
+            Workload::Default => (&["raw", "pipeline", "pipeline_checkpoint", "pipeline_lineage", "pipeline_quality", VARIANT], 3),
             Workload::Nexmark => (&["raw", "q1", "q5", "q11"], 4),
         }
     }
@@ -416,7 +448,11 @@ async fn raw_consume(bootstrap: &str, n: u64) -> Result<f64> {
 /// lineage stored once the node has stopped (as written, and on disk after compression).
 async fn pipeline_run(bootstrap: &str, n: u64, feature: Feature, on: bool, round: u32) -> Result<Run> {
     let tag = format!("{}-{round}-{}-{on}", std::process::id(), feature.name());
-    measure_pipeline(bootstrap, n, &tag, |cfg| configure_feature(cfg, feature, on)).await
+    measure_pipeline(bootstrap, n, &tag, |cfg| {
+        configure_feature(cfg, feature, on);
+        Ok(())
+    })
+    .await
 }
 
 /// Switch `feature` on or off in a bench node's configuration.
@@ -439,11 +475,18 @@ fn configure_feature(cfg: &mut Config, feature: Feature, on: bool) {
 }
 
 /// One run of mode `mode` (see [`configure_mode`]).
-async fn pipeline_mode(bootstrap: &str, n: u64, (mode, round): (&str, u32), shards: usize, nexmark: Option<&PipelineConfig>) -> Result<Run> {
+async fn pipeline_mode(
+    bootstrap: &str,
+    n: u64,
+    (mode, round): (&str, u32),
+    shards: usize,
+    nexmark: Option<&PipelineConfig>,
+    variant: &[(String, String)],
+) -> Result<Run> {
     // A directory and group of its own per round: no run shares state with another (a node
     // resumes from its store's offsets, and each starts with an empty store).
     let tag = format!("{}-{mode}-{round}", std::process::id());
-    measure_pipeline(bootstrap, n, &tag, |cfg| configure_mode(cfg, mode, shards, nexmark)).await
+    measure_pipeline(bootstrap, n, &tag, |cfg| configure_mode_variant(cfg, mode, shards, nexmark, variant)).await
 }
 
 /// What one node run over the bench topic measured.
@@ -458,7 +501,7 @@ struct Run {
 
 /// Run a node over the bench topic, configured by `configure`, until every record is
 /// processed or dead-lettered.
-async fn measure_pipeline(bootstrap: &str, n: u64, tag: &str, configure: impl FnOnce(&mut Config)) -> Result<Run> {
+async fn measure_pipeline(bootstrap: &str, n: u64, tag: &str, configure: impl FnOnce(&mut Config) -> Result<()>) -> Result<Run> {
     let (cfg, dir) = bench_config(bootstrap, tag, TOPIC, configure)?;
     let node = Node::start(cfg).await.context("bench node failed to start")?;
     // Not the whole context: a stopping node waits until it alone holds that.
@@ -495,7 +538,7 @@ async fn measure_pipeline(bootstrap: &str, n: u64, tag: &str, configure: impl Fn
 
 /// A node configuration reading `topic` (plain JSON) with its data in a fresh temporary
 /// directory (returned, to be removed afterwards), adjusted by `configure`.
-fn bench_config(bootstrap: &str, tag: &str, topic: &str, configure: impl FnOnce(&mut Config)) -> Result<(Config, PathBuf)> {
+fn bench_config(bootstrap: &str, tag: &str, topic: &str, configure: impl FnOnce(&mut Config) -> Result<()>) -> Result<(Config, PathBuf)> {
     let dir = std::env::temp_dir().join(format!("vigil-bench-{tag}"));
     let _ = std::fs::remove_dir_all(&dir);
     let mut cfg = Config::default();
@@ -509,7 +552,7 @@ fn bench_config(bootstrap: &str, tag: &str, topic: &str, configure: impl FnOnce(
     // size would count against its own limit.
     cfg.node.memory_limit = vigil_config::ByteSize(64 << 30);
     vigil_runtime::embedded::tune_for_mock(&mut cfg.kafka);
-    configure(&mut cfg);
+    configure(&mut cfg)?;
     if let Some(s) = cfg.pipeline.sources.first_mut() {
         s.topic = topic.into();
         s.format = SourceFormat::Json;
@@ -549,7 +592,7 @@ type PacedRecords<'a> = (Workload, Option<usize>, Option<(&'a str, &'a [u8])>, u
 async fn paced_latency(
     bootstrap: &str,
     mode: &str,
-    configure: impl FnOnce(&mut Config),
+    configure: impl FnOnce(&mut Config) -> Result<()>,
     (workload, record_bytes, sign, partitions): PacedRecords<'_>,
     rate: f64,
     records: u64,
@@ -656,7 +699,7 @@ fn configure_mode(cfg: &mut Config, mode: &str, shards: usize, nexmark: Option<&
     cfg.alerts.enabled = false;
     cfg.incidents.enabled = false;
     cfg.lineage.enabled = mode == "pipeline_lineage";
-    cfg.checkpoint.interval = if mode == "pipeline" { Duration::from_secs(3600) } else { Duration::from_secs(1) };
+    cfg.checkpoint.interval = if mode == "pipeline" || mode == VARIANT { Duration::from_secs(3600) } else { Duration::from_secs(1) };
 }
 
 /// Resource use of this process: CPU seconds (user + system) so far and peak RSS bytes.
@@ -716,11 +759,21 @@ fn raw_librdkafka(bootstrap: &str, n: u64, partitions: u32) -> Result<f64> {
 async fn modes(a: ModesArgs) -> Result<ExitCode> {
     let records = if a.quick { 200_000 } else { a.records };
     let (known, defaults) = a.workload.modes();
-    let modes: Vec<String> = a.modes.clone().unwrap_or_else(|| known[..defaults].iter().map(|m| m.to_string()).collect());
+    let mut modes: Vec<String> = a.modes.clone().unwrap_or_else(|| known[..defaults].iter().map(|m| m.to_string()).collect());
     for m in &modes {
         if !known.contains(&m.as_str()) {
             bail!("unknown mode `{m}` for the {:?} workload; modes: {}", a.workload, known.join(", "));
         }
+    }
+    let variant = variant_settings(&a.variants)?;
+    if !variant.is_empty() && a.workload == Workload::Default && !modes.iter().any(|m| m == VARIANT) {
+        modes.push(VARIANT.to_string());
+    }
+    if modes.iter().any(|m| m == VARIANT) && variant.is_empty() {
+        bail!("mode `{VARIANT}` is `pipeline` with the --variant settings: give at least one --variant PATH=VALUE");
+    }
+    if !variant.is_empty() && a.workload != Workload::Default {
+        bail!("--variant applies to the default workload's `{VARIANT}` mode");
     }
     if records == 0 {
         bail!("--records must be at least 1");
@@ -751,7 +804,7 @@ async fn modes(a: ModesArgs) -> Result<ExitCode> {
                 raw_rate = Some(r);
                 (r, None)
             } else {
-                let run = pipeline_mode(&bootstrap, records, (mode, round), a.shards, nexmark.as_ref()).await?;
+                let run = pipeline_mode(&bootstrap, records, (mode, round), a.shards, nexmark.as_ref(), &variant).await?;
                 // Nexmark events are all valid and in order: a dead letter means the query's
                 // configuration rejects them, and the figure would measure the DLQ instead.
                 if nexmark.is_some() && run.dead_lettered > 0 {
@@ -798,7 +851,7 @@ async fn modes(a: ModesArgs) -> Result<ExitCode> {
             let cluster = EmbeddedBroker::start(paced_partitions, &[paced_topic(mode), "vigil-output".into(), "vigil-dlq".into()], None)
                 .context("cannot start the paced phase's mock cluster")?;
             eprintln!("bench: {mode}: latency at {paced_rate:.0} records/s ({paced} records, {paced_partitions} partitions) ...");
-            let configure = |cfg: &mut Config| configure_mode(cfg, mode, a.shards, nexmark.as_ref());
+            let configure = |cfg: &mut Config| configure_mode_variant(cfg, mode, a.shards, nexmark.as_ref(), &variant);
             let (p50, p99) =
                 paced_latency(cluster.bootstrap(), mode, configure, (a.workload, a.record_bytes, None, paced_partitions), paced_rate, paced).await?;
             drop(cluster);
@@ -823,10 +876,11 @@ async fn modes(a: ModesArgs) -> Result<ExitCode> {
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "os": std::env::consts::OS, "arch": std::env::consts::ARCH, "shards": shards,
     });
+    let variant_json: serde_json::Map<String, serde_json::Value> = variant.iter().map(|(p, v)| (p.clone(), serde_json::Value::String(v.clone()))).collect();
     if a.json {
         println!(
             "{}",
-            serde_json::json!({"results": results, "workload": format!("{:?}", a.workload).to_lowercase(), "records": records, "record_bytes": record_bytes, "partitions": partitions, "paced_fraction": a.paced_fraction, "rounds": a.rounds, "machine": machine})
+            serde_json::json!({"results": results, "workload": format!("{:?}", a.workload).to_lowercase(), "records": records, "record_bytes": record_bytes, "partitions": partitions, "paced_fraction": a.paced_fraction, "rounds": a.rounds, "machine": machine, "variant": variant_json})
         );
     } else {
         println!(
@@ -853,6 +907,10 @@ async fn modes(a: ModesArgs) -> Result<ExitCode> {
                 r["cpu_s_per_million"].as_f64().unwrap_or(0.0),
                 r["records_per_cpu_sec"].as_f64().unwrap_or(0.0),
             );
+        }
+        if !variant.is_empty() {
+            let set: Vec<String> = variant.iter().map(|(p, v)| format!("{p}={v}")).collect();
+            println!("{VARIANT}: pipeline with {}", set.join(", "));
         }
     }
     drop(broker);
@@ -946,9 +1004,11 @@ pub(crate) async fn run(cmd: BenchCmd) -> Result<ExitCode> {
     let mut latency = Vec::new();
     for (enabled, mode) in [false, true].into_iter().zip(&paced_modes) {
         eprintln!("bench: {name} {}: latency at {paced_rate:.0} records/s ({paced} records) ...", if enabled { "on " } else { "off" });
-        let (p50, p99) =
-            paced_latency(&bootstrap, mode, |cfg| configure_feature(cfg, feature, enabled), (Workload::Default, None, sign, partitions), paced_rate, paced)
-                .await?;
+        let configure = |cfg: &mut Config| {
+            configure_feature(cfg, feature, enabled);
+            Ok(())
+        };
+        let (p50, p99) = paced_latency(&bootstrap, mode, configure, (Workload::Default, None, sign, partitions), paced_rate, paced).await?;
         latency.push((p50, p99));
     }
     let [(p50_off, p99_off), (p50_on, p99_on)] = [latency[0], latency[1]];

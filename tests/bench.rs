@@ -1,7 +1,8 @@
-//! `vigil bench --workload nexmark` end to end: generated Nexmark events go through each
-//! query's aggregation from examples/nexmark/node.toml (none dead-lettered, which the bench
-//! itself refuses), measured in two rounds, and the figures come out as exactly one JSON
-//! object.
+//! `vigil bench` end to end: with `--workload nexmark`, generated Nexmark events go through
+//! each query's aggregation from examples/nexmark/node.toml (none dead-lettered, which the
+//! bench itself refuses), measured in two rounds, and the figures come out as exactly one
+//! JSON object; with `--variant`, a second pipeline with other settings runs beside the
+//! first.
 mod common;
 
 #[test]
@@ -27,4 +28,24 @@ fn nexmark_queries_run_on_generated_events() {
             assert!(r["p99_ms"].as_i64().is_some_and(|p| p >= r["p50_ms"].as_i64().unwrap_or(i64::MAX)), "{mode}: {r}");
         }
     }
+}
+
+/// `--variant` adds `pipeline_variant`, the pipeline with the settings given: here a rate
+/// limit, which shows in its throughput (so a setting that did not apply fails the test).
+/// A path that names nothing fails before anything runs, naming it.
+#[test]
+fn a_variant_runs_the_pipeline_with_other_settings_beside_it() {
+    let args = ["bench", "--records", "20000", "--modes", "raw,pipeline", "--paced-fraction", "0.05", "--json"];
+    let out = common::vigil_ok(&[&args[..], &["--variant", "pipeline.max_records_per_sec=4000"]].concat());
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("not one JSON object ({e}):\n{out}"));
+    assert_eq!(v["variant"], serde_json::json!({"pipeline.max_records_per_sec": "4000"}), "{v}");
+    let rate = |mode: &str| v["results"].as_array().and_then(|rs| rs.iter().find(|r| r["mode"] == mode)).and_then(|r| r["records_per_sec"].as_f64());
+    let (base, variant) = (rate("pipeline").unwrap_or(0.0), rate("pipeline_variant").unwrap_or(0.0));
+    // 4,000 records/s after a first batch (2,000 records) read at once: ~4,400 records/s.
+    assert!(variant > 0.0 && variant <= 6_000.0, "the variant reads at most ~4,000 records/s: {variant}\n{v}");
+    assert!(base > 2.0 * variant, "the pipeline itself is not limited: {base} against {variant}\n{v}");
+
+    let bad = std::process::Command::new(common::BIN).args([&args[..], &["--variant", "pipeline.no_such_setting=1"]].concat()).output().expect("run vigil");
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success() && err.contains("pipeline.no_such_setting"), "{err}");
 }

@@ -1005,6 +1005,30 @@ impl Config {
         }
     }
 
+    /// This configuration with `settings` applied: `(path, value)` pairs such as
+    /// `("pipeline.batch_max_records", "500")`, a path being the TOML keys joined by `.`
+    /// and a value TOML (text that is not TOML counts as a string), as the `VIGIL_*`
+    /// overrides apply them. The result is validated like a loaded file.
+    ///
+    /// # Errors
+    /// [`ConfigErrors`] naming each unknown path, mistyped value or broken relation.
+    pub fn with_settings<'a>(&self, settings: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self> {
+        let value = toml::Value::try_from(self).map_err(|e| single("<config>", format!("cannot represent as TOML: {e}")))?;
+        let env = settings.into_iter().map(|(path, v)| (format!("VIGIL_{}", path.replace('.', "__").to_ascii_uppercase()), v.to_string()));
+        let mut value = value;
+        let mut errors = Vec::new();
+        apply_env(&mut value, env, &mut errors);
+        let (mut config, mut de_errors) = deserialize_collecting(value);
+        errors.append(&mut de_errors);
+        errors.extend(config.validate());
+        config.loaded_from.clone_from(&self.loaded_from);
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors { errors })
+        }
+    }
+
     /// Bytes of window outputs Sink holds before it asks for an early checkpoint:
     /// `checkpoint.held_outputs_max`, or a sixteenth of `node.memory_limit`, at most 16 MiB.
     pub fn held_outputs_max(&self) -> u64 {
@@ -1407,6 +1431,20 @@ mod tests {
 
     fn no_env() -> Vec<(String, String)> {
         Vec::new()
+    }
+
+    #[test]
+    fn settings_apply_by_path_and_are_validated() {
+        let base = Config::default();
+        assert_eq!(base.with_settings([]).unwrap(), base, "no settings: the same configuration");
+        let c = base.with_settings([("pipeline.batch_max_records", "500"), ("kafka.group_id", "ab")]).unwrap();
+        assert_eq!(c.pipeline.batch_max_records, 500);
+        assert_eq!(c.kafka.group_id, "ab");
+        assert_eq!(Config { pipeline: base.pipeline.clone(), kafka: base.kafka.clone(), ..c.clone() }, base, "nothing else changed");
+        let e = base.with_settings([("pipeline.batch_max_records", "0")]).unwrap_err();
+        assert_eq!(e.errors[0].path, "pipeline.batch_max_records", "{e}");
+        let e = base.with_settings([("pipeline.no_such_field", "1")]).unwrap_err();
+        assert!(e.to_string().contains("no_such_field"), "{e}");
     }
 
     #[test]
