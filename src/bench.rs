@@ -96,15 +96,20 @@ fn variant_settings(args: &[String]) -> Result<Vec<(String, String)>> {
             _ => Err(anyhow::anyhow!("--variant `{a}`: expected PATH=VALUE, e.g. pipeline.batch_max_records=500")),
         })
         .collect::<Result<_>>()?;
-    Config::default().with_settings(pairs.iter().map(|(p, v)| (p.as_str(), v.as_str()))).map_err(|e| anyhow::anyhow!("--variant: {e}"))?;
+    apply_variant(&Config::default(), &pairs)?;
     Ok(pairs)
+}
+
+/// `cfg` with the `--variant` settings applied.
+fn apply_variant(cfg: &Config, variant: &[(String, String)]) -> Result<Config> {
+    cfg.with_settings(variant.iter().map(|(p, v)| (p.as_str(), v.as_str()))).map_err(|e| anyhow::anyhow!("--variant: {e}"))
 }
 
 /// Configure `mode` (see [`configure_mode`]); `pipeline_variant` then takes `variant`.
 fn configure_mode_variant(cfg: &mut Config, mode: &str, shards: usize, nexmark: Option<&PipelineConfig>, variant: &[(String, String)]) -> Result<()> {
     configure_mode(cfg, mode, shards, nexmark);
     if mode == VARIANT {
-        *cfg = cfg.with_settings(variant.iter().map(|(p, v)| (p.as_str(), v.as_str()))).map_err(|e| anyhow::anyhow!("--variant: {e}"))?;
+        *cfg = apply_variant(cfg, variant)?;
     }
     Ok(())
 }

@@ -989,10 +989,15 @@ impl Config {
     /// # Errors
     /// [`ConfigErrors`] listing every problem found.
     pub fn from_toml_str(text: &str, env: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
-        let mut value: toml::Value = match text.parse::<toml::Table>() {
+        let value: toml::Value = match text.parse::<toml::Table>() {
             Ok(t) => toml::Value::Table(t),
             Err(e) => return Err(single("<file>", e.to_string().trim().replace('\n', " "))),
         };
+        Self::from_value(value, env)
+    }
+
+    /// Apply `VIGIL_*` overrides from `env` to a parsed TOML tree, deserialize and validate.
+    fn from_value(mut value: toml::Value, env: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
         let mut errors = Vec::new();
         apply_env(&mut value, env, &mut errors);
         let (config, mut de_errors) = deserialize_collecting(value);
@@ -1015,18 +1020,9 @@ impl Config {
     pub fn with_settings<'a>(&self, settings: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self> {
         let value = toml::Value::try_from(self).map_err(|e| single("<config>", format!("cannot represent as TOML: {e}")))?;
         let env = settings.into_iter().map(|(path, v)| (format!("VIGIL_{}", path.replace('.', "__").to_ascii_uppercase()), v.to_string()));
-        let mut value = value;
-        let mut errors = Vec::new();
-        apply_env(&mut value, env, &mut errors);
-        let (mut config, mut de_errors) = deserialize_collecting(value);
-        errors.append(&mut de_errors);
-        errors.extend(config.validate());
+        let mut config = Self::from_value(value, env)?;
         config.loaded_from.clone_from(&self.loaded_from);
-        if errors.is_empty() {
-            Ok(config)
-        } else {
-            Err(ConfigErrors { errors })
-        }
+        Ok(config)
     }
 
     /// Bytes of window outputs Sink holds before it asks for an early checkpoint:
