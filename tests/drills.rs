@@ -62,6 +62,18 @@ fn the_fast_drills_pass_with_every_record_reconciled_and_measured_detection_and_
 }
 
 #[test]
+fn a_network_partition_is_detected_when_nothing_is_waiting() {
+    // Everything was read and committed before the partition: lag 0 all along, so only the
+    // broker's silence can show the stall.
+    let out = tempfile::tempdir().unwrap();
+    let (ok, reports, log) = drill(&[concat!(env!("CARGO_MANIFEST_DIR"), "/examples/chaos/quiet-partition.toml")], out.path());
+    let r = &reports[0];
+    assert_eq!((r["records"]["lost"].as_u64(), r["records"]["duplicated"].as_u64()), (Some(0), Some(0)), "{r}\n{log}");
+    assert!(r["mttd_s"].as_f64().is_some_and(|s| s <= 10.0), "{r}\n{log}");
+    assert!(ok, "{log}");
+}
+
+#[test]
 fn a_planted_bug_fails_the_node_kill_drill() {
     let out = tempfile::tempdir().unwrap();
     let (ok, reports, log) = drill(&["node-kill", "--sabotage", "skip-offset-commit"], out.path());

@@ -544,7 +544,7 @@ pub fn default_rules() -> Vec<AlertRule> {
             0,
             Severity::P2,
             "Stalled partitions on {{ $labels.source }}",
-            "{{ $value }} partitions of {{ $labels.source }} make no progress while they have lag.",
+            "{{ $value }} partitions of {{ $labels.source }} make no progress while they have lag or their broker is silent.",
         ),
         rule(
             "DataFreshnessLow",

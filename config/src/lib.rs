@@ -912,8 +912,8 @@ pub struct QualityConfig {
     /// History kept in RocksDB for baselines and incident timelines. Default `24h`.
     #[serde(with = "humantime_serde")]
     pub history: Duration,
-    /// A partition whose position does not advance for this long while it has lag is
-    /// stalled. Default `60s`.
+    /// A partition whose position does not advance for this long while it has lag, or while
+    /// its broker has been silent (no fetch answered), is stalled. Default `60s`.
     #[serde(with = "humantime_serde")]
     pub stall_after: Duration,
     /// Record ids the duplicate detector remembers (at least; up to twice). Default 1000000.
@@ -1228,6 +1228,9 @@ impl Config {
                 err(path, "must be greater than 0");
             }
         }
+        if self.kafka.fetch_wait.is_some_and(|w| w >= q.stall_after) {
+            err("quality.stall_after", "must be longer than kafka.fetch_wait (a broker silent that long stalls its partitions)");
+        }
         if q.history < q.interval {
             err("quality.history", "must be at least quality.interval");
         } else if q.history.as_millis() / q.interval.as_millis().max(1) > 1_000_000 {
@@ -1530,6 +1533,14 @@ mod tests {
         assert!(paths.contains(&"observability.metrics_adr"), "{e}");
         assert_eq!(e.errors.len(), 3, "{e}");
         assert!(e.errors.iter().all(|fe| !fe.message.contains('\n')), "{e}");
+    }
+
+    #[test]
+    fn a_stall_must_outlast_a_fetch_wait() {
+        let text = "[kafka]\nfetch_wait = \"5s\"\n[quality]\nstall_after = \"5s\"\n";
+        let e = Config::from_toml_str(text, no_env()).unwrap_err();
+        assert_eq!(e.errors[0].path, "quality.stall_after", "{e}");
+        assert!(Config::from_toml_str(&text.replace("5s\"\n[q", "4s\"\n[q"), no_env()).is_ok());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! tracks delivery failures so a checkpoint never covers an unacknowledged output.
 use crate::envelope::{BatchSize, EnvelopeRef, PartitionBatch, TopicPartition};
 use crate::fetch_queue::FetchQueue;
+use crate::stats::PartitionProgress;
 use crate::{Error, Result};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
@@ -59,6 +60,8 @@ struct PartitionReport {
     lag: i64,
     /// Low and high watermark offsets, once fetched.
     ends: Option<(i64, i64)>,
+    /// How long its leader's connection had received nothing, ms (`None`: unknown).
+    silent_ms: Option<i64>,
 }
 
 impl Default for LagContext {
@@ -79,9 +82,9 @@ impl LagContext {
         (n >= 0).then_some(n)
     }
 
-    /// Consumer lag per partition, from the last statistics report.
-    pub fn partition_lag(&self) -> BTreeMap<TopicPartition, i64> {
-        self.partitions.lock().map(|m| m.iter().map(|(tp, r)| (tp.clone(), r.lag)).collect()).unwrap_or_default()
+    /// The last statistics report per partition.
+    fn reports(&self) -> BTreeMap<TopicPartition, PartitionReport> {
+        self.partitions.lock().map(|m| m.clone()).unwrap_or_default()
     }
 }
 
@@ -90,6 +93,8 @@ impl ClientContext for LagContext {
         let mut total = 0;
         let mut prefetched = 0u64;
         let mut per = BTreeMap::new();
+        // Microseconds since each broker's connection last received anything (-1: never).
+        let rxidle: BTreeMap<i32, i64> = stats.brokers.values().filter(|b| b.nodeid >= 0).map(|b| (b.nodeid, b.rxidle)).collect();
         for (topic, t) in stats.topics {
             for (p, part) in t.partitions {
                 if p < 0 || !part.desired {
@@ -102,7 +107,8 @@ impl ClientContext for LagContext {
                 let lag = part.consumer_lag.max(0);
                 total += lag;
                 metrics::gauge!("vigil_consumer_lag", "topic" => topic.clone(), "partition" => p.to_string()).set(lag as f64);
-                per.insert(TopicPartition { topic: topic.clone(), partition: p }, PartitionReport { lag, ends });
+                let silent_ms = rxidle.get(&part.leader).filter(|us| **us >= 0).map(|us| us / 1000);
+                per.insert(TopicPartition { topic: topic.clone(), partition: p }, PartitionReport { lag, ends, silent_ms });
             }
         }
         let up = stats.brokers.values().filter(|b| b.nodeid >= 0 && b.state == "UP").count() as i64;
@@ -459,11 +465,23 @@ impl BatchConsumer {
         self.consumer.context().total_lag()
     }
 
-    /// Per assigned partition: next offset to read (-1 until known) and lag from the last
-    /// statistics report (0 until reported).
-    pub fn progress(&self) -> Vec<(TopicPartition, i64, i64)> {
-        let lag = self.consumer.context().partition_lag();
-        self.next.iter().map(|(tp, o)| (tp.clone(), o.unwrap_or(-1), lag.get(tp).copied().unwrap_or(0))).collect()
+    /// Per assigned partition: next offset to read (-1 until known), and lag and leader
+    /// silence from the last statistics report (silence only while it is being fetched).
+    pub fn progress(&self) -> Vec<PartitionProgress> {
+        let reports = self.consumer.context().reports();
+        self.next
+            .iter()
+            .map(|(tp, o)| {
+                let r = reports.get(tp);
+                let fetching = !self.paused && !self.held.contains(tp);
+                PartitionProgress {
+                    tp: tp.clone(),
+                    position: o.unwrap_or(-1),
+                    lag: r.map_or(0, |r| r.lag),
+                    silent_ms: r.and_then(|r| r.silent_ms).filter(|_| fetching),
+                }
+            })
+            .collect()
     }
 
     /// Partitions that may have records left to read: the high watermark of the last

@@ -95,7 +95,7 @@ fn describe() {
     describe_gauge!("vigil_dq_lag_records", "Consumer lag per source.");
     describe_gauge!("vigil_dq_duplicates_per_second", "Records per second whose id was seen before (Bloom filter; see docs/quality.md).");
     describe_gauge!("vigil_dq_late_per_second", "Records per second later than the allowed lateness.");
-    describe_gauge!("vigil_dq_stalled_partitions", "Partitions without progress for quality.stall_after while they have lag.");
+    describe_gauge!("vigil_dq_stalled_partitions", "Partitions without progress for quality.stall_after while they have lag or their broker is silent.");
     describe_gauge!("vigil_dq_schema_version_share", "Share of valid records per schema subject/version.");
     describe_counter!("vigil_dq_reports_dropped_total", "Batch quality reports dropped (quality actor full or restarting).");
     describe_gauge!("vigil_alerts", "Alerts by state (pending, firing, suppressed, resolved) and severity.");

@@ -129,10 +129,26 @@ impl LatencyHistogram {
 /// Where the consumer is per partition, as Ingest last saw it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Progress {
-    /// Per source partition: next offset to read (-1 until known) and lag.
-    pub partitions: Vec<(crate::envelope::TopicPartition, i64, i64)>,
+    /// Per source partition.
+    pub partitions: Vec<PartitionProgress>,
     /// Brokers the consumer sees UP (`None` before the first statistics report).
     pub brokers_up: Option<i64>,
+}
+
+/// One source partition in a [`Progress`] report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartitionProgress {
+    /// The partition.
+    pub tp: crate::envelope::TopicPartition,
+    /// Next offset to read (-1 until known).
+    pub position: i64,
+    /// Records behind the high watermark of the last statistics report (0 until reported).
+    pub lag: i64,
+    /// How long its leader's connection has received nothing, ms, while the consumer fetches
+    /// it (`None`: paused or held back by the node, or unknown). A fetch is answered within
+    /// `kafka.fetch_wait` even when there is nothing to read, so a long silence means the
+    /// broker cannot be heard: the lag it would report is unknown.
+    pub silent_ms: Option<i64>,
 }
 
 /// A point-in-time copy of [`NodeStats`] (the admin API's `/status`).

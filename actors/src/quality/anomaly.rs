@@ -11,7 +11,7 @@
 //! fires until a bucket has seen `warmup_seasons` seasons.
 //!
 //! [`StallDetector`]: a partition whose position does not advance for `stall_after` while it
-//! has lag.
+//! has lag or while its broker has been silent.
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use vigil_config::AnomalyConfig;
@@ -169,29 +169,42 @@ impl SeasonalDetector {
     }
 }
 
-/// Detects a partition that makes no progress while it has lag.
+/// Detects a partition that makes no progress while it has lag, or while its broker cannot
+/// be heard (then the lag it would report is unknown).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StallDetector {
     stall_after_ms: i64,
     position: Option<i64>,
-    since_ms: i64,
+    /// When the position last changed.
+    moved_ms: i64,
+    /// Since when the partition has had lag, if it has.
+    lagging_since_ms: Option<i64>,
 }
 
 impl StallDetector {
     /// A detector firing after `stall_after` without progress.
     pub fn new(stall_after: Duration) -> Self {
-        Self { stall_after_ms: stall_after.as_millis() as i64, position: None, since_ms: 0 }
+        Self { stall_after_ms: stall_after.as_millis() as i64, position: None, moved_ms: 0, lagging_since_ms: None }
     }
 
-    /// Observe the partition's position and lag at `t_ms`. Returns how long it has been
-    /// stalled (ms) when that is at least `stall_after` and it has lag.
-    pub fn observe(&mut self, t_ms: i64, position: i64, lag: i64) -> Option<i64> {
-        if self.position != Some(position) || lag <= 0 {
+    /// Observe the partition's position, its lag, and how long its broker has been silent
+    /// (ms; `None` when not fetched or unknown) at `t_ms`. Returns how long it has been
+    /// stalled (ms) when that is at least `stall_after`: no progress for that long, with lag
+    /// or with a silent broker all along.
+    pub fn observe(&mut self, t_ms: i64, position: i64, lag: i64, silent_ms: Option<i64>) -> Option<i64> {
+        if self.position != Some(position) {
             self.position = Some(position);
-            self.since_ms = t_ms;
-            return None;
+            self.moved_ms = t_ms;
         }
-        let stalled = t_ms - self.since_ms;
+        if lag <= 0 {
+            self.lagging_since_ms = None;
+        } else if self.lagging_since_ms.is_none() {
+            self.lagging_since_ms = Some(t_ms);
+        }
+        let without_progress = t_ms - self.moved_ms;
+        // `Option::max`: `None` (no lag, broker heard) is below any duration.
+        let blocked = self.lagging_since_ms.map(|s| t_ms - s).max(silent_ms).unwrap_or(0);
+        let stalled = without_progress.min(blocked);
         (stalled >= self.stall_after_ms).then_some(stalled)
     }
 }
@@ -348,7 +361,7 @@ mod tests {
             if !stalled && !idle {
                 pos += 10;
             }
-            if s.observe(t, pos, if idle { 0 } else { 50 }).is_some() {
+            if s.observe(t, pos, if idle { 0 } else { 50 }, None).is_some() {
                 fired.push(sec);
             }
         }
@@ -356,6 +369,25 @@ mod tests {
         assert_eq!(fired.first(), Some(&159), "fires stall_after after the last progress");
         assert_eq!(fired.last(), Some(&249));
         assert!(fired.iter().all(|s| (159..250).contains(s)), "never while idle without lag");
+    }
+
+    #[test]
+    fn a_silent_broker_stalls_a_partition_without_lag() {
+        let mut s = StallDetector::new(Duration::from_secs(3));
+        // Caught up (no lag) when the broker falls silent at 10 s: the lag stays 0, since
+        // nothing new can be heard of.
+        let silent = |sec: i64| (sec >= 10).then_some((sec - 10) * 1000);
+        let fired: Vec<i64> = (0..20).filter(|&sec| s.observe(sec * 1000, 100, 0, silent(sec)).is_some()).collect();
+        assert_eq!(fired.first(), Some(&13), "3 s of silence without progress");
+        // Silence while the position moves (records already fetched being read) is no stall,
+        // and it counts only from the last progress.
+        let mut s = StallDetector::new(Duration::from_secs(3));
+        let pos = |sec: i64| sec.min(14) * 10;
+        let fired: Vec<i64> = (0..20).filter(|&sec| s.observe(sec * 1000, pos(sec), 0, silent(sec)).is_some()).collect();
+        assert_eq!(fired.first(), Some(&17), "3 s after the last progress at 14 s");
+        // A broker heard within `stall_after` never stalls a partition without lag.
+        let mut s = StallDetector::new(Duration::from_secs(3));
+        assert!((0..100).all(|sec| s.observe(sec * 1000, 100, 0, Some(2_999)).is_none()));
     }
 
     proptest::proptest! {

@@ -46,7 +46,8 @@ pub struct Stalls {
 }
 
 impl Stalls {
-    /// Partitions stall after `after` without progress while they have lag.
+    /// Partitions stall after `after` without progress while they have lag or their broker
+    /// is silent.
     pub fn new(after: Duration) -> Self {
         Self { after, detectors: BTreeMap::new() }
     }
@@ -54,10 +55,10 @@ impl Stalls {
     /// Stalled partitions per topic at `now_ms`.
     pub fn observe(&mut self, now_ms: i64, progress: &Progress) -> BTreeMap<String, u32> {
         let mut out = BTreeMap::new();
-        for (tp, position, lag) in &progress.partitions {
-            let d = self.detectors.entry(tp.clone()).or_insert_with(|| StallDetector::new(self.after));
-            let stalled = d.observe(now_ms, *position, *lag).is_some();
-            *out.entry(tp.topic.clone()).or_default() += u32::from(stalled);
+        for p in &progress.partitions {
+            let d = self.detectors.entry(p.tp.clone()).or_insert_with(|| StallDetector::new(self.after));
+            let stalled = d.observe(now_ms, p.position, p.lag, p.silent_ms).is_some();
+            *out.entry(p.tp.topic.clone()).or_default() += u32::from(stalled);
         }
         out
     }
@@ -67,8 +68,8 @@ impl DqReport {
     /// Fill in lag and stalls per source from the consumer's progress.
     pub fn add_progress(&mut self, progress: &Progress, stalled: &BTreeMap<String, u32>) {
         let mut lag: BTreeMap<&str, i64> = BTreeMap::new();
-        for (tp, _, l) in &progress.partitions {
-            *lag.entry(tp.topic.as_str()).or_default() += l;
+        for p in &progress.partitions {
+            *lag.entry(p.tp.topic.as_str()).or_default() += p.lag;
         }
         for s in &mut self.sources {
             s.lag = lag.get(s.source.as_str()).copied().unwrap_or(0);
@@ -164,12 +165,14 @@ fn gauge_name(series: &str) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vigil_runtime::stats::PartitionProgress;
 
     #[test]
     fn stalls_and_lag_per_source() {
         let tp = |p| TopicPartition { topic: "events".into(), partition: p };
         let mut st = Stalls::new(Duration::from_secs(60));
-        let prog = |pos0, lag0| Progress { partitions: vec![(tp(0), pos0, lag0), (tp(1), 5, 0)], brokers_up: Some(1) };
+        let part = |partition, position, lag| PartitionProgress { tp: tp(partition), position, lag, silent_ms: Some(100) };
+        let prog = |pos0, lag0| Progress { partitions: vec![part(0, pos0, lag0), part(1, 5, 0)], brokers_up: Some(1) };
         assert_eq!(st.observe(0, &prog(10, 3)).get("events"), Some(&0));
         assert_eq!(st.observe(61_000, &prog(10, 3)).get("events"), Some(&1), "no progress with lag for 61 s");
         assert_eq!(st.observe(62_000, &prog(11, 3)).get("events"), Some(&0), "progress clears it");

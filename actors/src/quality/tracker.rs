@@ -160,7 +160,8 @@ pub struct SourceQuality {
     pub version_mix: BTreeMap<String, f64>,
     /// Consumer lag over the source's partitions (set by the quality actor).
     pub lag: i64,
-    /// Partitions without progress while they have lag (set by the quality actor).
+    /// Partitions without progress while they have lag or their broker is silent (set by the
+    /// quality actor).
     pub stalled_partitions: u32,
     /// Event-time span of the valid records, ms.
     #[serde(default)]
