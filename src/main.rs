@@ -25,6 +25,31 @@ use vigil_runtime::kafka::TrackedProducer;
 use vigil_runtime::stats::StatusSnapshot;
 use vigil_supervision::TreeNode;
 
+/// jemalloc serves every allocation of the process, librdkafka's and RocksDB's included
+/// (its `malloc` replaces glibc's): librdkafka allocates each fetched message and op on its
+/// broker threads and the node frees them on its own, which glibc's arenas handle slowly.
+/// See docs/performance.md.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's settings (its `malloc_conf`, read at start): freed pages go back to the
+/// system after about a second (default 10 s), so the resident size `node.memory_limit`
+/// is checked against follows what is in use; a background thread does it off the data path.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[export_name = "malloc_conf"]
+static MALLOC_CONF: &u8 = &b"background_thread:true,max_background_threads:1,dirty_decay_ms:1000,muzzy_decay_ms:0\0"[0];
+
+/// Hand jemalloc's free pages back to the system now (every arena).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn release_jemalloc() {
+    // "arena.<MALLCTL_ARENAS_ALL>.purge" takes and returns nothing.
+    // SAFETY: a NUL-terminated name and null pointers for a void control.
+    unsafe {
+        tikv_jemalloc_sys::mallctl(c"arena.4096.purge".as_ptr(), std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut(), 0);
+    }
+}
+
 #[derive(Parser)]
 #[command(name = "vigil", version, about = "Fault-tolerant actor runtime for real-time data pipelines on Kafka")]
 struct Cli {
@@ -426,6 +451,8 @@ fn setup_failpoints() -> Result<(), String> {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    vigil_actors::memory::set_release(release_jemalloc);
     // Output piped into `head` or `less` that closes early ends a command quietly, as for
     // any Unix tool, instead of a panic on the broken pipe. Not for the commands that serve
     // or drive sockets: there a peer that hangs up would kill the process (librdkafka's

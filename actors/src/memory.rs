@@ -48,9 +48,23 @@ impl MemoryGovernor {
     }
 }
 
-/// Hand memory the allocator holds but does not use back to the system (glibc keeps freed
-/// memory in its arenas, which the resident size still counts).
+/// How the process's allocator hands free memory back, when it is not glibc's.
+static RELEASE: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Set how [`release_free_memory`] releases memory: the binary that chooses the process's
+/// allocator says how (once; later calls are ignored).
+pub fn set_release(release: fn()) {
+    let _ = RELEASE.set(release);
+}
+
+/// Hand memory the allocator holds but does not use back to the system (allocators keep
+/// freed memory for reuse, which the resident size still counts): the allocator's own way
+/// when one was set ([`set_release`]), else glibc's `malloc_trim`.
 pub fn release_free_memory() {
+    if let Some(release) = RELEASE.get() {
+        release();
+        return;
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks the allocator's own free lists; it takes no pointers.
     unsafe {
