@@ -879,7 +879,7 @@ async fn modes(a: ModesArgs) -> Result<ExitCode> {
     let record_bytes = avg - 60;
     let machine = serde_json::json!({
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        "os": std::env::consts::OS, "arch": std::env::consts::ARCH, "shards": shards,
+        "os": std::env::consts::OS, "arch": std::env::consts::ARCH, "shards": shards, "allocator": crate::ALLOCATOR,
     });
     let variant_json: serde_json::Map<String, serde_json::Value> = variant.iter().map(|(p, v)| (p.clone(), serde_json::Value::String(v.clone()))).collect();
     if a.json {
@@ -889,9 +889,10 @@ async fn modes(a: ModesArgs) -> Result<ExitCode> {
         );
     } else {
         println!(
-            "{records} {} records of ~{record_bytes} bytes over {partitions} partitions, {} cores, {shards} shards; latency at {} of each mode's rate{}",
+            "{records} {} records of ~{record_bytes} bytes over {partitions} partitions, {} cores, {shards} shards, {}; latency at {} of each mode's rate{}",
             if a.workload == Workload::Nexmark { "Nexmark" } else { "generated" },
             machine["cores"],
+            crate::ALLOCATOR,
             a.paced_fraction,
             if a.rounds > 1 { format!("; medians of {} rounds", a.rounds) } else { String::new() }
         );

@@ -31,7 +31,7 @@ use vigil_supervision::TreeNode;
 /// See docs/performance.md.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// jemalloc's settings (its `malloc_conf`, read at start): freed pages go back to the
 /// system after about a second (default 10 s), so the resident size `node.memory_limit`
@@ -39,6 +39,10 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[export_name = "malloc_conf"]
 static MALLOC_CONF: &u8 = &b"background_thread:true,max_background_threads:1,dirty_decay_ms:1000,muzzy_decay_ms:0\0"[0];
+
+/// The process's allocator, as `vigil bench` reports it (its ratios depend on it: a bare
+/// librdkafka consumer reads much faster on jemalloc than on glibc's allocator).
+pub(crate) const ALLOCATOR: &str = if cfg!(all(target_os = "linux", target_env = "gnu")) { "jemalloc" } else { "system" };
 
 /// Hand jemalloc's free pages back to the system now (every arena).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]

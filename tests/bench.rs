@@ -10,6 +10,8 @@ fn nexmark_queries_run_on_generated_events() {
     let out = common::vigil_ok(&["bench", "--workload", "nexmark", "--records", "20000", "--paced-fraction", "0.05", "--rounds", "2", "--json"]);
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("not one JSON object ({e}):\n{out}"));
     assert_eq!(v["workload"], "nexmark", "{v}");
+    let allocator = if cfg!(all(target_os = "linux", target_env = "gnu")) { "jemalloc" } else { "system" };
+    assert_eq!(v["machine"]["allocator"], allocator, "ratios depend on the allocator, so the report names it: {v}");
     assert_eq!((&v["records"], &v["rounds"]), (&serde_json::json!(20000), &serde_json::json!(2)), "{v}");
     let results = v["results"].as_array().cloned().unwrap_or_default();
     let modes: Vec<&str> = results.iter().filter_map(|r| r["mode"].as_str()).collect();
