@@ -60,7 +60,8 @@ struct PartitionReport {
     lag: i64,
     /// Low and high watermark offsets, once fetched.
     ends: Option<(i64, i64)>,
-    /// How long its leader's connection had received nothing, ms (`None`: unknown).
+    /// How long the connection it is fetched from (its leader, or a follower with
+    /// `client.rack`) had received nothing, ms (`None`: unknown, or not being fetched).
     silent_ms: Option<i64>,
 }
 
@@ -107,7 +108,7 @@ impl ClientContext for LagContext {
                 let lag = part.consumer_lag.max(0);
                 total += lag;
                 metrics::gauge!("vigil_consumer_lag", "topic" => topic.clone(), "partition" => p.to_string()).set(lag as f64);
-                let silent_ms = rxidle.get(&part.leader).filter(|us| **us >= 0).map(|us| us / 1000);
+                let silent_ms = rxidle.get(&part.broker).filter(|us| **us >= 0).map(|us| us / 1000);
                 per.insert(TopicPartition { topic: topic.clone(), partition: p }, PartitionReport { lag, ends, silent_ms });
             }
         }
@@ -465,7 +466,7 @@ impl BatchConsumer {
         self.consumer.context().total_lag()
     }
 
-    /// Per assigned partition: next offset to read (-1 until known), and lag and leader
+    /// Per assigned partition: next offset to read (-1 until known), and lag and broker
     /// silence from the last statistics report (silence only while it is being fetched).
     pub fn progress(&self) -> Vec<PartitionProgress> {
         let reports = self.consumer.context().reports();

@@ -144,7 +144,7 @@ pub struct PartitionProgress {
     pub position: i64,
     /// Records behind the high watermark of the last statistics report (0 until reported).
     pub lag: i64,
-    /// How long its leader's connection has received nothing, ms, while the consumer fetches
+    /// How long the broker it is fetched from has sent nothing, ms, while the consumer fetches
     /// it (`None`: paused or held back by the node, or unknown). A fetch is answered within
     /// `kafka.fetch_wait` even when there is nothing to read, so a long silence means the
     /// broker cannot be heard: the lag it would report is unknown.
