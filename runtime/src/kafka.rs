@@ -82,11 +82,6 @@ impl LagContext {
         let n = self.brokers_up.load(Ordering::Relaxed);
         (n >= 0).then_some(n)
     }
-
-    /// The last statistics report per partition.
-    fn reports(&self) -> BTreeMap<TopicPartition, PartitionReport> {
-        self.partitions.lock().map(|m| m.clone()).unwrap_or_default()
-    }
 }
 
 impl ClientContext for LagContext {
@@ -469,11 +464,11 @@ impl BatchConsumer {
     /// Per assigned partition: next offset to read (-1 until known), and lag and broker
     /// silence from the last statistics report (silence only while it is being fetched).
     pub fn progress(&self) -> Vec<PartitionProgress> {
-        let reports = self.consumer.context().reports();
+        let reports = self.consumer.context().partitions.lock();
         self.next
             .iter()
             .map(|(tp, o)| {
-                let r = reports.get(tp);
+                let r = reports.as_ref().ok().and_then(|m| m.get(tp));
                 let fetching = !self.paused && !self.held.contains(tp);
                 PartitionProgress {
                     tp: tp.clone(),
