@@ -771,14 +771,12 @@ async fn modes(a: ModesArgs) -> Result<ExitCode> {
         }
     }
     let variant = variant_settings(&a.variants)?;
-    if !variant.is_empty() && a.workload == Workload::Default && !modes.iter().any(|m| m == VARIANT) {
-        modes.push(VARIANT.to_string());
-    }
-    if modes.iter().any(|m| m == VARIANT) && variant.is_empty() {
-        bail!("mode `{VARIANT}` is `pipeline` with the --variant settings: give at least one --variant PATH=VALUE");
-    }
-    if !variant.is_empty() && a.workload != Workload::Default {
-        bail!("--variant applies to the default workload's `{VARIANT}` mode");
+    let has_variant = modes.iter().any(|m| m == VARIANT);
+    match (variant.is_empty(), has_variant) {
+        (true, true) => bail!("mode `{VARIANT}` is `pipeline` with the --variant settings: give at least one --variant PATH=VALUE"),
+        (false, _) if a.workload != Workload::Default => bail!("--variant applies to the default workload's `{VARIANT}` mode"),
+        (false, false) => modes.push(VARIANT.to_string()),
+        _ => {}
     }
     if records == 0 {
         bail!("--records must be at least 1");
