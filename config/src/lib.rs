@@ -1018,6 +1018,12 @@ impl Config {
     /// # Errors
     /// [`ConfigErrors`] naming each unknown path, mistyped value or broken relation.
     pub fn with_settings<'a>(&self, settings: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self> {
+        let settings: Vec<(&str, &str)> = settings.into_iter().collect();
+        // Every setting is in a section: the overrides take a path without one for a variable
+        // of the binary's own (`VIGIL_LOG`) and skip it, which here would ignore a mistake.
+        if let Some((path, _)) = settings.iter().find(|(path, _)| !path.contains('.')) {
+            return Err(single(path, "not a setting: a path is SECTION.KEY, e.g. pipeline.batch_max_records".into()));
+        }
         let value = toml::Value::try_from(self).map_err(|e| single("<config>", format!("cannot represent as TOML: {e}")))?;
         let env = settings.into_iter().map(|(path, v)| (format!("VIGIL_{}", path.replace('.', "__").to_ascii_uppercase()), v.to_string()));
         let mut config = Self::from_value(value, env)?;
@@ -1444,6 +1450,8 @@ mod tests {
         assert_eq!(e.errors[0].path, "pipeline.batch_max_records", "{e}");
         let e = base.with_settings([("pipeline.no_such_field", "1")]).unwrap_err();
         assert!(e.to_string().contains("no_such_field"), "{e}");
+        let e = base.with_settings([("log", "debug")]).unwrap_err();
+        assert_eq!(e.errors[0].path, "log", "a path without a section is no setting: {e}");
     }
 
     #[test]
