@@ -673,7 +673,7 @@ impl crate::PipelineConfig {
                     } else if ms(size) % ms(slide) != 0 {
                         err(&path("window.slide"), "must divide size (e.g. size 1m, slide 10s)");
                     } else if ms(size) / ms(slide) > 1000 {
-                        err(&path("window.slide"), "size / slide must be at most 1000 (each record is added to that many windows)");
+                        err(&path("window.slide"), "size / slide must be at most 1000 (a window merges that many panes when it is emitted)");
                     }
                 }
                 WindowSpec::Session { gap } if ms(gap) == 0 => err(&path("window.gap"), "must be at least 1ms"),

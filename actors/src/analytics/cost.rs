@@ -49,7 +49,7 @@ fn checkpoint(store: &Store, id: u64, an: &Analytics, agg: &mut Aggregation) -> 
     let mut ops: Vec<Op> = Vec::new();
     let meta = state::snapshot(an, std::slice::from_mut(agg), &Watermarks::default(), &mut ops)?;
     let bytes = ops.iter().map(|(k, v)| (k.len() + v.as_ref().map_or(0, Vec::len)) as u64).sum();
-    let states = BTreeMap::from([("process".to_string(), meta)]);
+    let states: BTreeMap<String, Vec<u8>> = state::merge_metas(vec![meta])?.into_iter().collect();
     let cp = Checkpoint {
         meta: CheckpointMeta {
             id,

@@ -8,6 +8,11 @@
 //! A record none of whose windows is still live is *late* (the caller routes it to the
 //! late-data output). Sessions of a key merge when a record bridges them; the absorbed
 //! session's output key is retracted (a tombstone) if it had fired.
+//!
+//! Hopping windows keep *panes*: a record updates the one pane `[k·slide, (k+1)·slide)` it
+//! falls in, and a window merges its `size / slide` panes when it is emitted, so a record
+//! costs one metric update however many windows it is in. The pane `[s, s + slide)` lives
+//! with the window starting at `s`, the last window that needs it.
 use super::metrics::{Accs, Metric, Val};
 use hashbrown::HashMap;
 use serde::{Deserialize, Serialize};
@@ -38,6 +43,16 @@ pub enum WindowKind {
 }
 
 impl WindowKind {
+    /// How far past its start a window reaches into later slots: its size for tumbling and
+    /// hopping windows (a hopping window merges the panes starting before its end), 1 for
+    /// sessions (each is whole in its own slot).
+    fn span(&self) -> i64 {
+        match *self {
+            WindowKind::Tumbling { size_ms } | WindowKind::Hopping { size_ms, .. } => size_ms,
+            WindowKind::Session { .. } => 1,
+        }
+    }
+
     /// Windows `[start, end)` of a fixed kind containing `ts`, oldest first (none for sessions).
     pub fn assign(&self, ts: i64) -> Vec<(i64, i64)> {
         self.windows_of(ts).collect()
@@ -64,9 +79,10 @@ impl WindowKind {
 pub struct WindowAcc {
     /// End (exclusive), ms; for sessions the last record's time plus the gap.
     pub end: i64,
-    /// Metrics so far.
+    /// Metrics so far: of the window's records (tumbling, session), or of its first pane's
+    /// (hopping: `[start, start + slide)`).
     pub accs: Accs,
-    /// Records added.
+    /// Records in [`WindowAcc::accs`].
     pub records: u64,
     /// Revision of the last emission; `None` before the window fired.
     pub revision: Option<u32>,
@@ -74,6 +90,9 @@ pub struct WindowAcc {
     pub dirty: bool,
     /// Merged into an earlier session: emit a retraction, then forget it.
     pub retracted: bool,
+    /// A hopping window restored from a checkpoint written before panes: its records then
+    /// (metrics, count), kept whole; later records go to panes.
+    pub base: Option<Box<(Accs, u64)>>,
     /// Queued in the changes of the next checkpoint.
     #[serde(skip)]
     queued: bool,
@@ -85,7 +104,17 @@ pub struct WindowAcc {
 
 impl WindowAcc {
     fn new(end: i64, accs: Accs) -> Self {
-        Self { end, accs, records: 0, revision: None, dirty: true, retracted: false, queued: false, timer: end }
+        Self { end, accs, records: 0, revision: None, dirty: true, retracted: false, base: None, queued: false, timer: end }
+    }
+
+    /// A window as checkpoints before panes wrote it; a hopping one (`hopping`) keeps its
+    /// metrics whole as [`WindowAcc::base`] and starts an empty pane.
+    pub fn from_legacy(l: LegacyWindowAcc, metrics: &[Metric], hopping: bool) -> Self {
+        let (accs, records, base) = match hopping {
+            true => (Accs::new(metrics), 0, Some(Box::new((l.accs, l.records)))),
+            false => (l.accs, l.records, None),
+        };
+        Self { end: l.end, accs, records, revision: l.revision, dirty: l.dirty, retracted: l.retracted, base, queued: false, timer: l.end }
     }
 
     /// When it next needs attention (its timer): its end until it fired, then the end of
@@ -97,6 +126,23 @@ impl WindowAcc {
             self.end.saturating_add(lateness_ms)
         }
     }
+}
+
+/// A window as checkpoints before panes encoded it (checkpoint windows format 1).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LegacyWindowAcc {
+    /// End.
+    pub end: i64,
+    /// The window's metrics.
+    pub accs: Accs,
+    /// Its records.
+    pub records: u64,
+    /// Revision of the last emission.
+    pub revision: Option<u32>,
+    /// Changed since the last emission.
+    pub dirty: bool,
+    /// A retraction marker.
+    pub retracted: bool,
 }
 
 /// What an aggregation emits.
@@ -190,6 +236,24 @@ impl KeyWindows {
     /// The windows, by start.
     pub fn iter(&self) -> impl Iterator<Item = (&i64, &WindowAcc)> {
         self.starts.iter().zip(&self.accs)
+    }
+
+    /// The metrics and record count of the window at position `i`: its own accumulators,
+    /// merged with those of the later slots starting within `span` of it (a hopping
+    /// window's panes; see [`WindowKind::span`]) and with its [`WindowAcc::base`].
+    fn window(&self, i: usize, span: i64) -> (std::borrow::Cow<'_, Accs>, u64) {
+        let w = &self.accs[i];
+        let reach = self.starts[i].saturating_add(span);
+        let panes = self.starts[i + 1..].iter().take_while(|s| **s < reach).count();
+        if panes == 0 && w.base.is_none() {
+            return (std::borrow::Cow::Borrowed(&w.accs), w.records);
+        }
+        let (mut accs, mut records) = (w.accs.clone(), w.records);
+        for (a, n) in w.base.iter().map(|b| (&b.0, b.1)).chain(self.accs[i + 1..=i + panes].iter().map(|p| (&p.accs, p.records))) {
+            accs.merge(a);
+            records += n;
+        }
+        (std::borrow::Cow::Owned(accs), records)
     }
 }
 
@@ -305,50 +369,80 @@ impl Aggregation {
                 let key = &self.intern(key);
                 self.add_session(key, ts, gap_ms, vals, &mut touched)
             }
-            kind => {
-                let (watermark, lateness) = (self.watermark, self.lateness_ms);
-                let live = move |(_, end): &(i64, i64)| end.saturating_add(lateness) > watermark;
-                // Later windows end later: if the last is not live, none is.
-                if !kind.windows_of(ts).last().is_some_and(|w| live(&w)) {
-                    return Err(Late { watermark });
+            kind => self.add_fixed(kind, key, ts, vals, &mut touched),
+        }
+    }
+
+    /// [`Aggregation::add`] for tumbling and hopping windows: the record updates the pane
+    /// it falls in (for tumbling windows, the window), and every live window containing it
+    /// exists afterwards; a fired one is marked for re-emission.
+    fn add_fixed(&mut self, kind: WindowKind, key: &str, ts: i64, vals: &[Val<'_>], touched: &mut impl FnMut(Touched)) -> Result<(), Late> {
+        let (watermark, lateness) = (self.watermark, self.lateness_ms);
+        let live = move |(_, end): &(i64, i64)| end.saturating_add(lateness) > watermark;
+        // Oldest first: the live ones are the last (later windows end later).
+        let Some((first, first_end)) = kind.windows_of(ts).find(live) else {
+            return Err(Late { watermark });
+        };
+        let slide = match kind {
+            WindowKind::Hopping { slide_ms, .. } => slide_ms,
+            _ => kind.span(),
+        };
+        let pane = ts.div_euclid(slide) * slide;
+        // One lookup of the key in the common case (it has windows already).
+        let (key, per_key) = match self.windows.entry_ref(key) {
+            hashbrown::hash_map::EntryRef::Occupied(e) => (e.key().clone(), e.into_mut()),
+            hashbrown::hash_map::EntryRef::Vacant(e) => {
+                let k: Arc<str> = key.into();
+                (k.clone(), e.insert_with_key(k, KeyWindows::default()))
+            }
+        };
+        let key = &key;
+        let live_windows = ((pane - first) / slide) as usize + 1;
+        // The common case: every live window of the record exists and none has fired
+        // (starts are distinct multiples of the slide, so the slots from the first's to the
+        // pane's are exactly those windows).
+        if let Ok(i) = per_key.pos(pane) {
+            if first_end > watermark && i + 1 >= live_windows && per_key.starts[i + 1 - live_windows] == first {
+                let w = &mut per_key.accs[i];
+                w.accs.add(vals, ts);
+                w.records += 1;
+                Self::queue(&mut self.changes, w, key, pane);
+                for k in 0..live_windows as i64 {
+                    touched(Touched::Window { start: first + k * slide, opened: false });
                 }
-                // One lookup of the key in the common case (it has windows already).
-                let (key, per_key) = match self.windows.entry_ref(key) {
-                    hashbrown::hash_map::EntryRef::Occupied(e) => (e.key().clone(), e.into_mut()),
-                    hashbrown::hash_map::EntryRef::Vacant(e) => {
-                        let k: Arc<str> = key.into();
-                        (k.clone(), e.insert_with_key(k, KeyWindows::default()))
-                    }
-                };
-                let key = &key;
-                let hashes = super::metrics::distinct_hashes(&self.metrics, vals);
-                for (start, end) in kind.windows_of(ts).filter(live) {
-                    let opened = match per_key.get_mut(&start) {
-                        Some(w) => {
-                            w.accs.add_hashed(vals, &hashes, ts);
-                            w.records += 1;
-                            if !w.dirty && w.revision.is_some() {
-                                self.pending.push((key.clone(), start));
-                            }
-                            w.dirty = true;
-                            Self::queue(&mut self.changes, w, key, start);
-                            false
-                        }
-                        None => {
-                            let mut w = WindowAcc::new(end, Accs::new(&self.metrics));
-                            w.accs.add_hashed(vals, &hashes, ts);
-                            w.records = 1;
-                            Self::queue(&mut self.changes, &mut w, key, start);
-                            set_timer(&mut self.timers, &mut w, end, key, start);
-                            per_key.insert(start, w);
-                            true
-                        }
-                    };
-                    touched(Touched::Window { start, opened });
-                }
-                Ok(())
+                return Ok(());
             }
         }
+        for (start, end) in kind.windows_of(ts).filter(live) {
+            let opened = match per_key.get_mut(&start) {
+                Some(w) => {
+                    if w.revision.is_some() {
+                        if !w.dirty {
+                            self.pending.push((key.clone(), start));
+                        }
+                        w.dirty = true;
+                        Self::queue(&mut self.changes, w, key, start);
+                    }
+                    false
+                }
+                None => {
+                    let mut w = WindowAcc::new(end, Accs::new(&self.metrics));
+                    Self::queue(&mut self.changes, &mut w, key, start);
+                    set_timer(&mut self.timers, &mut w, end, key, start);
+                    per_key.insert(start, w);
+                    true
+                }
+            };
+            if start == pane {
+                if let Some(w) = per_key.get_mut(&pane) {
+                    w.accs.add(vals, ts);
+                    w.records += 1;
+                    Self::queue(&mut self.changes, w, key, pane);
+                }
+            }
+            touched(Touched::Window { start, opened });
+        }
+        Ok(())
     }
 
     fn add_session(&mut self, key: &Arc<str>, ts: i64, gap: i64, vals: &[Val<'_>], touched: &mut impl FnMut(Touched)) -> Result<(), Late> {
@@ -455,18 +549,42 @@ impl Aggregation {
         true
     }
 
-    /// Emit `w` if it is due: fired and changed, or a retraction.
-    fn emit(wm: i64, key: &str, start: i64, w: &mut WindowAcc, out: &mut Vec<Emit>) -> bool {
-        if w.dirty && (w.end <= wm || w.retracted) {
-            let revision = w.revision.map_or(0, |r| r + 1);
-            let values = (!w.retracted).then(|| w.accs.value_list());
-            let count = w.records;
-            out.push(Emit { key: key.to_string(), start, end: w.end, revision, values, count });
-            w.revision = Some(revision);
-            w.dirty = false;
-            return true;
+    /// Emit the window of `key` starting at `start` if it is due (fired and changed, or a
+    /// retraction), its metrics read over `span` ([`KeyWindows::window`]); queue its change.
+    fn emit(&mut self, wm: i64, key: &Arc<str>, start: i64, out: &mut Vec<Emit>) {
+        let span = self.kind.span();
+        let Some(per_key) = self.windows.get_mut(key) else { return };
+        let Ok(i) = per_key.pos(start) else { return };
+        let w = &per_key.accs[i];
+        if !(w.dirty && (w.end <= wm || w.retracted)) {
+            return;
         }
-        false
+        let revision = w.revision.map_or(0, |r| r + 1);
+        let (values, count) = match w.retracted {
+            true => (None, w.records),
+            false => {
+                let (accs, count) = per_key.window(i, span);
+                (Some(accs.value_list()), count)
+            }
+        };
+        let w = &mut per_key.accs[i];
+        out.push(Emit { key: key.to_string(), start, end: w.end, revision, values, count });
+        w.revision = Some(revision);
+        w.dirty = false;
+        Self::queue(&mut self.changes, w, key, start);
+    }
+
+    /// Forget the window of `key` starting at `start` (and the key when it was its last).
+    fn forget(&mut self, key: &Arc<str>, start: i64) {
+        let Some(per_key) = self.windows.get_mut(key) else { return };
+        let Some(gone) = per_key.remove(&start) else { return };
+        cancel_timer(&mut self.timers, &gone, key, start);
+        if !gone.queued {
+            self.changes.push((key.clone(), start));
+        }
+        if per_key.is_empty() {
+            self.windows.remove(key);
+        }
     }
 
     /// Advance to `watermark`: emit windows that fire or changed, and forget those past
@@ -476,22 +594,9 @@ impl Aggregation {
         let (wm, lateness) = (self.watermark, self.lateness_ms);
         let mut out = Vec::new();
         for (key, start) in std::mem::take(&mut self.pending) {
-            let Some(per_key) = self.windows.get_mut(&key) else { continue };
-            let Some(w) = per_key.get_mut(&start) else { continue };
-            if Self::emit(wm, &key, start, w, &mut out) {
-                Self::queue(&mut self.changes, w, &key, start);
-            }
-            if w.retracted {
-                let queued = w.queued;
-                if let Some(gone) = per_key.remove(&start) {
-                    cancel_timer(&mut self.timers, &gone, &key, start);
-                }
-                if !queued {
-                    self.changes.push((key.clone(), start));
-                }
-                if per_key.is_empty() {
-                    self.windows.remove(&key);
-                }
+            self.emit(wm, &key, start, &mut out);
+            if self.windows.get(&key).and_then(|p| p.pos(start).ok().map(|i| p.accs[i].retracted)) == Some(true) {
+                self.forget(&key, start);
             }
         }
         while let Some(first) = self.timers.first() {
@@ -499,27 +604,19 @@ impl Aggregation {
                 break;
             }
             let Some((_, key, start)) = self.timers.pop_first() else { break };
-            let Some(per_key) = self.windows.get_mut(&key) else { continue };
-            let Some(w) = per_key.get_mut(&start) else { continue };
+            let Some(w) = self.windows.get_mut(&key).and_then(|p| p.get_mut(&start)) else { continue };
             // Set before a session grew: due later, so it moves there.
             let deadline = w.deadline(lateness);
             if deadline > wm {
                 set_timer(&mut self.timers, w, deadline, &key, start);
                 continue;
             }
-            if Self::emit(wm, &key, start, w, &mut out) {
-                Self::queue(&mut self.changes, w, &key, start);
-            }
+            self.emit(wm, &key, start, &mut out);
+            let Some(w) = self.windows.get_mut(&key).and_then(|p| p.get_mut(&start)) else { continue };
             let purge_at = w.end.saturating_add(lateness);
             if w.retracted || purge_at <= wm {
-                let queued = w.queued;
-                per_key.remove(&start);
-                if !queued {
-                    self.changes.push((key.clone(), start));
-                }
-                if per_key.is_empty() {
-                    self.windows.remove(&key);
-                }
+                // Its timer was just popped: forgetting it cancels nothing more.
+                self.forget(&key, start);
             } else {
                 set_timer(&mut self.timers, w, purge_at, &key, start);
             }
@@ -547,6 +644,16 @@ impl Aggregation {
             }
         }
         Ok(out)
+    }
+
+    /// Queue every window for the next checkpoint: after a restore that converted windows
+    /// from an older checkpoint format, so the next checkpoint rewrites them all.
+    pub fn rewrite_all(&mut self) {
+        for (key, per_key) in &mut self.windows {
+            for (start, w) in per_key.starts.iter().zip(&mut per_key.accs) {
+                Self::queue(&mut self.changes, w, key, *start);
+            }
+        }
     }
 
     /// Windows changed since the last [`Aggregation::take_changes`] (at most: a window
@@ -743,6 +850,63 @@ mod tests {
         ]
     }
 
+    /// Feed `steps` (group key, event time, watermark jump, value, advance?) to `a` and `m`,
+    /// checkpointing every fifth step into `store` and, at step `snapshot_at`, restoring
+    /// `a` from it; then advance both to the end and compare their results.
+    #[allow(clippy::too_many_arguments)]
+    fn run_against_model(
+        mut a: Aggregation,
+        mut m: Model,
+        store: &mut BTreeMap<(String, i64), Vec<u8>>,
+        steps: &[(u8, i64, i64, u32, bool)],
+        snapshot_at: usize,
+    ) -> Result<(), TestCaseError> {
+        let kind = m.kind;
+        let mut out = BTreeMap::new();
+        let (mut wm, mut late, mut n) = (i64::MIN, m.late, m.windows.iter().map(|w| w.3.len()).sum::<usize>());
+        for (i, (k, ts, jump, v, adv)) in steps.iter().enumerate() {
+            if i % 5 == 0 || i == snapshot_at {
+                checkpoint(&mut a, store)?;
+            }
+            if i == snapshot_at {
+                // A crash right after the checkpoint: resume from what it wrote.
+                let windows = store.iter().map(|((k, s), v)| (k.clone(), *s, vigil_runtime::store::decode("window", v).unwrap()));
+                a = Aggregation::restore(kind, m.lateness, metrics(), a.watermark(), windows.collect::<Vec<_>>());
+            }
+            if *adv {
+                wm = wm.max(ts + jump);
+                converge(&mut out, a.advance(wm));
+                m.advance(wm);
+            } else {
+                let r = Rec { key: format!("k{k}"), ts: *ts, v: f64::from(*v) };
+                n += 1;
+                let val = Val::Num(r.v);
+                if a.add(&r.key, r.ts, &[Val::Missing, val, val, val], |_| {}).is_err() {
+                    late += 1;
+                }
+                m.add(r);
+            }
+        }
+        converge(&mut out, a.advance(i64::MAX / 4));
+        m.advance(i64::MAX / 4);
+        prop_assert_eq!(late, m.late, "late records");
+        let got: BTreeMap<String, Value> = out.into_iter().map(|(k, (_, v))| (k, v)).collect();
+        let want = m.results();
+        prop_assert_eq!(got.len(), want.len(), "windows: got {:?} want {:?}", got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>());
+        let counted: u64 = want.values().map(|v| v["count"].as_u64().unwrap_or(0)).sum();
+        if !matches!(kind, WindowKind::Hopping { .. }) {
+            prop_assert_eq!(counted as usize + late, n, "inputs = counted + late");
+        }
+        for (k, w) in &want {
+            let g = &got[k];
+            prop_assert_eq!(&g["count"], &w["count"], "{}", k);
+            prop_assert_eq!(&g["min_v"], &w["min_v"], "{}", k);
+            prop_assert_eq!(&g["last_v"], &w["last_v"], "{}", k);
+            prop_assert!((g["sum_v"].as_f64().unwrap() - w["sum_v"].as_f64().unwrap()).abs() < 1e-6, "{}", k);
+        }
+        Ok(())
+    }
+
     proptest! {
         /// Random out-of-order records of a few keys with watermark advances in between:
         /// the converged outputs equal the reference's final windows, every record is counted
@@ -754,51 +918,41 @@ mod tests {
             steps in prop::collection::vec((0u8..3, 0i64..200, -50i64..50, 1u32..1000, any::<bool>()), 1..120),
             snapshot_at in 0usize..120,
         ) {
-            let mut a = Aggregation::new(kind, lateness, metrics());
+            let a = Aggregation::new(kind, lateness, metrics());
+            let m = Model { kind, lateness, wm: i64::MIN, windows: Vec::new(), late: 0 };
+            run_against_model(a, m, &mut BTreeMap::new(), &steps, snapshot_at)?;
+        }
+
+        /// Windows of a checkpoint written before panes (each window whole, format 1) go on
+        /// to the reference's results after they are converted, and the first checkpoint
+        /// after the conversion rewrites every one of them.
+        #[test]
+        fn windows_of_the_whole_window_format_convert(
+            kind in kinds(),
+            lateness in 0i64..40,
+            before in prop::collection::vec((0u8..3, 0i64..200, 1u32..1000), 0..40),
+            steps in prop::collection::vec((0u8..3, 0i64..200, -50i64..50, 1u32..1000, any::<bool>()), 1..80),
+            snapshot_at in 0usize..80,
+        ) {
             let mut m = Model { kind, lateness, wm: i64::MIN, windows: Vec::new(), late: 0 };
-            let mut out = BTreeMap::new();
-            let mut store = BTreeMap::new();
-            let (mut wm, mut late, mut n) = (i64::MIN, 0usize, 0usize);
-            for (i, (k, ts, jump, v, adv)) in steps.iter().enumerate() {
-                if i % 5 == 0 || i == snapshot_at {
-                    checkpoint(&mut a, &mut store)?;
-                }
-                if i == snapshot_at {
-                    // A crash right after the checkpoint: resume from what it wrote.
-                    let windows = store.iter().map(|((k, s), v)| (k.clone(), *s, vigil_runtime::store::decode("window", v).unwrap()));
-                    a = Aggregation::restore(kind, lateness, metrics(), a.watermark(), windows.collect::<Vec<_>>());
-                }
-                if *adv {
-                    wm = wm.max(ts + jump);
-                    converge(&mut out, a.advance(wm));
-                    m.advance(wm);
-                } else {
-                    let r = Rec { key: format!("k{k}"), ts: *ts, v: f64::from(*v) };
-                    n += 1;
-                    let val = Val::Num(r.v);
-                    if a.add(&r.key, r.ts, &[Val::Missing, val, val, val], |_| {}).is_err() {
-                        late += 1;
-                    }
-                    m.add(r);
-                }
+            for (k, ts, v) in before {
+                m.add(Rec { key: format!("k{k}"), ts, v: f64::from(v) });
             }
-            converge(&mut out, a.advance(i64::MAX / 4));
-            m.advance(i64::MAX / 4);
-            prop_assert_eq!(late, m.late, "late records");
-            let got: BTreeMap<String, Value> = out.into_iter().map(|(k, (_, v))| (k, v)).collect();
-            let want = m.results();
-            prop_assert_eq!(got.len(), want.len(), "windows: got {:?} want {:?}", got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>());
-            let counted: u64 = want.values().map(|v| v["count"].as_u64().unwrap_or(0)).sum();
-            if !matches!(kind, WindowKind::Hopping { .. }) {
-                prop_assert_eq!(counted as usize + late, n, "inputs = counted + late");
-            }
-            for (k, w) in &want {
-                let g = &got[k];
-                prop_assert_eq!(&g["count"], &w["count"], "{}", k);
-                prop_assert_eq!(&g["min_v"], &w["min_v"], "{}", k);
-                prop_assert_eq!(&g["last_v"], &w["last_v"], "{}", k);
-                prop_assert!((g["sum_v"].as_f64().unwrap() - w["sum_v"].as_f64().unwrap()).abs() < 1e-6, "{}", k);
-            }
+            // What the whole-window engine held: every window with its records, not fired.
+            let legacy = m.windows.iter().map(|(key, start, end, recs, ..)| {
+                let mut accs = Accs::new(&metrics());
+                for r in recs {
+                    accs.add(&[Val::Missing, Val::Num(r.v), Val::Num(r.v), Val::Num(r.v)], r.ts);
+                }
+                let l = LegacyWindowAcc { end: *end, accs, records: recs.len() as u64, revision: None, dirty: true, retracted: false };
+                let bytes = vigil_runtime::store::encode("window", &l).unwrap();
+                let l: LegacyWindowAcc = vigil_runtime::store::decode("window", &bytes).unwrap();
+                (key.clone(), *start, WindowAcc::from_legacy(l, &metrics(), matches!(kind, WindowKind::Hopping { .. })))
+            });
+            let mut a = Aggregation::restore(kind, lateness, metrics(), None, legacy.collect::<Vec<_>>());
+            a.rewrite_all();
+            prop_assert_eq!(a.pending_changes(), a.open_windows(), "every converted window is rewritten");
+            run_against_model(a, m, &mut BTreeMap::new(), &steps, snapshot_at)?;
         }
     }
 }

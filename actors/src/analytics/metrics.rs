@@ -258,27 +258,6 @@ impl Acc {
     }
 }
 
-/// The hash a distinct count keeps of `bytes`: the one `CardinalityEstimator::insert`
-/// computes (a test holds them equal), so states built either way merge.
-fn distinct_hash(bytes: &[u8]) -> u64 {
-    use std::hash::BuildHasher;
-    std::hash::BuildHasherDefault::<wyhash::WyHash>::default().hash_one(bytes)
-}
-
-/// Per metric, the hash a distinct count of the record's value inserts (`None` for other
-/// metrics and missing values).
-pub fn distinct_hashes(metrics: &[Metric], vals: &[Val<'_>]) -> smallvec::SmallVec<[Option<u64>; 8]> {
-    metrics
-        .iter()
-        .zip(vals.iter().chain(std::iter::repeat(&Val::Missing)))
-        .map(|(m, v)| match (m, v) {
-            (Metric::Distinct { .. }, Val::Str(s)) => Some(distinct_hash(s.as_bytes())),
-            (Metric::Distinct { .. }, Val::Num(x)) => Some(distinct_hash(&x.to_bits().to_le_bytes())),
-            _ => None,
-        })
-        .collect()
-}
-
 /// The metrics of one window, in the aggregation's order.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Accs(pub Vec<Acc>);
@@ -300,19 +279,8 @@ impl Accs {
 
     /// Add one record: `vals[i]` is the value of metric `i`'s field.
     pub fn add(&mut self, vals: &[Val<'_>], ts: i64) {
-        self.add_hashed(vals, &[], ts);
-    }
-
-    /// [`Accs::add`] with the distinct-count hashes of the record computed beforehand
-    /// ([`distinct_hashes`]; missing ones are computed here): a record of a hopping window
-    /// goes into several windows.
-    pub fn add_hashed(&mut self, vals: &[Val<'_>], hashes: &[Option<u64>], ts: i64) {
-        let mut hashes = hashes.iter();
         for (a, v) in self.0.iter_mut().zip(vals.iter().chain(std::iter::repeat(&Val::Missing))) {
-            match (a, hashes.next()) {
-                (Acc::Distinct(h), Some(Some(hash))) => h.insert_hash(*hash),
-                (a, _) => a.add(*v, ts),
-            }
+            a.add(*v, ts);
         }
     }
 
@@ -416,26 +384,6 @@ mod tests {
             let got = x["p50_v"].as_f64().unwrap();
             prop_assert!((got - true_m).abs() <= PERCENTILE_RELATIVE_ERROR * true_m.abs() + 1e-9, "p50 {} vs {}", got, true_m);
         }
-    }
-
-    #[test]
-    fn prehashed_distinct_counts_equal_inserted_ones() {
-        let m = vec![Metric::Distinct { field: "u".into() }, Metric::Count];
-        let (mut a, mut b) = (Accs::new(&m), Accs::new(&m));
-        for i in 0..5_000 {
-            let s = format!("user-{i}");
-            let v = if i % 3 == 0 { Val::Num(f64::from(i)) } else { Val::Str(&s) };
-            a.add(&[v], 0);
-            b.add_hashed(&[v], &distinct_hashes(&m, &[v]), 0);
-            if i % 500 == 0 {
-                assert_eq!(a.values(&m), b.values(&m));
-            }
-        }
-        assert_eq!(a.values(&m), b.values(&m));
-        // The same registers: each absorbs the other without changing its estimate.
-        let mut ab = a.clone();
-        ab.merge(&b);
-        assert_eq!(ab.values(&m)["distinct_u"], a.values(&m)["distinct_u"]);
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Process's checkpointed state: a small meta record (watermarks per partition, and per
 //! aggregation its definition's fingerprint and watermark) in the `state` column family,
 //! and the open windows in the `windows` column family, one key per
-//! `aggregation / group key / window start`, written incrementally. Restore reads both back.
-use super::engine::{Aggregation, WindowAcc};
+//! `aggregation / group key / window start`, written incrementally. Restore reads both back,
+//! converting windows of an older format.
+use super::engine::{Aggregation, LegacyWindowAcc, WindowAcc, WindowKind};
 use super::spec::Analytics;
 use super::watermark::Watermarks;
 use crate::lineage::record::ord_i64;
@@ -43,6 +44,13 @@ pub fn window_key_aggregation(k: &[u8]) -> Option<&str> {
     std::str::from_utf8(k.split(|b| *b == 0).next()?).ok()
 }
 
+/// State name of the format of the windows in [`CF`].
+const FORMAT: &str = "process.windows_format";
+
+/// Format of the windows this version writes: 2, hopping windows as panes. 1 (no format
+/// record): each window whole.
+const WINDOWS_FORMAT: u32 = 2;
+
 /// State name of the node-wide meta record (every shard's, merged).
 pub const META: &str = "process";
 
@@ -64,7 +72,7 @@ fn shard_meta(j: usize) -> String {
 pub fn merge_metas(metas: Vec<Vec<u8>>) -> crate::Result<Vec<(String, Vec<u8>)>> {
     // The count is always written: a later start with more shards must not read a stale
     // shard's record.
-    let mut out = vec![(SHARDS.to_string(), encode("shard count", &(metas.len() as u32))?)];
+    let mut out = vec![(SHARDS.to_string(), encode("shard count", &(metas.len() as u32))?), (FORMAT.to_string(), encode("windows format", &WINDOWS_FORMAT)?)];
     if metas.len() <= 1 {
         out.extend(metas.into_iter().map(|m| (META.to_string(), m)));
         return Ok(out);
@@ -151,6 +159,16 @@ pub fn restore(
         Some(b) => decode::<u32>("shard count", &b)? as usize,
         None => 1,
     };
+    let format = match store.state(FORMAT)? {
+        Some(b) => decode::<u32>("windows format", &b)?,
+        None => 1,
+    };
+    if format > WINDOWS_FORMAT {
+        return Ok(Err(format!(
+            "the checkpoint's windows are in format {format}, written by a newer Vigil (this one reads up to {WINDOWS_FORMAT}): \
+             run that version, or start with an empty node.data_dir"
+        )));
+    }
     let name = if shards > 1 && written_by == shards { shard_meta(shard) } else { META.to_string() };
     let meta: ProcessMeta = match store.state(&name)? {
         Some(bytes) => match decode::<ProcessMeta>("process state", &bytes) {
@@ -186,7 +204,11 @@ pub fn restore(
                 if shards > 1 && crate::pipeline::key_shard(&spec.name, &key, shards) != shard {
                     return Ok(());
                 }
-                entries.push((key, start, decode("window", v)?));
+                let w = match format {
+                    1 => WindowAcc::from_legacy(decode::<LegacyWindowAcc>("window", v)?, &spec.metrics, matches!(spec.kind, WindowKind::Hopping { .. })),
+                    _ => decode("window", v)?,
+                };
+                entries.push((key, start, w));
                 windows += 1;
                 bytes += (k.len() + v.len()) as u64;
                 if windows % 100_000 == 0 {
@@ -195,7 +217,12 @@ pub fn restore(
                 Ok(())
             })?;
         }
-        aggs.push(Aggregation::restore(spec.kind, spec.lateness_ms, spec.metrics.clone(), watermark, entries));
+        let mut agg = Aggregation::restore(spec.kind, spec.lateness_ms, spec.metrics.clone(), watermark, entries);
+        if format < WINDOWS_FORMAT {
+            // The next checkpoint writes them in this format, with the format record.
+            agg.rewrite_all();
+        }
+        aggs.push(agg);
     }
     let mut stale = Vec::new();
     // Shard 0 deletes the windows of aggregations no longer configured.
@@ -212,6 +239,57 @@ pub fn restore(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::analytics::metrics::{Accs, Val};
+    use std::collections::BTreeMap;
+    use vigil_runtime::store::{Checkpoint, CheckpointMeta};
+
+    fn commit(store: &Store, id: u64, states: BTreeMap<String, Vec<u8>>, ops: &[Op]) {
+        let meta = CheckpointMeta { id, completed_ms: 0, node_id: "t".into(), offsets: BTreeMap::new(), state_bytes: BTreeMap::new(), duration_us: 0 };
+        store.commit_checkpoint(&Checkpoint { meta, states }, 2, &[(CF, ops)]).unwrap();
+    }
+
+    /// A checkpoint of whole hopping windows (format 1, before panes) restores with each
+    /// window's metrics kept whole, and the next checkpoint rewrites every window in the
+    /// current format, which then restores as it was.
+    #[test]
+    fn whole_windows_of_an_older_checkpoint_restore_and_are_rewritten() {
+        let cfg = vigil_config::Config::from_toml_str(
+            "[[pipeline.aggregations]]\nname = \"h\"\ngroup_by = [\"k\"]\nwindow = { kind = \"hopping\", size = \"30s\", slide = \"10s\" }\nmetrics = [\"count\", \"sum(v)\"]\n",
+            Vec::new(),
+        )
+        .unwrap();
+        let an = Analytics::compile(&cfg.pipeline);
+        let spec = &an.aggs[0];
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        // A record at 25 s with v = 4 was in the windows starting at 0, 10 and 20 s.
+        let mut accs = Accs::new(&spec.metrics);
+        accs.add(&[Val::Missing, Val::Num(4.0)], 25_000);
+        let ops: Vec<Op> = [0, 10_000, 20_000]
+            .iter()
+            .map(|s| {
+                let w = LegacyWindowAcc { end: s + 30_000, accs: accs.clone(), records: 1, revision: None, dirty: true, retracted: false };
+                (window_key("h", "a", *s), Some(encode("window", &w).unwrap()))
+            })
+            .collect();
+        let meta = ProcessMeta { watermarks: Watermarks::default(), aggs: vec![("h".into(), spec.fingerprint.clone(), Some(24_000))] };
+        commit(&store, 1, BTreeMap::from([(META.to_string(), encode("meta", &meta).unwrap())]), &ops);
+
+        let mut r = restore(&store, &an, Duration::ZERO, (0, 1), |_| {}).unwrap().unwrap();
+        assert_eq!(r.windows, 3);
+        // A record at 28 s (v = 1) goes to the pane of 20 s: each window now holds both.
+        r.aggs[0].add("a", 28_000, &[Val::Missing, Val::Num(1.0)], |_| {}).unwrap();
+        let mut ops = Vec::new();
+        let meta = snapshot(&an, &mut r.aggs, &r.watermarks, &mut ops).unwrap();
+        assert_eq!(ops.len(), 3, "every converted window is rewritten");
+        commit(&store, 2, merge_metas(vec![meta]).unwrap().into_iter().collect(), &ops);
+
+        let mut r = restore(&store, &an, Duration::ZERO, (0, 1), |_| {}).unwrap().unwrap();
+        let got: Vec<(i64, Vec<serde_json::Value>, u64)> =
+            r.aggs[0].advance(i64::MAX / 4).into_iter().map(|e| (e.start, e.values.unwrap_or_default(), e.count)).collect();
+        let both = vec![serde_json::json!(2), serde_json::json!(5.0)];
+        assert_eq!(got, vec![(0, both.clone(), 2), (10_000, both.clone(), 2), (20_000, both, 2)]);
+    }
 
     #[test]
     fn window_keys_roundtrip_and_order_by_start() {
