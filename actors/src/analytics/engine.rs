@@ -192,10 +192,13 @@ pub enum Touched {
 /// The windows of one group key by start: small sorted vectors (a key holds one or a few
 /// windows; a map per key would cost a node allocation each). Starts are kept apart from
 /// the windows, so a lookup's binary search reads one cache line, not a line per large
-/// window it probes.
+/// window it probes. So are the flags of which windows' panes hold records: a window of a
+/// key with few records reads them, not every large window, to find the panes to merge.
 #[derive(Debug, Clone, Default)]
 pub struct KeyWindows {
     starts: Vec<i64>,
+    /// `accs[i].records > 0`.
+    filled: Vec<bool>,
     accs: Vec<WindowAcc>,
 }
 
@@ -210,9 +213,13 @@ impl KeyWindows {
 
     fn insert(&mut self, start: i64, w: WindowAcc) {
         match self.pos(start) {
-            Ok(i) => self.accs[i] = w,
+            Ok(i) => {
+                self.filled[i] = w.records > 0;
+                self.accs[i] = w;
+            }
             Err(i) => {
                 self.starts.insert(i, start);
+                self.filled.insert(i, w.records > 0);
                 self.accs.insert(i, w);
             }
         }
@@ -221,7 +228,17 @@ impl KeyWindows {
     fn remove(&mut self, start: &i64) -> Option<WindowAcc> {
         let i = self.pos(*start).ok()?;
         self.starts.remove(i);
+        self.filled.remove(i);
         Some(self.accs.remove(i))
+    }
+
+    /// Add a record to the window (its pane) at position `i`.
+    fn add(&mut self, i: usize, vals: &[Val<'_>], ts: i64) -> &mut WindowAcc {
+        self.filled[i] = true;
+        let w = &mut self.accs[i];
+        w.accs.add(vals, ts);
+        w.records += 1;
+        w
     }
 
     /// Windows starting before `end`.
@@ -244,12 +261,14 @@ impl KeyWindows {
     fn window(&self, i: usize, span: i64) -> (std::borrow::Cow<'_, Accs>, u64) {
         let w = &self.accs[i];
         let reach = self.starts[i].saturating_add(span);
-        let panes = self.starts[i + 1..].iter().take_while(|s| **s < reach).count();
-        if panes == 0 && w.base.is_none() {
+        let end = i + 1 + self.starts[i + 1..].partition_point(|s| *s < reach);
+        // Empty panes are skipped: a key with few records holds mostly empty ones.
+        let mut later = (i + 1..end).filter(|j| self.filled[*j]).map(|j| (&self.accs[j].accs, self.accs[j].records)).peekable();
+        if later.peek().is_none() && w.base.is_none() {
             return (std::borrow::Cow::Borrowed(&w.accs), w.records);
         }
         let (mut accs, mut records) = (w.accs.clone(), w.records);
-        for (a, n) in w.base.iter().map(|b| (&b.0, b.1)).chain(self.accs[i + 1..=i + panes].iter().map(|p| (&p.accs, p.records))) {
+        for (a, n) in w.base.iter().map(|b| (&b.0, b.1)).chain(later) {
             accs.merge(a);
             records += n;
         }
@@ -403,9 +422,7 @@ impl Aggregation {
         // pane's are exactly those windows).
         if let Ok(i) = per_key.pos(pane) {
             if first_end > watermark && i + 1 >= live_windows && per_key.starts[i + 1 - live_windows] == first {
-                let w = &mut per_key.accs[i];
-                w.accs.add(vals, ts);
-                w.records += 1;
+                let w = per_key.add(i, vals, ts);
                 Self::queue(&mut self.changes, w, key, pane);
                 for k in 0..live_windows as i64 {
                     touched(Touched::Window { start: first + k * slide, opened: false });
@@ -434,9 +451,8 @@ impl Aggregation {
                 }
             };
             if start == pane {
-                if let Some(w) = per_key.get_mut(&pane) {
-                    w.accs.add(vals, ts);
-                    w.records += 1;
+                if let Ok(i) = per_key.pos(pane) {
+                    let w = per_key.add(i, vals, ts);
                     Self::queue(&mut self.changes, w, key, pane);
                 }
             }
@@ -845,7 +861,7 @@ mod tests {
     fn kinds() -> impl Strategy<Value = WindowKind> {
         prop_oneof![
             (1i64..30).prop_map(|size_ms| WindowKind::Tumbling { size_ms }),
-            (1i64..6, 1i64..5).prop_map(|(slide, n)| WindowKind::Hopping { size_ms: slide * n, slide_ms: slide }),
+            (1i64..6, 1i64..13).prop_map(|(slide, n)| WindowKind::Hopping { size_ms: slide * n, slide_ms: slide }),
             (1i64..20).prop_map(|gap_ms| WindowKind::Session { gap_ms }),
         ]
     }
