@@ -43,13 +43,15 @@ pub enum WindowKind {
 }
 
 impl WindowKind {
-    /// How far past its start a window reaches into later slots: its size for tumbling and
-    /// hopping windows (a hopping window merges the panes starting before its end), 1 for
-    /// sessions (each is whole in its own slot).
-    fn span(&self) -> i64 {
+    /// Size, slide (the pane) and windows per record. The size is also how far past its
+    /// start a window reaches into later slots (a hopping window merges the panes starting
+    /// before its end); a session is whole in its own slot: size and slide 1, no windows.
+    fn geometry(&self) -> (i64, i64, i64) {
         match *self {
-            WindowKind::Tumbling { size_ms } | WindowKind::Hopping { size_ms, .. } => size_ms,
-            WindowKind::Session { .. } => 1,
+            WindowKind::Tumbling { size_ms } => (size_ms, size_ms, 1),
+            // Starts s = k·slide with ts - size < s <= ts: exactly size / slide of them.
+            WindowKind::Hopping { size_ms, slide_ms } => (size_ms, slide_ms, size_ms / slide_ms),
+            WindowKind::Session { .. } => (1, 1, 0),
         }
     }
 
@@ -60,12 +62,7 @@ impl WindowKind {
 
     /// [`WindowKind::assign`] without allocating.
     pub fn windows_of(&self, ts: i64) -> impl Iterator<Item = (i64, i64)> {
-        let (size, slide, n) = match *self {
-            WindowKind::Tumbling { size_ms } => (size_ms, size_ms, 1),
-            // Starts s = k·slide with ts - size < s <= ts: exactly size / slide of them.
-            WindowKind::Hopping { size_ms, slide_ms } => (size_ms, slide_ms, size_ms / slide_ms),
-            WindowKind::Session { .. } => (1, 1, 0),
-        };
+        let (size, slide, n) = self.geometry();
         let last = ts.div_euclid(slide) * slide;
         (0..n).rev().map(move |i| {
             let s = last - i * slide;
@@ -257,7 +254,7 @@ impl KeyWindows {
 
     /// The metrics and record count of the window at position `i`: its own accumulators,
     /// merged with those of the later slots starting within `span` of it (a hopping
-    /// window's panes; see [`WindowKind::span`]) and with its [`WindowAcc::base`].
+    /// window's panes; see [`WindowKind::geometry`]) and with its [`WindowAcc::base`].
     fn window(&self, i: usize, span: i64) -> (std::borrow::Cow<'_, Accs>, u64) {
         let w = &self.accs[i];
         let reach = self.starts[i].saturating_add(span);
@@ -402,10 +399,7 @@ impl Aggregation {
         let Some((first, first_end)) = kind.windows_of(ts).find(live) else {
             return Err(Late { watermark });
         };
-        let slide = match kind {
-            WindowKind::Hopping { slide_ms, .. } => slide_ms,
-            _ => kind.span(),
-        };
+        let (_, slide, _) = kind.geometry();
         let pane = ts.div_euclid(slide) * slide;
         // One lookup of the key in the common case (it has windows already).
         let (key, per_key) = match self.windows.entry_ref(key) {
@@ -568,7 +562,7 @@ impl Aggregation {
     /// Emit the window of `key` starting at `start` if it is due (fired and changed, or a
     /// retraction), its metrics read over `span` ([`KeyWindows::window`]); queue its change.
     fn emit(&mut self, wm: i64, key: &Arc<str>, start: i64, out: &mut Vec<Emit>) {
-        let span = self.kind.span();
+        let (span, ..) = self.kind.geometry();
         let Some(per_key) = self.windows.get_mut(key) else { return };
         let Ok(i) = per_key.pos(start) else { return };
         let w = &per_key.accs[i];
